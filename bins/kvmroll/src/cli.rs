@@ -1,0 +1,238 @@
+//! The command line of `kvmroll`, as clap types. They stay in the binary and
+//! are turned into core values before any work starts.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Manage a kvmroll cluster: hosts, VMs and their attributes.
+///
+/// Exit status: 0 on success; 1 when the command failed or was refused (the
+/// database is unchanged); 2 for a usage error; 3 when the database was
+/// changed but a libvirt definition could not be refreshed (the VM is marked
+/// stale; `kvmroll vm define VM` retries).
+#[derive(Debug, Parser)]
+#[command(name = "kvmroll", version, about, long_about)]
+pub struct Cli {
+    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Change the database only; do not refresh libvirt definitions.
+    #[arg(long, global = true)]
+    pub no_sync: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Physical hosts (and VMs' own node rows).
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Appliances: the kinds of host (compute, vm-container, ...).
+    #[command(subcommand)]
+    Appliance(ApplianceCmd),
+    /// Virtual machines.
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Attributes: set, get, list and remove, at any scope.
+    #[command(subcommand)]
+    Attr(AttrCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct Json {
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// Add a host.
+    Add {
+        name: String,
+        #[arg(long, default_value = "compute")]
+        appliance: String,
+        #[arg(long, default_value_t = 0)]
+        rack: u32,
+        #[arg(long, default_value_t = 0)]
+        rank: u32,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cpus: u32,
+        #[arg(long, default_value = "linux")]
+        os: String,
+    },
+    /// Change a host's row.
+    Set {
+        name: String,
+        #[arg(long)]
+        appliance: Option<String>,
+        #[arg(long)]
+        rack: Option<u32>,
+        #[arg(long)]
+        rank: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cpus: Option<u32>,
+        #[arg(long)]
+        os: Option<String>,
+        /// install or os.
+        #[arg(long)]
+        boot_action: Option<String>,
+    },
+    /// List hosts.
+    List {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show one host.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Remove a host (not a VM's, nor a container that holds VMs).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApplianceCmd {
+    /// Add an appliance.
+    Add { name: String },
+    /// List appliances.
+    List {
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// Add a VM and its own node row (appliance hosted-vm).
+    Add {
+        name: String,
+        /// The VM container it runs on.
+        #[arg(long)]
+        container: String,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        mem: u32,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cpus: u32,
+        /// TYPE:PATH,DEV,BUS[,SIZE_GIB], TYPE one of file, raw, qcow2, block.
+        #[arg(long = "disk", value_name = "SPEC")]
+        disks: Vec<String>,
+        /// bridge:NAME[,mac=MAC][,vlan=N][,model=M] or direct:DEV[,...].
+        #[arg(long = "nic", value_name = "SPEC")]
+        nics: Vec<String>,
+        /// kvm, or qemu for software emulation.
+        #[arg(long, default_value = "kvm")]
+        virt_type: String,
+    },
+    /// Change a VM's placement or size.
+    Set {
+        name: String,
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        mem: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cpus: Option<u32>,
+        #[arg(long)]
+        virt_type: Option<String>,
+    },
+    /// List VMs.
+    List {
+        #[arg(long)]
+        container: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show one VM.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Remove a VM (and its libvirt definition, unless it runs).
+    Remove { name: String },
+    /// Set the VM's cdrom (an absolute path; under /dev a block device) or `none`.
+    Cdrom { name: String, path: String },
+    /// Add or remove a disk.
+    #[command(subcommand)]
+    Disk(DiskCmd),
+    /// Add or remove a NIC.
+    #[command(subcommand)]
+    Nic(NicCmd),
+    /// Render VMs and define them in the libvirt of their container.
+    Define {
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every placed VM (with --container, those of one container).
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        #[arg(long, requires = "all")]
+        container: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiskCmd {
+    Add { name: String, spec: String },
+    Remove { name: String, dev: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NicCmd {
+    Add { name: String, spec: String },
+    Remove { name: String, mac: String },
+}
+
+/// Which scope an attribute command acts on; none of these means a host.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ScopeArgs {
+    #[arg(long)]
+    pub global: bool,
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+    #[arg(long, value_name = "APPLIANCE")]
+    pub appliance: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub rack: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttrCmd {
+    /// Set an attribute: `attr set HOST NAME VALUE`, or `attr set --global NAME VALUE`.
+    ///
+    /// VALUE may be `-` for standard input, or given with --value-file.
+    Set {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// [HOST] NAME [VALUE]
+        #[arg(num_args = 1..=3, required = true)]
+        args: Vec<String>,
+        /// Read the value from a file (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+    },
+    /// Print a host's resolved value of an attribute (exit 1 when unset).
+    Get { host: String, name: String },
+    /// Every resolved attribute of a host, with the scope it came from.
+    List {
+        host: String,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Remove an attribute: `attr rm HOST NAME` or `attr rm --global NAME`.
+    Rm {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// [HOST] NAME
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
+    },
+}

@@ -1,0 +1,829 @@
+//! The commands of `kvmroll`: each turns its arguments into core changes,
+//! writes them in one transaction and brings libvirt in step.
+
+use crate::cli::{ApplianceCmd, AttrCmd, Cli, Command, DiskCmd, HostCmd, NicCmd, ScopeArgs, VmCmd};
+use crate::sync::{chain, mark_stale, uri_for, Missed, SyncMode, Syncer};
+use kvmroll_core::model::{check_abs_path, check_name, BootAction};
+use kvmroll_core::{
+    open_store, Change, Cluster, ClusterError, Disk, Host, Mac, Nic, NicSpec, OpenMode, Plan,
+    Scope, Store, Vm, DEFAULT_DB_PATH,
+};
+use kvmroll_virt::{DomainState, Libvirt};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// `attr get` of an unset attribute.
+    Unset,
+    /// The database changed but some libvirt definition is stale.
+    Stale,
+}
+
+/// A refusal with its own message.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refused(msg: impl Into<String>) -> Error {
+    Box::new(Refused(msg.into()))
+}
+
+struct App<'a> {
+    store: Box<dyn Store>,
+    sync: Syncer<'a>,
+}
+
+/// The database path: `--db`, else `KVMROLL_DB`, else the default.
+pub fn db_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH))
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+pub fn run(cli: Cli) -> Result<Outcome, Error> {
+    let read_only = env_flag("KVMROLL_DB_READONLY");
+    let mode = if read_only {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let store = open_store(&db_path(cli.db), mode)?;
+    let sync_mode = if cli.no_sync {
+        SyncMode::Off
+    } else if std::env::var_os("KVMROLL_STAGE").is_some() {
+        SyncMode::Deferred
+    } else {
+        SyncMode::Live
+    };
+    let connector = Libvirt;
+    let mut app = App {
+        store,
+        sync: Syncer::new(&connector, sync_mode),
+    };
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Host(c) => app.host(c, &mut out),
+        Command::Appliance(c) => app.appliance(c, &mut out),
+        Command::Vm(c) => app.vm(c, &mut out),
+        Command::Attr(c) => app.attr(c, &mut out),
+    }
+}
+
+fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints rows as aligned columns under a header.
+fn print_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<(), Error> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn scope_of(scope: &ScopeArgs, host: Option<&str>) -> Scope {
+    if scope.global {
+        Scope::Global
+    } else if let Some(os) = &scope.os {
+        Scope::Os(os.clone())
+    } else if let Some(a) = &scope.appliance {
+        Scope::Appliance(a.clone())
+    } else if let Some(r) = scope.rack {
+        Scope::Rack(r)
+    } else {
+        Scope::Host(host.unwrap_or_default().to_string())
+    }
+}
+
+fn has_scope_flag(scope: &ScopeArgs) -> bool {
+    scope.global || scope.os.is_some() || scope.appliance.is_some() || scope.rack.is_some()
+}
+
+/// Reads an attribute value from a file or standard input; one trailing
+/// newline (an editor's) is dropped.
+fn read_value(source: &std::path::Path) -> Result<String, Error> {
+    let mut value = String::new();
+    if source.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut value)
+            .map_err(|e| refused(format!("cannot read the value from standard input: {e}")))?;
+    } else {
+        value = std::fs::read_to_string(source)
+            .map_err(|e| refused(format!("cannot read value file {}: {e}", source.display())))?;
+    }
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}
+
+/// A MAC in 52:54:00 not used anywhere in the cluster (nor in `taken`).
+fn fresh_mac(cluster: &Cluster, taken: &BTreeSet<Mac>) -> Mac {
+    loop {
+        let b = *uuid::Uuid::new_v4().as_bytes();
+        let mac = Mac::qemu([b[0], b[1], b[2]]);
+        if !cluster.mac_in_use(&mac) && !taken.contains(&mac) {
+            return mac;
+        }
+    }
+}
+
+fn nics_from_specs(cluster: &Cluster, specs: &[NicSpec], mut taken: BTreeSet<Mac>) -> Vec<Nic> {
+    specs
+        .iter()
+        .map(|s| {
+            let mac = s.mac.clone().unwrap_or_else(|| fresh_mac(cluster, &taken));
+            taken.insert(mac.clone());
+            Nic {
+                kind: s.kind,
+                source: s.source.clone(),
+                mac,
+                vlan: s.vlan,
+                model: s.model.clone(),
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct VmView<'a> {
+    #[serde(flatten)]
+    vm: &'a Vm,
+    attributes: Vec<kvmroll_core::cluster::Resolved>,
+}
+
+impl App<'_> {
+    /// Writes changes, then brings libvirt in step.
+    fn write(
+        &mut self,
+        changes: &mut dyn FnMut(&Cluster) -> Result<Vec<Change>, ClusterError>,
+    ) -> Result<(Plan, Outcome), Error> {
+        let plan = self.store.update(changes)?;
+        let outcome = self.after_write(&plan)?;
+        Ok((plan, outcome))
+    }
+
+    fn after_write(&mut self, plan: &Plan) -> Result<Outcome, Error> {
+        let missed = self.sync.refresh(plan);
+        self.report_missed(missed)
+    }
+
+    fn report_missed(&mut self, missed: Vec<Missed>) -> Result<Outcome, Error> {
+        if missed.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        let names: BTreeSet<String> = missed.iter().map(|m| m.vm.clone()).collect();
+        mark_stale(self.store.as_mut(), &names, true)?;
+        if self.sync.mode == SyncMode::Deferred {
+            for m in &missed {
+                eprintln!(
+                    "kvmroll: VM {}: libvirt definition marked for refresh (inside a hook stage)",
+                    m.vm
+                );
+            }
+            return Ok(Outcome::Done);
+        }
+        for m in &missed {
+            eprintln!(
+                "kvmroll: warning: VM {} changed in the database but its libvirt definition on {} \
+                 was not refreshed ({}); it is marked stale: run `kvmroll vm define {}` once the \
+                 container is reachable",
+                m.vm, m.container, m.reason, m.vm
+            );
+        }
+        Ok(Outcome::Stale)
+    }
+
+    fn host(&mut self, cmd: HostCmd, out: &mut dyn Write) -> Result<Outcome, Error> {
+        match cmd {
+            HostCmd::Add {
+                name,
+                appliance,
+                rack,
+                rank,
+                cpus,
+                os,
+            } => {
+                let host = Host {
+                    rack,
+                    rank,
+                    cpus,
+                    os,
+                    ..Host::new(&name, &appliance)
+                };
+                self.write(&mut |_| Ok(vec![Change::AddHost(host.clone())]))
+                    .map(|(_, o)| o)
+            }
+            HostCmd::Set {
+                name,
+                appliance,
+                rack,
+                rank,
+                cpus,
+                os,
+                boot_action,
+            } => {
+                let boot = boot_action.as_deref().map(BootAction::parse).transpose()?;
+                self.write(&mut |c| {
+                    if c.vms.contains_key(&name) {
+                        return Err(ClusterError::IsVm(name.clone()));
+                    }
+                    let mut h = c.host(&name)?.clone();
+                    if let Some(a) = &appliance {
+                        h.appliance = a.clone();
+                    }
+                    h.rack = rack.unwrap_or(h.rack);
+                    h.rank = rank.unwrap_or(h.rank);
+                    h.cpus = cpus.unwrap_or(h.cpus);
+                    if let Some(os) = &os {
+                        h.os = os.clone();
+                    }
+                    h.boot_action = boot.unwrap_or(h.boot_action);
+                    Ok(vec![Change::SetHost(h)])
+                })
+                .map(|(_, o)| o)
+            }
+            HostCmd::List { json } => {
+                let c = self.store.snapshot()?;
+                if json.json {
+                    print_json(out, &c.hosts.values().collect::<Vec<_>>())?;
+                    return Ok(Outcome::Done);
+                }
+                let rows: Vec<Vec<String>> = c
+                    .hosts
+                    .values()
+                    .map(|h| {
+                        vec![
+                            h.name.clone(),
+                            h.appliance.clone(),
+                            h.rack.to_string(),
+                            h.rank.to_string(),
+                            h.cpus.to_string(),
+                            h.os.clone(),
+                            h.boot_action.as_str().to_string(),
+                            if c.is_container(h) { "yes" } else { "no" }.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    out,
+                    &[
+                        "HOST",
+                        "APPLIANCE",
+                        "RACK",
+                        "RANK",
+                        "CPUS",
+                        "OS",
+                        "BOOT",
+                        "KVM",
+                    ],
+                    &rows,
+                )?;
+                Ok(Outcome::Done)
+            }
+            HostCmd::Show { name, json } => {
+                let c = self.store.snapshot()?;
+                let h = c.host(&name)?;
+                if json.json {
+                    print_json(out, h)?;
+                    return Ok(Outcome::Done);
+                }
+                writeln!(out, "name:         {}", h.name)?;
+                writeln!(out, "appliance:    {}", h.appliance)?;
+                writeln!(out, "rack:         {}", h.rack)?;
+                writeln!(out, "rank:         {}", h.rank)?;
+                writeln!(out, "cpus:         {}", h.cpus)?;
+                writeln!(out, "os:           {}", h.os)?;
+                writeln!(out, "boot action:  {}", h.boot_action.as_str())?;
+                writeln!(
+                    out,
+                    "vm container: {}",
+                    if c.is_container(h) { "yes" } else { "no" }
+                )?;
+                let vms: Vec<&str> = c.vms_on(&name).map(|v| v.name.as_str()).collect();
+                if !vms.is_empty() {
+                    writeln!(out, "vms:          {}", vms.join(" "))?;
+                }
+                Ok(Outcome::Done)
+            }
+            HostCmd::Remove { name } => self
+                .write(&mut |_| Ok(vec![Change::RemoveHost(name.clone())]))
+                .map(|(_, o)| o),
+        }
+    }
+
+    fn appliance(&mut self, cmd: ApplianceCmd, out: &mut dyn Write) -> Result<Outcome, Error> {
+        match cmd {
+            ApplianceCmd::Add { name } => self
+                .write(&mut |_| Ok(vec![Change::AddAppliance(name.clone())]))
+                .map(|(_, o)| o),
+            ApplianceCmd::List { json } => {
+                let c = self.store.snapshot()?;
+                if json.json {
+                    print_json(out, &c.appliances)?;
+                } else {
+                    for a in &c.appliances {
+                        writeln!(out, "{a}")?;
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    /// Changes one VM's row with `edit`, in one transaction.
+    fn edit_vm(
+        &mut self,
+        name: &str,
+        edit: &mut dyn FnMut(&Cluster, &mut Vm) -> Result<(), ClusterError>,
+    ) -> Result<Outcome, Error> {
+        self.write(&mut |c| {
+            let mut vm = c.vm(name)?.clone();
+            edit(c, &mut vm)?;
+            Ok(vec![Change::SetVm(vm)])
+        })
+        .map(|(_, o)| o)
+    }
+
+    fn vm(&mut self, cmd: VmCmd, out: &mut dyn Write) -> Result<Outcome, Error> {
+        match cmd {
+            VmCmd::Add {
+                name,
+                container,
+                mem,
+                cpus,
+                disks,
+                nics,
+                virt_type,
+            } => {
+                check_name("VM", &name)?;
+                let disks = disks
+                    .iter()
+                    .map(|d| Disk::parse(d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let specs = nics
+                    .iter()
+                    .map(|n| NicSpec::parse(n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let uuid = uuid::Uuid::new_v4().to_string();
+                self.write(&mut |c| {
+                    let nics = nics_from_specs(c, &specs, BTreeSet::new());
+                    Ok(vec![Change::AddVm(Vm {
+                        id: 0,
+                        name: name.clone(),
+                        container: Some(container.clone()),
+                        memory_mib: mem,
+                        vcpus: cpus,
+                        uuid: uuid.clone(),
+                        cdrom: None,
+                        virt_type: virt_type.clone(),
+                        disks: disks.clone(),
+                        nics,
+                        stale: false,
+                    })])
+                })
+                .map(|(_, o)| o)
+            }
+            VmCmd::Set {
+                name,
+                container,
+                mem,
+                cpus,
+                virt_type,
+            } => {
+                let snapshot = self.store.snapshot()?;
+                let old = snapshot.vm(&name)?.clone();
+                let moving = container.is_some() && container != old.container;
+                // Moving a running VM is a migration, which this is not.
+                let mut was_defined = None;
+                if moving && self.sync.mode == SyncMode::Live {
+                    if let Some(from) = &old.container {
+                        let uri = uri_for(&snapshot, from);
+                        match self
+                            .sync
+                            .conn(&uri)
+                            .and_then(|hv| hv.domain(&name).map_err(|e| chain(&e)))
+                        {
+                            Ok(Some(d)) if d.state != DomainState::ShutOff => {
+                                return Err(refused(format!(
+                                    "VM {name} is running on {from}; shut it down before moving it"
+                                )))
+                            }
+                            Ok(Some(_)) => was_defined = Some(uri),
+                            Ok(None) => {}
+                            Err(e) => eprintln!(
+                                "kvmroll: warning: cannot reach {from} to check VM {name}: {e}; \
+                                 any definition left there is stale"
+                            ),
+                        }
+                    }
+                }
+                let (plan, outcome) = self.write(&mut |c| {
+                    let mut vm = c.vm(&name)?.clone();
+                    if let Some(ct) = &container {
+                        vm.container = Some(ct.clone());
+                    }
+                    vm.memory_mib = mem.unwrap_or(vm.memory_mib);
+                    vm.vcpus = cpus.unwrap_or(vm.vcpus);
+                    if let Some(t) = &virt_type {
+                        vm.virt_type = t.clone();
+                    }
+                    Ok(vec![Change::SetVm(vm)])
+                })?;
+                if let Some(uri) = was_defined {
+                    // The old container's definition goes; the new one gets it.
+                    let result = self
+                        .sync
+                        .conn(&uri)
+                        .and_then(|hv| hv.undefine(&name).map_err(|e| chain(&e)));
+                    if let Err(e) = result {
+                        eprintln!("kvmroll: warning: VM {name}: its old definition at {uri} could not be removed: {e}");
+                    }
+                    return self.define(&plan.after, &[name]);
+                }
+                Ok(outcome)
+            }
+            VmCmd::List { container, json } => {
+                let c = self.store.snapshot()?;
+                if let Some(ct) = &container {
+                    c.host(ct)?;
+                }
+                let vms: Vec<&Vm> = c
+                    .vms
+                    .values()
+                    .filter(|v| container.is_none() || v.container == container)
+                    .collect();
+                if json.json {
+                    print_json(out, &vms)?;
+                    return Ok(Outcome::Done);
+                }
+                let rows: Vec<Vec<String>> = vms
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            v.container.clone().unwrap_or_else(|| "-".into()),
+                            v.memory_mib.to_string(),
+                            v.vcpus.to_string(),
+                            v.cdrom.clone().unwrap_or_else(|| "-".into()),
+                            if v.stale { "stale" } else { "ok" }.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    out,
+                    &["VM", "CONTAINER", "MEM_MIB", "VCPUS", "CDROM", "DEFINITION"],
+                    &rows,
+                )?;
+                Ok(Outcome::Done)
+            }
+            VmCmd::Show { name, json } => {
+                let c = self.store.snapshot()?;
+                let vm = c.vm(&name)?;
+                let attributes: Vec<_> = c.resolve(c.host(&name)?).into_values().collect();
+                if json.json {
+                    print_json(out, &VmView { vm, attributes })?;
+                    return Ok(Outcome::Done);
+                }
+                writeln!(out, "name:      {}", vm.name)?;
+                writeln!(out, "uuid:      {}", vm.uuid)?;
+                writeln!(out, "container: {}", vm.container.as_deref().unwrap_or("-"))?;
+                writeln!(out, "memory:    {} MiB", vm.memory_mib)?;
+                writeln!(out, "vcpus:     {}", vm.vcpus)?;
+                writeln!(out, "virt type: {}", vm.virt_type)?;
+                writeln!(out, "cdrom:     {}", vm.cdrom.as_deref().unwrap_or("none"))?;
+                writeln!(
+                    out,
+                    "definition: {}",
+                    if vm.stale {
+                        "stale (run kvmroll vm define)"
+                    } else {
+                        "in step"
+                    }
+                )?;
+                for d in &vm.disks {
+                    writeln!(out, "disk:      {}", d.spec())?;
+                }
+                for n in &vm.nics {
+                    let mut s = format!("{}:{},mac={}", n.kind.as_str(), n.source, n.mac);
+                    if let Some(v) = n.vlan {
+                        s.push_str(&format!(",vlan={v}"));
+                    }
+                    s.push_str(&format!(",model={}", n.model));
+                    writeln!(out, "nic:       {s}")?;
+                }
+                Ok(Outcome::Done)
+            }
+            VmCmd::Remove { name } => self.remove_vm(&name),
+            VmCmd::Cdrom { name, path } => {
+                let cdrom = match path.as_str() {
+                    "none" => None,
+                    p => {
+                        check_abs_path(p)?;
+                        Some(p.to_string())
+                    }
+                };
+                self.edit_vm(&name, &mut |_, vm| {
+                    vm.cdrom = cdrom.clone();
+                    Ok(())
+                })
+            }
+            VmCmd::Disk(DiskCmd::Add { name, spec }) => {
+                let disk = Disk::parse(&spec)?;
+                self.edit_vm(&name, &mut |_, vm| {
+                    vm.disks.push(disk.clone());
+                    Ok(())
+                })
+            }
+            VmCmd::Disk(DiskCmd::Remove { name, dev }) => self.edit_vm(&name, &mut |_, vm| {
+                let before = vm.disks.len();
+                vm.disks.retain(|d| d.dev != dev);
+                if vm.disks.len() == before {
+                    return Err(ClusterError::UnknownDisk {
+                        vm: vm.name.clone(),
+                        dev: dev.clone(),
+                    });
+                }
+                Ok(())
+            }),
+            VmCmd::Nic(NicCmd::Add { name, spec }) => {
+                let spec = NicSpec::parse(&spec)?;
+                self.edit_vm(&name, &mut |c, vm| {
+                    let taken = vm.nics.iter().map(|n| n.mac.clone()).collect();
+                    vm.nics
+                        .extend(nics_from_specs(c, std::slice::from_ref(&spec), taken));
+                    Ok(())
+                })
+            }
+            VmCmd::Nic(NicCmd::Remove { name, mac }) => {
+                let mac = Mac::parse(&mac)?;
+                self.edit_vm(&name, &mut |_, vm| {
+                    let before = vm.nics.len();
+                    vm.nics.retain(|n| n.mac != mac);
+                    if vm.nics.len() == before {
+                        return Err(ClusterError::UnknownNic {
+                            vm: vm.name.clone(),
+                            mac: mac.to_string(),
+                        });
+                    }
+                    Ok(())
+                })
+            }
+            VmCmd::Define {
+                names,
+                all,
+                container,
+            } => {
+                let c = self.store.snapshot()?;
+                let names: Vec<String> = if all {
+                    if let Some(ct) = &container {
+                        c.host(ct)?;
+                    }
+                    c.vms
+                        .values()
+                        .filter(|v| v.container.is_some())
+                        .filter(|v| container.is_none() || v.container == container)
+                        .map(|v| v.name.clone())
+                        .collect()
+                } else {
+                    names
+                };
+                self.define(&c, &names)
+            }
+        }
+    }
+
+    /// Renders and defines VMs in their containers' libvirt; clears `stale`
+    /// for those that succeed.
+    fn define(&mut self, c: &Cluster, names: &[String]) -> Result<Outcome, Error> {
+        if self.sync.mode == SyncMode::Deferred {
+            return Err(refused(
+                "kvmroll vm define cannot run inside a libvirt hook stage: libvirtd is waiting for the hook",
+            ));
+        }
+        let mut renderer = kvmroll_core::Renderer::new(c);
+        let mut jobs = Vec::new();
+        for name in names {
+            let vm = c.vm(name)?;
+            let container = vm
+                .container
+                .clone()
+                .ok_or_else(|| refused(format!("VM {name} is not placed on a container")))?;
+            jobs.push((name.clone(), container, renderer.render(name)?));
+        }
+        let mut done = BTreeSet::new();
+        let mut failed = 0;
+        for (name, container, xml) in jobs {
+            let uri = uri_for(c, &container);
+            match self
+                .sync
+                .conn(&uri)
+                .and_then(|hv| hv.define(&xml).map_err(|e| chain(&e)))
+            {
+                Ok(()) => {
+                    done.insert(name.clone());
+                    eprintln!("kvmroll: VM {name} defined on {container} ({uri})");
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("kvmroll: VM {name}: cannot define it on {container} ({uri}): {e}");
+                }
+            }
+        }
+        mark_stale(self.store.as_mut(), &done, false)?;
+        if failed > 0 {
+            return Err(refused(format!(
+                "{failed} of {} VM(s) could not be defined",
+                names.len()
+            )));
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn remove_vm(&mut self, name: &str) -> Result<Outcome, Error> {
+        let c = self.store.snapshot()?;
+        let vm = c.vm(name)?;
+        let mut defined_at = None;
+        let mut missed = Vec::new();
+        if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
+            let uri = uri_for(&c, container);
+            match self
+                .sync
+                .conn(&uri)
+                .and_then(|hv| hv.domain(name).map_err(|e| chain(&e)))
+            {
+                Ok(Some(d)) if d.state != DomainState::ShutOff => {
+                    return Err(refused(format!(
+                        "VM {name} is running on {container}; shut it down before removing it"
+                    )))
+                }
+                Ok(Some(_)) => defined_at = Some(uri),
+                Ok(None) => {}
+                Err(reason) => missed.push((container.clone(), reason)),
+            }
+        }
+        self.store
+            .update(&mut |_| Ok(vec![Change::RemoveVm(name.to_string())]))?;
+        if let Some(uri) = defined_at {
+            let result = self
+                .sync
+                .conn(&uri)
+                .and_then(|hv| hv.undefine(name).map_err(|e| chain(&e)));
+            if let Err(reason) = result {
+                missed.push((uri, reason));
+            }
+        }
+        for (place, reason) in &missed {
+            eprintln!(
+                "kvmroll: warning: VM {name} was removed from the database but its libvirt \
+                 definition on {place} may remain ({reason}); remove it with virsh undefine"
+            );
+        }
+        Ok(if missed.is_empty() {
+            Outcome::Done
+        } else {
+            Outcome::Stale
+        })
+    }
+
+    fn attr(&mut self, cmd: AttrCmd, out: &mut dyn Write) -> Result<Outcome, Error> {
+        match cmd {
+            AttrCmd::Set {
+                scope,
+                args,
+                value_file,
+            } => {
+                let flagged = has_scope_flag(&scope);
+                let (target, rest) = if flagged {
+                    (None, &args[..])
+                } else {
+                    (Some(args[0].as_str()), &args[1..])
+                };
+                let (name, value) = match (rest, &value_file) {
+                    ([name], Some(file)) => (name.clone(), read_value(file)?),
+                    ([name, v], None) if v == "-" => {
+                        (name.clone(), read_value(std::path::Path::new("-"))?)
+                    }
+                    ([name, v], None) => (name.clone(), v.clone()),
+                    ([_, _], Some(_)) => {
+                        return Err(refused("give the value or --value-file, not both"))
+                    }
+                    ([_], None) => {
+                        return Err(refused(
+                            "no value given (a VALUE, `-` for standard input, or --value-file)",
+                        ))
+                    }
+                    _ => {
+                        return Err(refused(if flagged {
+                            "expected NAME VALUE after a scope flag"
+                        } else {
+                            "expected HOST NAME VALUE (or a scope flag such as --global)"
+                        }))
+                    }
+                };
+                let scope = scope_of(&scope, target);
+                self.write(&mut |_| {
+                    Ok(vec![Change::SetAttr {
+                        scope: scope.clone(),
+                        name: name.clone(),
+                        value: value.clone(),
+                    }])
+                })
+                .map(|(_, o)| o)
+            }
+            AttrCmd::Get { host, name } => {
+                let c = self.store.snapshot()?;
+                let h = c.host(&host)?;
+                match c.attr(h, &name) {
+                    Some(v) => {
+                        writeln!(out, "{v}")?;
+                        Ok(Outcome::Done)
+                    }
+                    None => Ok(Outcome::Unset),
+                }
+            }
+            AttrCmd::List { host, json } => {
+                let c = self.store.snapshot()?;
+                let h = c.host(&host)?;
+                let resolved: Vec<_> = c.resolve(h).into_values().collect();
+                if json.json {
+                    print_json(out, &resolved)?;
+                    return Ok(Outcome::Done);
+                }
+                let rows: Vec<Vec<String>> = resolved
+                    .iter()
+                    .map(|r| vec![r.name.clone(), r.scope.to_string(), one_line(&r.value)])
+                    .collect();
+                print_table(out, &["ATTRIBUTE", "SCOPE", "VALUE"], &rows)?;
+                Ok(Outcome::Done)
+            }
+            AttrCmd::Rm { scope, args } => {
+                let flagged = has_scope_flag(&scope);
+                let (target, name) = match (flagged, &args[..]) {
+                    (true, [name]) => (None, name.clone()),
+                    (false, [host, name]) => (Some(host.as_str()), name.clone()),
+                    _ => {
+                        return Err(refused(if flagged {
+                            "expected NAME after a scope flag"
+                        } else {
+                            "expected HOST NAME (or a scope flag such as --global)"
+                        }))
+                    }
+                };
+                let scope = scope_of(&scope, target);
+                self.write(&mut |_| {
+                    Ok(vec![Change::RemoveAttr {
+                        scope: scope.clone(),
+                        name: name.clone(),
+                    }])
+                })
+                .map(|(_, o)| o)
+            }
+        }
+    }
+}
+
+/// A value on one line for a table: newlines shown as `\n`.
+fn one_line(v: &str) -> String {
+    v.replace('\n', "\\n")
+}

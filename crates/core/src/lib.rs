@@ -1,0 +1,19 @@
+//! kvmroll's core: the cluster model, attribute resolution and validation,
+//! the store behind which the database sits, and the domain XML renderer.
+//!
+//! Nothing here links libvirt: the hook depends on this crate and must never
+//! call back into the daemon that is waiting for it.
+
+pub mod attrs;
+pub mod cluster;
+pub mod cpuset;
+pub mod model;
+pub mod render;
+pub mod sqlite;
+pub mod store;
+pub mod xml;
+
+pub use cluster::{Change, Cluster, ClusterError, Plan};
+pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
+pub use render::{render_domain, RenderError, Renderer};
+pub use store::{open_store, OpenMode, Store, StoreError, DEFAULT_DB_PATH};

@@ -1,0 +1,641 @@
+//! Renders a VM of the cluster into libvirt domain XML
+//! (<https://libvirt.org/formatdomain.html>), the way Rocks'
+//! `rocks report host vm config` did, with its faults fixed: Rocks' `exact`
+//! CPU mode becomes `mode='custom' match='exact'`, a cdrom under /dev is a
+//! block device, a gap in `kvm_device_N` is an error, and attribute text is
+//! escaped while XML fragments are inserted only after they were checked.
+
+use crate::attrs::{self, CpuMode, Pinning};
+use crate::cluster::Cluster;
+use crate::cpuset;
+use crate::model::{DiskKind, NicKind, ValidationError, Vm};
+use crate::xml::push_escaped;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Why a VM cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("unknown VM {0:?}")]
+    UnknownVm(String),
+    #[error("VM {vm:?}")]
+    Attribute {
+        vm: String,
+        #[source]
+        source: ValidationError,
+    },
+    #[error("VM {vm:?}: kvm_cpu_pinning {pinning} needs the VM placed on a container")]
+    Unplaced { vm: String, pinning: &'static str },
+    #[error("VM {vm:?}: pin_all needs {vcpus} vCPUs pinned but container {container:?} has only {cpus} CPUs")]
+    PinAllTooWide {
+        vm: String,
+        vcpus: u32,
+        container: String,
+        cpus: u32,
+    },
+    #[error("VM {vm:?}: kvm_cpu_pinning pins to CPU {cpu} but container {container:?} has only CPUs 0-{last}")]
+    NoSuchCpu {
+        vm: String,
+        cpu: u32,
+        container: String,
+        last: u32,
+    },
+    #[error("VM {vm:?}: kvm_cpu_pinning pins vCPU {vcpu} but the VM has only {vcpus} vCPUs")]
+    NoSuchVcpu { vm: String, vcpu: u32, vcpus: u32 },
+    #[error("VM {vm:?}: pin_auto needs {need} free CPUs{where_} on container {container:?} but at most {free} are free")]
+    PinAutoFull {
+        vm: String,
+        container: String,
+        need: u32,
+        free: u32,
+        where_: &'static str,
+    },
+    #[error("VM {vm:?}: kvm_device_{next} is set but kvm_device_{missing} is not; the numbering must have no gap")]
+    DeviceGap { vm: String, missing: u32, next: u32 },
+}
+
+/// The default CPU mode (the Rocks frontend's global default).
+pub const DEFAULT_CPU_MODE: &str = "host-passthrough";
+
+/// Renders many VMs of one snapshot, computing each container's CPU pinning
+/// plan once.
+#[derive(Debug)]
+pub struct Renderer<'a> {
+    cluster: &'a Cluster,
+    pins: HashMap<String, BTreeMap<String, Result<Vec<u32>, RenderError>>>,
+}
+
+/// Renders one VM.
+pub fn render_domain(cluster: &Cluster, vm: &str) -> Result<String, RenderError> {
+    Renderer::new(cluster).render(vm)
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(cluster: &'a Cluster) -> Renderer<'a> {
+        Renderer {
+            cluster,
+            pins: HashMap::new(),
+        }
+    }
+
+    /// The CPUs each pinned VM of a container gets: pin_all and raw fragments
+    /// claim theirs first, then pin_auto VMs, oldest first, take the lowest
+    /// free CPUs of the first NUMA cell (from the container's `numa_cells`)
+    /// that has enough of them.
+    fn pin_plan(&self, container: &str) -> BTreeMap<String, Result<Vec<u32>, RenderError>> {
+        let c = self.cluster;
+        let mut plan = BTreeMap::new();
+        let Some(host) = c.hosts.get(container) else {
+            return plan;
+        };
+        let cpus = host.cpus;
+        let all: BTreeSet<u32> = (0..cpus).collect();
+        let cells: Vec<BTreeSet<u32>> = match c.attr(host, "numa_cells").map(cpuset::parse_cells) {
+            Some(Ok(cells)) => cells
+                .into_iter()
+                .map(|cell| cell.intersection(&all).copied().collect::<BTreeSet<u32>>())
+                .filter(|cell| !cell.is_empty())
+                .collect(),
+            _ => vec![all],
+        };
+        let numa = cells.len() > 1;
+        let mut used = BTreeSet::new();
+        let mut autos = Vec::new();
+        for vm in c.vms_on(container) {
+            let Some(value) = c.attr_of(&vm.name, "kvm_cpu_pinning") else {
+                continue;
+            };
+            let result = match Pinning::parse(value) {
+                Err(source) => Err(RenderError::Attribute {
+                    vm: vm.name.clone(),
+                    source,
+                }),
+                Ok(Pinning::All) if vm.vcpus > cpus => Err(RenderError::PinAllTooWide {
+                    vm: vm.name.clone(),
+                    vcpus: vm.vcpus,
+                    container: container.to_string(),
+                    cpus,
+                }),
+                Ok(Pinning::All) => {
+                    used.extend(0..vm.vcpus);
+                    Ok((0..vm.vcpus).collect())
+                }
+                Ok(Pinning::Fragment { elements, .. }) => {
+                    check_fragment_pins(vm, container, cpus, &elements).inspect(|set| {
+                        used.extend(set.iter().copied());
+                    })
+                }
+                Ok(Pinning::Auto) => {
+                    autos.push(vm);
+                    continue;
+                }
+            };
+            plan.insert(vm.name.clone(), result);
+        }
+        for vm in autos {
+            let need = vm.vcpus as usize;
+            let free: Vec<Vec<u32>> = cells
+                .iter()
+                .map(|cell| cell.difference(&used).copied().collect())
+                .collect();
+            let result = match free.iter().find(|f| f.len() >= need) {
+                Some(f) => {
+                    let picked: Vec<u32> = f[..need].to_vec();
+                    used.extend(picked.iter().copied());
+                    Ok(picked)
+                }
+                None => Err(RenderError::PinAutoFull {
+                    vm: vm.name.clone(),
+                    container: container.to_string(),
+                    need: vm.vcpus,
+                    free: free.iter().map(Vec::len).max().unwrap_or(0) as u32,
+                    where_: if numa { " in one NUMA cell" } else { "" },
+                }),
+            };
+            plan.insert(vm.name.clone(), result);
+        }
+        plan
+    }
+
+    fn pins_for(&mut self, vm: &Vm, pinning: &'static str) -> Result<Vec<u32>, RenderError> {
+        let Some(container) = vm.container.as_deref() else {
+            return Err(RenderError::Unplaced {
+                vm: vm.name.clone(),
+                pinning,
+            });
+        };
+        if !self.pins.contains_key(container) {
+            let plan = self.pin_plan(container);
+            self.pins.insert(container.to_string(), plan);
+        }
+        self.pins
+            .get(container)
+            .and_then(|p| p.get(&vm.name))
+            .cloned()
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Renders the domain XML of one VM.
+    pub fn render(&mut self, name: &str) -> Result<String, RenderError> {
+        let c = self.cluster;
+        let vm = c
+            .vms
+            .get(name)
+            .ok_or_else(|| RenderError::UnknownVm(name.to_string()))?;
+        let host = c
+            .hosts
+            .get(name)
+            .ok_or_else(|| RenderError::UnknownVm(name.to_string()))?;
+        let attr = |n: &str| c.attr(host, n);
+        let bad = |source: ValidationError| RenderError::Attribute {
+            vm: name.to_string(),
+            source,
+        };
+        // Re-check what was checked when set: the rules may have grown since.
+        let checked = |n: &str| -> Result<Option<String>, RenderError> {
+            attr(n)
+                .map(|v| attrs::normalize(n, v).map_err(bad))
+                .transpose()
+        };
+        let cpu_mode = match checked("cpu_mode")? {
+            Some(v) => Some(CpuMode::parse(&v).map_err(bad)?),
+            None if vm.virt_type == "kvm" => Some(CpuMode::parse(DEFAULT_CPU_MODE).map_err(bad)?),
+            // Plain QEMU emulation cannot pass the host CPU through.
+            None => None,
+        };
+        let pinning = match checked("kvm_cpu_pinning")? {
+            None => None,
+            Some(v) => Some(Pinning::parse(&v).map_err(bad)?),
+        };
+        let pins = match &pinning {
+            Some(Pinning::All) => Some(self.pins_for(vm, "pin_all")?),
+            Some(Pinning::Auto) => Some(self.pins_for(vm, "pin_auto")?),
+            Some(Pinning::Fragment { .. }) => {
+                if vm.container.is_some() {
+                    self.pins_for(vm, "fragment")?;
+                }
+                None
+            }
+            None => None,
+        };
+        let devices = device_fragments(c, host, name)?;
+        let machine = checked("kvm_machine")?.unwrap_or_else(|| "pc".to_string());
+        let graphics = checked("kvm_graphics")?.unwrap_or_else(|| "vnc".to_string());
+        let emulator = checked("kvm_emulator")?;
+
+        let mut x = String::with_capacity(2048);
+        let line = |x: &mut String, indent: usize, s: &str| {
+            for _ in 0..indent {
+                x.push_str("  ");
+            }
+            x.push_str(s);
+            x.push('\n');
+        };
+        let esc = |s: &str| {
+            let mut o = String::with_capacity(s.len());
+            push_escaped(&mut o, s, true);
+            o
+        };
+        line(
+            &mut x,
+            0,
+            &format!("<domain type='{}'>", esc(&vm.virt_type)),
+        );
+        line(&mut x, 1, &format!("<name>{}</name>", esc(&vm.name)));
+        line(&mut x, 1, &format!("<uuid>{}</uuid>", esc(&vm.uuid)));
+        let kib = u64::from(vm.memory_mib) * 1024;
+        line(&mut x, 1, &format!("<memory unit='KiB'>{kib}</memory>"));
+        line(
+            &mut x,
+            1,
+            &format!("<currentMemory unit='KiB'>{kib}</currentMemory>"),
+        );
+        line(
+            &mut x,
+            1,
+            &format!("<vcpu placement='static'>{}</vcpu>", vm.vcpus),
+        );
+        match (&pinning, pins) {
+            (Some(Pinning::Fragment { xml, .. }), _) => {
+                for l in xml.trim().lines() {
+                    line(&mut x, 1, l.trim_end());
+                }
+            }
+            (_, Some(pins)) => {
+                line(&mut x, 1, "<cputune>");
+                for (vcpu, cpu) in pins.iter().enumerate() {
+                    line(
+                        &mut x,
+                        2,
+                        &format!("<vcpupin vcpu='{vcpu}' cpuset='{cpu}'/>"),
+                    );
+                }
+                line(&mut x, 1, "</cputune>");
+            }
+            _ => {}
+        }
+        line(&mut x, 1, "<os>");
+        line(
+            &mut x,
+            2,
+            &format!("<type arch='x86_64' machine='{}'>hvm</type>", esc(&machine)),
+        );
+        if vm.cdrom.is_some() {
+            line(&mut x, 2, "<boot dev='cdrom'/>");
+        }
+        line(&mut x, 2, "<boot dev='network'/>");
+        line(&mut x, 2, "<boot dev='hd'/>");
+        line(&mut x, 2, "<bootmenu enable='yes'/>");
+        line(&mut x, 1, "</os>");
+        line(&mut x, 1, "<features>");
+        line(&mut x, 2, "<acpi/>");
+        line(&mut x, 2, "<apic/>");
+        line(&mut x, 2, "<pae/>");
+        line(&mut x, 1, "</features>");
+        if let Some(cpu) = &cpu_mode {
+            let open = if cpu.exact {
+                format!("<cpu mode='{}' match='exact'", cpu.mode)
+            } else {
+                format!("<cpu mode='{}'", cpu.mode)
+            };
+            match &cpu.inner {
+                None => line(&mut x, 1, &format!("{open}/>")),
+                Some(inner) => {
+                    line(&mut x, 1, &format!("{open}>"));
+                    for l in inner.trim().lines() {
+                        line(&mut x, 2, l.trim_end());
+                    }
+                    line(&mut x, 1, "</cpu>");
+                }
+            }
+        }
+        line(&mut x, 1, "<clock offset='utc'/>");
+        line(&mut x, 1, "<on_poweroff>destroy</on_poweroff>");
+        line(&mut x, 1, "<on_reboot>restart</on_reboot>");
+        line(&mut x, 1, "<on_crash>destroy</on_crash>");
+        line(&mut x, 1, "<devices>");
+        if let Some(e) = &emulator {
+            line(&mut x, 2, &format!("<emulator>{}</emulator>", esc(e)));
+        }
+        for d in &vm.disks {
+            let (kind, src, format) = match d.kind {
+                DiskKind::Block => ("block", "dev", "raw"),
+                DiskKind::Qcow2 => ("file", "file", "qcow2"),
+                DiskKind::File | DiskKind::Raw => ("file", "file", "raw"),
+            };
+            line(&mut x, 2, &format!("<disk type='{kind}' device='disk'>"));
+            line(&mut x, 3, &format!("<driver name='qemu' type='{format}'/>"));
+            line(&mut x, 3, &format!("<source {src}='{}'/>", esc(&d.path)));
+            line(
+                &mut x,
+                3,
+                &format!("<target dev='{}' bus='{}'/>", esc(&d.dev), esc(&d.bus)),
+            );
+            line(&mut x, 2, "</disk>");
+        }
+        if let Some(cd) = &vm.cdrom {
+            // Rocks declared every cdrom a file; a device node is a block device.
+            let (kind, src) = if cd.starts_with("/dev/") {
+                ("block", "dev")
+            } else {
+                ("file", "file")
+            };
+            let (dev, bus) = cdrom_target(vm, &machine);
+            line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
+            line(&mut x, 3, "<driver name='qemu' type='raw'/>");
+            line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
+            line(&mut x, 3, &format!("<target dev='{dev}' bus='{bus}'/>"));
+            line(&mut x, 3, "<readonly/>");
+            line(&mut x, 2, "</disk>");
+        }
+        for n in &vm.nics {
+            line(
+                &mut x,
+                2,
+                &format!("<interface type='{}'>", n.kind.as_str()),
+            );
+            line(&mut x, 3, &format!("<mac address='{}'/>", n.mac));
+            match (n.kind, n.vlan) {
+                (NicKind::Bridge, _) => {
+                    line(&mut x, 3, &format!("<source bridge='{}'/>", esc(&n.source)));
+                }
+                // macvtap on the VLAN's own interface, as Rocks did.
+                (NicKind::Direct, Some(v)) => {
+                    line(
+                        &mut x,
+                        3,
+                        &format!("<source dev='{}.{v}' mode='bridge'/>", esc(&n.source)),
+                    );
+                }
+                (NicKind::Direct, None) => {
+                    line(
+                        &mut x,
+                        3,
+                        &format!("<source dev='{}' mode='bridge'/>", esc(&n.source)),
+                    );
+                }
+            }
+            if let (NicKind::Bridge, Some(v)) = (n.kind, n.vlan) {
+                line(&mut x, 3, "<vlan>");
+                line(&mut x, 4, &format!("<tag id='{v}'/>"));
+                line(&mut x, 3, "</vlan>");
+            }
+            line(&mut x, 3, &format!("<model type='{}'/>", esc(&n.model)));
+            line(&mut x, 2, "</interface>");
+        }
+        for dev in &devices {
+            for l in dev.trim().lines() {
+                line(&mut x, 2, l.trim_end());
+            }
+        }
+        line(&mut x, 2, "<serial type='pty'>");
+        line(&mut x, 3, "<target port='0'/>");
+        line(&mut x, 2, "</serial>");
+        line(&mut x, 2, "<console type='pty'>");
+        line(&mut x, 3, "<target type='serial' port='0'/>");
+        line(&mut x, 2, "</console>");
+        match graphics.as_str() {
+            "none" => {}
+            kind => line(
+                &mut x,
+                2,
+                &format!("<graphics type='{kind}' autoport='yes' listen='127.0.0.1'/>"),
+            ),
+        }
+        line(&mut x, 1, "</devices>");
+        line(&mut x, 0, "</domain>");
+        Ok(x)
+    }
+}
+
+/// The CPUs a raw pinning fragment names, checked against the VM and its
+/// container.
+fn check_fragment_pins(
+    vm: &Vm,
+    container: &str,
+    cpus: u32,
+    elements: &[crate::xml::Element],
+) -> Result<Vec<u32>, RenderError> {
+    let pins = Pinning::fragment_pins(elements).map_err(|why| RenderError::Attribute {
+        vm: vm.name.clone(),
+        source: ValidationError::Attribute {
+            name: "kvm_cpu_pinning".into(),
+            why,
+        },
+    })?;
+    let mut all = Vec::new();
+    for (vcpu, set) in pins {
+        if vcpu >= vm.vcpus {
+            return Err(RenderError::NoSuchVcpu {
+                vm: vm.name.clone(),
+                vcpu,
+                vcpus: vm.vcpus,
+            });
+        }
+        if let Some(&cpu) = set.iter().find(|&&c| c >= cpus) {
+            return Err(RenderError::NoSuchCpu {
+                vm: vm.name.clone(),
+                cpu,
+                container: container.to_string(),
+                last: cpus.saturating_sub(1),
+            });
+        }
+        all.extend(set);
+    }
+    Ok(all)
+}
+
+/// The `kvm_device_N` values of a VM in order; a gap is an error.
+fn device_fragments(
+    c: &Cluster,
+    host: &crate::model::Host,
+    vm: &str,
+) -> Result<Vec<String>, RenderError> {
+    let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
+    for (name, r) in c.resolve(host) {
+        if let Some(i) = attrs::device_index(&name) {
+            found.insert(i, (name, r.value));
+        }
+    }
+    let mut out = Vec::with_capacity(found.len());
+    for (expected, (i, (name, value))) in found.into_iter().enumerate() {
+        let expected = expected as u32;
+        if i != expected {
+            return Err(RenderError::DeviceGap {
+                vm: vm.to_string(),
+                missing: expected,
+                next: i,
+            });
+        }
+        let value = attrs::normalize(&name, &value).map_err(|source| RenderError::Attribute {
+            vm: vm.to_string(),
+            source,
+        })?;
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// Where the cdrom goes: an IDE slot on the pc machine, SATA on q35; the
+/// first slot no disk uses (Rocks always used hda, even when a disk had it).
+fn cdrom_target(vm: &Vm, machine: &str) -> (String, &'static str) {
+    let used: BTreeSet<&str> = vm.disks.iter().map(|d| d.dev.as_str()).collect();
+    let (candidates, bus): (&[&str], _) = if machine.contains("q35") {
+        (&["sda", "sdb", "sdc", "sdd", "sde", "sdf"], "sata")
+    } else {
+        (&["hdc", "hdd", "hdb", "hda"], "ide")
+    };
+    let dev = candidates
+        .iter()
+        .find(|d| !used.contains(*d))
+        .copied()
+        .unwrap_or("hdd");
+    (dev.to_string(), bus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::{small_cluster, vm};
+    use crate::cluster::Change;
+    use crate::model::Scope;
+
+    fn set(c: &mut Cluster, host: &str, name: &str, value: &str) {
+        c.apply(&Change::SetAttr {
+            scope: Scope::Host(host.into()),
+            name: name.into(),
+            value: value.into(),
+        })
+        .unwrap();
+    }
+
+    fn with_vms(specs: &[(&str, u32)]) -> Cluster {
+        let mut c = small_cluster();
+        for (name, vcpus) in specs {
+            c.apply(&Change::AddVm(vm(name, "vm-container-0-0", *vcpus)))
+                .unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn pin_all_pins_vcpu_i_to_cpu_i() {
+        let mut c = with_vms(&[("a", 3)]);
+        set(&mut c, "a", "kvm_cpu_pinning", "pin_all");
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<vcpupin vcpu='0' cpuset='0'/>"));
+        assert!(x.contains("<vcpupin vcpu='2' cpuset='2'/>"));
+        assert!(!x.contains("vcpu='3'"));
+    }
+
+    #[test]
+    fn pin_auto_avoids_cpus_others_hold() {
+        let mut c = with_vms(&[("a", 2), ("b", 3), ("d", 2)]);
+        set(&mut c, "a", "kvm_cpu_pinning", "pin_all");
+        set(&mut c, "b", "kvm_cpu_pinning", "pin_auto");
+        set(
+            &mut c,
+            "d",
+            "kvm_cpu_pinning",
+            "<cputune><vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/></cputune>",
+        );
+        let x = render_domain(&c, "b").unwrap();
+        assert!(x.contains("<vcpupin vcpu='0' cpuset='4'/>"), "{x}");
+        assert!(x.contains("<vcpupin vcpu='2' cpuset='6'/>"), "{x}");
+    }
+
+    #[test]
+    fn pin_auto_stays_in_one_numa_cell_and_fails_when_full() {
+        let mut c = with_vms(&[("a", 3), ("b", 3), ("d", 3)]);
+        set(&mut c, "vm-container-0-0", "numa_cells", "0-3;4-7");
+        for v in ["a", "b", "d"] {
+            set(&mut c, v, "kvm_cpu_pinning", "pin_auto");
+        }
+        let mut r = Renderer::new(&c);
+        assert!(r
+            .render("a")
+            .unwrap()
+            .contains("cpuset='2'/>\n  </cputune>"));
+        let b = r.render("b").unwrap();
+        assert!(b.contains("<vcpupin vcpu='0' cpuset='4'/>"), "{b}");
+        let err = r.render("d").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "VM \"d\": pin_auto needs 3 free CPUs in one NUMA cell on container \
+             \"vm-container-0-0\" but at most 1 are free"
+        );
+    }
+
+    #[test]
+    fn impossible_fragment_pins_are_errors() {
+        let mut c = with_vms(&[("a", 2)]);
+        set(
+            &mut c,
+            "a",
+            "kvm_cpu_pinning",
+            "<cputune><vcpupin vcpu='0' cpuset='9'/></cputune>",
+        );
+        assert!(matches!(
+            render_domain(&c, "a"),
+            Err(RenderError::NoSuchCpu { cpu: 9, .. })
+        ));
+        set(
+            &mut c,
+            "a",
+            "kvm_cpu_pinning",
+            "<cputune><vcpupin vcpu='5' cpuset='1'/></cputune>",
+        );
+        assert!(matches!(
+            render_domain(&c, "a"),
+            Err(RenderError::NoSuchVcpu { vcpu: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn device_gap_is_an_error() {
+        let mut c = with_vms(&[("a", 1)]);
+        set(&mut c, "a", "kvm_device_0", "<watchdog model='i6300esb'/>");
+        set(
+            &mut c,
+            "a",
+            "kvm_device_2",
+            "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
+        );
+        assert_eq!(
+            render_domain(&c, "a"),
+            Err(RenderError::DeviceGap {
+                vm: "a".into(),
+                missing: 1,
+                next: 2
+            })
+        );
+    }
+
+    #[test]
+    fn boot_order_follows_the_cdrom() {
+        let mut c = with_vms(&[("a", 1)]);
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<boot dev='network'/>\n    <boot dev='hd'/>"));
+        assert!(!x.contains("cdrom"));
+        let mut v = c.vm("a").unwrap().clone();
+        v.cdrom = Some("/dev/sr0".into());
+        c.apply(&Change::SetVm(v)).unwrap();
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<boot dev='cdrom'/>\n    <boot dev='network'/>\n    <boot dev='hd'/>"));
+        assert!(x.contains("<disk type='block' device='cdrom'>"));
+        assert!(x.contains("<source dev='/dev/sr0'/>"));
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        let mut c = with_vms(&[("a", 1)]);
+        let mut v = c.vm("a").unwrap().clone();
+        v.cdrom = Some("/isos/a&b'<c>.iso".into());
+        c.apply(&Change::SetVm(v)).unwrap();
+        let x = render_domain(&c, "a").unwrap();
+        assert!(
+            x.contains("<source file='/isos/a&amp;b&apos;&lt;c&gt;.iso'/>"),
+            "{x}"
+        );
+        crate::xml::parse_document(&x).unwrap();
+    }
+}

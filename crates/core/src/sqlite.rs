@@ -1,0 +1,789 @@
+//! The SQLite store: one file on the host, WAL mode so readers never wait for
+//! the writer, a busy timeout and `BEGIN IMMEDIATE` writes so that many hooks
+//! running at once wait their turn instead of failing with "database is
+//! locked", and a schema upgraded by numbered migrations.
+
+use crate::cluster::{Change, Cluster, ClusterError, Plan};
+use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
+use crate::store::{OpenMode, Store, StoreError};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `PRAGMA application_id` of a kvmroll database: "kvmr".
+pub const APPLICATION_ID: i64 = 0x6b76_6d72;
+
+/// How long a writer waits for another before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The schema, one step per version; step N brings version N-1 to N.
+const MIGRATIONS: &[&str] = &[
+    // 1: hosts, appliances, attributes, VMs, disks, NICs.
+    r#"
+    CREATE TABLE appliances (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE hosts (
+        id             INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        appliance_id   INTEGER NOT NULL REFERENCES appliances(id),
+        rack           INTEGER NOT NULL DEFAULT 0,
+        rank           INTEGER NOT NULL DEFAULT 0,
+        cpus           INTEGER NOT NULL DEFAULT 1 CHECK (cpus > 0),
+        os             TEXT NOT NULL DEFAULT 'linux',
+        boot_action    TEXT NOT NULL DEFAULT 'os' CHECK (boot_action IN ('install', 'os')),
+        install_action TEXT NOT NULL DEFAULT 'install',
+        run_action     TEXT NOT NULL DEFAULT 'os'
+    );
+    CREATE TABLE attributes (
+        id     INTEGER PRIMARY KEY,
+        scope  TEXT NOT NULL CHECK (scope IN ('global', 'os', 'appliance', 'rack', 'host')),
+        target TEXT NOT NULL,
+        name   TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        UNIQUE (scope, target, name)
+    );
+    CREATE TABLE vms (
+        id           INTEGER PRIMARY KEY,
+        host_id      INTEGER NOT NULL UNIQUE REFERENCES hosts(id),
+        container_id INTEGER REFERENCES hosts(id),
+        memory_mib   INTEGER NOT NULL CHECK (memory_mib > 0),
+        vcpus        INTEGER NOT NULL CHECK (vcpus > 0),
+        uuid         TEXT NOT NULL UNIQUE,
+        cdrom        TEXT,
+        virt_type    TEXT NOT NULL DEFAULT 'kvm',
+        stale        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE vm_disks (
+        id       INTEGER PRIMARY KEY,
+        vm_id    INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        type     TEXT NOT NULL CHECK (type IN ('file', 'raw', 'qcow2', 'block')),
+        path     TEXT NOT NULL,
+        dev      TEXT NOT NULL,
+        bus      TEXT NOT NULL,
+        size_gib INTEGER,
+        UNIQUE (vm_id, dev)
+    );
+    CREATE TABLE vm_nics (
+        id       INTEGER PRIMARY KEY,
+        vm_id    INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        kind     TEXT NOT NULL CHECK (kind IN ('bridge', 'direct')),
+        source   TEXT NOT NULL,
+        mac      TEXT NOT NULL UNIQUE,
+        vlan     INTEGER,
+        model    TEXT NOT NULL DEFAULT 'virtio'
+    );
+    CREATE INDEX vms_container ON vms(container_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Connection,
+    mode: OpenMode,
+}
+
+impl SqliteStore {
+    /// Opens (and, read-write, creates or upgrades) the database at `path`.
+    ///
+    /// A file that is not a kvmroll database, or one from a newer kvmroll, is
+    /// refused before anything is written to it.
+    pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        let exists = path.exists();
+        if !exists && mode == OpenMode::ReadOnly {
+            return Err(StoreError::Missing { path });
+        }
+        if !exists {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let flags = match mode {
+            OpenMode::ReadWrite => {
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+            }
+            // Read-write at the file level so WAL's shared memory can be set
+            // up; `query_only` below refuses every write.
+            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| sql(&path, "setting the busy timeout", source))?;
+        let store = SqliteStore { path, conn, mode };
+        store.check_identity()?;
+        store.prepare()?;
+        Ok(store)
+    }
+
+    /// Refuses foreign files and newer schemas, reading only.
+    fn check_identity(&self) -> Result<(), StoreError> {
+        let not_ours = || StoreError::NotKvmroll {
+            path: self.path.clone(),
+        };
+        let app_id: i64 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    not_ours()
+                }
+                e => sql(&self.path, "reading its identity", e),
+            })?;
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| sql(&self.path, "reading its tables", e))?;
+        if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
+            return Err(not_ours());
+        }
+        let version = self.version()?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if self.mode == OpenMode::ReadOnly && version < SCHEMA_VERSION {
+            return Err(StoreError::NeedsUpgrade {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(&self.path, "reading its schema version", e))
+    }
+
+    fn prepare(&self) -> Result<(), StoreError> {
+        let p = &self.path;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| sql(p, "enabling foreign keys", e))?;
+        if self.mode == OpenMode::ReadOnly {
+            return self
+                .conn
+                .pragma_update(None, "query_only", "ON")
+                .map_err(|e| sql(p, "making the connection read-only", e));
+        }
+        let journal: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| sql(p, "switching to WAL", e))?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            log::warn!(
+                "database {}: journal mode is {journal}, not wal",
+                p.display()
+            );
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| sql(p, "setting synchronous", e))?;
+        self.migrate()
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let p = &self.path;
+        if self.version()? == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let mut conn_tx = Connection::open_with_flags(p, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|source| StoreError::Open {
+                path: p.clone(),
+                source,
+            })?;
+        conn_tx
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql(p, "setting the busy timeout", e))?;
+        let tx = conn_tx
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql(p, "starting the upgrade", e))?;
+        // Another process may have upgraded it while we waited for the lock.
+        let mut version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(p, "reading its schema version", e))?;
+        let fresh = version == 0;
+        while version < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATIONS[version as usize])
+                .map_err(|e| sql(p, "upgrading the schema", e))?;
+            version += 1;
+            tx.pragma_update(None, "user_version", version)
+                .map_err(|e| sql(p, "recording the schema version", e))?;
+        }
+        if fresh {
+            tx.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(|e| sql(p, "stamping the database", e))?;
+            let seeded = Cluster::seeded();
+            for a in &seeded.appliances {
+                tx.execute("INSERT INTO appliances (name) VALUES (?1)", [a])
+                    .map_err(|e| sql(p, "seeding appliances", e))?;
+            }
+            for (scope, attrs) in &seeded.attrs {
+                for (name, value) in attrs {
+                    put_attr(&tx, scope, name, value)
+                        .map_err(|e| sql(p, "seeding attributes", e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| sql(p, "committing the upgrade", e))
+    }
+
+    fn load(&self, tx: &Transaction<'_>) -> Result<Cluster, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "reading the cluster", e);
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: p.clone(),
+            what,
+        };
+        let mut c = Cluster::default();
+        let mut st = tx.prepare("SELECT name FROM appliances").map_err(q)?;
+        for name in st.query_map([], |r| r.get::<_, String>(0)).map_err(q)? {
+            c.appliances.insert(name.map_err(q)?);
+        }
+        let mut st = tx
+            .prepare(
+                "SELECT h.name, a.name, h.rack, h.rank, h.cpus, h.os, h.boot_action,
+                        h.install_action, h.run_action
+                 FROM hosts h JOIN appliances a ON a.id = h.appliance_id",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .map_err(q)?;
+        for row in rows {
+            let (name, appliance, rack, rank, cpus, os, boot, install_action, run_action) =
+                row.map_err(q)?;
+            let boot_action = BootAction::parse(&boot).map_err(|e| corrupt(e.to_string()))?;
+            c.hosts.insert(
+                name.clone(),
+                Host {
+                    name,
+                    appliance,
+                    rack,
+                    rank,
+                    cpus,
+                    os,
+                    boot_action,
+                    install_action,
+                    run_action,
+                },
+            );
+        }
+        let mut st = tx
+            .prepare("SELECT scope, target, name, value FROM attributes")
+            .map_err(q)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(q)?;
+        for row in rows {
+            let (kind, target, name, value) = row.map_err(q)?;
+            let scope = Scope::from_parts(&kind, &target)
+                .ok_or_else(|| corrupt(format!("attribute scope {kind}:{target}")))?;
+            c.attrs.entry(scope).or_default().insert(name, value);
+        }
+        let mut st = tx
+            .prepare(
+                "SELECT v.id, h.name, ct.name, v.memory_mib, v.vcpus, v.uuid, v.cdrom,
+                        v.virt_type, v.stale
+                 FROM vms v JOIN hosts h ON h.id = v.host_id
+                 LEFT JOIN hosts ct ON ct.id = v.container_id",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Vm {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    container: r.get(2)?,
+                    memory_mib: r.get(3)?,
+                    vcpus: r.get(4)?,
+                    uuid: r.get(5)?,
+                    cdrom: r.get(6)?,
+                    virt_type: r.get(7)?,
+                    stale: r.get::<_, i64>(8)? != 0,
+                    disks: Vec::new(),
+                    nics: Vec::new(),
+                })
+            })
+            .map_err(q)?;
+        let mut by_id = std::collections::HashMap::new();
+        for vm in rows {
+            let vm = vm.map_err(q)?;
+            by_id.insert(vm.id, vm.name.clone());
+            c.vms.insert(vm.name.clone(), vm);
+        }
+        let mut st = tx
+            .prepare(
+                "SELECT vm_id, type, path, dev, bus, size_gib FROM vm_disks ORDER BY vm_id, position",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<u32>>(5)?,
+                ))
+            })
+            .map_err(q)?;
+        for row in rows {
+            let (vm_id, kind, path, dev, bus, size_gib) = row.map_err(q)?;
+            let kind =
+                DiskKind::parse(&kind).ok_or_else(|| corrupt(format!("disk type {kind}")))?;
+            let vm = by_id
+                .get(&vm_id)
+                .and_then(|n| c.vms.get_mut(n))
+                .ok_or_else(|| corrupt(format!("disk of unknown VM {vm_id}")))?;
+            vm.disks.push(Disk {
+                kind,
+                path,
+                dev,
+                bus,
+                size_gib,
+            });
+        }
+        let mut st = tx
+            .prepare(
+                "SELECT vm_id, kind, source, mac, vlan, model FROM vm_nics ORDER BY vm_id, position",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<u16>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(q)?;
+        for row in rows {
+            let (vm_id, kind, source, mac, vlan, model) = row.map_err(q)?;
+            let kind = match kind.as_str() {
+                "bridge" => NicKind::Bridge,
+                "direct" => NicKind::Direct,
+                other => return Err(corrupt(format!("NIC kind {other}"))),
+            };
+            let mac = Mac::parse(&mac).map_err(|e| corrupt(e.to_string()))?;
+            let vm = by_id
+                .get(&vm_id)
+                .and_then(|n| c.vms.get_mut(n))
+                .ok_or_else(|| corrupt(format!("NIC of unknown VM {vm_id}")))?;
+            vm.nics.push(Nic {
+                kind,
+                source,
+                mac,
+                vlan,
+                model,
+            });
+        }
+        Ok(c)
+    }
+}
+
+fn sql(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
+    StoreError::Sql {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+fn put_attr(tx: &Transaction<'_>, scope: &Scope, name: &str, value: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO attributes (scope, target, name, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (scope, target, name) DO UPDATE SET value = excluded.value",
+        params![scope.kind(), scope.target(), name, value],
+    )
+    .map(|_| ())
+}
+
+fn host_id(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<i64>> {
+    tx.query_row("SELECT id FROM hosts WHERE name = ?1", [name], |r| r.get(0))
+        .optional()
+}
+
+fn put_host(tx: &Transaction<'_>, h: &Host, insert: bool) -> rusqlite::Result<()> {
+    let sql = if insert {
+        "INSERT INTO hosts (name, appliance_id, rack, rank, cpus, os, boot_action, install_action, run_action)
+         VALUES (?1, (SELECT id FROM appliances WHERE name = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    } else {
+        "UPDATE hosts SET appliance_id = (SELECT id FROM appliances WHERE name = ?2), rack = ?3,
+             rank = ?4, cpus = ?5, os = ?6, boot_action = ?7, install_action = ?8, run_action = ?9
+         WHERE name = ?1"
+    };
+    tx.execute(
+        sql,
+        params![
+            h.name,
+            h.appliance,
+            h.rack,
+            h.rank,
+            h.cpus,
+            h.os,
+            h.boot_action.as_str(),
+            h.install_action,
+            h.run_action
+        ],
+    )
+    .map(|_| ())
+}
+
+fn put_vm(tx: &Transaction<'_>, vm: &Vm, insert: bool) -> rusqlite::Result<()> {
+    let container = match &vm.container {
+        Some(c) => host_id(tx, c)?,
+        None => None,
+    };
+    if insert {
+        let own = host_id(tx, &vm.name)?;
+        tx.execute(
+            "INSERT INTO vms (id, host_id, container_id, memory_mib, vcpus, uuid, cdrom, virt_type, stale)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                vm.id,
+                own,
+                container,
+                vm.memory_mib,
+                vm.vcpus,
+                vm.uuid,
+                vm.cdrom,
+                vm.virt_type,
+                vm.stale
+            ],
+        )?;
+    } else {
+        tx.execute(
+            "UPDATE vms SET container_id = ?2, memory_mib = ?3, vcpus = ?4, cdrom = ?5,
+                 virt_type = ?6, stale = ?7 WHERE id = ?1",
+            params![
+                vm.id,
+                container,
+                vm.memory_mib,
+                vm.vcpus,
+                vm.cdrom,
+                vm.virt_type,
+                vm.stale
+            ],
+        )?;
+        tx.execute("DELETE FROM vm_disks WHERE vm_id = ?1", [vm.id])?;
+        tx.execute("DELETE FROM vm_nics WHERE vm_id = ?1", [vm.id])?;
+    }
+    for (i, d) in vm.disks.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO vm_disks (vm_id, position, type, path, dev, bus, size_gib)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![vm.id, i, d.kind.as_str(), d.path, d.dev, d.bus, d.size_gib],
+        )?;
+    }
+    for (i, n) in vm.nics.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO vm_nics (vm_id, position, kind, source, mac, vlan, model)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                vm.id,
+                i,
+                n.kind.as_str(),
+                n.source,
+                n.mac.as_str(),
+                n.vlan,
+                n.model
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes one planned change; values come from the planned cluster, where
+/// they were normalised.
+fn write(tx: &Transaction<'_>, change: &Change, after: &Cluster) -> rusqlite::Result<()> {
+    match change {
+        Change::AddAppliance(name) => {
+            tx.execute("INSERT INTO appliances (name) VALUES (?1)", [name])?;
+        }
+        Change::AddHost(h) => put_host(tx, h, true)?,
+        Change::SetHost(h) => put_host(tx, h, false)?,
+        Change::RemoveHost(name) => {
+            tx.execute(
+                "DELETE FROM attributes WHERE scope = 'host' AND target = ?1",
+                [name],
+            )?;
+            tx.execute("DELETE FROM hosts WHERE name = ?1", [name])?;
+        }
+        Change::SetAttr { scope, name, .. } => {
+            let value = after
+                .attrs
+                .get(scope)
+                .and_then(|m| m.get(name))
+                .map(String::as_str)
+                .unwrap_or_default();
+            put_attr(tx, scope, name, value)?;
+        }
+        Change::RemoveAttr { scope, name } => {
+            tx.execute(
+                "DELETE FROM attributes WHERE scope = ?1 AND target = ?2 AND name = ?3",
+                params![scope.kind(), scope.target(), name],
+            )?;
+        }
+        Change::AddVm(vm) | Change::SetVm(vm) => {
+            let insert = matches!(change, Change::AddVm(_));
+            let planned = after.vms.get(&vm.name).unwrap_or(vm);
+            if insert {
+                let own = after
+                    .hosts
+                    .get(&vm.name)
+                    .cloned()
+                    .unwrap_or_else(|| Host::new(&vm.name, crate::cluster::VM_APPLIANCE));
+                put_host(tx, &own, true)?;
+            } else {
+                tx.execute(
+                    "UPDATE hosts SET cpus = ?2 WHERE name = ?1",
+                    params![vm.name, planned.vcpus],
+                )?;
+            }
+            put_vm(tx, planned, insert)?;
+        }
+        Change::RemoveVm(name) => {
+            tx.execute(
+                "DELETE FROM attributes WHERE scope = 'host' AND target = ?1",
+                [name],
+            )?;
+            tx.execute(
+                "DELETE FROM vms WHERE host_id = (SELECT id FROM hosts WHERE name = ?1)",
+                [name],
+            )?;
+            tx.execute("DELETE FROM hosts WHERE name = ?1", [name])?;
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn snapshot(&self) -> Result<Cluster, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| sql(&self.path, "starting a read", e))?;
+        let c = self.load(&tx)?;
+        tx.finish()
+            .map_err(|e| sql(&self.path, "ending a read", e))?;
+        Ok(c)
+    }
+
+    fn update(
+        &mut self,
+        changes: &mut dyn FnMut(&Cluster) -> Result<Vec<Change>, ClusterError>,
+    ) -> Result<Plan, StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| sql(&self.path, "starting a write", e))?;
+        let before = self.load(&tx)?;
+        let list = changes(&before)?;
+        let plan = before.plan(&list)?;
+        for change in &list {
+            write(&tx, change, &plan.after).map_err(|e| sql(&self.path, "writing a change", e))?;
+        }
+        tx.commit()
+            .map_err(|e| sql(&self.path, "committing a write", e))?;
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::vm;
+
+    fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("sub/k.db"), OpenMode::ReadWrite).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn a_new_database_is_seeded_and_in_wal_mode() {
+        let (_d, s) = fresh();
+        let c = s.snapshot().unwrap();
+        assert!(c.appliances.contains("vm-container"));
+        assert_eq!(
+            c.attrs[&Scope::Appliance("vm-container".into())]["kvm"],
+            "true"
+        );
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn round_trips_the_cluster() {
+        let (dir, mut s) = fresh();
+        let mut h = Host::new("vm-container-0-0", "vm-container");
+        h.cpus = 8;
+        h.rack = 1;
+        let mut v = vm("hosted-vm-0-0-0", "vm-container-0-0", 2);
+        v.disks
+            .push(Disk::parse("qcow2:/state/kvm/a.qcow2,vda,virtio,36").unwrap());
+        v.nics.push(Nic {
+            kind: NicKind::Bridge,
+            source: "br0".into(),
+            mac: Mac::parse("52:54:00:00:00:07").unwrap(),
+            vlan: Some(7),
+            model: "virtio".into(),
+        });
+        v.cdrom = Some("/isos/x.iso".into());
+        s.update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(h.clone()),
+                Change::AddVm(v.clone()),
+                Change::SetAttr {
+                    scope: Scope::Host("hosted-vm-0-0-0".into()),
+                    name: "kvm_cpu_pinning".into(),
+                    value: "&lt;cputune/&gt;".into(),
+                },
+            ])
+        })
+        .unwrap();
+        let again = SqliteStore::open(&dir.path().join("sub/k.db"), OpenMode::ReadOnly).unwrap();
+        let c = again.snapshot().unwrap();
+        assert_eq!(c, s.snapshot().unwrap());
+        let got = c.vm("hosted-vm-0-0-0").unwrap();
+        assert_eq!(got.disks, v.disks);
+        assert_eq!(got.nics, v.nics);
+        assert_eq!(got.cdrom, v.cdrom);
+        assert_eq!(c.host("vm-container-0-0").unwrap(), &h);
+        assert_eq!(
+            c.attr_of("hosted-vm-0-0-0", "kvm_cpu_pinning"),
+            Some("<cputune/>")
+        );
+    }
+
+    #[test]
+    fn a_refused_change_writes_nothing() {
+        let (_d, mut s) = fresh();
+        let before = s.snapshot().unwrap();
+        let err = s
+            .update(&mut |_| {
+                Ok(vec![
+                    Change::AddHost(Host::new("ok", "compute")),
+                    Change::AddHost(Host::new("ok", "compute")),
+                ])
+            })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Refused(ClusterError::Duplicate { .. })
+        ));
+        assert_eq!(s.snapshot().unwrap(), before);
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let (dir, _s) = fresh();
+        let mut ro = SqliteStore::open(&dir.path().join("sub/k.db"), OpenMode::ReadOnly).unwrap();
+        assert!(matches!(
+            ro.update(&mut |_| Ok(vec![])),
+            Err(StoreError::ReadOnly)
+        ));
+        assert!(matches!(
+            SqliteStore::open(&dir.path().join("none.db"), OpenMode::ReadOnly),
+            Err(StoreError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn foreign_and_newer_files_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.db");
+        std::fs::write(
+            &junk,
+            b"not a database at all, just text that is long enough to fill a header ......",
+        )
+        .unwrap();
+        let bytes = std::fs::read(&junk).unwrap();
+        assert!(matches!(
+            SqliteStore::open(&junk, OpenMode::ReadWrite),
+            Err(StoreError::NotKvmroll { .. })
+        ));
+        assert_eq!(std::fs::read(&junk).unwrap(), bytes);
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let bytes = std::fs::read(&other).unwrap();
+        assert!(matches!(
+            SqliteStore::open(&other, OpenMode::ReadWrite),
+            Err(StoreError::NotKvmroll { .. })
+        ));
+        assert_eq!(std::fs::read(&other).unwrap(), bytes);
+
+        let newer = dir.path().join("newer.db");
+        drop(SqliteStore::open(&newer, OpenMode::ReadWrite).unwrap());
+        Connection::open(&newer)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(&newer, OpenMode::ReadWrite),
+            Err(StoreError::NewerSchema { .. })
+        ));
+    }
+}

@@ -1,0 +1,340 @@
+//! XML helpers: escaping text written into XML, and a small checked parser for
+//! the XML fragments that cluster attributes hold (`kvm_cpu_pinning`,
+//! `kvm_device_N`, the inner part of `cpu_mode`).
+//!
+//! A fragment is accepted only when it is well-formed on its own: every element
+//! it opens it closes, it never closes an element it did not open (so it cannot
+//! end `<cpu>` or `<devices>` early and smuggle elements elsewhere), and it holds
+//! no document type, processing instruction or entity other than XML's five and
+//! character references. Rocks pasted such values into the domain unchecked.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// Escapes text for an XML text node.
+pub fn escape_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s, false);
+    out
+}
+
+/// Escapes text for an XML attribute value, whichever quote delimits it.
+pub fn escape_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s, true);
+    out
+}
+
+/// Appends `s` to `out`, escaped; quotes too when `attr`.
+pub fn push_escaped(out: &mut String, s: &str, attr: bool) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if attr => out.push_str("&quot;"),
+            '\'' if attr => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Undoes the escaping Rocks applied to attribute values before 6.2, once.
+///
+/// Only a value that holds no `<` but does hold `&lt;` is taken as escaped:
+/// a real fragment always has a `<`, so a value is never unescaped twice.
+pub fn rocks_unescape(value: &str) -> String {
+    if value.contains('<') || !value.contains("&lt;") {
+        return value.to_string();
+    }
+    value
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// One element of a parsed fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Element>,
+    /// The element's own text, unescaped and concatenated.
+    pub text: String,
+}
+
+impl Element {
+    /// The value of attribute `name`, if present.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first child named `name`.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// Every descendant (and self) named `name`, in document order.
+    pub fn descendants<'a>(&'a self, name: &str, out: &mut Vec<&'a Element>) {
+        if self.name == name {
+            out.push(self);
+        }
+        for c in &self.children {
+            c.descendants(name, out);
+        }
+    }
+}
+
+/// Why a fragment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error("empty XML fragment")]
+    Empty,
+    #[error("malformed XML at byte {pos}: {msg}")]
+    Malformed { pos: u64, msg: String },
+    #[error("closing tag </{0}> closes an element the fragment did not open")]
+    ClosesParent(String),
+    #[error("element <{0}> is never closed")]
+    Unclosed(String),
+    #[error("text {0:?} outside any element")]
+    StrayText(String),
+    #[error("{0} is not allowed in an XML fragment")]
+    Forbidden(&'static str),
+    #[error("invalid element or attribute name {0:?}")]
+    BadName(String),
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+fn malformed(reader: &Reader<&[u8]>, msg: impl ToString) -> FragmentError {
+    FragmentError::Malformed {
+        pos: reader.buffer_position(),
+        msg: msg.to_string(),
+    }
+}
+
+fn element_from(
+    reader: &Reader<&[u8]>,
+    start: &quick_xml::events::BytesStart<'_>,
+) -> Result<Element, FragmentError> {
+    let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    if !valid_name(&name) {
+        return Err(FragmentError::BadName(name));
+    }
+    let mut attrs = Vec::new();
+    for attr in start.attributes().with_checks(true) {
+        let attr = attr.map_err(|e| malformed(reader, e))?;
+        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        if !valid_name(&key) {
+            return Err(FragmentError::BadName(key));
+        }
+        let value = attr
+            .unescape_value()
+            .map_err(|e| malformed(reader, e))?
+            .into_owned();
+        attrs.push((key, value));
+    }
+    Ok(Element {
+        name,
+        attrs,
+        children: Vec::new(),
+        text: String::new(),
+    })
+}
+
+/// Parses a fragment: zero or more elements (comments and whitespace between
+/// them allowed). Returns the top-level elements; refuses an empty fragment.
+pub fn parse_fragment(fragment: &str) -> Result<Vec<Element>, FragmentError> {
+    let roots = parse_nodes(fragment)?;
+    if roots.is_empty() {
+        return Err(FragmentError::Empty);
+    }
+    Ok(roots)
+}
+
+/// Parses a whole document (a domain XML): exactly one root element, an XML
+/// declaration allowed.
+pub fn parse_document(doc: &str) -> Result<Element, FragmentError> {
+    let trimmed = doc.trim_start();
+    let body = if trimmed.starts_with("<?xml") {
+        match trimmed.find("?>") {
+            Some(end) => &trimmed[end + 2..],
+            None => return Err(FragmentError::Forbidden("an unterminated XML declaration")),
+        }
+    } else {
+        trimmed
+    };
+    let mut roots = parse_nodes(body)?;
+    match roots.len() {
+        0 => Err(FragmentError::Empty),
+        1 => Ok(roots.remove(0)),
+        _ => Err(FragmentError::StrayText(format!(
+            "<{}> after the root element",
+            roots[1].name
+        ))),
+    }
+}
+
+fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
+    let mut reader = Reader::from_str(fragment);
+    reader.config_mut().check_end_names = true;
+    reader.config_mut().check_comments = true;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut roots: Vec<Element> = Vec::new();
+    loop {
+        let event =
+            reader.read_event().map_err(|e| match e {
+                quick_xml::Error::IllFormed(
+                    quick_xml::errors::IllFormedError::UnmatchedEndTag(n),
+                ) if stack.is_empty() => FragmentError::ClosesParent(n),
+                e => malformed(&reader, e),
+            })?;
+        match event {
+            Event::Start(start) => {
+                let el = element_from(&reader, &start)?;
+                stack.push(el);
+            }
+            Event::Empty(start) => {
+                let el = element_from(&reader, &start)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => roots.push(el),
+                }
+            }
+            Event::End(end) => {
+                let name = String::from_utf8_lossy(end.name().as_ref()).into_owned();
+                let Some(el) = stack.pop() else {
+                    return Err(FragmentError::ClosesParent(name));
+                };
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => roots.push(el),
+                }
+            }
+            Event::Text(text) => {
+                let raw = String::from_utf8_lossy(text.as_ref()).into_owned();
+                if raw.contains('<') {
+                    return Err(malformed(&reader, "unescaped '<' in text"));
+                }
+                let value = text.unescape().map_err(|e| malformed(&reader, e))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&value),
+                    None if value.trim().is_empty() => {}
+                    None => return Err(FragmentError::StrayText(value.trim().to_string())),
+                }
+            }
+            Event::CData(data) => {
+                let value = String::from_utf8_lossy(data.as_ref()).into_owned();
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&value),
+                    None => return Err(FragmentError::StrayText(value)),
+                }
+            }
+            Event::Comment(_) => {}
+            Event::Decl(_) => return Err(FragmentError::Forbidden("an XML declaration")),
+            Event::PI(_) => return Err(FragmentError::Forbidden("a processing instruction")),
+            Event::DocType(_) => return Err(FragmentError::Forbidden("a document type")),
+            Event::Eof => break,
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return Err(FragmentError::Unclosed(open.name));
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_text_and_attributes() {
+        assert_eq!(escape_text("a<b>&'\""), "a&lt;b&gt;&amp;'\"");
+        assert_eq!(escape_attr("a<'\">&"), "a&lt;&apos;&quot;&gt;&amp;");
+    }
+
+    #[test]
+    fn rocks_escaped_values_are_unescaped_once() {
+        assert_eq!(
+            rocks_unescape("&lt;cputune&gt;&lt;/cputune&gt;"),
+            "<cputune></cputune>"
+        );
+        // A real fragment is left alone, even if it holds an escaped text.
+        assert_eq!(rocks_unescape("<a>&lt;</a>"), "<a>&lt;</a>");
+        assert_eq!(rocks_unescape("pin_all"), "pin_all");
+        // &amp;lt; comes back as &lt; and no further.
+        assert_eq!(rocks_unescape("&lt;a&gt;&amp;lt;&lt;/a&gt;"), "<a>&lt;</a>");
+    }
+
+    #[test]
+    fn parses_a_fragment_with_attributes_and_children() {
+        let els = parse_fragment(
+            "<cputune><vcpupin vcpu='0' cpuset=\"1\"/><vcpupin vcpu='1' cpuset='2'/></cputune>",
+        )
+        .unwrap();
+        assert_eq!(els.len(), 1);
+        assert_eq!(els[0].name, "cputune");
+        assert_eq!(els[0].children.len(), 2);
+        assert_eq!(els[0].children[1].attr("cpuset"), Some("2"));
+    }
+
+    #[test]
+    fn several_roots_and_comments_are_fine() {
+        let els = parse_fragment("<!-- x --> <a/>\n<b>t&amp;u</b>").unwrap();
+        assert_eq!(els.len(), 2);
+        assert_eq!(els[1].text, "t&u");
+    }
+
+    #[test]
+    fn refuses_what_would_escape_its_parent() {
+        assert_eq!(
+            parse_fragment("<model>x</model></cpu><devices/>"),
+            Err(FragmentError::ClosesParent("cpu".into()))
+        );
+        assert!(matches!(
+            parse_fragment("</devices>"),
+            Err(FragmentError::ClosesParent(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_malformed_fragments() {
+        for bad in [
+            "",
+            "   ",
+            "<a>",
+            "<a></b>",
+            "<a x='1' x='2'/>",
+            "<a>&bogus;</a>",
+            "<a>x & y</a>",
+            "text",
+            "<!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>",
+            "<?pi x?><a/>",
+            "<a x=1/>",
+            "<1a/>",
+            "<a><!-- -- --></a>",
+        ] {
+            assert!(parse_fragment(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_a_document_with_declaration() {
+        let d = parse_document("<?xml version='1.0'?>\n<domain type='kvm'><name>x</name></domain>")
+            .unwrap();
+        assert_eq!(d.child("name").unwrap().text, "x");
+        assert!(parse_document("<a/><b/>").is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The libvirt adapter: the only place in kvmroll that links libvirt.
+//!
+//! Everything else speaks to a hypervisor through the [`Hypervisor`] trait,
+//! so that the hook (which must never call libvirt) cannot reach it by accident
+//! and so that the rest of the code stays testable without a daemon.
+//!
+//! [`Libvirt`] is the real [`Connector`]: it opens a libvirt connection with the
+//! `virt` crate. The adapter is tested against libvirt's built-in
+//! `test:///default` driver, which needs no daemon. What that driver does and
+//! does not support is noted on the methods it affects.
+
+mod libvirt;
+
+use std::path::PathBuf;
+
+pub use libvirt::Libvirt;
+
+/// The state of a domain, as far as kvmroll cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainState {
+    Running,
+    Paused,
+    ShutOff,
+    /// Any other libvirt state, named as libvirt's API names it in lower case
+    /// ("nostate", "blocked", "shutdown", "crashed", "pmsuspended"), or
+    /// "unknown N" for a state this libvirt binding does not know.
+    Other(String),
+}
+
+/// What kvmroll reads about one domain.
+#[derive(Debug, Clone)]
+pub struct DomainInfo {
+    pub name: String,
+    pub uuid: String,
+    pub state: DomainState,
+    /// Has a persistent definition (false for a transient, running-only domain).
+    pub persistent: bool,
+    pub has_managed_save: bool,
+    pub autostart: bool,
+}
+
+/// What can fail when talking to libvirt: one variant per operation.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtError {
+    #[error("cannot connect to {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot list the domains of {uri}")]
+    List {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot look up domain {name}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot read the state of domain {name}")]
+    Inspect {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot define a domain on {uri}")]
+    Define {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot undefine domain {name}")]
+    Undefine {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot get the xml of domain {name}")]
+    Xml {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot start domain {name}")]
+    Start {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot force-boot domain {name}")]
+    StartForceBoot {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot ask domain {name} to shut down")]
+    Shutdown {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot destroy domain {name}")]
+    Destroy {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot save domain {name}")]
+    ManagedSave {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot remove the managed-save image of domain {name}")]
+    ManagedSaveRemove {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot read pid file {path} of domain {name}")]
+    PidFile {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pid file {path} of domain {name} holds no pid")]
+    PidParse {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+}
+
+impl VirtError {
+    /// The libvirt error behind this one, if it came from libvirt.
+    pub fn libvirt_error(&self) -> Option<&virt::error::Error> {
+        match self {
+            Self::Connect { source, .. }
+            | Self::List { source, .. }
+            | Self::Lookup { source, .. }
+            | Self::Inspect { source, .. }
+            | Self::Define { source, .. }
+            | Self::Undefine { source, .. }
+            | Self::Xml { source, .. }
+            | Self::Start { source, .. }
+            | Self::StartForceBoot { source, .. }
+            | Self::Shutdown { source, .. }
+            | Self::Destroy { source, .. }
+            | Self::ManagedSave { source, .. }
+            | Self::ManagedSaveRemove { source, .. } => Some(source),
+            Self::PidFile { .. } | Self::PidParse { .. } => None,
+        }
+    }
+
+    /// Whether libvirt failed because the domain does not exist
+    /// (`VIR_ERR_NO_DOMAIN`), e.g. to make an undefine idempotent.
+    pub fn is_no_domain(&self) -> bool {
+        self.libvirt_error().is_some_and(libvirt::is_no_domain)
+    }
+}
+
+/// What kvmroll needs of one libvirt connection.
+///
+/// `Send` so that a connection can be handed to the thread that uses it;
+/// libvirt connections are thread-safe and its last error is per thread.
+pub trait Hypervisor: Send {
+    /// The URI this connection was opened with.
+    fn uri(&self) -> &str;
+    /// The domain called `name`, or `None` when there is no such domain.
+    fn domain(&self, name: &str) -> Result<Option<DomainInfo>, VirtError>;
+    /// All domains, active and inactive.
+    fn list_domains(&self) -> Result<Vec<DomainInfo>, VirtError>;
+    /// Defines a persistent domain (`virDomainDefineXML`). An existing
+    /// definition is replaced only when the XML carries the same name and the
+    /// same UUID; libvirt refuses a known name with another (or no) UUID.
+    fn define(&self, xml: &str) -> Result<(), VirtError>;
+    /// Undefines the domain, removing its managed-save image and NVRAM too.
+    /// A running domain stays running, as a transient domain.
+    fn undefine(&self, name: &str) -> Result<(), VirtError>;
+    /// The domain's XML; `inactive` asks for the persistent definition
+    /// (`VIR_DOMAIN_XML_INACTIVE`) rather than the live one.
+    fn xml(&self, name: &str, inactive: bool) -> Result<String, VirtError>;
+    /// Starts the domain; libvirt restores it from its managed-save image
+    /// when there is one.
+    fn start(&self, name: &str) -> Result<(), VirtError>;
+    /// Discards any managed-save image and cold-boots the domain.
+    fn start_force_boot(&self, name: &str) -> Result<(), VirtError>;
+    /// Sends an ACPI shutdown request; the guest may ignore it.
+    fn shutdown(&self, name: &str) -> Result<(), VirtError>;
+    /// Stops the domain at once.
+    fn destroy(&self, name: &str) -> Result<(), VirtError>;
+    /// Saves the running domain's state to its managed-save image and stops it.
+    fn managed_save(&self, name: &str) -> Result<(), VirtError>;
+    /// Removes the domain's managed-save image; no error if it has none.
+    fn managed_save_remove(&self, name: &str) -> Result<(), VirtError>;
+    /// The pid of the domain's QEMU process, read from libvirt's pid file;
+    /// `None` when the domain is not running or the pid cannot be known
+    /// (any URI other than `qemu:///system`).
+    fn qemu_pid(&self, name: &str) -> Result<Option<u32>, VirtError>;
+}
+
+/// Opens connections; a trait so callers can be handed one.
+pub trait Connector {
+    fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_their_subject_and_not_their_source() {
+        let err = VirtError::Start {
+            name: "compute-0-0".into(),
+            source: virt::error::Error::from(std::ffi::CString::new("a\0b").unwrap_err()),
+        };
+        assert_eq!(err.to_string(), "cannot start domain compute-0-0");
+        assert!(std::error::Error::source(&err).is_some());
+        assert!(!err.is_no_domain());
+    }
+
+    #[test]
+    fn pid_errors_have_no_libvirt_source() {
+        let err = VirtError::PidParse {
+            name: "vm".into(),
+            path: "/run/libvirt/qemu/vm.pid".into(),
+            source: "x".parse::<u32>().unwrap_err(),
+        };
+        assert!(err.libvirt_error().is_none());
+        assert_eq!(
+            err.to_string(),
+            "pid file /run/libvirt/qemu/vm.pid of domain vm holds no pid"
+        );
+    }
+}

@@ -1,0 +1,545 @@
+//! [`Hypervisor`] over a real libvirt connection, opened by [`Libvirt`].
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState as VirDomainState};
+use virt::enumutil::Enum;
+use virt::error::{Error, ErrorNumber};
+use virt::sys;
+
+use crate::{Connector, DomainInfo, DomainState, Hypervisor, VirtError};
+
+/// Where libvirtd's QEMU driver keeps `NAME.pid` for `qemu:///system`.
+const QEMU_SYSTEM_RUN_DIR: &str = "/run/libvirt/qemu";
+
+/// Opens real libvirt connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Libvirt;
+
+impl Connector for Libvirt {
+    fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError> {
+        // libvirt's default error handler prints every error to stderr; we
+        // return ours instead, so it is reported once, where it is handled.
+        static QUIET: Once = Once::new();
+        QUIET.call_once(virt::error::clear_error_callback);
+
+        let connect_err = |source| VirtError::Connect {
+            uri: uri.to_owned(),
+            source,
+        };
+        // virt 0.5 panics on a NUL inside the URI; turn it into an error.
+        CString::new(uri).map_err(|e| connect_err(e.into()))?;
+        let conn = Connect::open(Some(uri)).map_err(connect_err)?;
+        // The canonical URI, so that "qemu:///system" reached through the
+        // default URI also finds its pid files.
+        let run_dir = match conn.uri() {
+            Ok(canonical) if canonical == "qemu:///system" => Some(QEMU_SYSTEM_RUN_DIR.into()),
+            _ => None,
+        };
+        Ok(Box::new(Connection {
+            uri: uri.to_owned(),
+            conn,
+            run_dir,
+        }))
+    }
+}
+
+/// One open connection; dropping `conn` closes it (`virConnectClose`).
+#[derive(Debug)]
+struct Connection {
+    uri: String,
+    conn: Connect,
+    /// The directory of QEMU pid files, when this connection has one.
+    run_dir: Option<PathBuf>,
+}
+
+impl Connection {
+    fn lookup(&self, name: &str) -> Result<Domain, VirtError> {
+        self.conn
+            .lookup_domain_by_name(name)
+            .map_err(|source| VirtError::Lookup {
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Looks up `name` and runs `op` on it, naming the domain in its error.
+    fn with_domain<T>(
+        &self,
+        name: &str,
+        op: impl FnOnce(&Domain) -> Result<T, Error>,
+        err: impl FnOnce(String, Error) -> VirtError,
+    ) -> Result<T, VirtError> {
+        let dom = self.lookup(name)?;
+        op(&dom).map_err(|source| err(name.to_owned(), source))
+    }
+}
+
+impl Hypervisor for Connection {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn domain(&self, name: &str) -> Result<Option<DomainInfo>, VirtError> {
+        let dom = match self.lookup(name) {
+            Ok(dom) => dom,
+            Err(e) if e.is_no_domain() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match info(&dom, name) {
+            Err(e) if e.is_no_domain() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    fn list_domains(&self) -> Result<Vec<DomainInfo>, VirtError> {
+        let flags = sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE | sys::VIR_CONNECT_LIST_DOMAINS_INACTIVE;
+        let doms = self
+            .conn
+            .list_all_domains(flags)
+            .map_err(|source| VirtError::List {
+                uri: self.uri.clone(),
+                source,
+            })?;
+        let mut infos = Vec::with_capacity(doms.len());
+        for dom in &doms {
+            let name = dom.name().unwrap_or_default();
+            match info(dom, &name) {
+                Ok(i) => infos.push(i),
+                // Undefined since it was listed: it is no longer there.
+                Err(e) if e.is_no_domain() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(infos)
+    }
+
+    fn define(&self, xml: &str) -> Result<(), VirtError> {
+        self.conn
+            .define_domain_xml(xml)
+            .map(drop)
+            .map_err(|source| VirtError::Define {
+                uri: self.uri.clone(),
+                source,
+            })
+    }
+
+    fn undefine(&self, name: &str) -> Result<(), VirtError> {
+        let with_nvram = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        self.with_domain(
+            name,
+            |dom| match dom.undefine_flags(with_nvram) {
+                // Drivers without NVRAM (the test driver) reject the flag as
+                // unsupported; there is no NVRAM to remove then.
+                Err(e) if e.code() == Enum::Known(ErrorNumber::InvalidArg) => {
+                    log::debug!("undefining {name} without VIR_DOMAIN_UNDEFINE_NVRAM: {e}");
+                    dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                }
+                other => other,
+            },
+            |name, source| VirtError::Undefine { name, source },
+        )
+    }
+
+    fn xml(&self, name: &str, inactive: bool) -> Result<String, VirtError> {
+        let flags = if inactive {
+            sys::VIR_DOMAIN_XML_INACTIVE
+        } else {
+            0
+        };
+        self.with_domain(
+            name,
+            |dom| dom.xml_desc(flags),
+            |name, source| VirtError::Xml { name, source },
+        )
+    }
+
+    fn start(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(name, Domain::create, |name, source| VirtError::Start {
+            name,
+            source,
+        })
+    }
+
+    fn start_force_boot(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(
+            name,
+            |dom| match dom.create_with_flags(sys::VIR_DOMAIN_START_FORCE_BOOT) {
+                // Drivers that do not know the flag (the test driver) reject it
+                // as unsupported; removing the image first has the same effect,
+                // which is how `virsh start --force-boot` copes too.
+                Err(e) if e.code() == Enum::Known(ErrorNumber::InvalidArg) => {
+                    log::debug!("emulating VIR_DOMAIN_START_FORCE_BOOT for {name}: {e}");
+                    if dom.has_managed_save(0)? {
+                        dom.managed_save_remove(0)?;
+                    }
+                    dom.create()
+                }
+                other => other,
+            },
+            |name, source| VirtError::StartForceBoot { name, source },
+        )
+    }
+
+    fn shutdown(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(name, Domain::shutdown, |name, source| VirtError::Shutdown {
+            name,
+            source,
+        })
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(name, Domain::destroy, |name, source| VirtError::Destroy {
+            name,
+            source,
+        })
+    }
+
+    fn managed_save(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(
+            name,
+            |dom| dom.managed_save(0),
+            |name, source| VirtError::ManagedSave { name, source },
+        )
+    }
+
+    fn managed_save_remove(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(
+            name,
+            |dom| dom.managed_save_remove(0),
+            |name, source| VirtError::ManagedSaveRemove { name, source },
+        )
+    }
+
+    fn qemu_pid(&self, name: &str) -> Result<Option<u32>, VirtError> {
+        let Some(run_dir) = &self.run_dir else {
+            return Ok(None);
+        };
+        // Looking the domain up first also keeps `name` from naming a path
+        // outside the run directory: it must be a real domain's name.
+        let active = self.with_domain(name, Domain::is_active, |name, source| {
+            VirtError::Inspect { name, source }
+        })?;
+        if !active {
+            return Ok(None);
+        }
+        read_pid_file(name, &run_dir.join(format!("{name}.pid")))
+    }
+}
+
+/// Reads what kvmroll wants to know of `dom`, called `name` in errors.
+fn info(dom: &Domain, name: &str) -> Result<DomainInfo, VirtError> {
+    let inspect = |source| VirtError::Inspect {
+        name: name.to_owned(),
+        source,
+    };
+    // `Domain::info` rather than `Domain::state`: virt 0.5's `state` ignores
+    // libvirt's error and reports an unknown state instead.
+    Ok(DomainInfo {
+        name: dom.name().map_err(inspect)?,
+        uuid: dom.uuid_string().map_err(inspect)?,
+        state: domain_state(dom.info().map_err(inspect)?.state),
+        persistent: dom.is_persistent().map_err(inspect)?,
+        has_managed_save: dom.has_managed_save(0).map_err(inspect)?,
+        autostart: dom.autostart().map_err(inspect)?,
+    })
+}
+
+fn domain_state(state: virt::domain::DomainStateEnum) -> DomainState {
+    let other = match state {
+        Enum::Known(VirDomainState::Running) => return DomainState::Running,
+        Enum::Known(VirDomainState::Paused) => return DomainState::Paused,
+        Enum::Known(VirDomainState::Shutoff) => return DomainState::ShutOff,
+        Enum::Known(VirDomainState::NoState) => "nostate".to_owned(),
+        Enum::Known(VirDomainState::Blocked) => "blocked".to_owned(),
+        Enum::Known(VirDomainState::Shutdown) => "shutdown".to_owned(),
+        Enum::Known(VirDomainState::Crashed) => "crashed".to_owned(),
+        Enum::Known(VirDomainState::PMSuspended) => "pmsuspended".to_owned(),
+        Enum::Unknown(raw) => format!("unknown {raw}"),
+    };
+    DomainState::Other(other)
+}
+
+/// Whether libvirt's error says there is no such domain.
+pub(crate) fn is_no_domain(err: &Error) -> bool {
+    err.code() == Enum::Known(ErrorNumber::NoDomain)
+}
+
+/// The pid in libvirt's pid file at `path`; `None` when there is no file
+/// (the QEMU process is gone, or libvirtd has not written it yet).
+fn read_pid_file(name: &str, path: &Path) -> Result<Option<u32>, VirtError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(VirtError::PidFile {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|source| VirtError::PidParse {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against libvirt's `test:///default` driver. Its state lives in this
+    //! process and is shared by every connection open at the same time; it is
+    //! fresh again only once all of them are closed. Tests run in parallel, so
+    //! each test works on domains named after itself and never counts domains.
+
+    use super::*;
+
+    const URI: &str = "test:///default";
+
+    fn connect() -> Box<dyn Hypervisor> {
+        Libvirt.connect(URI).expect("test:///default opens")
+    }
+
+    fn domain_xml(name: &str, uuid: Option<&str>, memory_mib: u32) -> String {
+        let uuid = uuid
+            .map(|u| format!("<uuid>{u}</uuid>"))
+            .unwrap_or_default();
+        format!(
+            "<domain type='test'><name>{name}</name>{uuid}\
+             <memory unit='MiB'>{memory_mib}</memory><os><type>hvm</type></os></domain>"
+        )
+    }
+
+    /// Defines `name` on `hv` and returns its info.
+    fn define(hv: &dyn Hypervisor, name: &str) -> DomainInfo {
+        hv.define(&domain_xml(name, None, 64)).unwrap();
+        hv.domain(name).unwrap().expect("just defined")
+    }
+
+    fn state(hv: &dyn Hypervisor, name: &str) -> DomainState {
+        hv.domain(name).unwrap().expect("defined").state
+    }
+
+    #[test]
+    fn define_look_up_list_dump_and_undefine() {
+        let hv = connect();
+        let info = define(&*hv, "define-look-up");
+        assert_eq!(info.name, "define-look-up");
+        assert_eq!(info.uuid.len(), 36);
+        assert_eq!(info.state, DomainState::ShutOff);
+        assert!(info.persistent);
+        assert!(!info.has_managed_save);
+        assert!(!info.autostart);
+
+        let listed = hv.list_domains().unwrap();
+        assert!(listed.iter().any(|d| d.uuid == info.uuid));
+
+        let live = hv.xml("define-look-up", false).unwrap();
+        assert!(live.contains("<name>define-look-up</name>"), "{live}");
+        assert!(live.contains(&info.uuid));
+        let inactive = hv.xml("define-look-up", true).unwrap();
+        assert!(inactive.contains("<name>define-look-up</name>"));
+
+        hv.undefine("define-look-up").unwrap();
+        assert!(hv.domain("define-look-up").unwrap().is_none());
+        let listed = hv.list_domains().unwrap();
+        assert!(!listed.iter().any(|d| d.name == "define-look-up"));
+    }
+
+    #[test]
+    fn define_replaces_only_with_the_same_uuid() {
+        let hv = connect();
+        let uuid = "6c4cf1a6-1b59-4c55-9d59-2d4f4bb2a001";
+        hv.define(&domain_xml("redefine", Some(uuid), 64)).unwrap();
+        hv.define(&domain_xml("redefine", Some(uuid), 128)).unwrap();
+        assert!(hv.xml("redefine", true).unwrap().contains("131072"));
+
+        let err = hv.define(&domain_xml("redefine", None, 64)).unwrap_err();
+        assert!(matches!(err, VirtError::Define { ref uri, .. } if uri == URI));
+        assert_eq!(err.to_string(), "cannot define a domain on test:///default");
+        hv.undefine("redefine").unwrap();
+    }
+
+    #[test]
+    fn unknown_domain_is_none_but_acting_on_it_fails() {
+        let hv = connect();
+        assert!(hv.domain("no-such-domain").unwrap().is_none());
+        let err = hv.start("no-such-domain").unwrap_err();
+        assert!(matches!(err, VirtError::Lookup { .. }), "{err:?}");
+        assert!(err.is_no_domain());
+        assert!(hv.undefine("no-such-domain").unwrap_err().is_no_domain());
+        // A NUL in the name is an error, not a panic.
+        assert!(hv.domain("bad\0name").is_err());
+    }
+
+    #[test]
+    fn start_shutdown_and_destroy() {
+        let hv = connect();
+        define(&*hv, "lifecycle");
+        hv.start("lifecycle").unwrap();
+        assert_eq!(state(&*hv, "lifecycle"), DomainState::Running);
+        assert!(matches!(
+            hv.start("lifecycle"),
+            Err(VirtError::Start { .. })
+        ));
+        hv.destroy("lifecycle").unwrap();
+        assert_eq!(state(&*hv, "lifecycle"), DomainState::ShutOff);
+        assert!(matches!(
+            hv.destroy("lifecycle"),
+            Err(VirtError::Destroy { .. })
+        ));
+
+        // The test driver's guests obey ACPI at once.
+        hv.start("lifecycle").unwrap();
+        hv.shutdown("lifecycle").unwrap();
+        assert_eq!(state(&*hv, "lifecycle"), DomainState::ShutOff);
+        assert!(matches!(
+            hv.shutdown("lifecycle"),
+            Err(VirtError::Shutdown { .. })
+        ));
+        hv.undefine("lifecycle").unwrap();
+    }
+
+    #[test]
+    fn start_restores_a_managed_save() {
+        let hv = connect();
+        define(&*hv, "save-restore");
+        assert!(matches!(
+            hv.managed_save("save-restore"),
+            Err(VirtError::ManagedSave { .. })
+        ));
+        hv.start("save-restore").unwrap();
+        hv.managed_save("save-restore").unwrap();
+        let info = hv.domain("save-restore").unwrap().unwrap();
+        assert_eq!(info.state, DomainState::ShutOff);
+        assert!(info.has_managed_save);
+
+        hv.start("save-restore").unwrap();
+        let info = hv.domain("save-restore").unwrap().unwrap();
+        assert_eq!(info.state, DomainState::Running);
+        assert!(!info.has_managed_save);
+        hv.destroy("save-restore").unwrap();
+        hv.undefine("save-restore").unwrap();
+    }
+
+    #[test]
+    fn managed_save_remove_discards_the_image() {
+        let hv = connect();
+        define(&*hv, "save-remove");
+        hv.managed_save_remove("save-remove").unwrap();
+        hv.start("save-remove").unwrap();
+        hv.managed_save("save-remove").unwrap();
+        hv.managed_save_remove("save-remove").unwrap();
+        assert!(!hv.domain("save-remove").unwrap().unwrap().has_managed_save);
+        hv.undefine("save-remove").unwrap();
+    }
+
+    #[test]
+    fn start_force_boot_discards_the_image() {
+        let hv = connect();
+        define(&*hv, "force-boot");
+        hv.start_force_boot("force-boot").unwrap();
+        hv.managed_save("force-boot").unwrap();
+        hv.start_force_boot("force-boot").unwrap();
+        let info = hv.domain("force-boot").unwrap().unwrap();
+        assert_eq!(info.state, DomainState::Running);
+        assert!(!info.has_managed_save);
+        hv.destroy("force-boot").unwrap();
+        hv.undefine("force-boot").unwrap();
+    }
+
+    #[test]
+    fn undefine_removes_the_managed_save() {
+        let hv = connect();
+        define(&*hv, "undefine-saved");
+        hv.start("undefine-saved").unwrap();
+        hv.managed_save("undefine-saved").unwrap();
+        hv.undefine("undefine-saved").unwrap();
+        assert!(hv.domain("undefine-saved").unwrap().is_none());
+    }
+
+    #[test]
+    fn undefine_of_a_running_domain_leaves_it_transient() {
+        let hv = connect();
+        define(&*hv, "undefine-running");
+        hv.start("undefine-running").unwrap();
+        hv.undefine("undefine-running").unwrap();
+        let info = hv.domain("undefine-running").unwrap().unwrap();
+        assert_eq!(info.state, DomainState::Running);
+        assert!(!info.persistent);
+        hv.destroy("undefine-running").unwrap();
+        assert!(hv.domain("undefine-running").unwrap().is_none());
+    }
+
+    #[test]
+    fn open_connections_share_the_test_driver_state() {
+        let first = connect();
+        let second = connect();
+        define(&*first, "shared");
+        assert!(second.domain("shared").unwrap().is_some());
+        second.undefine("shared").unwrap();
+        assert!(first.domain("shared").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_connection_moves_to_another_thread() {
+        let hv = connect();
+        let found = std::thread::spawn(move || hv.domain("test").map(|d| d.is_some()))
+            .join()
+            .unwrap();
+        assert!(found.unwrap());
+    }
+
+    #[test]
+    fn qemu_pid_is_unknown_off_qemu_system() {
+        let hv = connect();
+        assert_eq!(hv.uri(), URI);
+        assert_eq!(hv.qemu_pid("test").unwrap(), None);
+    }
+
+    #[test]
+    fn bogus_uri_fails_naming_the_uri() {
+        let err = Libvirt.connect("bogus:///nowhere").err().unwrap();
+        assert!(matches!(err, VirtError::Connect { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "cannot connect to bogus:///nowhere");
+        let err = Libvirt.connect("test:///default\0").err().unwrap();
+        assert!(matches!(err, VirtError::Connect { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn pid_file_is_read_trimmed_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.pid");
+        assert_eq!(read_pid_file("vm", &path).unwrap(), None);
+        std::fs::write(&path, "4242\n").unwrap();
+        assert_eq!(read_pid_file("vm", &path).unwrap(), Some(4242));
+        std::fs::write(&path, "not a pid").unwrap();
+        assert!(matches!(
+            read_pid_file("vm", &path),
+            Err(VirtError::PidParse { .. })
+        ));
+    }
+
+    #[test]
+    fn states_map_to_kvmroll_states() {
+        assert_eq!(
+            domain_state(Enum::Known(VirDomainState::Paused)),
+            DomainState::Paused
+        );
+        assert_eq!(
+            domain_state(Enum::Known(VirDomainState::Crashed)),
+            DomainState::Other("crashed".into())
+        );
+        assert_eq!(
+            domain_state(Enum::Unknown(99)),
+            DomainState::Other("unknown 99".into())
+        );
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run): installs what is missing,
+# checks formatting and lints, builds, brings up a real libvirtd, and runs the
+# unit, golden, CLI and end-to-end tests against it.
+#
+#   scripts/test.sh            everything
+#
+# Needs root (apt-get, libvirtd, /etc/libvirt/hooks). The end-to-end tests are
+# required here (KVMROLL_E2E=1): a missing daemon fails them instead of
+# skipping them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '== %s\n' "$*"; }
+
+step "dependencies"
+scripts/deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "build"
+cargo build --workspace --quiet
+
+step "libvirtd"
+scripts/libvirtd.sh up
+
+step "tests (unit, golden, CLI, end-to-end)"
+export KVMROLL_E2E=1
+cargo test --workspace -- --test-threads=4
