@@ -1,0 +1,739 @@
+//! Runs the real `kvmroll` binary against a fresh database per test, as a
+//! user would: every bad input exits non-zero with one line on stderr and
+//! leaves the database byte for byte as it was.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Fixture {
+    /// A container with 4 CPUs, a plain compute host and one VM; libvirt is
+    /// libvirt's own test driver, which never has these VMs defined.
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture {
+            db: dir.path().join("kvmroll.db"),
+            _dir: dir,
+        };
+        f.ok(&[
+            "host",
+            "add",
+            "vm-container-0-0",
+            "--appliance",
+            "vm-container",
+            "--cpus",
+            "4",
+        ]);
+        f.ok(&["host", "add", "compute-0-0"]);
+        f.ok(&["attr", "set", "--global", "libvirt_uri", "test:///default"]);
+        f.ok(&[
+            "vm",
+            "add",
+            "hosted-vm-0-0-0",
+            "--container",
+            "vm-container-0-0",
+            "--cpus",
+            "2",
+        ]);
+        f
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kvmroll"));
+        c.arg("--db")
+            .arg(&self.db)
+            .env_remove("KVMROLL_DB")
+            .env_remove("KVMROLL_DB_READONLY")
+            .env_remove("KVMROLL_STAGE");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kvmroll {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = std::fs::read(&self.db).unwrap();
+        let wal = PathBuf::from(format!("{}-wal", self.db.display()));
+        if let Ok(w) = std::fs::read(wal) {
+            b.extend(w);
+        }
+        b
+    }
+
+    /// Runs a command that must be refused: status 1, one line naming
+    /// `expect`, and no change to the database.
+    fn refused(&self, args: &[&str], expect: &str) {
+        let before = self.bytes();
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "kvmroll {args:?}: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "kvmroll {args:?}: not one line: {err}"
+        );
+        assert!(err.starts_with("kvmroll: "), "{err}");
+        assert!(
+            err.contains(expect),
+            "kvmroll {args:?}: {err:?} lacks {expect:?}"
+        );
+        assert!(out.stdout.is_empty(), "kvmroll {args:?} printed to stdout");
+        assert!(
+            self.bytes() == before,
+            "kvmroll {args:?} changed the database"
+        );
+    }
+}
+
+#[test]
+fn unknown_host_or_vm() {
+    let f = Fixture::new();
+    f.refused(&["host", "remove", "nosuch"], "unknown host \"nosuch\"");
+    f.refused(&["host", "show", "nosuch"], "unknown host");
+    f.refused(&["vm", "show", "nosuch"], "unknown VM \"nosuch\"");
+    f.refused(&["vm", "set", "nosuch", "--mem", "10"], "unknown VM");
+    f.refused(&["vm", "remove", "nosuch"], "unknown VM");
+    f.refused(&["vm", "cdrom", "nosuch", "/a.iso"], "unknown VM");
+    f.refused(&["attr", "set", "nosuch", "x", "y"], "unknown host");
+    f.refused(&["attr", "list", "nosuch"], "unknown host");
+    f.refused(
+        &["attr", "set", "--appliance", "nosuch", "x", "y"],
+        "unknown appliance",
+    );
+    f.refused(&["vm", "list", "--container", "nosuch"], "unknown host");
+}
+
+#[test]
+fn duplicate_names() {
+    let f = Fixture::new();
+    f.refused(
+        &["host", "add", "compute-0-0"],
+        "host \"compute-0-0\" already exists",
+    );
+    f.refused(
+        &[
+            "vm",
+            "add",
+            "hosted-vm-0-0-0",
+            "--container",
+            "vm-container-0-0",
+        ],
+        "already exists",
+    );
+    f.refused(
+        &[
+            "vm",
+            "add",
+            "compute-0-0",
+            "--container",
+            "vm-container-0-0",
+        ],
+        "already exists",
+    );
+}
+
+#[test]
+fn hostile_vm_names() {
+    let f = Fixture::new();
+    for (name, why) in [
+        ("a/b", "contains '/'"),
+        ("../etc", "contains '/'"),
+        ("..", "contains '..'"),
+        ("a..b", "contains '..'"),
+        ("a b", "white space"),
+        ("a\tb", "white space"),
+        ("a\u{1}b", "control characters"),
+        ("_rf", "start with a letter or digit"),
+    ] {
+        f.refused(&["vm", "add", name, "--container", "vm-container-0-0"], why);
+        f.refused(&["host", "add", name], why);
+    }
+}
+
+#[test]
+fn relative_or_hostile_cdrom_path() {
+    let f = Fixture::new();
+    f.refused(
+        &["vm", "cdrom", "hosted-vm-0-0-0", "rescue.iso"],
+        "must be absolute",
+    );
+    f.refused(
+        &["vm", "cdrom", "hosted-vm-0-0-0", "/isos/../etc/shadow"],
+        "'..'",
+    );
+    f.refused(
+        &["vm", "cdrom", "hosted-vm-0-0-0", "/isos/a\nb.iso"],
+        "control characters",
+    );
+}
+
+#[test]
+fn malformed_cpu_mode() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    f.refused(
+        &["attr", "set", vm, "cpu_mode", "passthrough"],
+        "unknown mode",
+    );
+    f.refused(
+        &["attr", "set", vm, "cpu_mode", "custom"],
+        "needs a CPU model",
+    );
+    f.refused(
+        &["attr", "set", vm, "cpu_mode", "custom: <model>x"],
+        "never closed",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "cpu_mode",
+            "custom: <model>x</model></cpu><devices><disk/>",
+        ],
+        "closes an element the fragment did not open",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "--global",
+            "cpu_mode",
+            "exact: <model>a & b</model>",
+        ],
+        "malformed XML",
+    );
+}
+
+#[test]
+fn malformed_pinning_and_devices() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    f.refused(
+        &["attr", "set", vm, "kvm_cpu_pinning", "pin_some"],
+        "not pin_all, pin_auto or a well-formed",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "kvm_cpu_pinning",
+            "<cputune><vcpupin vcpu='0' cpuset='1'/>",
+        ],
+        "never closed",
+    );
+    f.refused(
+        &["attr", "set", vm, "kvm_cpu_pinning", "</domain><devices/>"],
+        "closes an element",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "kvm_device_0",
+            "<hostdev mode='subsystem'>",
+        ],
+        "never closed",
+    );
+    f.refused(
+        &["attr", "set", vm, "kvm_device_0", "</devices><hostdev/>"],
+        "closes an element",
+    );
+    f.refused(
+        &["attr", "set", vm, "kvm_device_0", "<domain/>"],
+        "not a libvirt device",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "kvm_device_1",
+            "<watchdog model='i6300esb'/>",
+        ],
+        "kvm_device_0 is not",
+    );
+}
+
+#[test]
+fn impossible_pinning() {
+    let f = Fixture::new();
+    f.ok(&[
+        "vm",
+        "add",
+        "wide",
+        "--container",
+        "vm-container-0-0",
+        "--cpus",
+        "8",
+    ]);
+    f.refused(
+        &["attr", "set", "wide", "kvm_cpu_pinning", "pin_all"],
+        "has only 4 CPUs",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "hosted-vm-0-0-0",
+            "kvm_cpu_pinning",
+            "<cputune><vcpupin vcpu='0' cpuset='7'/></cputune>",
+        ],
+        "pins to CPU 7 but container \"vm-container-0-0\" has only CPUs 0-3",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "hosted-vm-0-0-0",
+            "kvm_cpu_pinning",
+            "<cputune><vcpupin vcpu='5' cpuset='1'/></cputune>",
+        ],
+        "pins vCPU 5",
+    );
+    f.ok(&[
+        "attr",
+        "set",
+        "hosted-vm-0-0-0",
+        "kvm_cpu_pinning",
+        "pin_all",
+    ]);
+    f.refused(
+        &["vm", "set", "hosted-vm-0-0-0", "--cpus", "6"],
+        "pin_all needs 6 vCPUs",
+    );
+    f.refused(
+        &["host", "set", "vm-container-0-0", "--cpus", "1"],
+        "pin_all needs 2 vCPUs",
+    );
+    // pin_auto on a full container.
+    f.ok(&[
+        "attr",
+        "set",
+        "wide",
+        "kvm_cpu_pinning",
+        "<cputune><vcpupin vcpu='0' cpuset='2-3'/></cputune>",
+    ]);
+    f.refused(
+        &["attr", "set", "wide", "kvm_cpu_pinning", "pin_auto"],
+        "pin_auto needs 8 free CPUs",
+    );
+}
+
+#[test]
+fn booleans() {
+    let f = Fixture::new();
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "hosted-vm-0-0-0",
+            "kvm_autostart",
+            "sometimes",
+        ],
+        "is not a boolean",
+    );
+    f.refused(
+        &["attr", "set", "compute-0-0", "kvm", "yes please"],
+        "is not a boolean",
+    );
+    f.ok(&["attr", "set", "hosted-vm-0-0-0", "kvm_autostart", "yes"]);
+    assert_eq!(
+        f.ok(&["attr", "get", "hosted-vm-0-0-0", "kvm_autostart"]),
+        "true\n"
+    );
+}
+
+#[test]
+fn bad_disk_and_nic_specs() {
+    let f = Fixture::new();
+    for spec in [
+        "file:relative.img,vda,virtio",
+        "nfs:/a,vda,virtio",
+        "file:/a,vda",
+        "file:/a,vda,virtio,0",
+    ] {
+        f.refused(
+            &[
+                "vm",
+                "add",
+                "new",
+                "--container",
+                "vm-container-0-0",
+                "--disk",
+                spec,
+            ],
+            "invalid disk spec",
+        );
+        f.refused(
+            &["vm", "disk", "add", "hosted-vm-0-0-0", spec],
+            "invalid disk spec",
+        );
+    }
+    for spec in [
+        "br0",
+        "bridge:",
+        "bridge:br0,vlan=9999",
+        "bridge:br0,mac=01:02:03:04:05:06",
+        "bridge:br0,x=1",
+    ] {
+        f.refused(
+            &[
+                "vm",
+                "add",
+                "new",
+                "--container",
+                "vm-container-0-0",
+                "--nic",
+                spec,
+            ],
+            "invalid nic spec",
+        );
+    }
+}
+
+#[test]
+fn duplicate_mac() {
+    let f = Fixture::new();
+    f.ok(&[
+        "vm",
+        "nic",
+        "add",
+        "hosted-vm-0-0-0",
+        "bridge:br0,mac=52:54:00:aa:00:01",
+    ]);
+    f.refused(
+        &[
+            "vm",
+            "add",
+            "new",
+            "--container",
+            "vm-container-0-0",
+            "--nic",
+            "bridge:br0,mac=52:54:00:AA:00:01",
+        ],
+        "MAC 52:54:00:aa:00:01 is already used",
+    );
+    f.refused(
+        &[
+            "vm",
+            "nic",
+            "add",
+            "hosted-vm-0-0-0",
+            "bridge:br1,mac=52:54:00:aa:00:01",
+        ],
+        "already used",
+    );
+}
+
+#[test]
+fn container_must_be_a_kvm_host() {
+    let f = Fixture::new();
+    f.refused(
+        &["vm", "add", "new", "--container", "nowhere"],
+        "unknown host \"nowhere\"",
+    );
+    f.refused(
+        &["vm", "add", "new", "--container", "compute-0-0"],
+        "is not a VM container",
+    );
+    f.refused(
+        &["vm", "add", "new", "--container", "hosted-vm-0-0-0"],
+        "is not a VM container",
+    );
+    f.refused(
+        &["vm", "set", "hosted-vm-0-0-0", "--container", "compute-0-0"],
+        "is not a VM container",
+    );
+    // kvm=true on a compute host makes it a container, as in Rocks.
+    f.ok(&["attr", "set", "compute-0-0", "kvm", "true"]);
+    f.ok(&["vm", "add", "new", "--container", "compute-0-0"]);
+    f.refused(
+        &["attr", "set", "compute-0-0", "kvm", "false"],
+        "still holds 1 VM",
+    );
+    f.refused(&["host", "remove", "vm-container-0-0"], "still holds 1 VM");
+    f.refused(&["host", "remove", "hosted-vm-0-0-0"], "is a VM");
+}
+
+#[test]
+fn foreign_and_newer_databases_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .arg("--db")
+        .arg(&junk)
+        .args(["host", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err.trim(),
+        format!("kvmroll: {} is not a kvmroll database", junk.display())
+    );
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
+
+    let f = Fixture::new();
+    rusqlite::Connection::open(&f.db)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    f.refused(
+        &["host", "list"],
+        "has schema version 99, newer than this kvmroll knows",
+    );
+    f.refused(&["host", "add", "x"], "newer than this kvmroll knows");
+}
+
+#[test]
+fn resolution_shows_the_winning_scope() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    f.ok(&["attr", "set", "--global", "x", "global"]);
+    assert_eq!(f.ok(&["attr", "get", vm, "x"]), "global\n");
+    f.ok(&["attr", "set", "--os", "linux", "x", "os"]);
+    assert_eq!(f.ok(&["attr", "get", vm, "x"]), "os\n");
+    f.ok(&["attr", "set", "--appliance", "hosted-vm", "x", "appliance"]);
+    assert_eq!(f.ok(&["attr", "get", vm, "x"]), "appliance\n");
+    f.ok(&["attr", "set", "--rack", "0", "x", "rack"]);
+    assert_eq!(f.ok(&["attr", "get", vm, "x"]), "rack\n");
+    f.ok(&["attr", "set", vm, "x", "host"]);
+    let list = f.ok(&["attr", "list", vm]);
+    let line = list.lines().find(|l| l.starts_with("x ")).unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["x", "host:hosted-vm-0-0-0", "host"]
+    );
+    f.ok(&["attr", "rm", vm, "x"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&f.ok(&["attr", "list", vm, "--json"])).unwrap();
+    let x = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "x")
+        .unwrap();
+    assert_eq!(
+        (x["value"].as_str(), x["scope"]["scope"].as_str()),
+        (Some("rack"), Some("rack"))
+    );
+    // Unset: exit 1, nothing printed.
+    let out = f.run(&["attr", "get", vm, "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    f.refused(
+        &["attr", "rm", vm, "nosuch"],
+        "attribute nosuch is not set on host:hosted-vm-0-0-0",
+    );
+}
+
+#[test]
+fn values_from_files_and_stdin_and_rocks_escaping() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    let file = f.db.with_file_name("gpu.xml");
+    std::fs::write(
+        &file,
+        "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source><address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></source>\n</hostdev>\n",
+    )
+    .unwrap();
+    f.ok(&[
+        "attr",
+        "set",
+        vm,
+        "kvm_device_0",
+        "--value-file",
+        file.to_str().unwrap(),
+    ]);
+    let got = f.ok(&["attr", "get", vm, "kvm_device_0"]);
+    assert!(
+        got.starts_with("<hostdev") && got.ends_with("</hostdev>\n"),
+        "{got}"
+    );
+    let out = f.run_stdin(
+        &["attr", "set", vm, "kvm_cpu_pinning", "-"],
+        "&lt;cputune&gt;&lt;vcpupin vcpu='0' cpuset='3'/&gt;&lt;/cputune&gt;\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        f.ok(&["attr", "get", vm, "kvm_cpu_pinning"]),
+        "<cputune><vcpupin vcpu='0' cpuset='3'/></cputune>\n"
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "kvm_device_1",
+            "--value-file",
+            "/nonexistent/x.xml",
+        ],
+        "cannot read value file",
+    );
+}
+
+#[test]
+fn vm_uuid_is_kept_and_macs_are_unique() {
+    let f = Fixture::new();
+    let show = |f: &Fixture| -> serde_json::Value {
+        serde_json::from_str(&f.ok(&["vm", "show", "hosted-vm-0-0-0", "--json"])).unwrap()
+    };
+    let uuid = show(&f)["uuid"].as_str().unwrap().to_string();
+    assert_eq!(uuid.len(), 36);
+    f.ok(&[
+        "vm",
+        "set",
+        "hosted-vm-0-0-0",
+        "--mem",
+        "4096",
+        "--cpus",
+        "3",
+    ]);
+    f.ok(&["vm", "cdrom", "hosted-vm-0-0-0", "/isos/a.iso"]);
+    let v = show(&f);
+    assert_eq!(v["uuid"], uuid.as_str());
+    assert_eq!(
+        (v["memory_mib"].as_u64(), v["vcpus"].as_u64()),
+        (Some(4096), Some(3))
+    );
+    assert_eq!(v["cdrom"], "/isos/a.iso");
+    f.ok(&["vm", "cdrom", "hosted-vm-0-0-0", "none"]);
+    assert!(show(&f)["cdrom"].is_null());
+    f.ok(&[
+        "vm",
+        "add",
+        "many",
+        "--container",
+        "vm-container-0-0",
+        "--nic",
+        "bridge:br0",
+        "--nic",
+        "bridge:br1",
+        "--nic",
+        "direct:eth0,vlan=5",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&f.ok(&["vm", "list", "--json"])).unwrap();
+    let macs: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["nics"].as_array().unwrap())
+        .map(|n| n["mac"].as_str().unwrap())
+        .collect();
+    assert_eq!(macs.len(), 3);
+    let unique: std::collections::BTreeSet<_> = macs.iter().collect();
+    assert_eq!(unique.len(), 3);
+    assert!(macs.iter().all(|m| m.starts_with("52:54:00:")));
+}
+
+#[test]
+fn read_only_mode_refuses_every_write() {
+    let f = Fixture::new();
+    let before = f.bytes();
+    let out = f
+        .cmd()
+        .env("KVMROLL_DB_READONLY", "1")
+        .args(["attr", "set", "hosted-vm-0-0-0", "x", "y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("open read-only"));
+    assert!(f.bytes() == before);
+    let out = f
+        .cmd()
+        .env("KVMROLL_DB_READONLY", "1")
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn db_path_from_environment_and_folder_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("deep/er/k.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .env("KVMROLL_DB", &db)
+        .args(["appliance", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "compute\nfrontend\nhosted-vm\nvm-container\n"
+    );
+    assert!(Path::new(&db).exists());
+}
+
+#[test]
+fn unreachable_container_is_said_plainly_and_marks_the_vm_stale() {
+    let f = Fixture::new();
+    f.ok(&[
+        "attr",
+        "set",
+        "vm-container-0-0",
+        "libvirt_uri",
+        "qemu+unix:///system?socket=/nonexistent/sock",
+    ]);
+    let out = f.run(&["vm", "set", "hosted-vm-0-0-0", "--mem", "512"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("was not refreshed") && err.contains("kvmroll vm define hosted-vm-0-0-0"),
+        "{err}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&f.ok(&["vm", "show", "hosted-vm-0-0-0", "--json"])).unwrap();
+    assert_eq!(
+        (v["memory_mib"].as_u64(), v["stale"].as_bool()),
+        (Some(512), Some(true))
+    );
+    // Changes that leave the XML alone do not call libvirt at all.
+    f.ok(&["attr", "set", "hosted-vm-0-0-0", "note", "unrelated"]);
+}

@@ -1,0 +1,115 @@
+//! Fixtures shared by kvmroll's end-to-end tests: where the built binaries
+//! are, whether a real libvirtd answers, `virsh`, and guards that remove the
+//! domains a test made even when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The folder holding the workspace's built binaries (`target/debug` or
+/// `target/release`), found beside the running test executable.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/TEST-HASH -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable under target/PROFILE/deps")
+        .to_path_buf();
+    assert!(
+        dir.join("kvmroll").exists(),
+        "{} has no kvmroll binary: run `cargo build --workspace` first",
+        dir.display()
+    );
+    dir
+}
+
+/// A command for one of the workspace's binaries.
+pub fn bin(name: &str) -> Command {
+    let mut c = Command::new(bin_dir().join(name));
+    for var in ["KVMROLL_DB", "KVMROLL_DB_READONLY", "KVMROLL_STAGE"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// `virsh -c qemu:///system ARGS`.
+pub fn virsh(args: &[&str]) -> Output {
+    Command::new("virsh")
+        .args(["-c", "qemu:///system", "-q"])
+        .args(args)
+        .output()
+        .expect("virsh runs")
+}
+
+/// `virsh` that must succeed; its stdout.
+pub fn virsh_ok(args: &[&str]) -> String {
+    let out = virsh(args);
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether a real libvirtd answers on qemu:///system. Where the suite must
+/// run end to end (`KVMROLL_E2E=1`, as scripts/test.sh sets), a missing
+/// daemon is a failure, not a skip.
+pub fn libvirtd_available(test: &str) -> bool {
+    let up = Command::new("virsh")
+        .args(["-c", "qemu:///system", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            std::env::var_os("KVMROLL_E2E").is_none(),
+            "{test}: KVMROLL_E2E is set but no libvirtd answers on qemu:///system (scripts/libvirtd.sh up)"
+        );
+        eprintln!("{test}: skipped: no libvirtd answers on qemu:///system (run scripts/test.sh)");
+    }
+    up
+}
+
+/// This machine's short host name: the container name that kvmroll maps to
+/// qemu:///system.
+pub fn local_host() -> String {
+    let h = nix::unistd::gethostname()
+        .expect("hostname")
+        .into_string()
+        .expect("utf-8 hostname");
+    h.split('.').next().unwrap_or_default().to_string()
+}
+
+/// Destroys and undefines the named domains when dropped.
+#[derive(Debug, Default)]
+pub struct Domains(pub Vec<String>);
+
+impl Drop for Domains {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = virsh(&["destroy", name]);
+            let _ = virsh(&["undefine", name, "--managed-save"]);
+        }
+    }
+}
+
+/// The output's stdout, asserting success.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A unique prefix for this test process's domain names.
+pub fn prefix(test: &str) -> String {
+    format!("kvmroll-e2e-{test}-{}", std::process::id())
+}
+
+/// The CPU mode the test guests use: nested KVM on these machines cannot set
+/// IA32_ARCH_CAPABILITIES, so the passed-through CPU goes without it.
+pub const GUEST_CPU_MODE: &str =
+    "host-passthrough: <feature policy='disable' name='arch-capabilities'/>";
