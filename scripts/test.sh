@@ -26,8 +26,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "build"
 cargo build --workspace --quiet
 
-step "libvirtd"
-scripts/libvirtd.sh up
+step "libvirtd, with the built hook installed before it starts"
+E2E=/var/lib/kvmroll/e2e
+scripts/hook-setup.sh debug "$E2E/kvmroll.db" "$E2E/etc"
 
 step "tests (unit, golden, CLI, end-to-end)"
 export KVMROLL_E2E=1

@@ -113,3 +113,50 @@ pub fn prefix(test: &str) -> String {
 /// IA32_ARCH_CAPABILITIES, so the passed-through CPU goes without it.
 pub const GUEST_CPU_MODE: &str =
     "host-passthrough: <feature policy='disable' name='arch-capabilities'/>";
+
+/// Where the hook reads its configuration (`kvmroll-hook`'s default).
+pub const HOOK_CONF: &str = "/etc/kvmroll/kvmroll.conf";
+
+/// The database scripts/test.sh gives the installed hook for the end-to-end
+/// tests.
+pub const E2E_DB: &str = "/var/lib/kvmroll/e2e/kvmroll.db";
+
+/// What an installed hook's kvmroll.conf says (the keys the tests need).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookConf {
+    /// `db`: the cluster database the hook reads.
+    pub db: PathBuf,
+    /// `root`: holds `plugins/STAGE.d/` and `vms/VM/STAGE.d/`.
+    pub root: PathBuf,
+    /// `kvmroll`: the CLI plugins find first in PATH, if given.
+    pub kvmroll: Option<PathBuf>,
+}
+
+/// Parses kvmroll.conf's `key = value` lines (`#` starts a comment); `None`
+/// when `db` or `root` is missing.
+pub fn parse_hook_conf(text: &str) -> Option<HookConf> {
+    let (mut db, mut root, mut kvmroll) = (None, None, None);
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = PathBuf::from(value.trim());
+        match key.trim() {
+            "db" => db = Some(value),
+            "root" => root = Some(value),
+            "kvmroll" => kvmroll = Some(value),
+            _ => {}
+        }
+    }
+    Some(HookConf {
+        db: db?,
+        root: root?,
+        kvmroll,
+    })
+}
+
+/// Reads and parses [`HOOK_CONF`]; `None` when it is missing or incomplete.
+pub fn hook_conf() -> Option<HookConf> {
+    parse_hook_conf(&std::fs::read_to_string(HOOK_CONF).ok()?)
+}

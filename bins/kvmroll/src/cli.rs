@@ -39,6 +39,17 @@ pub enum Command {
     /// Attributes: set, get, list and remove, at any scope.
     #[command(subcommand)]
     Attr(AttrCmd),
+    /// What the hook did: every invocation and plugin run.
+    Events {
+        /// Only this VM's events.
+        #[arg(long)]
+        vm: Option<String>,
+        /// The newest N events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        json: Json,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +177,14 @@ pub enum VmCmd {
     /// Add or remove a NIC.
     #[command(subcommand)]
     Nic(NicCmd),
+    /// Redefine VMs whose libvirt definition differs from the database (or is stale).
+    Sync {
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every placed VM.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
     /// Render VMs and define them in the libvirt of their container.
     Define {
         #[arg(required_unless_present = "all")]

@@ -83,6 +83,7 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Appliance(c) => app.appliance(c, &mut out),
         Command::Vm(c) => app.vm(c, &mut out),
         Command::Attr(c) => app.attr(c, &mut out),
+        Command::Events { vm, limit, json } => app.events(vm, limit, json.json, &mut out),
     }
 }
 
@@ -609,6 +610,19 @@ impl App<'_> {
                     Ok(())
                 })
             }
+            VmCmd::Sync { names, all } => {
+                let c = self.store.snapshot()?;
+                let names: Vec<String> = if all {
+                    c.vms
+                        .values()
+                        .filter(|v| v.container.is_some())
+                        .map(|v| v.name.clone())
+                        .collect()
+                } else {
+                    names
+                };
+                self.sync_vms(&c, &names)
+            }
             VmCmd::Define {
                 names,
                 all,
@@ -677,6 +691,107 @@ impl App<'_> {
                 names.len()
             )));
         }
+        Ok(Outcome::Done)
+    }
+
+    /// Redefines each VM whose libvirt definition differs from its rendering
+    /// (or that is marked stale); leaves alone those libvirt does not have.
+    fn sync_vms(&mut self, c: &Cluster, names: &[String]) -> Result<Outcome, Error> {
+        if self.sync.mode == SyncMode::Deferred {
+            return Err(refused(
+                "kvmroll vm sync cannot run inside a libvirt hook stage: libvirtd is waiting for the hook",
+            ));
+        }
+        let mut renderer = kvmroll_core::Renderer::new(c);
+        let mut in_step = BTreeSet::new();
+        let mut failed = 0;
+        for name in names {
+            let vm = c.vm(name)?;
+            let Some(container) = vm.container.clone() else {
+                continue;
+            };
+            let xml = renderer.render(name)?;
+            let uri = uri_for(c, &container);
+            let result = self.sync.conn(&uri).and_then(|hv| {
+                if hv.domain(name).map_err(|e| chain(&e))?.is_none() {
+                    return Ok("not defined in libvirt; nothing to refresh".to_string());
+                }
+                let current = hv.xml(name, true).map_err(|e| chain(&e))?;
+                let diffs =
+                    kvmroll_core::drift::compare(&xml, &current).map_err(|e| e.to_string())?;
+                if diffs.is_empty() && !vm.stale {
+                    return Ok("in step".to_string());
+                }
+                hv.define(&xml).map_err(|e| chain(&e))?;
+                Ok(if diffs.is_empty() {
+                    "redefined (was marked stale)".to_string()
+                } else {
+                    format!("redefined: {}", diffs.join("; "))
+                })
+            });
+            match result {
+                Ok(what) => {
+                    in_step.insert(name.clone());
+                    eprintln!("kvmroll: VM {name} on {container}: {what}");
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("kvmroll: VM {name}: cannot sync it on {container} ({uri}): {e}");
+                }
+            }
+        }
+        mark_stale(self.store.as_mut(), &in_step, false)?;
+        if failed > 0 {
+            return Err(refused(format!(
+                "{failed} of {} VM(s) could not be synced",
+                names.len()
+            )));
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn events(
+        &mut self,
+        vm: Option<String>,
+        limit: u32,
+        json: bool,
+        out: &mut dyn Write,
+    ) -> Result<Outcome, Error> {
+        let events = self.store.events(&kvmroll_core::EventFilter {
+            vm,
+            limit: Some(limit),
+        })?;
+        if json {
+            print_json(out, &events)?;
+            return Ok(Outcome::Done);
+        }
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.id.to_string(),
+                    utc(e.time_ms),
+                    e.vm.clone(),
+                    e.stage.clone(),
+                    format!("{} {}", e.op, e.subop),
+                    e.plugin.as_deref().map_or("-".to_string(), |p| {
+                        p.rsplit('/').next().unwrap_or(p).to_string()
+                    }),
+                    e.outcome.as_str().to_string(),
+                    e.status.map_or("-".to_string(), |s| s.to_string()),
+                    format!("{}ms", e.duration_ms),
+                    one_line(&e.message),
+                ]
+            })
+            .collect();
+        print_table(
+            out,
+            &[
+                "ID", "TIME", "VM", "STAGE", "EVENT", "PLUGIN", "OUTCOME", "STATUS", "TOOK",
+                "MESSAGE",
+            ],
+            &rows,
+        )?;
         Ok(Outcome::Done)
     }
 
@@ -823,7 +938,42 @@ impl App<'_> {
     }
 }
 
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC (the civil-from-days
+/// conversion of Howard Hinnant's date algorithms).
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
 /// A value on one line for a table: newlines shown as `\n`.
 fn one_line(v: &str) -> String {
     v.replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(utc(1_795_673_733_554), "2026-11-26 06:15:33.554");
+    }
 }

@@ -7,13 +7,17 @@
 pub mod attrs;
 pub mod cluster;
 pub mod cpuset;
+pub mod drift;
+pub mod events;
 pub mod model;
+pub mod plugins;
 pub mod render;
 pub mod sqlite;
 pub mod store;
 pub mod xml;
 
 pub use cluster::{Change, Cluster, ClusterError, Plan};
+pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
-pub use store::{open_store, OpenMode, Store, StoreError, DEFAULT_DB_PATH};
+pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};

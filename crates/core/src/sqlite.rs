@@ -4,8 +4,9 @@
 //! locked", and a schema upgraded by numbered migrations.
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
+use crate::events::{Event, EventFilter, Outcome};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-use crate::store::{OpenMode, Store, StoreError};
+use crate::store::{OpenMode, Store, StoreError, VmBrief};
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
@@ -80,6 +81,23 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX vms_container ON vms(container_id);
     "#,
+    // 2: the events table of hook invocations and plugin runs.
+    r#"
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        time_ms     INTEGER NOT NULL,
+        vm          TEXT NOT NULL,
+        stage       TEXT NOT NULL,
+        op          TEXT NOT NULL,
+        subop       TEXT NOT NULL,
+        plugin      TEXT,
+        outcome     TEXT NOT NULL,
+        status      INTEGER,
+        duration_ms INTEGER NOT NULL,
+        message     TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_vm ON events(vm, id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -113,7 +131,7 @@ impl SqliteStore {
             }
         }
         let flags = match mode {
-            OpenMode::ReadWrite => {
+            OpenMode::ReadWrite | OpenMode::ReadWriteFast => {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
             }
             // Read-write at the file level so WAL's shared memory can be set
@@ -129,19 +147,28 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|source| sql(&path, "setting the busy timeout", source))?;
         let store = SqliteStore { path, conn, mode };
-        store.check_identity()?;
-        store.prepare()?;
+        let version = store.check_identity()?;
+        store.prepare(version)?;
         Ok(store)
     }
 
     /// Refuses foreign files and newer schemas, reading only.
-    fn check_identity(&self) -> Result<(), StoreError> {
+    /// Returns the schema version found.
+    fn check_identity(&self) -> Result<i64, StoreError> {
         let not_ours = || StoreError::NotKvmroll {
             path: self.path.clone(),
         };
-        let app_id: i64 = self
+        // One statement for all three: the hook opens the database at every
+        // VM event.
+        let (app_id, version, tables): (i64, i64, i64) = self
             .conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .query_row(
+                "SELECT (SELECT application_id FROM pragma_application_id),
+                        (SELECT user_version FROM pragma_user_version),
+                        (SELECT count(*) FROM sqlite_master)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _)
                     if f.code == rusqlite::ErrorCode::NotADatabase =>
@@ -150,14 +177,9 @@ impl SqliteStore {
                 }
                 e => sql(&self.path, "reading its identity", e),
             })?;
-        let tables: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(|e| sql(&self.path, "reading its tables", e))?;
         if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
             return Err(not_ours());
         }
-        let version = self.version()?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
                 path: self.path.clone(),
@@ -172,7 +194,7 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        Ok(())
+        Ok(version)
     }
 
     fn version(&self) -> Result<i64, StoreError> {
@@ -181,11 +203,33 @@ impl SqliteStore {
             .map_err(|e| sql(&self.path, "reading its schema version", e))
     }
 
-    fn prepare(&self) -> Result<(), StoreError> {
+    fn prepare(&self, version: i64) -> Result<(), StoreError> {
         let p = &self.path;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| sql(p, "enabling foreign keys", e))?;
+        if self.mode != OpenMode::ReadWrite {
+            // The last connection to close checkpoints the WAL into the
+            // database and deletes it: four fsyncs and two unlinks, the bulk
+            // of a hook invocation's cost. The hook and read-only users leave
+            // that to SQLite's automatic checkpoints and to kvmroll's CLI.
+            self.conn
+                .set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                    true,
+                )
+                .map_err(|e| sql(p, "keeping the WAL at close", e))?;
+        }
+        if self.mode == OpenMode::ReadWriteFast {
+            // A WAL left behind must be read whole by the next process to
+            // open the database: keep it short by checkpointing often.
+            self.conn
+                .pragma_update(None, "wal_autocheckpoint", 64)
+                .map_err(|e| sql(p, "setting the checkpoint interval", e))?;
+            self.conn
+                .pragma_update(None, "journal_size_limit", 1 << 20)
+                .map_err(|e| sql(p, "limiting the WAL", e))?;
+        }
         if self.mode == OpenMode::ReadOnly {
             return self
                 .conn
@@ -202,9 +246,17 @@ impl SqliteStore {
                 p.display()
             );
         }
+        let sync = if self.mode == OpenMode::ReadWriteFast {
+            "NORMAL"
+        } else {
+            "FULL"
+        };
         self.conn
-            .pragma_update(None, "synchronous", "FULL")
+            .pragma_update(None, "synchronous", sync)
             .map_err(|e| sql(p, "setting synchronous", e))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
         self.migrate()
     }
 
@@ -607,7 +659,147 @@ fn write(tx: &Transaction<'_>, change: &Change, after: &Cluster) -> rusqlite::Re
     Ok(())
 }
 
+const EVENT_COLUMNS: &str =
+    "id, time_ms, vm, stage, op, subop, plugin, outcome, status, duration_ms, message";
+
 impl Store for SqliteStore {
+    fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "looking up a VM", e);
+        let row = self
+            .conn
+            .query_row(
+                "SELECT h.os, a.name, h.rack, v.uuid, ct.name
+                 FROM vms v JOIN hosts h ON h.id = v.host_id
+                 JOIN appliances a ON a.id = h.appliance_id
+                 LEFT JOIN hosts ct ON ct.id = v.container_id
+                 WHERE h.name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(q)?;
+        let Some((os, appliance, rack, uuid, container)) = row else {
+            return Ok(None);
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT scope, name, value FROM attributes
+                 WHERE scope = 'global' OR (scope = 'os' AND target = ?1)
+                    OR (scope = 'appliance' AND target = ?2)
+                    OR (scope = 'rack' AND target = ?3) OR (scope = 'host' AND target = ?4)",
+            )
+            .map_err(q)?;
+        let rank = |scope: &str| match scope {
+            "global" => 0,
+            "os" => 1,
+            "appliance" => 2,
+            "rack" => 3,
+            _ => 4,
+        };
+        let mut found: Vec<(u8, String, String)> = st
+            .query_map(params![os, appliance, rack.to_string(), name], |r| {
+                Ok((
+                    rank(&r.get::<_, String>(0)?),
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(q)?
+            .collect::<Result<_, _>>()
+            .map_err(q)?;
+        found.sort_by_key(|(rank, _, _)| *rank);
+        Ok(Some(VmBrief {
+            name: name.to_string(),
+            uuid,
+            container,
+            attrs: found.into_iter().map(|(_, n, v)| (n, v)).collect(),
+        }))
+    }
+
+    fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let p = &self.path;
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| sql(p, "starting to record events", e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO events (time_ms, vm, stage, op, subop, plugin, outcome, status,
+                                         duration_ms, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| sql(p, "recording events", e))?;
+            for e in events {
+                st.execute(params![
+                    e.time_ms,
+                    e.vm,
+                    e.stage,
+                    e.op,
+                    e.subop,
+                    e.plugin,
+                    e.outcome.as_str(),
+                    e.status,
+                    e.duration_ms as i64,
+                    e.message
+                ])
+                .map_err(|e| sql(p, "recording events", e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql(p, "committing events", e))
+    }
+
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "reading events", e);
+        let limit = filter.limit.map_or(-1, i64::from);
+        let text = format!(
+            "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events
+             WHERE ?1 IS NULL OR vm = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+        );
+        let mut st = self.conn.prepare(&text).map_err(q)?;
+        let rows = st
+            .query_map(params![filter.vm, limit], |r| {
+                Ok((
+                    Event {
+                        id: r.get(0)?,
+                        time_ms: r.get(1)?,
+                        vm: r.get(2)?,
+                        stage: r.get(3)?,
+                        op: r.get(4)?,
+                        subop: r.get(5)?,
+                        plugin: r.get(6)?,
+                        outcome: Outcome::Ok,
+                        status: r.get(8)?,
+                        duration_ms: r.get::<_, i64>(9)?.max(0) as u64,
+                        message: r.get(10)?,
+                    },
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(q)?;
+        rows.map(|row| {
+            let (mut event, outcome) = row.map_err(q)?;
+            event.outcome = Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt {
+                path: p.clone(),
+                what: format!("event outcome {outcome}"),
+            })?;
+            Ok(event)
+        })
+        .collect()
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -731,6 +923,56 @@ mod tests {
             StoreError::Refused(ClusterError::Duplicate { .. })
         ));
         assert_eq!(s.snapshot().unwrap(), before);
+    }
+
+    #[test]
+    fn vm_brief_resolves_attributes_and_events_round_trip() {
+        let (_d, mut s) = fresh();
+        s.update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("c", "vm-container")),
+                Change::AddVm(vm("v", "c", 1)),
+                Change::SetAttr {
+                    scope: Scope::Global,
+                    name: "x".into(),
+                    value: "g".into(),
+                },
+                Change::SetAttr {
+                    scope: Scope::Appliance("hosted-vm".into()),
+                    name: "x".into(),
+                    value: "a".into(),
+                },
+            ])
+        })
+        .unwrap();
+        let b = s.vm_brief("v").unwrap().unwrap();
+        assert_eq!(b.container.as_deref(), Some("c"));
+        assert_eq!(b.attrs["x"], "a");
+        assert_eq!(s.vm_brief("c").unwrap(), None);
+        let ev = |vm: &str| Event {
+            id: 0,
+            time_ms: 1,
+            vm: vm.into(),
+            stage: "allocate".into(),
+            op: "prepare".into(),
+            subop: "begin".into(),
+            plugin: Some("/p".into()),
+            outcome: Outcome::Timeout,
+            status: None,
+            duration_ms: 5,
+            message: "m".into(),
+        };
+        s.record_events(&[ev("v"), ev("w"), ev("v")]).unwrap();
+        let got = s
+            .events(&EventFilter {
+                vm: Some("v".into()),
+                limit: Some(1),
+            })
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, 3);
+        assert_eq!(got[0].outcome, Outcome::Timeout);
+        assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 3);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! SQLite's place without touching them.
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
+use crate::events::{Event, EventFilter};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The database kvmroll uses when neither `--db` nor `KVMROLL_DB` names one.
@@ -15,6 +18,21 @@ pub enum OpenMode {
     ReadWrite,
     /// Refuses every write (plugins in read-only hook stages).
     ReadOnly,
+    /// Read-write, but a commit is made durable at the next checkpoint rather
+    /// than at once (SQLite's `synchronous=NORMAL` in WAL mode: the database
+    /// stays consistent, a power loss may drop the last commits). For the
+    /// hook, whose event records must not cost an fsync on every VM event.
+    ReadWriteFast,
+}
+
+/// A VM as the hook needs it: its identity, placement and resolved
+/// attributes, read without loading the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmBrief {
+    pub name: String,
+    pub uuid: String,
+    pub container: Option<String>,
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// Why the store failed.
@@ -79,6 +97,16 @@ pub trait Store {
         &mut self,
         changes: &mut dyn FnMut(&Cluster) -> Result<Vec<Change>, ClusterError>,
     ) -> Result<Plan, StoreError>;
+
+    /// One VM's identity, placement and resolved attributes; `None` when the
+    /// database does not know it.
+    fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError>;
+
+    /// Appends events in one transaction (allowed in every write mode).
+    fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError>;
+
+    /// Events, oldest first (the newest `limit` of them).
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
 }
 
 /// Opens the store at `path` (SQLite, the only backend so far).

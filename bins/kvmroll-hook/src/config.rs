@@ -1,0 +1,143 @@
+//! The hook's configuration, `/etc/kvmroll/kvmroll.conf`: libvirtd gives its
+//! hooks an almost empty environment, so everything the hook needs beyond its
+//! arguments comes from this file (`KVMROLL_CONF` names another, for tests).
+//!
+//!     # kvmroll.conf
+//!     db = /var/lib/kvmroll/kvmroll.db   # the cluster database
+//!     root = /etc/kvmroll                # holds plugins/STAGE.d and vms/VM/STAGE.d
+//!     host = vm-container-0-0            # this container's name (default: host name)
+//!     kvmroll = /usr/local/bin/kvmroll   # the CLI, for plugins and refreshes
+
+use kvmroll_core::DEFAULT_DB_PATH;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from unless `KVMROLL_CONF` says otherwise.
+pub const DEFAULT_CONF: &str = "/etc/kvmroll/kvmroll.conf";
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {why}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub db: PathBuf,
+    pub root: PathBuf,
+    pub host: String,
+    pub kvmroll: PathBuf,
+}
+
+fn short_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// The kvmroll CLI: the first that exists of /usr/local/bin and /usr/bin,
+/// else plain `kvmroll` looked up in PATH.
+fn default_kvmroll() -> PathBuf {
+    ["/usr/local/bin/kvmroll", "/usr/bin/kvmroll"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("kvmroll"))
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            db: PathBuf::from(DEFAULT_DB_PATH),
+            root: PathBuf::from("/etc/kvmroll"),
+            host: short_hostname(),
+            kvmroll: default_kvmroll(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration; a missing file means the defaults.
+    pub fn load() -> Result<Config, ConfigError> {
+        let path = std::env::var_os("KVMROLL_CONF")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses `key = value` lines; `#` starts a comment.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |why: String| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: i + 1,
+                why,
+            };
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| bad(format!("expected KEY = VALUE, found {line:?}")))?;
+            let value = value.trim();
+            let abs = |v: &str| -> Result<PathBuf, ConfigError> {
+                if v.starts_with('/') {
+                    Ok(PathBuf::from(v))
+                } else {
+                    Err(bad(format!("{} must be an absolute path", key.trim())))
+                }
+            };
+            match key.trim() {
+                "db" => c.db = abs(value)?,
+                "root" => c.root = abs(value)?,
+                "kvmroll" => c.kvmroll = abs(value)?,
+                "host" if !value.is_empty() => c.host = value.to_string(),
+                other => return Err(bad(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_and_comments() {
+        let c = Config::parse(
+            Path::new("k.conf"),
+            "# c\ndb = /x/k.db # here\nroot=/r\nhost = c-0-0\nkvmroll = /b/kvmroll\n",
+        )
+        .unwrap();
+        assert_eq!(c.db, PathBuf::from("/x/k.db"));
+        assert_eq!(c.root, PathBuf::from("/r"));
+        assert_eq!(c.host, "c-0-0");
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        for bad in ["db /x", "db = relative", "colour = blue"] {
+            let e = Config::parse(Path::new("k.conf"), bad).unwrap_err();
+            assert!(e.to_string().starts_with("k.conf:1: "), "{e}");
+        }
+    }
+}

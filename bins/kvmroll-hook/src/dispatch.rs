@@ -1,0 +1,590 @@
+//! What the hook does at one libvirt event: map it to a kvmroll stage, find
+//! the VM in the database, run the stage's plugins, and answer libvirt.
+//!
+//! libvirt runs `/etc/libvirt/hooks/qemu VM OP SUBOP EXTRA` with the domain
+//! XML on stdin and waits for it (<https://libvirt.org/hooks.html>), so the
+//! hook never calls libvirt; a non-zero exit at a `begin` of a start aborts
+//! the start and libvirt shows the hook's stderr to the user.
+
+use crate::config::Config;
+use kvmroll_core::events::{first_lines, Event, Outcome};
+use kvmroll_core::plugins::{self, Found, RunSpec};
+use kvmroll_core::{open_store, OpenMode, Store, VmBrief};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A kvmroll stage, the Rocks name for a moment in a VM's life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// `prepare begin`: may relocate the VM, create storage; database read-write.
+    Allocate,
+    /// `start begin`: checks and filters; the VM can no longer move.
+    Preboot,
+    /// `restore begin`, `migrate begin`: preboot filters whose XML libvirt takes.
+    Filter,
+    /// `release end`: release what allocate took; database read-write.
+    Shutdown,
+    /// Any other event: `on-OP` plugins.
+    Other(String),
+}
+
+impl Stage {
+    pub fn of(op: &str, subop: &str) -> Stage {
+        match (op, subop) {
+            ("prepare", "begin") => Stage::Allocate,
+            ("start", "begin") => Stage::Preboot,
+            ("restore", "begin") | ("migrate", "begin") => Stage::Filter,
+            ("release", "end") => Stage::Shutdown,
+            (op, _) => Stage::Other(format!("on-{op}")),
+        }
+    }
+
+    /// The plugin folder name (`STAGE.d`) and the name plugins are told.
+    pub fn name(&self) -> &str {
+        match self {
+            Stage::Allocate => "allocate",
+            Stage::Preboot | Stage::Filter => "preboot",
+            Stage::Shutdown => "shutdown",
+            Stage::Other(s) => s,
+        }
+    }
+
+    /// Whether a failure aborts what libvirt is doing.
+    fn aborts(&self) -> bool {
+        matches!(self, Stage::Allocate | Stage::Preboot | Stage::Filter)
+    }
+
+    /// Whether plugins may write the database.
+    fn writable(&self) -> bool {
+        matches!(self, Stage::Allocate | Stage::Shutdown)
+    }
+
+    /// The attribute holding the stage's time limit, and its default.
+    fn timeout(&self) -> (&'static str, u64) {
+        match self {
+            Stage::Allocate => ("kvm_plugin_timeout_allocate", 300),
+            Stage::Preboot | Stage::Filter => ("kvm_plugin_timeout_preboot", 60),
+            Stage::Shutdown => ("kvm_plugin_timeout_shutdown", 120),
+            Stage::Other(_) => ("kvm_plugin_timeout_other", 30),
+        }
+    }
+}
+
+/// One call from libvirt.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub vm: String,
+    pub op: String,
+    pub subop: String,
+    pub extra: String,
+    pub xml: String,
+}
+
+/// What the hook answers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// Written to stdout: replacement XML, at restore and migrate only.
+    pub stdout: Option<String>,
+    /// The one-line reason libvirt shows; `Some` means exit 1.
+    pub refusal: Option<String>,
+    /// Spawn the detached definition refresh after answering.
+    pub refresh: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Run<'a> {
+    call: &'a Call,
+    stage: Stage,
+    conf: &'a Config,
+    events: Vec<Event>,
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn event(
+        &mut self,
+        plugin: Option<&Path>,
+        outcome: Outcome,
+        status: Option<i32>,
+        took: Duration,
+        message: String,
+    ) {
+        self.events.push(Event {
+            id: 0,
+            time_ms: now_ms(),
+            vm: self.call.vm.clone(),
+            stage: self.stage.name().to_string(),
+            op: self.call.op.clone(),
+            subop: self.call.subop.clone(),
+            plugin: plugin.map(|p| p.display().to_string()),
+            outcome,
+            status,
+            duration_ms: took.as_millis() as u64,
+            message,
+        });
+    }
+
+    /// The invocation's own event, then everything written in one go.
+    fn finish(mut self, store: Option<&mut Box<dyn Store>>, answer: &Answer) {
+        let (outcome, message) = match &answer.refusal {
+            Some(r) => (Outcome::Failed, r.clone()),
+            None => (Outcome::Ok, String::new()),
+        };
+        let took = self.started.elapsed();
+        self.event(None, outcome, None, took, message);
+        if let Some(store) = store {
+            if let Err(e) = store.record_events(&self.events) {
+                log::error!(
+                    "VM {}: cannot record {} events: {}",
+                    self.call.vm,
+                    self.events.len(),
+                    crate::chain(&e)
+                );
+            }
+        }
+    }
+}
+
+/// The environment plugins get, besides the hook's own.
+fn plugin_env(
+    call: &Call,
+    stage: &Stage,
+    conf: &Config,
+    brief: Option<&VmBrief>,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("KVMROLL_VM".to_string(), call.vm.clone()),
+        ("KVMROLL_STAGE".to_string(), stage.name().to_string()),
+        ("KVMROLL_OP".to_string(), call.op.clone()),
+        ("KVMROLL_SUBOP".to_string(), call.subop.clone()),
+        ("KVMROLL_EXTRA".to_string(), call.extra.clone()),
+        ("KVMROLL_DB".to_string(), conf.db.display().to_string()),
+        ("KVMROLL_HOST".to_string(), conf.host.clone()),
+    ];
+    if let Some(b) = brief {
+        env.push(("KVMROLL_UUID".to_string(), b.uuid.clone()));
+        env.push((
+            "KVMROLL_CONTAINER".to_string(),
+            b.container.clone().unwrap_or_default(),
+        ));
+    }
+    if !stage.writable() {
+        env.push(("KVMROLL_DB_READONLY".to_string(), "1".to_string()));
+    }
+    // libvirt's reason, where it gives one (anything but "-").
+    if call.extra != "-" && !call.extra.is_empty() {
+        env.push(("KVMROLL_REASON".to_string(), call.extra.clone()));
+    }
+    // Plugins call `kvmroll`: put its folder first in PATH.
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = match conf.kvmroll.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => format!("{}:{path}", dir.display()),
+        None => path,
+    };
+    env.push(("PATH".to_string(), path));
+    env
+}
+
+/// Checks that `xml` is a whole domain for this VM (name and, where known, UUID).
+fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), String> {
+    let doc = kvmroll_core::xml::parse_document(xml)
+        .map_err(|e| format!("not well-formed domain XML: {e}"))?;
+    if doc.name != "domain" {
+        return Err(format!("the root element is <{}>, not <domain>", doc.name));
+    }
+    let name = doc
+        .child("name")
+        .map(|n| n.text.trim().to_string())
+        .unwrap_or_default();
+    if name != vm {
+        return Err(format!("the domain is named {name:?}, not {vm:?}"));
+    }
+    if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
+        if !got.text.trim().eq_ignore_ascii_case(want) {
+            return Err(format!(
+                "the domain's UUID is {}, not {want}",
+                got.text.trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The one-line reason a plugin run failed.
+fn failure(path: &Path, r: &plugins::RunResult, limit: Duration) -> String {
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let said = first_lines(&String::from_utf8_lossy(&r.stderr), 1, 300);
+    if r.timed_out {
+        format!(
+            "plugin {name} ran past its limit of {}s and was killed",
+            limit.as_secs()
+        )
+    } else if let Some(sig) = r.signal {
+        format!("plugin {name} was killed by signal {sig}")
+    } else if said.is_empty() {
+        format!(
+            "plugin {name} failed with exit status {}",
+            r.code.unwrap_or(-1)
+        )
+    } else {
+        format!("plugin {name} failed: {said}")
+    }
+}
+
+/// Handles one call. Never panics on bad input; what it cannot do it says.
+pub fn handle(call: &Call, conf: &Config) -> Answer {
+    let stage = Stage::of(&call.op, &call.subop);
+    let mut run = Run {
+        call,
+        stage: stage.clone(),
+        conf,
+        events: Vec::new(),
+        started: Instant::now(),
+    };
+    // A VM the database cannot know passes through untouched.
+    if !conf.db.exists() {
+        log::debug!(
+            "VM {}: no database at {}, passing {} {} through",
+            call.vm,
+            conf.db.display(),
+            call.op,
+            call.subop
+        );
+        return Answer::default();
+    }
+    let opened = open_store(&conf.db, OpenMode::ReadWriteFast);
+    let (mut store, brief) = match opened.and_then(|s| s.vm_brief(&call.vm).map(|b| (s, b))) {
+        Ok((store, Some(brief))) => (Some(store), Some(brief)),
+        Ok((mut store, None)) => {
+            // One line per lifecycle, at its start.
+            if stage == Stage::Allocate {
+                run.event(
+                    None,
+                    Outcome::PassThrough,
+                    None,
+                    run.started.elapsed(),
+                    "not in the kvmroll database".into(),
+                );
+                if let Err(e) = store.record_events(&run.events) {
+                    log::warn!(
+                        "VM {}: cannot record the pass-through: {}",
+                        call.vm,
+                        crate::chain(&e)
+                    );
+                }
+            }
+            log::debug!(
+                "VM {} is not in the kvmroll database: {} {} passed through",
+                call.vm,
+                call.op,
+                call.subop
+            );
+            return Answer::default();
+        }
+        Err(e) => {
+            let why = format!(
+                "cannot look VM {} up in the kvmroll database: {}",
+                call.vm,
+                crate::chain(&e)
+            );
+            log::error!("{why}");
+            if stage.aborts() {
+                return Answer {
+                    refusal: Some(why),
+                    ..Answer::default()
+                };
+            }
+            // Stop side: still run what can run, without the database.
+            (None, None)
+        }
+    };
+    let mut answer = Answer::default();
+    let outcome = stage_body(&mut run, store.as_mut(), brief.as_ref());
+    match outcome {
+        Ok(body) => {
+            answer.stdout = body.stdout;
+            // Only this container's libvirt is refreshed from here; a VM
+            // that now belongs elsewhere is defined there.
+            answer.refresh = stage == Stage::Shutdown
+                && store.is_some()
+                && brief.as_ref().and_then(|b| b.container.as_deref()) == Some(conf.host.as_str());
+        }
+        Err(reason) => answer.refusal = Some(reason),
+    }
+    run.finish(store.as_mut(), &answer);
+    answer
+}
+
+struct Body {
+    stdout: Option<String>,
+}
+
+fn stage_body(
+    run: &mut Run<'_>,
+    store: Option<&mut Box<dyn Store>>,
+    brief: Option<&VmBrief>,
+) -> Result<Body, String> {
+    let call = run.call;
+    let stage = run.stage.clone();
+    let conf = run.conf;
+    let vm = &call.vm;
+    let uuid = brief.map(|b| b.uuid.as_str());
+    if stage.aborts() {
+        check_domain(&call.xml, vm, None)
+            .map_err(|e| format!("VM {vm}: libvirt's domain XML on stdin is refused: {e}"))?;
+    }
+    let (attr, default) = stage.timeout();
+    let limit = brief
+        .and_then(|b| b.attrs.get(attr))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default);
+    let limit = Duration::from_secs(limit);
+    let env = plugin_env(call, &stage, conf, brief);
+    let args = vec![stage.name().to_string(), vm.clone()];
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut xml = call.xml.clone();
+    let mut changed = false;
+    let mut first_failure: Option<String> = None;
+    for found in plugins::discover(&conf.root, stage.name(), vm, euid) {
+        let path = match found {
+            Found::Refused { path, why } => {
+                let msg = format!("plugin {} not run: {why}", path.display());
+                log::warn!("VM {vm}: {msg}");
+                run.event(Some(&path), Outcome::Refused, None, Duration::ZERO, why);
+                if stage.aborts() {
+                    return Err(format!(
+                        "VM {vm}: {stage} stage refused: {msg}",
+                        stage = stage.name()
+                    ));
+                }
+                continue;
+            }
+            Found::Run(path) => path,
+        };
+        let spec = RunSpec {
+            path: &path,
+            args: &args,
+            env: &env,
+            stdin: xml.as_bytes(),
+            timeout: limit,
+        };
+        let result = match plugins::run(&spec) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("plugin {} could not be started: {e}", path.display());
+                run.event(
+                    Some(&path),
+                    Outcome::Failed,
+                    None,
+                    Duration::ZERO,
+                    msg.clone(),
+                );
+                if stage.aborts() {
+                    return Err(format!("VM {vm}: {msg}"));
+                }
+                log::error!("VM {vm}: {msg}");
+                continue;
+            }
+        };
+        let stderr = first_lines(&String::from_utf8_lossy(&result.stderr), 5, 2000);
+        if !result.success() {
+            let outcome = if result.timed_out {
+                Outcome::Timeout
+            } else {
+                Outcome::Failed
+            };
+            let msg = failure(&path, &result, limit);
+            run.event(
+                Some(&path),
+                outcome,
+                result.code,
+                result.duration,
+                if stderr.is_empty() {
+                    msg.clone()
+                } else {
+                    stderr
+                },
+            );
+            log::warn!("VM {vm}: {} stage: {msg}", stage.name());
+            if stage.aborts() {
+                return Err(format!("VM {vm}: {msg}"));
+            }
+            first_failure.get_or_insert(msg);
+            continue;
+        }
+        // A preboot plugin may print a whole domain XML: the next one sees it.
+        let out = String::from_utf8_lossy(&result.stdout).trim().to_string();
+        if matches!(stage, Stage::Preboot | Stage::Filter) && !out.is_empty() {
+            if let Err(why) = check_domain(&out, vm, uuid) {
+                let name = path.display().to_string();
+                let msg = format!("plugin {name} printed XML that is refused: {why}");
+                run.event(
+                    Some(&path),
+                    Outcome::Failed,
+                    result.code,
+                    result.duration,
+                    msg.clone(),
+                );
+                return Err(format!("VM {vm}: {msg}"));
+            }
+            xml = out;
+            changed = true;
+        }
+        run.event(
+            Some(&path),
+            Outcome::Ok,
+            result.code,
+            result.duration,
+            stderr,
+        );
+    }
+    if let Some(f) = &first_failure {
+        log::warn!(
+            "VM {vm}: {} stage finished with failures, first: {f}",
+            stage.name()
+        );
+    }
+    match stage {
+        Stage::Allocate => {
+            if let Some(store) = store {
+                let now = store.vm_brief(vm).map_err(|e| {
+                    format!(
+                        "VM {vm}: cannot re-read it after allocate: {}",
+                        crate::chain(&e)
+                    )
+                })?;
+                let container = now.and_then(|b| b.container);
+                let before = brief.and_then(|b| b.container.clone());
+                match container {
+                    Some(c) if c == conf.host => {}
+                    Some(c) if Some(&c) != before.as_ref() => {
+                        return Err(format!("VM {vm} was moved to container {c} by an allocate plugin; start it there"));
+                    }
+                    Some(c) => {
+                        return Err(format!("VM {vm} belongs on container {c}, not on this host ({}); start it there", conf.host));
+                    }
+                    None => {
+                        return Err(format!(
+                            "VM {vm} is not placed on any container in the kvmroll database"
+                        ))
+                    }
+                }
+            }
+        }
+        Stage::Preboot => {
+            if changed {
+                log::warn!("VM {vm}: preboot plugins changed the XML, but libvirt takes hook XML only at restore and migrate; change the database (kvmroll) so the definition is right at a cold start");
+            }
+            if let Some(b) = brief {
+                drift_check(run, b)?;
+            }
+        }
+        Stage::Filter if changed => {
+            return Ok(Body { stdout: Some(xml) });
+        }
+        _ => {}
+    }
+    Ok(Body { stdout: None })
+}
+
+/// Renders the VM from the database and compares it with what libvirt is
+/// about to start; a drift is logged and recorded, or refuses the start where
+/// `kvm_strict_definition` is true.
+fn drift_check(run: &mut Run<'_>, brief: &VmBrief) -> Result<(), String> {
+    let vm = &run.call.vm;
+    let started = Instant::now();
+    let cluster = match open_store(&run.conf.db, OpenMode::ReadOnly).and_then(|s| s.snapshot()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("VM {vm}: drift check skipped: {}", crate::chain(&e));
+            return Ok(());
+        }
+    };
+    let rendered = match kvmroll_core::render_domain(&cluster, vm) {
+        Ok(x) => x,
+        Err(e) => {
+            let why = format!(
+                "VM {vm} cannot be rendered from the database: {}",
+                crate::chain(&e)
+            );
+            run.event(None, Outcome::Drift, None, started.elapsed(), why.clone());
+            return if strict(brief) { Err(why) } else { Ok(()) };
+        }
+    };
+    let diffs = match kvmroll_core::drift::compare(&rendered, &run.call.xml) {
+        Ok(d) => d,
+        Err(e) => vec![format!("libvirt's XML cannot be compared: {e}")],
+    };
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let why = format!("VM {vm}: libvirt's definition differs from the kvmroll database: {}; run `kvmroll vm define {vm}`", diffs.join("; "));
+    run.event(None, Outcome::Drift, None, started.elapsed(), why.clone());
+    if strict(brief) {
+        return Err(why);
+    }
+    log::warn!("{why}");
+    Ok(())
+}
+
+fn strict(brief: &VmBrief) -> bool {
+    brief
+        .attrs
+        .get("kvm_strict_definition")
+        .and_then(|v| kvmroll_core::model::parse_bool(v))
+        == Some(true)
+}
+
+/// The kvmroll binary and database a detached refresh uses.
+pub fn refresh_command(conf: &Config, vm: &str) -> (PathBuf, Vec<String>) {
+    (
+        conf.kvmroll.clone(),
+        vec![
+            "--db".into(),
+            conf.db.display().to_string(),
+            "vm".into(),
+            "sync".into(),
+            vm.to_string(),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_follow_the_design_table() {
+        assert_eq!(Stage::of("prepare", "begin"), Stage::Allocate);
+        assert_eq!(Stage::of("start", "begin"), Stage::Preboot);
+        assert_eq!(Stage::of("restore", "begin"), Stage::Filter);
+        assert_eq!(Stage::of("migrate", "begin"), Stage::Filter);
+        assert_eq!(Stage::of("release", "end"), Stage::Shutdown);
+        assert_eq!(Stage::of("started", "begin").name(), "on-started");
+        assert_eq!(Stage::of("stopped", "end").name(), "on-stopped");
+        assert_eq!(Stage::Filter.name(), "preboot");
+    }
+
+    #[test]
+    fn replacement_xml_must_be_the_same_vm() {
+        let x = "<domain type='kvm'><name>a</name><uuid>U</uuid></domain>";
+        assert!(check_domain(x, "a", Some("u")).is_ok());
+        assert!(check_domain(x, "b", None)
+            .unwrap_err()
+            .contains("named \"a\""));
+        assert!(check_domain(x, "a", Some("V"))
+            .unwrap_err()
+            .contains("UUID"));
+        assert!(check_domain("<network/>", "a", None).is_err());
+        assert!(check_domain("<domain><name>a", "a", None).is_err());
+    }
+}

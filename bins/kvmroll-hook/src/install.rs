@@ -1,0 +1,119 @@
+//! `kvmroll-hook install`: puts this binary where libvirtd looks for its qemu
+//! hook, atomically (a temporary file, synced, renamed), and says whether
+//! libvirtd must be restarted to see it: libvirtd looks for hook scripts only
+//! when it starts or is sent SIGHUP.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+struct Options {
+    dropin: bool,
+    root: PathBuf,
+    force: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        dropin: false,
+        root: PathBuf::from("/"),
+        force: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dropin" => o.dropin = true,
+            "--force" => o.force = true,
+            "--root" => {
+                let dir = it.next().ok_or("--root needs a folder")?;
+                if !dir.starts_with('/') {
+                    return Err(format!("--root {dir:?} must be an absolute path"));
+                }
+                o.root = PathBuf::from(dir);
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Writes `bytes` to `dest` through a synced temporary file and a rename.
+pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        dest.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn install(o: &Options) -> Result<String, String> {
+    let hooks = o.root.join("etc/libvirt/hooks");
+    let dest = if o.dropin {
+        hooks.join("qemu.d/kvmroll")
+    } else {
+        hooks.join("qemu")
+    };
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let bytes = std::fs::read(&me).map_err(|e| format!("cannot read {}: {e}", me.display()))?;
+    let existed = dest.exists();
+    if existed && !o.force {
+        let old =
+            std::fs::read(&dest).map_err(|e| format!("cannot read {}: {e}", dest.display()))?;
+        let ours = old
+            .windows(crate::MARKER.len())
+            .any(|w| w == crate::MARKER.as_bytes());
+        if !ours {
+            return Err(format!(
+                "{} exists and is not kvmroll's hook; install with --dropin to run beside it, or --force to replace it",
+                dest.display()
+            ));
+        }
+    }
+    let dir = dest.parent().ok_or("no hooks folder")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for d in [&hooks, &dir.to_path_buf()] {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+    }
+    write_atomic(&dest, &bytes, 0o755)
+        .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    let note = if o.root != Path::new("/") {
+        "packaged under the given root; libvirtd sees it when it next starts (or is sent SIGHUP)"
+            .to_string()
+    } else if existed {
+        "it replaced the previous kvmroll hook, which libvirtd runs from the file each time: no restart needed".to_string()
+    } else {
+        "libvirtd looks for hooks only when it starts: restart it, or send it SIGHUP (kill -HUP $(cat /run/libvirtd.pid))".to_string()
+    };
+    Ok(format!("installed {}; {note}", dest.display()))
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    match parse(args).and_then(|o| install(&o)) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kvmroll-hook: install: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `kvmroll-hook`: libvirt's qemu hook for kvmroll.
+//!
+//! Called by libvirtd as `/etc/libvirt/hooks/qemu VM OP SUBOP EXTRA` (or as a
+//! `qemu.d/` drop-in) with the domain XML on stdin. Also:
+//!
+//!     kvmroll-hook install [--dropin] [--root DIR] [--force]
+//!     kvmroll-hook refresh-after PID VM     (internal: the detached refresh)
+//!
+//! Exit status: 0 when libvirt may go on (and for every event of a VM the
+//! database does not know); 1 when a stage refuses, with one line on stderr
+//! that libvirt shows; 2 for a malformed call.
+//!
+//! This package must never depend on libvirt: libvirtd waits for its hooks,
+//! and a hook calling back into it deadlocks.
+
+mod config;
+mod dispatch;
+mod install;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+/// Marks the binary as kvmroll's hook, so `install` knows what it replaces.
+pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
+
+const USAGE: &str =
+    "usage: kvmroll-hook VM OP SUBOP EXTRA   (as libvirt calls /etc/libvirt/hooks/qemu)
+       kvmroll-hook install [--dropin] [--root DIR] [--force]";
+
+/// An error and its sources on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Logs to syslog, facility daemon; without a syslog the hook carries on.
+fn init_syslog() {
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "kvmroll-hook".into(),
+        pid: std::process::id(),
+    };
+    if let Ok(logger) = syslog::unix(formatter) {
+        if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+    }
+}
+
+fn hook(args: &[String]) -> ExitCode {
+    init_syslog();
+    let mut xml = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut xml) {
+        log::warn!("cannot read the domain XML on stdin: {e}");
+    }
+    let call = dispatch::Call {
+        vm: args[0].clone(),
+        op: args[1].clone(),
+        subop: args[2].clone(),
+        extra: args[3].clone(),
+        xml,
+    };
+    let conf = match config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("kvmroll-hook: {}", chain(&e));
+            log::error!("{why}");
+            // Without its configuration the hook cannot know the VM: a start
+            // is refused, the stop side goes on.
+            if matches!(call.subop.as_str(), "begin")
+                && matches!(
+                    call.op.as_str(),
+                    "prepare" | "start" | "restore" | "migrate"
+                )
+            {
+                eprintln!("{why}");
+                return ExitCode::from(1);
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
+    let answer = dispatch::handle(&call, &conf);
+    if let Some(xml) = &answer.stdout {
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(xml.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            eprintln!(
+                "kvmroll-hook: VM {}: cannot hand the filtered XML to libvirt",
+                call.vm
+            );
+            return ExitCode::from(1);
+        }
+    }
+    if answer.refresh {
+        spawn_refresh(&call.vm);
+    }
+    match answer.refusal {
+        Some(reason) => {
+            log::warn!("{reason}");
+            eprintln!("{reason}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// Hands the refresh of the VM's libvirt definition to a detached process: a
+/// new session, no stdio (so it holds none of libvirt's pipes), which waits
+/// for this hook to exit before it lets `kvmroll vm sync` call libvirt.
+fn spawn_refresh(vm: &str) {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            log::warn!("VM {vm}: no definition refresh: cannot find the hook's own binary: {e}");
+            return;
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["refresh-after", &std::process::id().to_string(), vm])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of this
+    // process; it runs in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    if let Err(e) = cmd.spawn() {
+        log::warn!("VM {vm}: cannot start the definition refresh: {e}");
+    }
+}
+
+/// The detached refresh: wait for the hook (pid) to be gone, then run
+/// `kvmroll vm sync VM`, which redefines the VM only where libvirt's
+/// definition differs from the database.
+fn refresh_after(pid: &str, vm: &str) -> ExitCode {
+    init_syslog();
+    let Ok(pid) = pid.parse::<i32>() else {
+        eprintln!("kvmroll-hook: refresh-after: {pid:?} is not a pid");
+        return ExitCode::from(2);
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let pid = nix::unistd::Pid::from_raw(pid);
+    while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let conf = match config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("VM {vm}: no definition refresh: {}", chain(&e));
+            return ExitCode::from(1);
+        }
+    };
+    let (bin, args) = dispatch::refresh_command(&conf, vm);
+    match std::process::Command::new(&bin)
+        .args(&args)
+        .env_remove("KVMROLL_STAGE")
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            log::info!(
+                "VM {vm}: definition refreshed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(out) => {
+            log::warn!(
+                "VM {vm}: definition refresh failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            log::warn!("VM {vm}: cannot run {}: {e}", bin.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("install") if args.len() == 1 || args[1].starts_with('-') => install::main(&args[1..]),
+        Some("refresh-after") if args.len() == 3 => refresh_after(&args[1], &args[2]),
+        Some("--help" | "-h") => {
+            println!("{MARKER}\n{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some("--version" | "-V") => {
+            println!("kvmroll-hook {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        // libvirt always passes four arguments; an operation never starts
+        // with '-'.
+        _ if args.len() == 4 && !args[1].starts_with('-') => hook(&args),
+        _ => {
+            eprintln!(
+                "kvmroll-hook: malformed call ({} arguments)\n{USAGE}",
+                args.len()
+            );
+            ExitCode::from(2)
+        }
+    }
+}

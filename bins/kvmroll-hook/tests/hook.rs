@@ -1,0 +1,603 @@
+//! Runs the real `kvmroll-hook` binary as libvirtd would (`VM OP SUBOP EXTRA`,
+//! the domain XML on stdin, an almost empty environment) against a fresh
+//! configuration, database and plugin root per test. The end-to-end tests in
+//! tests/e2e/hook.rs do the same through a real libvirtd.
+
+use kvmroll_core::sqlite::SqliteStore;
+use kvmroll_core::{render_domain, Change, EventFilter, Host, OpenMode, Scope, Store, Vm};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const VM: &str = "hosted-vm-0-0-0";
+const HOST: &str = "vm-container-0-0";
+
+struct Fx {
+    dir: tempfile::TempDir,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fx = Fx { dir };
+        std::fs::write(
+            fx.conf(),
+            format!(
+                "db = {}\nroot = {}\nhost = {HOST}\nkvmroll = /bin/false\n",
+                fx.db().display(),
+                fx.root().display()
+            ),
+        )
+        .unwrap();
+        let mut store = SqliteStore::open(&fx.db(), OpenMode::ReadWrite).unwrap();
+        let mut host = Host::new(HOST, "vm-container");
+        host.cpus = 4;
+        store
+            .update(&mut |_| {
+                Ok(vec![
+                    Change::AddHost(host.clone()),
+                    Change::AddVm(Vm {
+                        id: 0,
+                        name: VM.into(),
+                        container: Some(HOST.into()),
+                        memory_mib: 64,
+                        vcpus: 1,
+                        uuid: "0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b".into(),
+                        cdrom: None,
+                        virt_type: "kvm".into(),
+                        disks: vec![],
+                        nics: vec![],
+                        stale: false,
+                    }),
+                ])
+            })
+            .unwrap();
+        fx
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("kvmroll.conf")
+    }
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("kvmroll.db")
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// The VM's rendered domain: what libvirt would pass.
+    fn xml(&self) -> String {
+        let store = SqliteStore::open(&self.db(), OpenMode::ReadOnly).unwrap();
+        render_domain(&store.snapshot().unwrap(), VM).unwrap()
+    }
+
+    fn set_attr(&self, name: &str, value: &str) {
+        let mut store = SqliteStore::open(&self.db(), OpenMode::ReadWrite).unwrap();
+        store
+            .update(&mut |_| {
+                Ok(vec![Change::SetAttr {
+                    scope: Scope::Host(VM.into()),
+                    name: name.into(),
+                    value: value.into(),
+                }])
+            })
+            .unwrap();
+    }
+
+    /// Writes a plugin script; `folder` is `plugins/STAGE.d` or `vms/VM/STAGE.d`.
+    fn plugin(&self, folder: &str, name: &str, body: &str) -> PathBuf {
+        let dir = self.root().join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = dir.as_path();
+        while d != self.dir.path() {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            d = d.parent().unwrap();
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn hook(&self, vm: &str, op: &str, subop: &str, xml: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kvmroll-hook"))
+            .args([vm, op, subop, "-"])
+            .env_clear()
+            .env("LC_ALL", "C")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("KVMROLL_CONF", self.conf())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(xml.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn events(&self, vm: &str) -> Vec<kvmroll_core::Event> {
+        SqliteStore::open(&self.db(), OpenMode::ReadOnly)
+            .unwrap()
+            .events(&EventFilter {
+                vm: Some(vm.into()),
+                limit: None,
+            })
+            .unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const STRANGER: &str = "<domain type='kvm'><name>stranger</name></domain>";
+
+#[test]
+fn unknown_vm_passes_every_event_through() {
+    let fx = Fx::new();
+    fx.plugin(
+        "plugins/allocate.d",
+        "10-marker",
+        &format!("touch {}", fx.marker("ran").display()),
+    );
+    for (op, subop) in [
+        ("prepare", "begin"),
+        ("start", "begin"),
+        ("started", "begin"),
+        ("restore", "begin"),
+        ("stopped", "end"),
+        ("release", "end"),
+        ("reconnect", "begin"),
+        ("no-such-op", "whatever"),
+    ] {
+        let out = fx.hook("stranger", op, subop, STRANGER);
+        assert_eq!(out.status.code(), Some(0), "{op} {subop}: {}", stderr(&out));
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{op} {subop}"
+        );
+    }
+    assert!(!fx.marker("ran").exists(), "a plugin ran for an unknown VM");
+    let events = fx.events("stranger");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].outcome.as_str(), "pass-through");
+}
+
+#[test]
+fn a_missing_database_means_unknown_and_is_not_created() {
+    let fx = Fx::new();
+    std::fs::remove_file(fx.db()).unwrap();
+    let out = fx.hook(VM, "prepare", "begin", STRANGER);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!fx.db().exists());
+}
+
+#[test]
+fn a_corrupt_database_refuses_a_start_and_the_stop_side_still_runs() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/shutdown.d"),
+        "10-release",
+        &format!("touch {}", fx.marker("released").display()),
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fx.db().display()));
+    }
+    std::fs::write(fx.db(), vec![b'#'; 8192]).unwrap();
+    let xml = "<domain type='kvm'><name>hosted-vm-0-0-0</name></domain>";
+    let out = fx.hook(VM, "prepare", "begin", xml);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not a kvmroll database"), "{err}");
+    let out = fx.hook(VM, "release", "end", xml);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        fx.marker("released").exists(),
+        "the shutdown plugin did not run"
+    );
+}
+
+#[test]
+fn malformed_calls_are_errors_not_panics() {
+    let fx = Fx::new();
+    for args in [
+        vec![],
+        vec!["vm"],
+        vec!["vm", "start"],
+        vec!["vm", "start", "begin", "-", "x"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kvmroll-hook"))
+            .args(&args)
+            .env("KVMROLL_CONF", fx.conf())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("malformed call"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn malformed_xml_is_refused_at_start_and_tolerated_at_release() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/shutdown.d"),
+        "10-release",
+        &format!("touch {}", fx.marker("released").display()),
+    );
+    for (op, subop) in [
+        ("prepare", "begin"),
+        ("start", "begin"),
+        ("restore", "begin"),
+    ] {
+        let out = fx.hook(VM, op, subop, "<domain><name>hosted-vm");
+        assert_eq!(out.status.code(), Some(1), "{op}");
+        assert!(
+            stderr(&out).contains("domain XML on stdin is refused"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = fx.hook(
+        VM,
+        "prepare",
+        "begin",
+        "<domain><name>someone-else</name></domain>",
+    );
+    assert!(
+        stderr(&out).contains("not \"hosted-vm-0-0-0\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = fx.hook(VM, "release", "end", "garbage");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fx.marker("released").exists());
+}
+
+#[test]
+fn plugins_run_global_first_in_byte_order_with_their_arguments_and_env() {
+    let fx = Fx::new();
+    let log = fx.marker("order.log");
+    let rec = |tag: &str| {
+        format!(
+            "echo \"{tag} $1 $2 $KVMROLL_VM $KVMROLL_UUID $KVMROLL_CONTAINER $KVMROLL_STAGE $KVMROLL_OP $KVMROLL_SUBOP $KVMROLL_EXTRA ro=${{KVMROLL_DB_READONLY:-0}} db=$KVMROLL_DB $(grep -c '<name>hosted-vm-0-0-0</name>')\" >> {}",
+            log.display()
+        )
+    };
+    fx.plugin("plugins/preboot.d", "20-global", &rec("g20"));
+    fx.plugin("plugins/preboot.d", "10-global", &rec("g10"));
+    fx.plugin("plugins/preboot.d", "B-global", &rec("gB"));
+    fx.plugin(&format!("vms/{VM}/preboot.d"), "00-own", &rec("own"));
+    fx.plugin(&format!("vms/{VM}/allocate.d"), "00-own", &rec("alloc"));
+    let out = fx.hook(VM, "start", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "stdout at start begin");
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = std::fs::read_to_string(&log).unwrap();
+    let db = fx.db().display().to_string();
+    let common = format!("{VM} {VM} 0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b {HOST}");
+    let want = [
+        format!("g10 preboot {common} preboot start begin - ro=1 db={db} 1"),
+        format!("g20 preboot {common} preboot start begin - ro=1 db={db} 1"),
+        format!("gB preboot {common} preboot start begin - ro=1 db={db} 1"),
+        format!("own preboot {common} preboot start begin - ro=1 db={db} 1"),
+        format!("alloc allocate {common} allocate prepare begin - ro=0 db={db} 1"),
+    ];
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn restore_filters_reach_libvirt_on_stdout_and_each_plugin_sees_the_last_xml() {
+    let fx = Fx::new();
+    let dir = format!("vms/{VM}/preboot.d");
+    fx.plugin(
+        &dir,
+        "10-describe",
+        "sed 's|</name>|</name><description>one</description>|'",
+    );
+    fx.plugin(&dir, "20-silent", "cat >/dev/null");
+    fx.plugin(
+        &dir,
+        "30-again",
+        "sed 's|<description>one</description>|<description>two</description>|'",
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        xml.contains("</name><description>two</description>"),
+        "{xml}"
+    );
+    // At a cold start libvirt ignores hook output: nothing is printed.
+    let out = fx.hook(VM, "start", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    // With no plugin changing it, a restore prints nothing either.
+    std::fs::remove_dir_all(fx.root().join(&dir)).unwrap();
+    let out = fx.hook(VM, "migrate", "begin", &fx.xml());
+    assert!(out.status.success() && out.stdout.is_empty());
+}
+
+#[test]
+fn a_filter_that_prints_another_vm_or_junk_fails_the_stage() {
+    let fx = Fx::new();
+    let dir = format!("vms/{VM}/preboot.d");
+    let p = fx.plugin(&dir, "10-bad", "echo '<domain><name>other</name></domain>'");
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("named \"other\""), "{}", stderr(&out));
+    std::fs::write(&p, "#!/bin/sh\necho 'not xml at all'\n").unwrap();
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("printed XML that is refused"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&p, "#!/bin/sh\nsed 's|<uuid>[^<]*</uuid>|<uuid>11111111-2222-4333-8444-555555555555</uuid>|'\n").unwrap();
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert!(stderr(&out).contains("UUID"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failing_start_plugin_refuses_with_its_message_and_stops_the_stage() {
+    let fx = Fx::new();
+    let dir = format!("vms/{VM}/allocate.d");
+    fx.plugin(
+        &dir,
+        "10-fail",
+        "echo 'no storage left on /state' >&2; echo second line >&2; exit 4",
+    );
+    fx.plugin(
+        &dir,
+        "20-after",
+        &format!("touch {}", fx.marker("after").display()),
+    );
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim(),
+        "VM hosted-vm-0-0-0: plugin 10-fail failed: no storage left on /state"
+    );
+    assert!(!fx.marker("after").exists());
+    let ev = fx.events(VM);
+    let run = ev
+        .iter()
+        .find(|e| e.plugin.as_deref().is_some_and(|p| p.ends_with("10-fail")))
+        .unwrap();
+    assert_eq!((run.outcome.as_str(), run.status), ("failed", Some(4)));
+    assert_eq!(run.message, "no storage left on /state\nsecond line");
+}
+
+#[test]
+fn every_shutdown_plugin_runs_even_after_a_failure() {
+    let fx = Fx::new();
+    let dir = format!("vms/{VM}/shutdown.d");
+    fx.plugin(&dir, "10-fail", "exit 1");
+    fx.plugin(
+        &dir,
+        "20-after",
+        &format!("touch {}", fx.marker("after").display()),
+    );
+    let out = fx.hook(VM, "release", "end", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(fx.marker("after").exists());
+}
+
+#[test]
+fn a_hung_plugin_is_killed_at_the_stage_limit() {
+    let fx = Fx::new();
+    fx.set_attr("kvm_plugin_timeout_preboot", "1");
+    fx.plugin(&format!("vms/{VM}/preboot.d"), "10-hang", "sleep 300");
+    let t = std::time::Instant::now();
+    let out = fx.hook(VM, "start", "begin", &fx.xml());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ran past its limit of 1s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fx
+        .events(VM)
+        .iter()
+        .any(|e| e.outcome.as_str() == "timeout"));
+}
+
+#[test]
+fn an_unsafe_plugin_is_not_run_and_refuses_a_start() {
+    let fx = Fx::new();
+    let p = fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-open",
+        &format!("touch {}", fx.marker("ran").display()),
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = fx.hook(VM, "start", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!fx.marker("ran").exists());
+    // On the stop side it is skipped, logged, and the stop goes on.
+    let q = fx.plugin(
+        &format!("vms/{VM}/shutdown.d"),
+        "10-open",
+        &format!("touch {}", fx.marker("ran").display()),
+    );
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o666 | 0o111)).unwrap();
+    let out = fx.hook(VM, "release", "end", &fx.xml());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!fx.marker("ran").exists());
+    assert_eq!(
+        fx.events(VM)
+            .iter()
+            .filter(|e| e.outcome.as_str() == "refused")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn drift_is_logged_or_refused_when_strict() {
+    let fx = Fx::new();
+    let drifted = fx.xml().replace(
+        "<memory unit='KiB'>65536</memory>",
+        "<memory unit='KiB'>131072</memory>",
+    );
+    let out = fx.hook(VM, "start", "begin", &drifted);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let drift: Vec<_> = fx
+        .events(VM)
+        .into_iter()
+        .filter(|e| e.outcome.as_str() == "drift")
+        .collect();
+    assert_eq!(drift.len(), 1);
+    assert!(drift[0].message.contains("memory"), "{}", drift[0].message);
+    fx.set_attr("kvm_strict_definition", "true");
+    let out = fx.hook(VM, "start", "begin", &drifted);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("differs from the kvmroll database"),
+        "{}",
+        stderr(&out)
+    );
+    // What libvirt adds (ids, aliases, addresses) is no drift.
+    let decorated = fx
+        .xml()
+        .replace("<domain type='kvm'>", "<domain type='kvm' id='7'>")
+        .replace(
+            "</devices>",
+            "<controller type='usb' index='0'><alias name='usb'/></controller></devices>",
+        );
+    let out = fx.hook(VM, "start", "begin", &decorated);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_burst_of_64_invocations_records_every_event() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/on-started.d"),
+        "10-noop",
+        "cat >/dev/null",
+    );
+    let xml = fx.xml();
+    let results: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| s.spawn(|| fx.hook(VM, "started", "begin", &xml)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &results {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    }
+    let events = fx.events(VM);
+    let invocations = events.iter().filter(|e| e.plugin.is_none()).count();
+    let runs = events.iter().filter(|e| e.plugin.is_some()).count();
+    assert_eq!((invocations, runs), (64, 64));
+}
+
+#[test]
+fn install_puts_the_hook_in_place_atomically_and_guards_a_foreign_one() {
+    let fx = Fx::new();
+    let root = fx.dir.path().join("pkgroot");
+    let install = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvmroll-hook"))
+            .arg("install")
+            .args(["--root", root.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = install(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hook = root.join("etc/libvirt/hooks/qemu");
+    let meta = std::fs::metadata(&hook).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        std::fs::read(&hook).unwrap(),
+        std::fs::read(env!("CARGO_BIN_EXE_kvmroll-hook")).unwrap()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed"));
+    // A hook that is not kvmroll's is not replaced without --force.
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    let out = install(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not kvmroll's hook"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&hook).unwrap(),
+        "#!/bin/sh\nexit 0\n"
+    );
+    let out = install(&["--dropin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(root.join("etc/libvirt/hooks/qemu.d/kvmroll").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("etc/libvirt/hooks"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+    let out = install(&["--root-typo"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn the_hook_never_links_libvirt() {
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_kvmroll-hook"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(!libs.contains("libvirt"), "{libs}");
+    // Nor depends on the crate that does, at any depth.
+    let tree = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "kvmroll-hook",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    assert!(tree.contains("kvmroll-core"), "{tree}");
+    assert!(
+        !tree.contains("kvmroll-virt") && !tree.lines().any(|l| l.starts_with("virt ")),
+        "{tree}"
+    );
+}

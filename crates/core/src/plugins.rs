@@ -1,0 +1,428 @@
+//! Plugins: finding them, refusing the unsafe ones, and running each with its
+//! input, a time limit and no process left behind.
+//!
+//! The hook runs as root, so a plugin that anyone but root could have written
+//! is never run: the file and every folder from the plugin root down to it
+//! must be owned by root and not writable by group or others. Plugins run in
+//! byte order of their names, global ones first, as `run-parts` orders them;
+//! names that are hidden or look like package-manager or editor leftovers are
+//! skipped, as `run-parts` skips them.
+//!
+//! The shell dispatchers people wrote for libvirt hooks (e.g. the VFIO-Tools
+//! `qemu` script) fed stdin to the first script only, ran scripts in `find`'s
+//! unspecified order, `eval`ed file names and had no time limit: each of
+//! those is a fault this module is written not to have.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What was found in a stage folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A plugin to run.
+    Run(PathBuf),
+    /// Not run, for a reason that must be reported (unsafe ownership or mode).
+    Refused { path: PathBuf, why: String },
+}
+
+/// Names `run-parts` would not run either.
+fn skipped_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [
+            ".dpkg-",
+            ".rpmsave",
+            ".rpmnew",
+            ".rpmorig",
+            ".swp",
+            ".disabled",
+            ".bak",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
+/// Why a file or folder is unsafe for root to run from, if it is.
+fn unsafe_because(path: &Path, owner: u32) -> Option<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot inspect {}: {e}", path.display())),
+    };
+    if meta.uid() != owner {
+        return Some(format!(
+            "{} is owned by uid {}, not {owner}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "{} is writable by group or others (mode {:o})",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// The plugins of one folder, in byte order of their names. `chain` lists the
+/// folders above it that must be safe too.
+fn scan(dir: &Path, chain: &[PathBuf], owner: u32, out: &mut Vec<Found>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<(Vec<u8>, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| !skipped_name(&e.file_name().to_string_lossy()))
+        .map(|e| {
+            use std::os::unix::ffi::OsStrExt;
+            (e.file_name().as_bytes().to_vec(), e.path())
+        })
+        .collect();
+    names.sort();
+    let folder_fault = chain
+        .iter()
+        .chain(std::iter::once(&dir.to_path_buf()))
+        .find_map(|d| unsafe_because(d, owner));
+    for (_, path) in names {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            log::debug!("{}: not an executable file, skipped", path.display());
+            continue;
+        }
+        let fault = folder_fault
+            .clone()
+            .or_else(|| unsafe_because(&path, owner));
+        out.push(match fault {
+            Some(why) => Found::Refused { path, why },
+            None => Found::Run(path),
+        });
+    }
+}
+
+/// The plugins of a stage: `ROOT/plugins/STAGE.d/*` then
+/// `ROOT/vms/VM/STAGE.d/*`. `owner` is the uid that must own them (root).
+pub fn discover(root: &Path, stage: &str, vm: &str, owner: u32) -> Vec<Found> {
+    let mut out = Vec::new();
+    let folder = format!("{stage}.d");
+    let plugins = root.join("plugins");
+    scan(
+        &plugins.join(&folder),
+        &[root.to_path_buf(), plugins.clone()],
+        owner,
+        &mut out,
+    );
+    let vms = root.join("vms");
+    let own = vms.join(vm);
+    scan(
+        &own.join(&folder),
+        &[root.to_path_buf(), vms.clone(), own.clone()],
+        owner,
+        &mut out,
+    );
+    out
+}
+
+/// One plugin run to make.
+#[derive(Debug)]
+pub struct RunSpec<'a> {
+    pub path: &'a Path,
+    pub args: &'a [String],
+    pub env: &'a [(String, String)],
+    pub stdin: &'a [u8],
+    pub timeout: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// The exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+}
+
+impl RunResult {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+}
+
+/// How much of a plugin's output is kept: a domain XML is far below this.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// Input this small fits in a pipe's buffer, so it is written at once rather
+/// than from a thread.
+const INLINE_INPUT: usize = 32 << 10;
+
+/// Kills a whole process group; a group that is already gone is fine.
+fn kill_group(pgid: u32) {
+    let pgid = nix::unistd::Pid::from_raw(pgid as i32);
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Reads what is ready on a pipe; false at end of file.
+fn drain(pipe: &mut impl Read, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 << 10];
+    match pipe.read(&mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            if buf.len() < MAX_OUTPUT {
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+        Err(_) => false,
+    }
+}
+
+/// Runs one plugin in a process group of its own. At the time limit the whole
+/// group is killed; when the plugin exits, whatever it left running in its
+/// group is killed too, so nothing outlives the hook.
+///
+/// One thread does it all (poll on the two output pipes, then the exit
+/// status), because a hook pays for every thread it starts on every event.
+pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+
+    let start = Instant::now();
+    let deadline = start + spec.timeout;
+    let mut child = Command::new(spec.path)
+        .args(spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let pgid = child.id();
+    let writer = match child.stdin.take() {
+        // A plugin that does not read its input is not an error.
+        Some(mut s) if spec.stdin.len() <= INLINE_INPUT => {
+            let _ = s.write_all(spec.stdin);
+            None
+        }
+        Some(mut s) => {
+            let input = spec.stdin.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = s.write_all(&input);
+            }))
+        }
+        None => None,
+    };
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut timed_out = false;
+    let mut status = None;
+    while out.is_some() || err.is_some() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            timed_out = true;
+            break;
+        }
+        let slice = left.min(Duration::from_millis(50)).as_millis() as u16;
+        let (ready_out, ready_err) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2);
+            if let Some(o) = &out {
+                fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(e) = &err {
+                fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::from(slice.max(1))) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let mut it = fds.iter();
+            let o = out.is_some() && it.next().is_some_and(ready);
+            let e = err.is_some() && it.next().is_some_and(ready);
+            (o, e)
+        };
+        if ready_out && !out.as_mut().is_some_and(|p| drain(p, &mut stdout)) {
+            out = None;
+        }
+        if ready_err && !err.as_mut().is_some_and(|p| drain(p, &mut stderr)) {
+            err = None;
+        }
+        if !ready_out && !ready_err {
+            // Quiet pipes: the plugin may have exited and left a process
+            // holding them; then its group goes.
+            if let Some(s) = child.try_wait()? {
+                status = Some(s);
+                kill_group(pgid);
+            }
+        }
+    }
+    // The pipes are closed; wait for the exit within the limit.
+    let mut pause = Duration::from_micros(50);
+    let status = loop {
+        if let Some(s) = status {
+            break s;
+        }
+        if timed_out {
+            kill_group(pgid);
+            break child.wait()?;
+        }
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            continue;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    };
+    kill_group(pgid);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    // Pipes still open here belong to a plugin killed at its limit (or to a
+    // process that escaped its group): what they held was read already.
+    drop((out, err));
+    Ok(RunResult {
+        code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        stdout,
+        stderr,
+        duration: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    fn script(dir: &Path, name: &str, body: &str, mode: u32) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        t
+    }
+
+    #[test]
+    fn global_first_then_the_vms_own_in_byte_order() {
+        let t = tree();
+        let g = t.path().join("plugins/preboot.d");
+        let v = t.path().join("vms/vm1/preboot.d");
+        script(&g, "20-b", "", 0o755);
+        script(&g, "10-a", "", 0o755);
+        script(&g, "B", "", 0o755);
+        script(&g, "README", "", 0o644);
+        script(&g, ".hidden", "", 0o755);
+        script(&g, "x.dpkg-old", "", 0o755);
+        script(&v, "00-own", "", 0o755);
+        let found = discover(t.path(), "preboot", "vm1", me());
+        let names: Vec<String> = found
+            .iter()
+            .map(|f| match f {
+                Found::Run(p) => p.file_name().unwrap().to_string_lossy().into_owned(),
+                Found::Refused { path, .. } => format!("refused {}", path.display()),
+            })
+            .collect();
+        assert_eq!(names, ["10-a", "20-b", "B", "00-own"]);
+        assert!(discover(t.path(), "allocate", "vm1", me()).is_empty());
+    }
+
+    #[test]
+    fn writable_plugins_and_folders_are_refused() {
+        let t = tree();
+        let g = t.path().join("plugins/shutdown.d");
+        script(&g, "ok", "", 0o755);
+        let p = script(&g, "world", "", 0o757);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let found = discover(t.path(), "shutdown", "vm", me());
+        assert_eq!(found[0], Found::Run(g.join("ok")));
+        assert!(matches!(&found[1], Found::Refused { why, .. } if why.contains("writable")));
+
+        let v = t.path().join("vms/vm/shutdown.d");
+        script(&v, "mine", "", 0o755);
+        std::fs::set_permissions(&v, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let found = discover(t.path(), "shutdown", "vm", me());
+        assert!(matches!(&found[2], Found::Refused { why, .. } if why.contains("shutdown.d")));
+        // Another owner is refused too.
+        let found = discover(t.path(), "shutdown", "vm", me() + 1);
+        assert!(found.iter().all(|f| matches!(f, Found::Refused { .. })));
+    }
+
+    fn spec<'a>(path: &'a Path, stdin: &'a [u8], timeout: Duration) -> RunSpec<'a> {
+        RunSpec {
+            path,
+            args: &[],
+            env: &[],
+            stdin,
+            timeout,
+        }
+    }
+
+    #[test]
+    fn runs_with_stdin_and_captures_output() {
+        let t = tree();
+        let p = script(t.path(), "p", "cat; echo err >&2; exit 3", 0o755);
+        let r = run(&spec(&p, b"<domain/>", Duration::from_secs(10))).unwrap();
+        assert_eq!(r.code, Some(3));
+        assert_eq!(r.stdout, b"<domain/>");
+        assert_eq!(r.stderr, b"err\n");
+        assert!(!r.success());
+    }
+
+    #[test]
+    fn a_hung_plugin_and_its_children_are_killed_at_the_limit() {
+        let t = tree();
+        let marker = t.path().join("child.pid");
+        let p = script(
+            t.path(),
+            "hang",
+            &format!("sleep 300 & echo $! > {}; sleep 300", marker.display()),
+            0o755,
+        );
+        let r = run(&spec(&p, b"", Duration::from_millis(300))).unwrap();
+        assert!(r.timed_out);
+        assert_eq!(r.signal, Some(9));
+        assert!(r.duration < Duration::from_secs(3));
+        let child: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The background child is gone too (or a zombie awaiting its reaper).
+        let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z"), "{state}");
+    }
+
+    #[test]
+    fn a_plugin_that_ignores_a_large_stdin_is_fine() {
+        let t = tree();
+        let p = script(t.path(), "p", "exit 0", 0o755);
+        let big = vec![b'x'; 1 << 20];
+        let r = run(&spec(&p, &big, Duration::from_secs(10))).unwrap();
+        assert!(r.success());
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the built kvmroll hook as /etc/libvirt/hooks/qemu with a
+# configuration for the given database and plugin root, then (re)starts
+# libvirtd so it sees the hook: libvirtd looks for hooks only when it starts.
+#
+#   scripts/hook-setup.sh PROFILE DB ROOT
+#
+#   PROFILE  debug or release: which build of target/ to install
+#   DB       the database the hook reads (/etc/kvmroll/kvmroll.conf: db)
+#   ROOT     the plugin root (plugins/STAGE.d, vms/VM/STAGE.d)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 3 ] || { echo "usage: $0 debug|release DB ROOT" >&2; exit 2; }
+profile=$1 db=$2 root=$3
+bin=$PWD/target/$profile
+[ -x "$bin/kvmroll-hook" ] || { echo "hook-setup.sh: $bin/kvmroll-hook is not built" >&2; exit 1; }
+
+mkdir -p /etc/kvmroll "$(dirname "$db")" "$root/plugins" "$root/vms"
+chmod 755 /etc/kvmroll "$root" "$root/plugins" "$root/vms"
+tmp=$(mktemp /etc/kvmroll/.kvmroll.conf.XXXXXX)
+cat >"$tmp" <<CONF
+# Written by scripts/hook-setup.sh
+db = $db
+root = $root
+kvmroll = $bin/kvmroll
+CONF
+chmod 644 "$tmp"
+sync "$tmp"
+mv -f "$tmp" /etc/kvmroll/kvmroll.conf
+
+"$bin/kvmroll-hook" install --force >/dev/null
+KVMROLL_LIBVIRTD_RESTART=1 scripts/libvirtd.sh up
