@@ -354,6 +354,7 @@ fn stage_body(
     let mut xml = call.xml.clone();
     let mut changed = false;
     let mut first_failure: Option<String> = None;
+    let mut ran = 0;
     for found in plugins::discover(&conf.root, stage.name(), vm, euid) {
         let path = match found {
             Found::Refused { path, why } => {
@@ -377,6 +378,7 @@ fn stage_body(
             stdin: xml.as_bytes(),
             timeout: limit,
         };
+        ran += 1;
         let result = match plugins::run(&spec) {
             Ok(r) => r,
             Err(e) => {
@@ -454,7 +456,8 @@ fn stage_body(
         );
     }
     match stage {
-        Stage::Allocate => {
+        // Only a plugin could have moved the VM.
+        Stage::Allocate if ran > 0 => {
             if let Some(store) = store {
                 let now = store.vm_brief(vm).map_err(|e| {
                     format!(

@@ -155,6 +155,11 @@ impl SqliteStore {
     /// Refuses foreign files and newer schemas, reading only.
     /// Returns the schema version found.
     fn check_identity(&self) -> Result<i64, StoreError> {
+        // The common case costs one small read of the file's header, no SQL:
+        // the hook opens the database at every VM event.
+        if let Some(SCHEMA_VERSION) = header_version(&self.path) {
+            return Ok(SCHEMA_VERSION);
+        }
         let not_ours = || StoreError::NotKvmroll {
             path: self.path.clone(),
         };
@@ -197,6 +202,36 @@ impl SqliteStore {
         Ok(version)
     }
 
+    /// Keeps the WAL short for connections that do not checkpoint at close.
+    ///
+    /// The first process to open a WAL database rebuilds the WAL index by
+    /// reading every valid frame, and a rebuilt index counts none of them as
+    /// checkpointed, so the WAL would never restart: each hook would read it
+    /// all and checkpoint it all again. Once it holds more than a few frames,
+    /// it is checkpointed and truncated to nothing; if other connections are
+    /// busy the next writer tries again.
+    fn trim_wal(&self) {
+        const MAX_FRAMES: u64 = 32;
+        let frame = 24 + 4096;
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size <= 32 + MAX_FRAMES * frame {
+            return;
+        }
+        let _ = self.conn.busy_timeout(Duration::from_millis(200));
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        match result {
+            Ok((0, _, _)) => {}
+            Ok(_) => log::debug!("{}: WAL checkpoint deferred: busy", self.path.display()),
+            Err(e) => log::debug!("{}: WAL checkpoint failed: {e}", self.path.display()),
+        }
+    }
+
     fn version(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -205,14 +240,11 @@ impl SqliteStore {
 
     fn prepare(&self, version: i64) -> Result<(), StoreError> {
         let p = &self.path;
-        self.conn
-            .pragma_update(None, "foreign_keys", "ON")
-            .map_err(|e| sql(p, "enabling foreign keys", e))?;
         if self.mode != OpenMode::ReadWrite {
             // The last connection to close checkpoints the WAL into the
             // database and deletes it: four fsyncs and two unlinks, the bulk
-            // of a hook invocation's cost. The hook and read-only users leave
-            // that to SQLite's automatic checkpoints and to kvmroll's CLI.
+            // of a hook invocation's cost. The hook trims the WAL itself
+            // (`trim_wal`); kvmroll's CLI checkpoints at close.
             self.conn
                 .set_db_config(
                     rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
@@ -220,44 +252,43 @@ impl SqliteStore {
                 )
                 .map_err(|e| sql(p, "keeping the WAL at close", e))?;
         }
-        if self.mode == OpenMode::ReadWriteFast {
-            // A WAL left behind must be read whole by the next process to
-            // open the database: keep it short by checkpointing often.
-            self.conn
-                .pragma_update(None, "wal_autocheckpoint", 64)
-                .map_err(|e| sql(p, "setting the checkpoint interval", e))?;
-            self.conn
-                .pragma_update(None, "journal_size_limit", 1 << 20)
-                .map_err(|e| sql(p, "limiting the WAL", e))?;
-        }
-        if self.mode == OpenMode::ReadOnly {
-            return self
+        match self.mode {
+            OpenMode::ReadOnly => self
                 .conn
-                .pragma_update(None, "query_only", "ON")
-                .map_err(|e| sql(p, "making the connection read-only", e));
+                .execute_batch("PRAGMA query_only = ON")
+                .map_err(|e| sql(p, "making the connection read-only", e)),
+            // The hook: one statement per open, as it opens the database at
+            // every VM event. It writes only events (no foreign keys), into a
+            // database kvmroll's CLI made and put in WAL mode.
+            OpenMode::ReadWriteFast => {
+                self.conn
+                    .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;")
+                    .map_err(|e| sql(p, "setting up the connection", e))?;
+                if version == SCHEMA_VERSION {
+                    return Ok(());
+                }
+                self.migrate()
+            }
+            OpenMode::ReadWrite => {
+                let journal: String = self
+                    .conn
+                    .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                    .map_err(|e| sql(p, "switching to WAL", e))?;
+                if !journal.eq_ignore_ascii_case("wal") {
+                    log::warn!(
+                        "database {}: journal mode is {journal}, not wal",
+                        p.display()
+                    );
+                }
+                self.conn
+                    .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+                    .map_err(|e| sql(p, "setting up the connection", e))?;
+                if version == SCHEMA_VERSION {
+                    return Ok(());
+                }
+                self.migrate()
+            }
         }
-        let journal: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| sql(p, "switching to WAL", e))?;
-        if !journal.eq_ignore_ascii_case("wal") {
-            log::warn!(
-                "database {}: journal mode is {journal}, not wal",
-                p.display()
-            );
-        }
-        let sync = if self.mode == OpenMode::ReadWriteFast {
-            "NORMAL"
-        } else {
-            "FULL"
-        };
-        self.conn
-            .pragma_update(None, "synchronous", sync)
-            .map_err(|e| sql(p, "setting synchronous", e))?;
-        if version == SCHEMA_VERSION {
-            return Ok(());
-        }
-        self.migrate()
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -481,6 +512,29 @@ impl SqliteStore {
         }
         Ok(c)
     }
+}
+
+/// The schema version in a kvmroll database file's header, read without
+/// SQLite: `None` unless the file starts like an SQLite database stamped with
+/// kvmroll's application id. The header in the file may lag the WAL only
+/// across a migration, and then the version read is the older one, which
+/// sends the caller down the checked path.
+fn header_version(path: &Path) -> Option<i64> {
+    use std::io::Read;
+    let mut header = [0u8; 100];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    let word = |at: usize| {
+        i64::from(u32::from_be_bytes([
+            header[at],
+            header[at + 1],
+            header[at + 2],
+            header[at + 3],
+        ]))
+    };
+    (header.starts_with(b"SQLite format 3\0") && word(68) == APPLICATION_ID).then(|| word(60))
 }
 
 fn sql(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
@@ -757,7 +811,11 @@ impl Store for SqliteStore {
                 .map_err(|e| sql(p, "recording events", e))?;
             }
         }
-        tx.commit().map_err(|e| sql(p, "committing events", e))
+        tx.commit().map_err(|e| sql(p, "committing events", e))?;
+        if self.mode == OpenMode::ReadWriteFast {
+            self.trim_wal();
+        }
+        Ok(())
     }
 
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
