@@ -18,6 +18,7 @@ PACKAGES=(
     pkg-config
     iproute2
     libxml2-utils
+    systemd
 )
 
 die() {

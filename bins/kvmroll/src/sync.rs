@@ -23,23 +23,9 @@ pub enum SyncMode {
     Deferred,
 }
 
-/// The libvirt URI of a container: its `libvirt_uri` attribute (`{host}`
-/// replaced by its name), else `qemu:///system` for this machine and
-/// `qemu+ssh://root@HOST/system` for any other.
+/// The libvirt URI of a container (see [`Cluster::libvirt_uri`]).
 pub fn uri_for(cluster: &Cluster, container: &str) -> String {
-    if let Some(uri) = cluster.attr_of(container, "libvirt_uri") {
-        return uri.replace("{host}", container);
-    }
-    let local = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let short = local.split('.').next().unwrap_or_default();
-    if container == "localhost" || container == local || container == short {
-        "qemu:///system".to_string()
-    } else {
-        format!("qemu+ssh://root@{container}/system")
-    }
+    cluster.libvirt_uri(container)
 }
 
 /// Opens each container's libvirt at most once per command.

@@ -96,6 +96,14 @@ pub struct Cluster {
     pub vms: BTreeMap<String, Vm>,
 }
 
+/// This machine's host name, as the kernel has it.
+pub fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
 /// A resolved attribute and the scope it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolved {
@@ -183,6 +191,22 @@ impl Cluster {
             }
         }
         out
+    }
+
+    /// The libvirt URI of a container: its `libvirt_uri` attribute (`{host}`
+    /// replaced by its name), else `qemu:///system` when the container is
+    /// this machine and `qemu+ssh://root@HOST/system` for any other.
+    pub fn libvirt_uri(&self, container: &str) -> String {
+        if let Some(uri) = self.attr_of(container, "libvirt_uri") {
+            return uri.replace("{host}", container);
+        }
+        let local = local_hostname();
+        let short = local.split('.').next().unwrap_or_default();
+        if container == "localhost" || container == local || container == short {
+            "qemu:///system".to_string()
+        } else {
+            format!("qemu+ssh://root@{container}/system")
+        }
     }
 
     /// Whether a host's resolved `kvm` is true.

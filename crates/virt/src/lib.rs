@@ -120,6 +120,12 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot abort the job of domain {name}")]
+    AbortJob {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
     #[error("cannot read pid file {path} of domain {name}")]
     PidFile {
         name: String,
@@ -152,7 +158,8 @@ impl VirtError {
             | Self::Shutdown { source, .. }
             | Self::Destroy { source, .. }
             | Self::ManagedSave { source, .. }
-            | Self::ManagedSaveRemove { source, .. } => Some(source),
+            | Self::ManagedSaveRemove { source, .. }
+            | Self::AbortJob { source, .. } => Some(source),
             Self::PidFile { .. } | Self::PidParse { .. } => None,
         }
     }
@@ -198,6 +205,11 @@ pub trait Hypervisor: Send {
     fn managed_save(&self, name: &str) -> Result<(), VirtError>;
     /// Removes the domain's managed-save image; no error if it has none.
     fn managed_save_remove(&self, name: &str) -> Result<(), VirtError>;
+    /// Aborts the domain's running job (a save that ran out of time).
+    fn abort_job(&self, name: &str) -> Result<(), VirtError>;
+    /// How far the domain's running job is: (bytes processed, bytes in all);
+    /// `None` when no job runs or libvirt cannot say.
+    fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError>;
     /// The pid of the domain's QEMU process, read from libvirt's pid file;
     /// `None` when the domain is not running or the pid cannot be known
     /// (any URI other than `qemu:///system`).

@@ -214,6 +214,38 @@ impl Hypervisor for Connection {
         )
     }
 
+    fn abort_job(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(
+            name,
+            |dom| {
+                // SAFETY: `dom` is a live domain reference for the whole call;
+                // virDomainAbortJob only reads the pointer, and its -1 return
+                // leaves the reason in libvirt's per-thread last error, which
+                // check-then-read below takes on this same thread.
+                let ret = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+                if ret < 0 {
+                    Err(virt::error::Error::last_error())
+                } else {
+                    Ok(())
+                }
+            },
+            |name, source| VirtError::AbortJob { name, source },
+        )
+    }
+
+    fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError> {
+        self.with_domain(
+            name,
+            |dom| {
+                let job = dom.job_info()?;
+                let total = job.data_total.unwrap_or(0);
+                Ok((job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32 && total > 0)
+                    .then(|| (job.data_processed.unwrap_or(0), total)))
+            },
+            |name, source| VirtError::Inspect { name, source },
+        )
+    }
+
     fn qemu_pid(&self, name: &str) -> Result<Option<u32>, VirtError> {
         let Some(run_dir) = &self.run_dir else {
             return Ok(None);

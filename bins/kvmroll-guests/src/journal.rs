@@ -1,0 +1,177 @@
+//! The journal: what `stop` and `start` did to each VM, written to a
+//! temporary file, synced and renamed at every step, so that a run cut off
+//! halfway (killed, power lost) is understood by the next one.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Why the journal could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot write the journal {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the journal {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the journal {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Stopping,
+    Stopped,
+    Starting,
+    Started,
+}
+
+/// What was done to one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its resolved `kvm_autostart`.
+    pub autostart: bool,
+    /// Whether it ran when `stop` began.
+    pub was_running: bool,
+    /// The last state reached: planned, saving, saved, save-failed,
+    /// shutting-down, shut-down, destroyed, left-running, not-saved,
+    /// restoring, restored, booted, quarantined, already-running, failed.
+    pub state: String,
+    /// The size of its managed-save image when the save completed: a
+    /// different size at `start` means the image was damaged since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    pub updated_ms: i64,
+}
+
+/// The whole journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub host: String,
+    pub phase: Phase,
+    pub updated_ms: i64,
+    pub vms: BTreeMap<String, Entry>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Journal {
+    pub fn new(host: &str, phase: Phase) -> Journal {
+        Journal {
+            host: host.to_string(),
+            phase,
+            updated_ms: now_ms(),
+            vms: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the journal; `None` when there is none yet.
+    pub fn load(path: &Path) -> Result<Option<Journal>, JournalError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| JournalError::Parse {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(JournalError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Sets a VM's state (and note), keeping what else it knew.
+    pub fn set(&mut self, vm: &str, state: &str, note: impl Into<String>) {
+        let now = now_ms();
+        let e = self.vms.entry(vm.to_string()).or_insert_with(|| Entry {
+            autostart: false,
+            was_running: false,
+            state: String::new(),
+            image_size: None,
+            note: String::new(),
+            updated_ms: now,
+        });
+        e.state = state.to_string();
+        e.note = note.into();
+        e.updated_ms = now;
+        self.updated_ms = now;
+    }
+
+    /// Writes the journal atomically: a temporary file beside it, synced,
+    /// renamed over it, and the folder synced.
+    pub fn save(&self, path: &Path) -> Result<(), JournalError> {
+        let err = |source| JournalError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let tmp = dir.join(format!(".journal.{}.tmp", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/journal.json");
+        assert_eq!(Journal::load(&path).unwrap(), None);
+        let mut j = Journal::new("c", Phase::Stopping);
+        j.set("vm1", "saving", "");
+        j.vms.get_mut("vm1").unwrap().autostart = true;
+        j.save(&path).unwrap();
+        j.set("vm1", "saved", "1.2s");
+        j.save(&path).unwrap();
+        let back = Journal::load(&path).unwrap().unwrap();
+        assert_eq!(back, j);
+        assert_eq!(back.vms["vm1"].state, "saved");
+        assert!(back.vms["vm1"].autostart);
+        let leftovers = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1);
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            Journal::load(&path),
+            Err(JournalError::Parse { .. })
+        ));
+    }
+}

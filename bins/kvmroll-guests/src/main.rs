@@ -1,0 +1,213 @@
+//! `kvmroll-guests`: VMs saved at host shutdown and brought back at boot.
+//!
+//! One binary for the systemd unit's two entry points (`start` at boot,
+//! `stop` at shutdown) and for `status`. Exit status: 0 done; 1 could not
+//! run (a conflict, no database, no libvirt); 2 usage; 3 ran, but some VMs are
+//! not where they should be (listed on stderr).
+
+mod conflicts;
+mod image;
+mod journal;
+mod logger;
+mod progress;
+mod service;
+
+use clap::{Parser, Subcommand};
+use kvmroll_core::{open_store, OpenMode, DEFAULT_DB_PATH};
+use serde::Serialize;
+use service::{Outcome, Service, ServiceError, Settings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Save this container's VMs at shutdown and bring them back at boot.
+#[derive(Debug, Parser)]
+#[command(name = "kvmroll-guests", version, about)]
+struct Cli {
+    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// This container's name in the database [default: the short host name].
+    #[arg(long, global = true)]
+    host: Option<String>,
+    /// Where the journal and quarantined images are kept.
+    #[arg(long, global = true, default_value = "/var/lib/kvmroll/guests")]
+    state_dir: PathBuf,
+    /// The system root for libvirt's save folder and configuration (tests, chroots).
+    #[arg(long, global = true, default_value = "/", hide = true)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// At boot: restore the kvm_autostart VMs from their saved images, cold-boot those without.
+    Start,
+    /// At shutdown: managed-save the running kvm_autostart VMs, shut the others down.
+    Stop,
+    /// Each VM of this container: its state, its saved image, what the journal says.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error and its sources on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+fn service(cli: &Cli) -> Result<Service, ServiceError> {
+    let db = cli
+        .db
+        .clone()
+        .or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
+    let cluster = open_store(&db, OpenMode::ReadOnly)?.snapshot()?;
+    let host = cli.host.clone().unwrap_or_else(|| {
+        let h = kvmroll_core::cluster::local_hostname();
+        h.split('.').next().unwrap_or_default().to_string()
+    });
+    if !cluster.hosts.contains_key(&host) {
+        return Err(ServiceError::UnknownHost(host));
+    }
+    Ok(Service {
+        uri: cluster.libvirt_uri(&host),
+        settings: Settings::of(&cluster, &host),
+        host,
+        root: cli.root.clone(),
+        state_dir: cli.state_dir.clone(),
+        cluster,
+    })
+}
+
+#[derive(Serialize)]
+struct VmStatus {
+    name: String,
+    autostart: bool,
+    state: String,
+    saved_image: Option<String>,
+    image_size: Option<u64>,
+    journal: Option<journal::Entry>,
+}
+
+fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
+    let j = journal::Journal::load(&svc.journal_path())?;
+    let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &svc.uri).ok();
+    let mut rows = Vec::new();
+    for vm in svc.cluster.vms_on(&svc.host) {
+        let state = match hv.as_ref().map(|h| h.domain(&vm.name)) {
+            None => "libvirt unreachable".to_string(),
+            Some(Ok(Some(d))) => format!("{:?}", d.state).to_lowercase(),
+            Some(Ok(None)) => "not defined".to_string(),
+            Some(Err(e)) => chain(&e),
+        };
+        let img = image::path(&svc.root, &vm.name);
+        let size = std::fs::metadata(&img).ok().map(|m| m.len());
+        rows.push(VmStatus {
+            name: vm.name.clone(),
+            autostart: svc
+                .cluster
+                .attr_of(&vm.name, "kvm_autostart")
+                .and_then(kvmroll_core::model::parse_bool)
+                == Some(true),
+            state,
+            saved_image: size.map(|_| img.display().to_string()),
+            image_size: size,
+            journal: j.as_ref().and_then(|j| j.vms.get(&vm.name).cloned()),
+        });
+    }
+    if json {
+        #[derive(Serialize)]
+        struct All<'a> {
+            host: &'a str,
+            phase: Option<journal::Phase>,
+            vms: Vec<VmStatus>,
+        }
+        let all = All {
+            host: &svc.host,
+            phase: j.as_ref().map(|j| j.phase),
+            vms: rows,
+        };
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return Ok(());
+    }
+    match &j {
+        Some(j) => println!("host {}: last run {:?}", svc.host, j.phase),
+        None => println!("host {}: no journal yet", svc.host),
+    }
+    println!(
+        "{:<24} {:<9} {:<12} {:<14} JOURNAL",
+        "VM", "AUTOSTART", "STATE", "SAVED IMAGE"
+    );
+    for r in rows {
+        let image = r
+            .image_size
+            .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
+        let journal = r.journal.map_or("-".to_string(), |e| {
+            if e.note.is_empty() {
+                e.state
+            } else {
+                format!("{} ({})", e.state, e.note)
+            }
+        });
+        println!(
+            "{:<24} {:<9} {:<12} {:<14} {journal}",
+            r.name,
+            if r.autostart { "yes" } else { "no" },
+            r.state,
+            image
+        );
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<Outcome, ServiceError> {
+    let svc = service(&cli)?;
+    match cli.command {
+        Command::Status { json } => status(&svc, json).map(|()| Outcome::Done),
+        Command::Start | Command::Stop => {
+            if let Some(conflict) = conflicts::find(&cli.root) {
+                return Err(ServiceError::Conflict(conflict));
+            }
+            if matches!(cli.command, Command::Start) {
+                service::start(&svc)
+            } else {
+                // SIGTERM and SIGINT only set a flag; the stop's monitor loop
+                // reads it (no work in the handler).
+                let interrupted = Arc::new(AtomicBool::new(false));
+                for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                    if let Err(e) = signal_hook::flag::register(sig, interrupted.clone()) {
+                        log::warn!("cannot watch signal {sig}: {e}");
+                    }
+                }
+                service::stop(&svc, &interrupted)
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init();
+    match run(cli) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Partial(missed)) => {
+            log::error!("not where they should be: {}", missed.join(", "));
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            log::error!("{}", chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}

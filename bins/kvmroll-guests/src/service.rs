@@ -1,0 +1,610 @@
+//! `stop` and `start`: the libvirt-guests job done for a cluster.
+//!
+//! Debian's libvirt-guests saves one guest after another and knows nothing of
+//! which VMs should come back; here the `kvm_autostart` VMs of this container
+//! are managed-saved several at once, each within a time limit with a
+//! fallback, the others are shut down, and a journal records every step.
+
+use crate::image::{self, Verdict};
+use crate::journal::{Journal, Phase};
+use kvmroll_core::model::parse_bool;
+use kvmroll_core::Cluster;
+use kvmroll_virt::{Connector, DomainState, Hypervisor, Libvirt};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every VM is where it should be.
+    Done,
+    /// Some VMs are not (not saved, left running, failed to start).
+    Partial(Vec<String>),
+}
+
+/// Why a run could not be made at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] kvmroll_core::StoreError),
+    #[error(transparent)]
+    Virt(#[from] kvmroll_virt::VirtError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("host {0:?} is not in the kvmroll database (give --host NAME)")]
+    UnknownHost(String),
+}
+
+/// The tunables, from the container's resolved attributes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub parallel: usize,
+    pub save_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub destroy_on_timeout: bool,
+    pub start_delay: Duration,
+}
+
+impl Settings {
+    pub fn of(cluster: &Cluster, host: &str) -> Settings {
+        let num = |name: &str, default: u64| {
+            cluster
+                .attr_of(host, name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        Settings {
+            // Saves are bound by the disk, not the CPUs: a few at once keep
+            // it busy without thrashing it.
+            parallel: num("kvm_guests_parallel", 4).max(1) as usize,
+            save_timeout: Duration::from_secs(num("kvm_guests_save_timeout", 300)),
+            shutdown_timeout: Duration::from_secs(num("kvm_guests_shutdown_timeout", 120)),
+            destroy_on_timeout: cluster.attr_of(host, "kvm_guests_on_timeout") == Some("destroy"),
+            start_delay: Duration::from_millis(num("kvm_guests_start_delay", 0)),
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub host: String,
+    pub uri: String,
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub cluster: Cluster,
+    pub settings: Settings,
+}
+
+impl Service {
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir.join("journal.json")
+    }
+
+    fn quarantine_dir(&self) -> PathBuf {
+        self.state_dir.join("quarantine")
+    }
+
+    fn connect(&self) -> Result<Box<dyn Hypervisor>, ServiceError> {
+        Ok(Libvirt.connect(&self.uri)?)
+    }
+
+    /// This container's VMs whose resolved `kvm_autostart` is true.
+    fn autostart(&self) -> BTreeSet<String> {
+        self.cluster
+            .vms_on(&self.host)
+            .filter(|vm| {
+                self.cluster
+                    .attr_of(&vm.name, "kvm_autostart")
+                    .and_then(parse_bool)
+                    == Some(true)
+            })
+            .map(|vm| vm.name.clone())
+            .collect()
+    }
+}
+
+/// The journal, shared by the workers and written at every step.
+struct Shared {
+    journal: Mutex<Journal>,
+    path: PathBuf,
+}
+
+impl Shared {
+    fn set(&self, vm: &str, state: &str, note: impl Into<String>) {
+        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        j.set(vm, state, note);
+        if let Err(e) = j.save(&self.path) {
+            log::error!("{}", crate::chain(&e));
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Journal)) {
+        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut j);
+        if let Err(e) = j.save(&self.path) {
+            log::error!("{}", crate::chain(&e));
+        }
+    }
+}
+
+fn running(hv: &dyn Hypervisor, name: &str) -> bool {
+    matches!(hv.domain(name), Ok(Some(d)) if d.state != DomainState::ShutOff)
+}
+
+/// Asks a VM to shut down and waits; at the limit destroys it only where so
+/// configured. Returns the journal state reached.
+fn shut_down(hv: &dyn Hypervisor, name: &str, s: &Settings) -> &'static str {
+    if let Err(e) = hv.shutdown(name) {
+        if !running(hv, name) {
+            return "shut-down";
+        }
+        log::warn!("VM {name}: shutdown request failed: {}", crate::chain(&e));
+    }
+    let deadline = Instant::now() + s.shutdown_timeout;
+    while Instant::now() < deadline {
+        if !running(hv, name) {
+            return "shut-down";
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !running(hv, name) {
+        return "shut-down";
+    }
+    if s.destroy_on_timeout {
+        match hv.destroy(name) {
+            Ok(()) => {
+                log::warn!(
+                    "VM {name}: did not shut down within {}s: destroyed",
+                    s.shutdown_timeout.as_secs()
+                );
+                "destroyed"
+            }
+            Err(e) => {
+                log::error!("VM {name}: cannot destroy it: {}", crate::chain(&e));
+                "left-running"
+            }
+        }
+    } else {
+        log::warn!(
+            "VM {name}: did not shut down within {}s; left running (kvm_guests_on_timeout=destroy would destroy it)",
+            s.shutdown_timeout.as_secs()
+        );
+        "left-running"
+    }
+}
+
+/// `stop`: saves the running `kvm_autostart` VMs, shuts the others down.
+pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, ServiceError> {
+    let hv = svc.connect()?;
+    let autostart = svc.autostart();
+    let domains = hv.list_domains()?;
+    let running: Vec<String> = domains
+        .iter()
+        .filter(|d| d.state != DomainState::ShutOff)
+        .map(|d| d.name.clone())
+        .collect();
+    let (to_save, to_stop): (Vec<String>, Vec<String>) =
+        running.iter().cloned().partition(|n| autostart.contains(n));
+    let mut journal = Journal::new(&svc.host, Phase::Stopping);
+    for name in &running {
+        journal.set(
+            name,
+            "planned",
+            if autostart.contains(name) {
+                "save"
+            } else {
+                "shutdown"
+            },
+        );
+        if let Some(e) = journal.vms.get_mut(name) {
+            e.autostart = autostart.contains(name);
+            e.was_running = true;
+        }
+    }
+    // Autostart VMs already off keep what the last run said of them (a save
+    // image from an interrupted stop, say).
+    if let Ok(Some(old)) = Journal::load(&svc.journal_path()) {
+        for (name, e) in old.vms {
+            journal.vms.entry(name).or_insert(e);
+        }
+    }
+    journal.save(&svc.journal_path())?;
+    log::info!(
+        "stop on {}: saving {} VM(s), {} at once; shutting down {} other(s)",
+        svc.host,
+        to_save.len(),
+        svc.settings.parallel.min(to_save.len().max(1)),
+        to_stop.len()
+    );
+    let shared = Arc::new(Shared {
+        journal: Mutex::new(journal),
+        path: svc.journal_path(),
+    });
+    let queue = Arc::new(Mutex::new(to_save.iter().cloned().collect::<VecDeque<_>>()));
+    let inflight: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let mut workers = Vec::new();
+    for _ in 0..svc.settings.parallel.min(to_save.len()) {
+        let (svc, shared, queue, inflight, interrupted) = (
+            svc.clone(),
+            shared.clone(),
+            queue.clone(),
+            inflight.clone(),
+            interrupted.clone(),
+        );
+        workers.push(std::thread::spawn(move || {
+            let hv = match svc.connect() {
+                Ok(h) => h,
+                Err(e) => {
+                    log::error!("cannot connect to {}: {}", svc.uri, crate::chain(&e));
+                    return;
+                }
+            };
+            loop {
+                if interrupted.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Some(name) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                    return;
+                };
+                save_one(hv.as_ref(), &svc, &name, &shared, &inflight);
+            }
+        }));
+    }
+    let others = {
+        let (svc, shared, to_stop) = (svc.clone(), shared.clone(), to_stop.clone());
+        std::thread::spawn(move || {
+            let Ok(hv) = svc.connect() else { return };
+            let waits: Vec<_> = to_stop
+                .into_iter()
+                .map(|name| {
+                    shared.set(&name, "shutting-down", "");
+                    let (svc, shared) = (svc.clone(), shared.clone());
+                    std::thread::spawn(move || {
+                        let Ok(hv) = svc.connect() else { return };
+                        let state = shut_down(hv.as_ref(), &name, &svc.settings);
+                        log::info!("VM {name}: {state}");
+                        shared.set(&name, state, "");
+                    })
+                })
+                .collect();
+            drop(hv);
+            for w in waits {
+                let _ = w.join();
+            }
+        })
+    };
+    // The monitor: enforce each save's time limit, draw progress, notice
+    // SIGTERM (the workers then take no new VM; saves in flight go on).
+    let mut told = false;
+    while workers.iter().any(|w| !w.is_finished()) {
+        std::thread::sleep(Duration::from_millis(200));
+        if interrupted.load(Ordering::SeqCst) && !told {
+            told = true;
+            log::warn!("interrupted: letting the saves in flight finish, starting no more");
+        }
+        let now = Instant::now();
+        let flights: Vec<(String, Instant)> = inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, t)| (n.clone(), *t))
+            .collect();
+        let mut line = Vec::new();
+        for (name, deadline) in &flights {
+            if now >= *deadline {
+                log::warn!(
+                    "VM {name}: save ran past {}s: aborting it",
+                    svc.settings.save_timeout.as_secs()
+                );
+                if let Err(e) = hv.abort_job(name) {
+                    log::warn!("VM {name}: cannot abort the save: {}", crate::chain(&e));
+                }
+            }
+            if crate::progress::on_terminal() {
+                match hv.job_progress(name) {
+                    Ok(Some((done, total))) => {
+                        line.push(format!("{name} {}%", done * 100 / total.max(1)))
+                    }
+                    _ => line.push(format!("{name} ...")),
+                }
+            }
+        }
+        if !line.is_empty() {
+            crate::progress::draw(&format!("saving: {}", line.join("  ")));
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    crate::progress::clear_line();
+    let left: Vec<String> = queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for name in &left {
+        shared.set(
+            name,
+            "not-saved",
+            "stop was interrupted before its save began",
+        );
+    }
+    let _ = others.join();
+    let mut missed = Vec::new();
+    shared.with(|j| {
+        j.phase = Phase::Stopped;
+        for (name, e) in &j.vms {
+            if e.was_running && !matches!(e.state.as_str(), "saved" | "shut-down" | "destroyed") {
+                missed.push(format!("{name} ({})", e.state));
+            }
+        }
+    });
+    if !left.is_empty() {
+        log::warn!("not saved: {}", left.join(", "));
+    }
+    Ok(if missed.is_empty() {
+        log::info!("stop on {}: done", svc.host);
+        Outcome::Done
+    } else {
+        Outcome::Partial(missed)
+    })
+}
+
+fn save_one(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    shared: &Shared,
+    inflight: &Mutex<BTreeMap<String, Instant>>,
+) {
+    let started = Instant::now();
+    shared.set(name, "saving", "");
+    inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), started + svc.settings.save_timeout);
+    let result = hv.managed_save(name);
+    inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name);
+    match result {
+        Ok(()) => {
+            let size = std::fs::metadata(image::path(&svc.root, name))
+                .ok()
+                .map(|m| m.len());
+            let note = format!("{:.1}s", started.elapsed().as_secs_f64());
+            log::info!(
+                "VM {name}: saved in {note}{}",
+                size.map_or(String::new(), |s| format!(" ({} MiB)", s >> 20))
+            );
+            shared.with(|j| {
+                j.set(name, "saved", note);
+                if let Some(e) = j.vms.get_mut(name) {
+                    e.image_size = size;
+                }
+            });
+        }
+        Err(e) => {
+            let why = crate::chain(&e);
+            log::warn!("VM {name}: save failed ({why}); asking it to shut down");
+            shared.set(name, "save-failed", why.clone());
+            let state = shut_down(hv, name, &svc.settings);
+            shared.set(name, state, format!("after a failed save: {why}"));
+        }
+    }
+}
+
+/// `start`: brings this container's `kvm_autostart` VMs back.
+pub fn start(svc: &Service) -> Result<Outcome, ServiceError> {
+    let hv = svc.connect()?;
+    let old = Journal::load(&svc.journal_path()).unwrap_or_else(|e| {
+        log::warn!("{}; starting without it", crate::chain(&e));
+        None
+    });
+    let mut journal = Journal::new(&svc.host, Phase::Starting);
+    if let Some(old) = &old {
+        journal.vms = old.vms.clone();
+    }
+    let wanted: Vec<String> = svc.autostart().into_iter().collect();
+    for name in &wanted {
+        journal.set(name, "planned", "start");
+        if let Some(e) = journal.vms.get_mut(name) {
+            e.autostart = true;
+        }
+    }
+    journal.save(&svc.journal_path())?;
+    drop(hv);
+    log::info!(
+        "start on {}: bringing back {} VM(s){}",
+        svc.host,
+        wanted.len(),
+        if svc.settings.start_delay.is_zero() {
+            format!(
+                ", {} at once",
+                svc.settings.parallel.min(wanted.len().max(1))
+            )
+        } else {
+            format!(", {} ms apart", svc.settings.start_delay.as_millis())
+        }
+    );
+    let recorded: BTreeMap<String, Option<u64>> = old
+        .map(|j| j.vms.into_iter().map(|(n, e)| (n, e.image_size)).collect())
+        .unwrap_or_default();
+    let shared = Arc::new(Shared {
+        journal: Mutex::new(journal),
+        path: svc.journal_path(),
+    });
+    let queue = Arc::new(Mutex::new(wanted.iter().cloned().collect::<VecDeque<_>>()));
+    let recorded = Arc::new(recorded);
+    // With a delay, one at a time, spaced; without, a few at once.
+    let width = if svc.settings.start_delay.is_zero() {
+        svc.settings.parallel.min(wanted.len())
+    } else {
+        1
+    };
+    let workers: Vec<_> = (0..width)
+        .map(|_| {
+            let (svc, shared, queue, recorded) =
+                (svc.clone(), shared.clone(), queue.clone(), recorded.clone());
+            std::thread::spawn(move || {
+                let hv = match svc.connect() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        log::error!("cannot connect to {}: {}", svc.uri, crate::chain(&e));
+                        return;
+                    }
+                };
+                let mut first = true;
+                while let Some(name) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                    if !first && !svc.settings.start_delay.is_zero() {
+                        std::thread::sleep(svc.settings.start_delay);
+                    }
+                    first = false;
+                    let state = start_one(
+                        hv.as_ref(),
+                        &svc,
+                        &name,
+                        recorded.get(&name).copied().flatten(),
+                        &shared,
+                    );
+                    shared.set(&name, state.0, state.1);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let mut missed = Vec::new();
+    shared.with(|j| {
+        j.phase = Phase::Started;
+        for name in &wanted {
+            if let Some(e) = j.vms.get(name) {
+                if !matches!(
+                    e.state.as_str(),
+                    "restored" | "booted" | "quarantined" | "already-running"
+                ) {
+                    missed.push(format!("{name} ({})", e.state));
+                }
+            }
+        }
+    });
+    Ok(if missed.is_empty() {
+        log::info!("start on {}: done", svc.host);
+        Outcome::Done
+    } else {
+        Outcome::Partial(missed)
+    })
+}
+
+/// Brings one VM back; returns its journal state and note.
+fn start_one(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    recorded: Option<u64>,
+    shared: &Shared,
+) -> (&'static str, String) {
+    let info = match hv.domain(name) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            // Not defined (a reinstalled container): define it from the database.
+            match kvmroll_core::render_domain(&svc.cluster, name) {
+                Ok(xml) => {
+                    if let Err(e) = hv.define(&xml) {
+                        log::error!(
+                            "VM {name}: not defined in libvirt and cannot be: {}",
+                            crate::chain(&e)
+                        );
+                        return ("failed", crate::chain(&e));
+                    }
+                    log::info!("VM {name}: defined from the database");
+                    match hv.domain(name) {
+                        Ok(Some(d)) => d,
+                        _ => return ("failed", "vanished after its definition".into()),
+                    }
+                }
+                Err(e) => {
+                    log::error!("VM {name}: cannot render it: {}", crate::chain(&e));
+                    return ("failed", crate::chain(&e));
+                }
+            }
+        }
+        Err(e) => return ("failed", crate::chain(&e)),
+    };
+    if info.state != DomainState::ShutOff {
+        log::info!("VM {name}: already running");
+        return ("already-running", String::new());
+    }
+    let image = image::path(&svc.root, name);
+    let t = Instant::now();
+    if info.has_managed_save || image.exists() {
+        match image::inspect(&image, recorded) {
+            Verdict::Usable { .. } => {
+                shared.set(name, "restoring", "");
+                match hv.start(name) {
+                    Ok(()) => {
+                        log::info!(
+                            "VM {name}: restored from its saved image in {:.1}s",
+                            t.elapsed().as_secs_f64()
+                        );
+                        return ("restored", format!("{:.1}s", t.elapsed().as_secs_f64()));
+                    }
+                    Err(e) => {
+                        let why = crate::chain(&e);
+                        log::warn!("VM {name}: restore failed ({why})");
+                        return quarantine_and_boot(hv, svc, name, &image, &why);
+                    }
+                }
+            }
+            Verdict::Unusable { why } => return quarantine_and_boot(hv, svc, name, &image, &why),
+        }
+    }
+    match hv.start(name) {
+        Ok(()) => {
+            log::info!("VM {name}: cold-booted (no saved image)");
+            ("booted", String::new())
+        }
+        Err(e) => {
+            log::error!("VM {name}: cannot start it: {}", crate::chain(&e));
+            ("failed", crate::chain(&e))
+        }
+    }
+}
+
+fn quarantine_and_boot(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    image: &Path,
+    why: &str,
+) -> (&'static str, String) {
+    let moved = if image.exists() {
+        match image::quarantine(image, &svc.quarantine_dir(), name) {
+            Ok(dest) => format!("moved to {}", dest.display()),
+            Err(e) => {
+                log::error!(
+                    "VM {name}: its saved image is unusable ({why}) and cannot be moved aside: {e}"
+                );
+                return ("failed", format!("unusable image not moved: {e}"));
+            }
+        }
+    } else {
+        "gone".to_string()
+    };
+    log::warn!("VM {name}: saved image unusable ({why}); {moved}; cold-booting it");
+    match hv.start_force_boot(name) {
+        Ok(()) => ("quarantined", format!("{why}; image {moved}; cold-booted")),
+        Err(e) => {
+            log::error!("VM {name}: cannot cold-boot it: {}", crate::chain(&e));
+            ("failed", crate::chain(&e))
+        }
+    }
+}
