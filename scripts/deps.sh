@@ -19,6 +19,8 @@ PACKAGES=(
     iproute2
     libxml2-utils
     systemd
+    udev
+    dracut-core
 )
 
 die() {

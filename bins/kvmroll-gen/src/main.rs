@@ -3,33 +3,14 @@
 //! Exit status: 0 on success, 1 when something could not be rendered (one
 //! line per fault on stderr), 2 for a usage error.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Command};
 use kvmroll_core::{open_store, OpenMode, Renderer, DEFAULT_DB_PATH};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Render libvirt domain XML from the kvmroll database.
-#[derive(Debug, Parser)]
-#[command(name = "kvmroll-gen", version, about)]
-struct Cli {
-    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
-    #[arg(long, global = true, value_name = "PATH")]
-    db: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print a VM's libvirt domain XML (`--all`: every VM, one document after another).
-    Domain {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        vm: Option<String>,
-        #[arg(long)]
-        all: bool,
-    },
-}
+mod cli;
 
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -53,6 +34,10 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     match cli.command {
+        c @ (Command::Kickstart { .. } | Command::Udev { .. } | Command::Dracut { .. }) => {
+            let text = host_file(&cluster, c)?;
+            out.write_all(text.as_bytes())?;
+        }
         Command::Domain { vm: Some(vm), .. } => {
             let xml = renderer.render(&vm)?;
             out.write_all(xml.as_bytes())?;
@@ -74,6 +59,25 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     }
     out.flush()?;
     Ok(true)
+}
+
+fn host_file(
+    cluster: &kvmroll_core::Cluster,
+    command: Command,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use kvmroll_core::hostfiles;
+    Ok(match command {
+        Command::Kickstart { host, dist_url } => {
+            let mut o = hostfiles::KickstartOptions::for_host(cluster, &host);
+            if let Some(url) = dist_url {
+                o.dist_url = url;
+            }
+            hostfiles::kickstart(cluster, &host, &o)?
+        }
+        Command::Udev { host } => hostfiles::udev_rules(cluster, &host)?,
+        Command::Dracut { host } => hostfiles::dracut_conf(cluster, &host)?,
+        Command::Domain { .. } => unreachable!("domain is rendered by run"),
+    })
 }
 
 fn main() -> ExitCode {

@@ -343,3 +343,175 @@ fn all_prints_every_vm_and_reports_a_broken_one() {
         1
     );
 }
+
+/// The cluster the host-file golden files are made from: a container whose
+/// two VMs pass PCI devices through, a plain compute host, and an attribute
+/// full of what XML and shells must escape.
+fn host_files_db(dir: &Path) -> PathBuf {
+    let hostdev = |bus: &str, function: &str| {
+        format!(
+            "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source>\n    <address domain='0x0000' bus='{bus}' slot='0x00' function='{function}'/>\n  </source>\n</hostdev>"
+        )
+    };
+    let changes = vec![
+        Change::AddHost(Host::new("compute-0-0", "compute")),
+        Change::AddHost(Host {
+            name: "frontend-0".into(),
+            ..Host::new("frontend-0", "frontend")
+        }),
+        Change::AddVm(vm("gpu-vm-0", 1)),
+        Change::AddVm(vm("gpu-vm-1", 2)),
+        attr("gpu-vm-0", "kvm_device_0", &hostdev("0x03", "0x0")),
+        attr("gpu-vm-0", "kvm_device_1", &hostdev("0x03", "0x1")),
+        attr("gpu-vm-1", "kvm_device_0", &hostdev("0x81", "0x0")),
+        attr(CONTAINER, "site_note", NASTY),
+    ];
+    build_db(dir, &changes)
+}
+
+const NASTY: &str = "a <b> & \"c\" 'd'\n</post><package>evil</package> $HOME `id`";
+
+fn gen(db: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmroll-gen"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn host_files_match_the_golden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = host_files_db(dir.path());
+    let update = std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some();
+    let gold = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/host");
+    let cases: [(&str, Vec<&str>); 4] = [
+        (
+            "kickstart-kvm.xml",
+            vec![
+                "kickstart",
+                CONTAINER,
+                "--dist-url",
+                "http://frontend-0/install/kvmroll/kvmroll.tar.gz",
+            ],
+        ),
+        ("kickstart-no-kvm.xml", vec!["kickstart", "compute-0-0"]),
+        ("udev.rules", vec!["udev", CONTAINER]),
+        ("dracut.conf", vec!["dracut", CONTAINER]),
+    ];
+    let mut failures = Vec::new();
+    for (file, args) in cases {
+        let out = gen(&db, &args);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8(out.stdout).unwrap();
+        let path = gold.join(file);
+        if update {
+            std::fs::create_dir_all(&gold).unwrap();
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let expected =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if expected != got {
+            failures.push(format!("{file}: {}", diff(&expected, &got)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn kickstart_text_comes_back_unchanged_when_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = host_files_db(dir.path());
+    let out = gen(&db, &["kickstart", CONTAINER]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc = kvmroll_core::xml::parse_document(&text).unwrap();
+    assert_eq!(doc.name, "kickstart");
+    let post = &doc.child("post").unwrap().text;
+    // The attribute, written to its file by a quoted here-document.
+    let marker = kvmroll_core::hostfiles::HEREDOC_END;
+    let want =
+        format!("cat > '/etc/kvmroll/attributes/site_note' <<'{marker}'\n{NASTY}\n{marker}\n");
+    assert!(post.contains(&want), "{post}");
+    // Exactly the packages, none smuggled in by the attribute.
+    let packages: Vec<&str> = doc
+        .children
+        .iter()
+        .filter(|c| c.name == "package")
+        .map(|c| c.text.as_str())
+        .collect();
+    assert_eq!(
+        packages,
+        [
+            "qemu-kvm",
+            "libvirt",
+            "libvirt-client",
+            "bridge-utils",
+            "dracut"
+        ]
+    );
+    // Each VM's rendered domain, whole.
+    for vm in ["gpu-vm-0", "gpu-vm-1"] {
+        let xml = gen(&db, &["domain", vm]).stdout;
+        let xml = String::from_utf8(xml).unwrap();
+        assert!(
+            post.contains(&format!("<<'{marker}'\n{xml}{marker}\n")),
+            "{vm}"
+        );
+    }
+    let none = gen(&db, &["kickstart", "compute-0-0"]);
+    let doc = kvmroll_core::xml::parse_document(&String::from_utf8(none.stdout).unwrap()).unwrap();
+    assert!(doc.child("post").is_none() && doc.child("package").is_none());
+}
+
+#[test]
+fn host_file_faults_are_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = host_files_db(dir.path());
+    for (args, want) in [
+        (vec!["udev", "nosuch"], "unknown host \"nosuch\""),
+        (vec!["kickstart", "gpu-vm-0"], "is a VM"),
+    ] {
+        let out = gen(&db, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // The same PCI address twice, and a hostdev without an address, stored
+    // behind kvmroll's back.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO attributes (scope, target, name, value) VALUES ('host', 'gpu-vm-1', 'kvm_device_1',
+         '<hostdev mode=''subsystem'' type=''pci''><source><address bus=''0x03'' slot=''0x00'' function=''0x1''/></source></hostdev>')",
+        [],
+    )
+    .unwrap();
+    for sub in ["udev", "dracut", "kickstart"] {
+        let out = gen(&db, &[sub, CONTAINER]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("PCI device 0000:03:00.1 is passed through twice"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    conn.execute(
+        "UPDATE attributes SET value = '<hostdev mode=''subsystem'' type=''pci''/>' WHERE target = 'gpu-vm-1' AND name = 'kvm_device_1'",
+        [],
+    )
+    .unwrap();
+    let out = gen(&db, &["udev", CONTAINER]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PCI hostdev without"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

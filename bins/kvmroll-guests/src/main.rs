@@ -5,6 +5,7 @@
 //! run (a conflict, no database, no libvirt); 2 usage; 3 ran, but some VMs are
 //! not where they should be (listed on stderr).
 
+mod cli;
 mod conflicts;
 mod image;
 mod journal;
@@ -12,7 +13,8 @@ mod logger;
 mod progress;
 mod service;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Command};
 use kvmroll_core::{open_store, OpenMode, DEFAULT_DB_PATH};
 use serde::Serialize;
 use service::{Outcome, Service, ServiceError, Settings};
@@ -20,39 +22,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-/// Save this container's VMs at shutdown and bring them back at boot.
-#[derive(Debug, Parser)]
-#[command(name = "kvmroll-guests", version, about)]
-struct Cli {
-    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
-    #[arg(long, global = true, value_name = "PATH")]
-    db: Option<PathBuf>,
-    /// This container's name in the database [default: the short host name].
-    #[arg(long, global = true)]
-    host: Option<String>,
-    /// Where the journal and quarantined images are kept.
-    #[arg(long, global = true, default_value = "/var/lib/kvmroll/guests")]
-    state_dir: PathBuf,
-    /// The system root for libvirt's save folder and configuration (tests, chroots).
-    #[arg(long, global = true, default_value = "/", hide = true)]
-    root: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// At boot: restore the kvm_autostart VMs from their saved images, cold-boot those without.
-    Start,
-    /// At shutdown: managed-save the running kvm_autostart VMs, shut the others down.
-    Stop,
-    /// Each VM of this container: its state, its saved image, what the journal says.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 /// An error and its sources on one line.
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -14,30 +14,6 @@ struct Options {
     force: bool,
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        dropin: false,
-        root: PathBuf::from("/"),
-        force: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dropin" => o.dropin = true,
-            "--force" => o.force = true,
-            "--root" => {
-                let dir = it.next().ok_or("--root needs a folder")?;
-                if !dir.starts_with('/') {
-                    return Err(format!("--root {dir:?} must be an absolute path"));
-                }
-                o.root = PathBuf::from(dir);
-            }
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    Ok(o)
-}
-
 /// Writes `bytes` to `dest` through a synced temporary file and a rename.
 pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = dest
@@ -105,8 +81,20 @@ fn install(o: &Options) -> Result<String, String> {
     Ok(format!("installed {}; {note}", dest.display()))
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    match parse(args).and_then(|o| install(&o)) {
+pub fn main(dropin: bool, root: &Path, force: bool) -> ExitCode {
+    if !root.is_absolute() {
+        eprintln!(
+            "kvmroll-hook: install: --root {} must be an absolute path",
+            root.display()
+        );
+        return ExitCode::from(1);
+    }
+    let o = Options {
+        dropin,
+        root: root.to_path_buf(),
+        force,
+    };
+    match install(&o) {
         Ok(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS

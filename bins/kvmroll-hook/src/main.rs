@@ -13,6 +13,7 @@
 //! This package must never depend on libvirt: libvirtd waits for its hooks,
 //! and a hook calling back into it deadlocks.
 
+mod cli;
 mod config;
 mod dispatch;
 mod install;
@@ -195,19 +196,20 @@ fn refresh_after(pid: &str, vm: &str) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("install") if args.len() == 1 || args[1].starts_with('-') => install::main(&args[1..]),
         Some("refresh-after") if args.len() == 3 => refresh_after(&args[1], &args[2]),
-        Some("--help" | "-h") => {
-            println!("{MARKER}\n{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some("--version" | "-V") => {
-            println!("kvmroll-hook {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
         // libvirt always passes four arguments; an operation never starts
-        // with '-'.
-        _ if args.len() == 4 && !args[1].starts_with('-') => hook(&args),
+        // with '-', and no libvirt operation is called "install".
+        _ if args.len() == 4 && !args[1].starts_with('-') && args[0] != "install" => hook(&args),
+        Some("install" | "help" | "--help" | "-h" | "--version" | "-V") => {
+            use clap::Parser;
+            match cli::Cli::parse().command {
+                cli::Command::Install {
+                    dropin,
+                    root,
+                    force,
+                } => install::main(dropin, &root, force),
+            }
+        }
         _ => {
             eprintln!(
                 "kvmroll-hook: malformed call ({} arguments)\n{USAGE}",

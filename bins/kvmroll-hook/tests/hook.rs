@@ -568,7 +568,7 @@ fn install_puts_the_hook_in_place_atomically_and_guards_a_foreign_one() {
         .collect();
     assert!(leftovers.is_empty());
     let out = install(&["--root-typo"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

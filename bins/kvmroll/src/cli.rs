@@ -11,7 +11,13 @@ use std::path::PathBuf;
 /// changed but a libvirt definition could not be refreshed (the VM is marked
 /// stale; `kvmroll vm define VM` retries).
 #[derive(Debug, Parser)]
-#[command(name = "kvmroll", version, about, long_about)]
+#[command(
+    name = "kvmroll",
+    version,
+    about,
+    long_about,
+    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
+)]
 pub struct Cli {
     /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
     #[arg(long, global = true, value_name = "PATH")]

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cpuset;
 pub mod drift;
 pub mod events;
+pub mod hostfiles;
 pub mod model;
 pub mod plugins;
 pub mod render;

@@ -1,0 +1,265 @@
+//! The enabling itself: check, write, reinstall, and undo the write when the
+//! reinstall command fails.
+
+use crate::Cli;
+use kvmroll_core::model::{parse_bool, BootAction};
+use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope, DEFAULT_DB_PATH};
+use kvmroll_virt::{Connector, DomainState, Libvirt};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// The reinstall command as an argument vector, `{host}` replaced in each
+/// argument after splitting (so a host name can never add arguments).
+pub fn reinstall_argv(c: &Cluster, host: &str) -> Result<Vec<String>, String> {
+    let line = c
+        .attr_of(host, "kvm_reinstall_command")
+        .ok_or_else(|| format!("host {host} has no kvm_reinstall_command attribute (e.g. kvmroll attr set --global kvm_reinstall_command 'ipmitool -H {{host}}-ipmi chassis power cycle')"))?;
+    let words = shlex::split(line).ok_or_else(|| {
+        format!("kvm_reinstall_command {line:?} does not parse (unbalanced quotes?)")
+    })?;
+    if words.is_empty() {
+        return Err("kvm_reinstall_command is empty".to_string());
+    }
+    Ok(words
+        .into_iter()
+        .map(|w| w.replace("{host}", host))
+        .collect())
+}
+
+/// Asks the host's libvirt which domains run; refuses where any do or where
+/// it cannot be reached (unless forced). A host that is not a VM container
+/// and has no `libvirt_uri` runs no libvirt of kvmroll's to ask.
+fn check_running(c: &Cluster, host: &str, force: bool) -> Result<(), String> {
+    let h = c.host(host).map_err(|e| e.to_string())?;
+    let container = c.is_container(h);
+    if !container && c.attr(h, "libvirt_uri").is_none() {
+        return Ok(());
+    }
+    let uri = c.libvirt_uri(host);
+    let running = Libvirt
+        .connect(&uri)
+        .and_then(|hv| hv.list_domains())
+        .map(|ds| {
+            ds.into_iter()
+                .filter(|d| d.state != DomainState::ShutOff)
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+        });
+    match running {
+        Ok(r) if r.is_empty() => Ok(()),
+        Ok(r) if force => {
+            eprintln!("kvmroll-enable: warning: {host} still runs {} VM(s) ({}); reinstalling anyway (--force)", r.len(), r.join(", "));
+            Ok(())
+        }
+        Ok(r) => Err(format!(
+            "{host} still runs {} VM(s) ({}): stop them first, or reinstall anyway with --force",
+            r.len(),
+            r.join(", ")
+        )),
+        Err(e) if force => {
+            eprintln!("kvmroll-enable: warning: cannot ask {host}'s libvirt ({uri}) what runs: {}; reinstalling anyway (--force)", chain(&e));
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot ask {host}'s libvirt ({uri}) whether VMs run: {}; reinstall anyway with --force",
+            chain(&e)
+        )),
+    }
+}
+
+/// Runs the reinstall command with a time limit; its output on failure.
+fn reinstall(argv: &[String], limit: Duration) -> Result<(), String> {
+    let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("reinstall command `{shown}` cannot be run: {e}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "reinstall command `{shown}` ran past {}s and was killed",
+                    limit.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("reinstall command `{shown}`: {e}")),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut said = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut said);
+    }
+    if said.trim().is_empty() {
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut said);
+        }
+    }
+    let first = said
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Err(format!(
+        "reinstall command `{shown}` failed ({status}){}; the database is unchanged",
+        if first.is_empty() {
+            String::new()
+        } else {
+            format!(": {first}")
+        }
+    ))
+}
+
+pub fn run(cli: &Cli) -> Result<(), String> {
+    let db = cli
+        .db
+        .clone()
+        .or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
+    let mode = if cli.dry_run {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let mut store = open_store(&db, mode).map_err(|e| chain(&e))?;
+    let c = store.snapshot().map_err(|e| chain(&e))?;
+    let host = &cli.host;
+    let h = c.host(host).map_err(|e| e.to_string())?.clone();
+    if c.vms.contains_key(host) {
+        return Err(format!("{host} is a VM; VM containers are physical hosts"));
+    }
+    let want = !cli.disable;
+    let argv = reinstall_argv(&c, host)?;
+    let scope = Scope::Host(host.clone());
+    let before_attr = c.attrs.get(&scope).and_then(|m| m.get("kvm")).cloned();
+    let is_now = c.attr(&h, "kvm").and_then(parse_bool) == Some(true);
+    let changes = vec![
+        Change::SetAttr {
+            scope: scope.clone(),
+            name: "kvm".into(),
+            value: want.to_string(),
+        },
+        Change::SetHost(kvmroll_core::Host {
+            boot_action: BootAction::Install,
+            ..h.clone()
+        }),
+    ];
+    // Checked against the cluster now: disabling a container that still
+    // holds VMs is refused here, before anything runs.
+    c.plan(&changes).map_err(|e| chain(&e))?;
+    let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+    if cli.dry_run {
+        println!("would set kvm={want} on {host} (now {is_now}), set its boot action to install (now {}), and run: {shown}", h.boot_action.as_str());
+        if let Err(e) = check_running(&c, host, cli.force) {
+            println!("but it would refuse: {e}");
+        }
+        println!("nothing changed (--dry-run)");
+        return Ok(());
+    }
+    check_running(&c, host, cli.force)?;
+    store
+        .update(&mut |_| Ok(changes.clone()))
+        .map_err(|e| chain(&e))?;
+    let limit = c
+        .attr(&h, "kvm_reinstall_timeout")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300);
+    if let Err(e) = reinstall(&argv, Duration::from_secs(limit)) {
+        // Put back exactly what was there: the host's own kvm value (or its
+        // absence) and its boot action.
+        let mut undo = vec![Change::SetHost(h.clone())];
+        undo.push(match &before_attr {
+            Some(v) => Change::SetAttr {
+                scope: scope.clone(),
+                name: "kvm".into(),
+                value: v.clone(),
+            },
+            None => Change::RemoveAttr {
+                scope: scope.clone(),
+                name: "kvm".into(),
+            },
+        });
+        if let Err(u) = store.update(&mut |_| Ok(undo.clone())) {
+            return Err(format!(
+                "{e}; and undoing the database change failed: {}",
+                chain(&u)
+            ));
+        }
+        return Err(e);
+    }
+    println!("{host}: kvm={want}, boot action install; reinstall started with `{shown}`");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_substituted_after_splitting() {
+        let mut c = Cluster::seeded();
+        c.apply(&Change::AddHost(kvmroll_core::Host::new(
+            "c-0-0", "compute",
+        )))
+        .unwrap();
+        c.apply(&Change::SetAttr {
+            scope: Scope::Global,
+            name: "kvm_reinstall_command".into(),
+            value: "ipmitool -H '{host}-ipmi' -P \"a b\" chassis power cycle".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            reinstall_argv(&c, "c-0-0").unwrap(),
+            [
+                "ipmitool",
+                "-H",
+                "c-0-0-ipmi",
+                "-P",
+                "a b",
+                "chassis",
+                "power",
+                "cycle"
+            ]
+        );
+        c.apply(&Change::SetAttr {
+            scope: Scope::Global,
+            name: "kvm_reinstall_command".into(),
+            value: "echo 'unbalanced".into(),
+        })
+        .unwrap();
+        assert!(reinstall_argv(&c, "c-0-0")
+            .unwrap_err()
+            .contains("does not parse"));
+        c.apply(&Change::SetAttr {
+            scope: Scope::Global,
+            name: "kvm_reinstall_command".into(),
+            value: "   ".into(),
+        })
+        .unwrap();
+        assert!(reinstall_argv(&c, "c-0-0").unwrap_err().contains("empty"));
+    }
+}

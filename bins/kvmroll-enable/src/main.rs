@@ -1,0 +1,26 @@
+//! `kvmroll-enable HOST`: makes a node a VM container, as setting `kvm=true`
+//! and reinstalling did in Rocks. Sets the host's `kvm` attribute, sets its
+//! boot action to install, and runs the reinstall command of its
+//! `kvm_reinstall_command` attribute.
+//!
+//! Exit status: 0 done (or, with --dry-run, said); 1 refused or failed, with
+//! one line on stderr and the database as it was; 2 usage error.
+
+mod cli;
+mod enable;
+
+pub use cli::Cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match enable::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvmroll-enable: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
