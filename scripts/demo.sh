@@ -15,14 +15,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-say "installing what is missing, building, starting libvirtd"
+say "installing what is missing, building, installing the hook, starting libvirtd"
 scripts/deps.sh
 cargo build --workspace --release --quiet
-scripts/libvirtd.sh up
 BIN=$PWD/target/release
 export PATH="$BIN:$PATH"
 export KVMROLL_DB=/var/lib/kvmroll/demo.db
+PLUGINS=/var/lib/kvmroll/demo/etc
 CONTAINER=$(hostname -s)
+# The hook reads /etc/kvmroll/kvmroll.conf: this demo's database and plugins.
+scripts/hook-setup.sh release "$KVMROLL_DB" "$PLUGINS"
 
 # Start over: VMs of an earlier run go, with their definitions.
 for vm in demo-vm-0 demo-vm-1; do
@@ -30,7 +32,21 @@ for vm in demo-vm-0 demo-vm-1; do
     virsh -q undefine "$vm" --managed-save >/dev/null 2>&1 || true
 done
 rm -f "$KVMROLL_DB" "$KVMROLL_DB-wal" "$KVMROLL_DB-shm"
-mkdir -p /var/lib/kvmroll/demo
+rm -rf /var/lib/kvmroll/demo/guests "$PLUGINS/plugins" "$PLUGINS/vms"
+mkdir -p /var/lib/kvmroll/demo "$PLUGINS/plugins/allocate.d" "$PLUGINS/plugins/shutdown.d"
+chmod 755 /var/lib/kvmroll/demo "$PLUGINS" "$PLUGINS/plugins" "$PLUGINS/plugins/allocate.d" "$PLUGINS/plugins/shutdown.d"
+# Two plugins, as a site would write them: allocate logs the placement,
+# shutdown logs the release. They run from libvirt's own events.
+cat > "$PLUGINS/plugins/allocate.d/10-log" <<'PLUGIN'
+#!/bin/sh
+echo "allocate: $KVMROLL_VM ($KVMROLL_UUID) on $KVMROLL_CONTAINER" >> /var/lib/kvmroll/demo/plugins.log
+PLUGIN
+cat > "$PLUGINS/plugins/shutdown.d/10-log" <<'PLUGIN'
+#!/bin/sh
+echo "shutdown: $KVMROLL_VM released" >> /var/lib/kvmroll/demo/plugins.log
+PLUGIN
+chmod 755 "$PLUGINS/plugins/allocate.d/10-log" "$PLUGINS/plugins/shutdown.d/10-log"
+rm -f /var/lib/kvmroll/demo/plugins.log
 ISO=/var/lib/kvmroll/demo/rescue.iso
 truncate -s 1M "$ISO"
 
@@ -74,5 +90,34 @@ say "a change in the database refreshes libvirt's definition (next power cycle)"
 run kvmroll vm cdrom demo-vm-1 none
 printf '$ virsh dumpxml --inactive demo-vm-1 | grep -c cdrom\n'
 virsh dumpxml --inactive demo-vm-1 | grep -c "device='cdrom'" || true
+
+say "host shutdown and boot: kvm_autostart VMs saved, then restored"
+run kvmroll attr set demo-vm-0 kvm_autostart true
+run kvmroll attr set demo-vm-1 kvm_autostart true
+run kvmroll attr set "$CONTAINER" kvm_guests_shutdown_timeout 5
+run kvmroll-guests --state-dir /var/lib/kvmroll/demo/guests stop
+run kvmroll-guests --state-dir /var/lib/kvmroll/demo/guests status
+run kvmroll-guests --state-dir /var/lib/kvmroll/demo/guests start
+for vm in demo-vm-0 demo-vm-1; do
+    pid=$(cat "/run/libvirt/qemu/$vm.pid")
+    if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- -incoming; then
+        echo "   $vm: restored from its saved image (QEMU started with -incoming)"
+    else
+        echo "   $vm: cold-booted"
+    fi
+done
+
+say "the hook ran the plugins at libvirt's events, and recorded them"
+run cat /var/lib/kvmroll/demo/plugins.log
+run kvmroll events --limit 12
+
+say "making a node a VM container (kvmroll-enable), and what its install gets"
+run kvmroll host add compute-0-3 --cpus 8
+run kvmroll attr set --global kvm_reinstall_command "echo ipmitool -H {host}-ipmi chassis power cycle"
+run kvmroll-enable compute-0-3 --dry-run
+run kvmroll-enable compute-0-3
+run kvmroll host show compute-0-3
+printf '$ kvmroll-gen kickstart compute-0-3 | head -12\n'
+kvmroll-gen kickstart compute-0-3 | head -12
 
 say "done: the VMs run on; virsh list shows them, scripts/demo.sh starts over"

@@ -847,3 +847,43 @@ fn a_vm_unknown_to_the_database_passes_through() {
     );
     assert_eq!(e.plugin, None, "{e:#?}");
 }
+
+#[test]
+fn release_end_refreshes_a_stale_definition_after_the_hook_returns() {
+    let Some(cl) = Cluster::get("release_end_refreshes_a_stale_definition_after_the_hook_returns")
+    else {
+        return;
+    };
+    let vm = cl.vm("refresh");
+    // A database change libvirt is not told about (as when the container
+    // could not be reached): libvirt's definition is now stale.
+    cl.ok(&["--no-sync", "vm", "set", &vm.name, "--mem", "96"]);
+    let memory = || {
+        virsh_ok(&["dumpxml", "--inactive", &vm.name]).contains("<memory unit='KiB'>98304</memory>")
+    };
+    assert!(!memory(), "libvirt already had the new memory");
+    // A strict VM would refuse the start over this drift; a lax one starts
+    // and has the drift recorded.
+    virsh_ok(&["start", &vm.name]);
+    let drift = cl
+        .events(&vm.name)
+        .into_iter()
+        .filter(|e| e.outcome == "drift")
+        .count();
+    assert_eq!(drift, 1, "the drift at start begin was not recorded");
+    // At release end the hook hands the refresh to a detached process,
+    // which redefines the VM once the hook has returned.
+    virsh_ok(&["destroy", &vm.name]);
+    assert!(
+        wait_for(Duration::from_secs(20), memory),
+        "libvirt's definition was not refreshed after release end"
+    );
+    // And the next start sees no drift.
+    virsh_ok(&["start", &vm.name]);
+    let drift = cl
+        .events(&vm.name)
+        .into_iter()
+        .filter(|e| e.outcome == "drift")
+        .count();
+    assert_eq!(drift, 1, "a drift was recorded again after the refresh");
+}

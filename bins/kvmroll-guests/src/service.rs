@@ -369,7 +369,22 @@ fn save_one(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(name.to_string(), started + svc.settings.save_timeout);
-    let result = hv.managed_save(name);
+    // An earlier stop, cut off, may have left this VM's save running in
+    // libvirtd: let it finish rather than start a second one.
+    let result = if hv.job_progress(name).is_ok_and(|j| j.is_some()) {
+        log::info!("VM {name}: a save begun earlier is still running; waiting for it");
+        while hv.job_progress(name).is_ok_and(|j| j.is_some())
+            && Instant::now() < started + svc.settings.save_timeout
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match hv.domain(name) {
+            Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
+            _ => hv.managed_save(name),
+        }
+    } else {
+        hv.managed_save(name)
+    };
     inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -382,7 +397,7 @@ fn save_one(
             let note = format!("{:.1}s", started.elapsed().as_secs_f64());
             log::info!(
                 "VM {name}: saved in {note}{}",
-                size.map_or(String::new(), |s| format!(" ({} MiB)", s >> 20))
+                size.map_or(String::new(), |s| format!(" ({})", human(s)))
             );
             shared.with(|j| {
                 j.set(name, "saved", note);
@@ -539,6 +554,24 @@ fn start_one(
         }
         Err(e) => return ("failed", crate::chain(&e)),
     };
+    // A save still running in libvirtd (the stop that began it was cut off):
+    // wait for it to end, then act on what it left.
+    let info = if hv.job_progress(name).is_ok_and(|j| j.is_some()) {
+        log::info!(
+            "VM {name}: a job (an interrupted stop's save?) is still running; waiting for it"
+        );
+        let deadline = Instant::now() + svc.settings.save_timeout;
+        while Instant::now() < deadline && hv.job_progress(name).is_ok_and(|j| j.is_some()) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match hv.domain(name) {
+            Ok(Some(d)) => d,
+            Ok(None) => return ("failed", "vanished while its job ran".into()),
+            Err(e) => return ("failed", crate::chain(&e)),
+        }
+    } else {
+        info
+    };
     if info.state != DomainState::ShutOff {
         log::info!("VM {name}: already running");
         return ("already-running", String::new());
@@ -606,5 +639,14 @@ fn quarantine_and_boot(
             log::error!("VM {name}: cannot cold-boot it: {}", crate::chain(&e));
             ("failed", crate::chain(&e))
         }
+    }
+}
+
+/// A size for people: KiB under a MiB, MiB under a GiB, else GiB.
+pub fn human(bytes: u64) -> String {
+    match bytes {
+        b if b < 1 << 20 => format!("{} KiB", b.div_ceil(1024)),
+        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b => format!("{:.2} GiB", b as f64 / f64::from(1 << 30)),
     }
 }

@@ -19,6 +19,10 @@ pub const APPLICATION_ID: i64 = 0x6b76_6d72;
 /// How long a writer waits for another before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the hook waits: libvirtd waits for the hook, so a database locked
+/// for longer refuses the start (with the reason) rather than hang it.
+const HOOK_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The schema, one step per version; step N brings version N-1 to N.
 const MIGRATIONS: &[&str] = &[
     // 1: hosts, appliances, attributes, VMs, disks, NICs.
@@ -144,7 +148,12 @@ impl SqliteStore {
                 path: path.clone(),
                 source,
             })?;
-        conn.busy_timeout(BUSY_TIMEOUT)
+        let wait = if mode == OpenMode::ReadWriteFast {
+            HOOK_BUSY_TIMEOUT
+        } else {
+            BUSY_TIMEOUT
+        };
+        conn.busy_timeout(wait)
             .map_err(|source| sql(&path, "setting the busy timeout", source))?;
         let store = SqliteStore { path, conn, mode };
         let version = store.check_identity()?;
@@ -224,7 +233,7 @@ impl SqliteStore {
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 });
-        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        let _ = self.conn.busy_timeout(HOOK_BUSY_TIMEOUT);
         match result {
             Ok((0, _, _)) => {}
             Ok(_) => log::debug!("{}: WAL checkpoint deferred: busy", self.path.display()),

@@ -207,8 +207,8 @@ pub trait Hypervisor: Send {
     fn managed_save_remove(&self, name: &str) -> Result<(), VirtError>;
     /// Aborts the domain's running job (a save that ran out of time).
     fn abort_job(&self, name: &str) -> Result<(), VirtError>;
-    /// How far the domain's running job is: (bytes processed, bytes in all);
-    /// `None` when no job runs or libvirt cannot say.
+    /// How far the domain's running job is: (bytes processed, bytes in all,
+    /// 0 while libvirt does not know yet); `None` when no job runs.
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError>;
     /// The pid of the domain's QEMU process, read from libvirt's pid file;
     /// `None` when the domain is not running or the pid cannot be known

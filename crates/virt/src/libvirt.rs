@@ -239,7 +239,7 @@ impl Hypervisor for Connection {
             |dom| {
                 let job = dom.job_info()?;
                 let total = job.data_total.unwrap_or(0);
-                Ok((job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32 && total > 0)
+                Ok((job.r#type != sys::VIR_DOMAIN_JOB_NONE as i32)
                     .then(|| (job.data_processed.unwrap_or(0), total)))
             },
             |name, source| VirtError::Inspect { name, source },

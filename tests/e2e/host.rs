@@ -1,0 +1,424 @@
+//! End to end on this machine, as root: a host installation laid out under a
+//! DESTDIR, the generated and static udev rules read by the real udevadm,
+//! the dracut module built into a real initramfs, and kvmroll-enable asking
+//! a real libvirtd whether VMs still run.
+
+use kvmroll_tests::{bin, bin_dir, libvirtd_available, local_host, ok, prefix, virsh_ok, Domains};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// udev and dracut tests touch the real /etc: one at a time.
+static SYSTEM: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips (with a message) only where the machine cannot run the tool; where
+/// the suite must run end to end, a missing tool is a failure.
+fn have(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found || !is_root() {
+        assert!(
+            std::env::var_os("KVMROLL_E2E").is_none(),
+            "{test}: {tool} and root are required here (scripts/deps.sh)"
+        );
+        eprintln!("{test}: skipped: needs {tool} and root");
+    }
+    found && is_root()
+}
+
+fn install(dest: &Path) {
+    let out = Command::new(repo().join("scripts/install.sh"))
+        .args(["--bin-dir", bin_dir().to_str().unwrap()])
+        .arg(dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_installation_holds_every_file_with_its_mode() {
+    if !have("install", "the_installation_holds_every_file_with_its_mode") {
+        return;
+    }
+    let dest = tempfile::tempdir().unwrap();
+    install(dest.path());
+    let expect: &[(&str, u32)] = &[
+        ("usr/local/bin/kvmroll", 0o755),
+        ("usr/local/bin/kvmroll-gen", 0o755),
+        ("usr/local/bin/kvmroll-guests", 0o755),
+        ("usr/local/bin/kvmroll-enable", 0o755),
+        ("usr/local/bin/kvmroll-hook", 0o755),
+        ("etc/libvirt/hooks/qemu", 0o755),
+        ("lib/systemd/system/kvmroll-guests.service", 0o644),
+        ("usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules", 0o644),
+        ("etc/modprobe.d/kvmroll-vfio.conf", 0o644),
+        ("usr/lib/dracut/modules.d/90kvmroll/module-setup.sh", 0o755),
+        ("usr/local/share/man/man1/kvmroll.1", 0o644),
+        ("usr/local/share/man/man1/kvmroll-gen.1", 0o644),
+        ("usr/local/share/man/man8/kvmroll-enable.8", 0o644),
+        ("usr/local/share/man/man8/kvmroll-guests.8", 0o644),
+        ("usr/local/share/man/man8/kvmroll-hook.8", 0o644),
+        ("usr/local/share/man/man5/kvmroll.conf.5", 0o644),
+        ("usr/share/bash-completion/completions/kvmroll", 0o644),
+        ("usr/share/zsh/vendor-completions/_kvmroll-guests", 0o644),
+        ("var/lib/kvmroll", 0o755),
+        ("etc/kvmroll/plugins", 0o755),
+    ];
+    for (path, mode) in expect {
+        let meta =
+            std::fs::metadata(dest.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.mode() & 0o7777, *mode, "{path}");
+        assert_eq!(meta.uid(), 0, "{path} is not owned by root");
+    }
+    // The hook is the hook binary, executable and not writable by others.
+    assert_eq!(
+        std::fs::read(dest.path().join("etc/libvirt/hooks/qemu")).unwrap(),
+        std::fs::read(bin_dir().join("kvmroll-hook")).unwrap()
+    );
+    assert!(std::fs::read_dir(dest.path().join("var/lib/kvmroll"))
+        .unwrap()
+        .next()
+        .is_none());
+    // The man pages carry the exit codes.
+    let man = std::fs::read_to_string(
+        dest.path()
+            .join("usr/local/share/man/man8/kvmroll-guests.8"),
+    )
+    .unwrap();
+    assert!(
+        man.contains("EXIT STATUS") && man.contains("journal.json"),
+        "{man}"
+    );
+    let completion = std::fs::read_to_string(
+        dest.path()
+            .join("usr/share/bash-completion/completions/kvmroll"),
+    )
+    .unwrap();
+    assert!(completion.contains("cdrom") && completion.contains("--value-file"));
+}
+
+/// Writes a cluster with passed-through devices and returns its database.
+fn pci_cluster(dir: &Path) -> PathBuf {
+    let db = dir.join("k.db");
+    let k = |args: &[&str]| {
+        ok(
+            bin("kvmroll")
+                .arg("--db")
+                .arg(&db)
+                .arg("--no-sync")
+                .args(args)
+                .output()
+                .unwrap(),
+            "kvmroll",
+        )
+    };
+    k(&[
+        "host",
+        "add",
+        "c-0-0",
+        "--appliance",
+        "vm-container",
+        "--cpus",
+        "4",
+    ]);
+    k(&["vm", "add", "gpu-vm", "--container", "c-0-0"]);
+    k(&[
+        "attr",
+        "set",
+        "gpu-vm",
+        "kvm_device_0",
+        "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></source></hostdev>",
+    ]);
+    db
+}
+
+fn gen(db: &Path, what: &str) -> String {
+    ok(
+        bin("kvmroll-gen")
+            .arg("--db")
+            .arg(db)
+            .args([what, "c-0-0"])
+            .output()
+            .unwrap(),
+        "kvmroll-gen",
+    )
+}
+
+/// Files put in place for one test, removed again afterwards.
+struct Placed(Vec<PathBuf>);
+
+impl Placed {
+    fn put(&mut self, path: &str, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = PathBuf::from(path);
+        assert!(!p.exists(), "{path} exists already; not overwriting it");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        self.0.push(p);
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = std::fs::remove_file(p);
+            if p.ends_with("module-setup.sh") {
+                let _ = std::fs::remove_dir(p.parent().unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn udevadm_reads_the_rules_without_errors() {
+    if !have("udevadm", "udevadm_reads_the_rules_without_errors") {
+        return;
+    }
+    let _lock = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let db = pci_cluster(dir.path());
+    let mut placed = Placed(Vec::new());
+    placed.put(
+        "/etc/udev/rules.d/90-kvmroll-vfio.rules",
+        &gen(&db, "udev"),
+        0o644,
+    );
+    placed.put(
+        "/usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules",
+        &std::fs::read_to_string(repo().join("udev/91-kvmroll-vfio-bind.rules")).unwrap(),
+        0o644,
+    );
+    // A device with no /dev node: udevadm test has side effects on nodes.
+    let out = Command::new("udevadm")
+        .args(["test", "--action=add", "/sys/class/net/lo"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("90-kvmroll-vfio.rules") || said.contains("Reading rules file"),
+        "udevadm did not read the rules: {said}"
+    );
+    let faults: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("kvmroll"))
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("invalid")
+                || l.contains("error")
+                || l.contains("unknown")
+                || l.contains("ignoring")
+        })
+        .collect();
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
+    // A rule with a fault is seen as one, so the check above can fail.
+    drop(placed);
+    let mut bad = Placed(Vec::new());
+    bad.put(
+        "/etc/udev/rules.d/90-kvmroll-vfio.rules",
+        "KERNEL==\"x\", BOGUS{y}=\"z\"\n",
+        0o644,
+    );
+    let out = Command::new("udevadm")
+        .args(["test", "--action=add", "/sys/class/net/lo"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.contains("90-kvmroll-vfio.rules") && l.to_lowercase().contains("invalid")),
+        "a bad rule went unnoticed: {said}"
+    );
+}
+
+#[test]
+fn dracut_builds_an_initramfs_with_the_module() {
+    if !have("dracut", "dracut_builds_an_initramfs_with_the_module") {
+        return;
+    }
+    let _lock = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let db = pci_cluster(dir.path());
+    let mut placed = Placed(Vec::new());
+    placed.put(
+        "/etc/udev/rules.d/90-kvmroll-vfio.rules",
+        &gen(&db, "udev"),
+        0o644,
+    );
+    placed.put(
+        "/usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules",
+        &std::fs::read_to_string(repo().join("udev/91-kvmroll-vfio-bind.rules")).unwrap(),
+        0o644,
+    );
+    placed.put(
+        "/etc/modprobe.d/kvmroll-vfio.conf",
+        &std::fs::read_to_string(repo().join("modprobe/kvmroll-vfio.conf")).unwrap(),
+        0o644,
+    );
+    placed.put(
+        "/usr/lib/dracut/modules.d/90kvmroll/module-setup.sh",
+        &std::fs::read_to_string(repo().join("dracut/90kvmroll/module-setup.sh")).unwrap(),
+        0o755,
+    );
+    let confdir = dir.path().join("dracut.conf.d");
+    std::fs::create_dir_all(&confdir).unwrap();
+    let conf = dir.path().join("kvmroll.conf");
+    std::fs::write(&conf, gen(&db, "dracut")).unwrap();
+    let list = Command::new("dracut")
+        .args(["--list-modules", "--no-kernel"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .any(|l| l.trim() == "kvmroll"),
+        "dracut does not list the module"
+    );
+    let image = dir.path().join("initrd.img");
+    let kernel =
+        String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    let out = Command::new("dracut")
+        .args(["--no-kernel", "--no-hostonly", "--force", "--conf"])
+        .arg(&conf)
+        .arg("--confdir")
+        .arg(&confdir)
+        .args(["-m", "base kvmroll"])
+        .arg(&image)
+        .arg(kernel.trim())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dracut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = Command::new("lsinitrd").arg(&image).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        "90-kvmroll-vfio.rules",
+        "91-kvmroll-vfio-bind.rules",
+        "etc/modprobe.d/kvmroll-vfio.conf",
+    ] {
+        assert!(
+            listing.contains(want),
+            "{want} is not in the initramfs:\n{listing}"
+        );
+    }
+    let rules = Command::new("lsinitrd")
+        .arg(&image)
+        .args(["-f", "etc/udev/rules.d/90-kvmroll-vfio.rules"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rules.stdout)
+        .contains("KERNEL==\"0000:03:00.0\", ATTR{driver_override}=\"vfio-pci\""));
+}
+
+#[test]
+fn enable_refuses_a_host_whose_libvirt_runs_a_vm() {
+    if !libvirtd_available("enable_refuses_a_host_whose_libvirt_runs_a_vm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    let host = local_host();
+    let vm = format!("{}-running", prefix("enable"));
+    let _guard = Domains(vec![vm.clone()]);
+    let k = |args: &[&str]| {
+        ok(
+            bin("kvmroll")
+                .arg("--db")
+                .arg(&db)
+                .args(args)
+                .output()
+                .unwrap(),
+            "kvmroll",
+        )
+    };
+    k(&[
+        "host",
+        "add",
+        &host,
+        "--appliance",
+        "vm-container",
+        "--cpus",
+        "2",
+    ]);
+    k(&[
+        "attr",
+        "set",
+        "--appliance",
+        "hosted-vm",
+        "cpu_mode",
+        kvmroll_tests::GUEST_CPU_MODE,
+    ]);
+    k(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    let log = dir.path().join("calls");
+    k(&[
+        "attr",
+        "set",
+        "--global",
+        "kvm_reinstall_command",
+        &format!("sh -c 'echo {{host}} >> {}'", log.display()),
+    ]);
+    k(&["vm", "add", &vm, "--container", &host, "--mem", "64"]);
+    k(&["vm", "define", &vm]);
+    virsh_ok(&["start", &vm]);
+    // Reinstalling a container whose libvirt still runs a VM is refused.
+    let out = bin("kvmroll-enable")
+        .arg("--db")
+        .arg(&db)
+        .arg(&host)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still runs") && err.contains(&vm), "{err}");
+    assert!(!log.exists(), "the reinstall command ran");
+    // Disabling it is refused by the database too, even with --force,
+    // until its VM is moved.
+    let out = bin("kvmroll-enable")
+        .arg("--db")
+        .arg(&db)
+        .args([host.as_str(), "--disable", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still holds 1 VM"));
+    assert!(!log.exists(), "the reinstall command ran");
+    // --force reinstalls it all the same.
+    let out = bin("kvmroll-enable")
+        .arg("--db")
+        .arg(&db)
+        .args([host.as_str(), "--force"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), host);
+}
