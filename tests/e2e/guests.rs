@@ -12,6 +12,7 @@
 //! ACPI request, so they are destroyed after 2 s). Before a `stop`, a test
 //! waits a while for running domains that are not its own to go away.
 
+use kvmroll_tests::json::{self, Get, Value};
 use kvmroll_tests::{
     bin, libvirtd_available, local_host, ok, prefix, virsh_ok, Domains, GUEST_CPU_MODE,
 };
@@ -31,208 +32,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-// ---------------------------------------------------------------------------
-// A small JSON reader (the journal and `status --json`)
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
-}
-
-static NULL: Json = Json::Null;
-
-impl Json {
-    fn parse(text: &str) -> Option<Json> {
-        let mut p = JsonParser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        (p.i == p.s.len()).then_some(v)
-    }
-
-    /// A member of an object; `Null` when absent or not an object.
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(m) => m.get(key).unwrap_or(&NULL),
-            _ => &NULL,
-        }
-    }
-
-    fn str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn num(&self) -> Option<f64> {
-        match self {
-            Json::Num(n) => Some(*n),
-            _ => None,
-        }
-    }
-
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => &[],
-        }
-    }
-
-    fn obj(&self) -> Option<&BTreeMap<String, Json>> {
-        match self {
-            Json::Obj(m) => Some(m),
-            _ => None,
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        self.ws();
-        let hit = self.s.get(self.i) == Some(&b);
-        if hit {
-            self.i += 1;
-        }
-        hit
-    }
-
-    fn word(&mut self, w: &str, v: Json) -> Option<Json> {
-        let end = self.i + w.len();
-        (self.s.get(self.i..end)? == w.as_bytes()).then(|| {
-            self.i = end;
-            v
-        })
-    }
-
-    fn value(&mut self) -> Option<Json> {
-        self.ws();
-        match *self.s.get(self.i)? {
-            b'{' => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                if self.eat(b'}') {
-                    return Some(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    if !self.eat(b':') {
-                        return None;
-                    }
-                    let v = self.value()?;
-                    m.insert(k, v);
-                    if !self.eat(b',') {
-                        return self.eat(b'}').then_some(Json::Obj(m));
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut a = Vec::new();
-                if self.eat(b']') {
-                    return Some(Json::Arr(a));
-                }
-                loop {
-                    a.push(self.value()?);
-                    if !self.eat(b',') {
-                        return self.eat(b']').then_some(Json::Arr(a));
-                    }
-                }
-            }
-            b'"' => self.string().map(Json::Str),
-            b't' => self.word("true", Json::Bool(true)),
-            b'f' => self.word("false", Json::Bool(false)),
-            b'n' => self.word("null", Json::Null),
-            _ => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|b| b"+-0123456789.eE".contains(b))
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-                text.parse().ok().map(Json::Num)
-            }
-        }
-    }
-
-    fn string(&mut self) -> Option<String> {
-        if self.s.get(self.i) != Some(&b'"') {
-            return None;
-        }
-        self.i += 1;
-        let mut out = Vec::new();
-        loop {
-            let b = *self.s.get(self.i)?;
-            self.i += 1;
-            match b {
-                b'"' => return String::from_utf8(out).ok(),
-                b'\\' => {
-                    let e = *self.s.get(self.i)?;
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(0x08),
-                        b'f' => out.push(0x0c),
-                        b'u' => {
-                            let hex = std::str::from_utf8(self.s.get(self.i..self.i + 4)?).ok()?;
-                            self.i += 4;
-                            let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)
-                                .unwrap_or('\u{fffd}');
-                            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-                        }
-                        other => out.push(other),
-                    }
-                }
-                _ => out.push(b),
-            }
-        }
-    }
-}
-
-#[test]
-fn the_json_reader_reads_what_serde_writes() {
-    let j = Json::parse(
-        "{\n  \"host\": \"c\",\n  \"phase\": \"stopped\",\n  \"vms\": [\n    {\"name\": \"a\\\"b\", \
-         \"n\": -1.5e3, \"ok\": true, \"no\": false, \"none\": null, \"e\": [], \"o\": {}}\n  ]\n}\n",
-    )
-    .unwrap();
-    assert_eq!(j.get("phase").str(), Some("stopped"));
-    let vm = &j.get("vms").arr()[0];
-    assert_eq!(vm.get("name").str(), Some("a\"b"));
-    assert_eq!(vm.get("n").num(), Some(-1500.0));
-    assert_eq!(vm.get("ok"), &Json::Bool(true));
-    assert_eq!(vm.get("none"), &Json::Null);
-    assert_eq!(vm.get("missing"), &Json::Null);
-    assert!(vm.get("o").obj().unwrap().is_empty());
-    assert!(Json::parse("{\"a\": 1").is_none());
-    assert!(Json::parse("[1, 2] x").is_none());
 }
 
 // ---------------------------------------------------------------------------
@@ -395,17 +194,17 @@ impl Rig {
 
     /// The journal as it stands, if there is one (it is renamed into place,
     /// so never read half-written).
-    fn journal(&self) -> Option<Json> {
+    fn journal(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir().join("journal.json")).ok()?;
-        Some(Json::parse(&text).expect("the journal is valid JSON"))
+        Some(json::parse(&text).expect("the journal is valid JSON"))
     }
 
     /// What the journal says of a VM.
     fn journal_state(&self, vm: &str) -> String {
         let j = self.journal().expect("a journal");
-        j.get("vms")
-            .get(vm)
-            .get("state")
+        j.at("vms")
+            .at(vm)
+            .at("state")
             .str()
             .unwrap_or("(absent)")
             .to_string()
@@ -416,26 +215,26 @@ impl Rig {
         let Some(j) = self.journal() else {
             return BTreeMap::new();
         };
-        j.get("vms")
+        j.at("vms")
             .obj()
             .map(|m| {
                 m.iter()
-                    .map(|(k, v)| (k.clone(), v.get("state").str().unwrap_or("").to_string()))
+                    .map(|(k, v)| (k.clone(), v.at("state").str().unwrap_or("").to_string()))
                     .collect()
             })
             .unwrap_or_default()
     }
 
     /// `status --json`, parsed, with its rows by VM name.
-    fn status(&self) -> (Json, BTreeMap<String, Json>) {
+    fn status(&self) -> (Value, BTreeMap<String, Value>) {
         let out = self.service(&["status", "--json"]).output().unwrap();
         let text = ok(out, "kvmroll-guests status --json");
-        let j = Json::parse(&text).unwrap_or_else(|| panic!("status --json: not JSON: {text}"));
+        let j = json::parse(&text).unwrap_or_else(|| panic!("status --json: not JSON: {text}"));
         let rows = j
-            .get("vms")
+            .at("vms")
             .arr()
             .iter()
-            .map(|r| (r.get("name").str().unwrap().to_string(), r.clone()))
+            .map(|r| (r.at("name").str().unwrap().to_string(), r.clone()))
             .collect();
         (j, rows)
     }
@@ -641,26 +440,26 @@ fn a_clean_stop_saves_the_autostart_vms_and_start_restores_them() {
     assert!(!image(other).exists(), "{other} was saved");
     assert_eq!(rig.journal_state(other), "destroyed");
     let (st, rows) = rig.status();
-    assert_eq!(st.get("phase").str(), Some("stopped"));
-    assert_eq!(st.get("host").str(), Some(rig.host.as_str()));
+    assert_eq!(st.at("phase").str(), Some("stopped"));
+    assert_eq!(st.at("host").str(), Some(rig.host.as_str()));
     for vm in saved {
         let row = &rows[vm];
-        assert_eq!(row.get("autostart"), &Json::Bool(true), "{vm}");
-        assert_eq!(row.get("state").str(), Some("shutoff"), "{vm}");
+        assert_eq!(row.at("autostart"), &Value::Bool(true), "{vm}");
+        assert_eq!(row.at("state").str(), Some("shutoff"), "{vm}");
         assert_eq!(
-            row.get("saved_image").str(),
+            row.at("saved_image").str(),
             Some(image(vm).to_str().unwrap()),
             "{vm}"
         );
-        assert_eq!(row.get("image_size").num(), Some(sizes[vm] as f64), "{vm}");
-        let journal = row.get("journal");
-        assert_eq!(journal.get("state").str(), Some("saved"), "{vm}");
-        assert_eq!(journal.get("was_running"), &Json::Bool(true), "{vm}");
+        assert_eq!(row.at("image_size").num(), Some(sizes[vm] as f64), "{vm}");
+        let journal = row.at("journal");
+        assert_eq!(journal.at("state").str(), Some("saved"), "{vm}");
+        assert_eq!(journal.at("was_running"), &Value::Bool(true), "{vm}");
     }
-    assert_eq!(rows[other].get("autostart"), &Json::Bool(false));
-    assert_eq!(rows[other].get("saved_image"), &Json::Null);
+    assert_eq!(rows[other].at("autostart"), &Value::Bool(false));
+    assert_eq!(rows[other].at("saved_image"), &Value::Null);
     assert_eq!(
-        rows[other].get("journal").get("state").str(),
+        rows[other].at("journal").at("state").str(),
         Some("destroyed")
     );
 
@@ -680,19 +479,19 @@ fn a_clean_stop_saves_the_autostart_vms_and_start_restores_them() {
     assert_eq!(domstate(other), "shut off", "{other} was started");
     assert!(qemu_pids(other).is_empty());
     let (st, rows) = rig.status();
-    assert_eq!(st.get("phase").str(), Some("started"));
+    assert_eq!(st.at("phase").str(), Some("started"));
     for vm in saved {
-        assert_eq!(rows[vm].get("state").str(), Some("running"), "{vm}");
-        assert_eq!(rows[vm].get("saved_image"), &Json::Null, "{vm}");
+        assert_eq!(rows[vm].at("state").str(), Some("running"), "{vm}");
+        assert_eq!(rows[vm].at("saved_image"), &Value::Null, "{vm}");
         assert_eq!(
-            rows[vm].get("journal").get("state").str(),
+            rows[vm].at("journal").at("state").str(),
             Some("restored"),
             "{vm}"
         );
     }
-    assert_eq!(rows[other].get("state").str(), Some("shutoff"));
+    assert_eq!(rows[other].at("state").str(), Some("shutoff"));
     assert_eq!(
-        rows[other].get("journal").get("state").str(),
+        rows[other].at("journal").at("state").str(),
         Some("destroyed")
     );
     eprintln!(
@@ -962,7 +761,7 @@ fn sigterm_during_stop_lets_the_save_in_flight_finish() {
         "{first} was saved but is reported not saved: {report:?}"
     );
     let (st, _) = rig.status();
-    assert_eq!(st.get("phase").str(), Some("stopped"));
+    assert_eq!(st.at("phase").str(), Some("stopped"));
 }
 
 #[test]

@@ -158,8 +158,7 @@ impl Cluster {
     /// The hook's events for a VM, oldest first.
     fn events(&self, vm: &str) -> Vec<Ev> {
         let json = self.ok(&["events", "--vm", vm, "--limit", "1000", "--json"]);
-        let mut evs: Vec<Ev> = Json::new(&json)
-            .array_of_objects()
+        let mut evs: Vec<Ev> = kvmroll_tests::json::rows(&json)
             .into_iter()
             .map(Ev::from)
             .collect();
@@ -341,114 +340,6 @@ impl From<BTreeMap<String, Option<String>>> for Ev {
     }
 }
 
-/// Just enough JSON for `kvmroll events --json`: an array of flat objects
-/// whose values are strings, numbers or null (kept as text; null is `None`).
-struct Json<'a> {
-    it: std::iter::Peekable<std::str::Chars<'a>>,
-}
-
-impl<'a> Json<'a> {
-    fn new(text: &'a str) -> Json<'a> {
-        Json {
-            it: text.chars().peekable(),
-        }
-    }
-
-    fn ws(&mut self) {
-        while self.it.peek().is_some_and(|c| c.is_whitespace()) {
-            self.it.next();
-        }
-    }
-
-    fn next(&mut self) -> char {
-        self.ws();
-        self.it.next().expect("events JSON ends early")
-    }
-
-    fn peek(&mut self) -> Option<char> {
-        self.ws();
-        self.it.peek().copied()
-    }
-
-    fn string(&mut self) -> String {
-        assert_eq!(self.next(), '"', "events JSON: a string expected");
-        let mut s = String::new();
-        loop {
-            match self.it.next().expect("events JSON: unterminated string") {
-                '"' => return s,
-                '\\' => match self.it.next().expect("events JSON: bad escape") {
-                    'n' => s.push('\n'),
-                    't' => s.push('\t'),
-                    'r' => s.push('\r'),
-                    'b' => s.push('\u{8}'),
-                    'f' => s.push('\u{c}'),
-                    'u' => {
-                        let hex: String = self.it.by_ref().take(4).collect();
-                        let code = u32::from_str_radix(&hex, 16).expect("events JSON: \\u");
-                        s.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                    }
-                    c => s.push(c),
-                },
-                c => s.push(c),
-            }
-        }
-    }
-
-    fn scalar(&mut self) -> Option<String> {
-        if self.peek() == Some('"') {
-            return Some(self.string());
-        }
-        let mut raw = String::new();
-        while let Some(&c) = self.it.peek() {
-            if c == ',' || c == '}' || c == ']' || c.is_whitespace() {
-                break;
-            }
-            raw.push(c);
-            self.it.next();
-        }
-        assert!(!raw.is_empty(), "events JSON: a value expected");
-        (raw != "null").then_some(raw)
-    }
-
-    fn object(&mut self) -> BTreeMap<String, Option<String>> {
-        assert_eq!(self.next(), '{', "events JSON: an object expected");
-        let mut m = BTreeMap::new();
-        if self.peek() == Some('}') {
-            self.next();
-            return m;
-        }
-        loop {
-            let key = self.string();
-            assert_eq!(self.next(), ':', "events JSON: ':' expected");
-            let value = self.scalar();
-            m.insert(key, value);
-            match self.next() {
-                ',' => continue,
-                '}' => return m,
-                c => panic!("events JSON: unexpected {c:?} in an object"),
-            }
-        }
-    }
-
-    fn array_of_objects(&mut self) -> Vec<BTreeMap<String, Option<String>>> {
-        assert_eq!(self.next(), '[', "events JSON: an array expected");
-        let mut out = Vec::new();
-        if self.peek() == Some(']') {
-            self.next();
-            return out;
-        }
-        loop {
-            out.push(self.object());
-            match self.next() {
-                ',' => continue,
-                ']' => return out,
-                c => panic!("events JSON: unexpected {c:?} in the array"),
-            }
-        }
-    }
-}
-
-/// The event of the plugin `STAGE.d/FILE`, which must exist.
 fn plugin_event<'a>(events: &'a [Ev], stage: &str, file: &str) -> &'a Ev {
     let tail = format!("/{stage}.d/{file}");
     events

@@ -164,11 +164,6 @@ impl SqliteStore {
     /// Refuses foreign files and newer schemas, reading only.
     /// Returns the schema version found.
     fn check_identity(&self) -> Result<i64, StoreError> {
-        // The common case costs one small read of the file's header, no SQL:
-        // the hook opens the database at every VM event.
-        if let Some(SCHEMA_VERSION) = header_version(&self.path) {
-            return Ok(SCHEMA_VERSION);
-        }
         let not_ours = || StoreError::NotKvmroll {
             path: self.path.clone(),
         };
@@ -523,28 +518,10 @@ impl SqliteStore {
     }
 }
 
-/// The schema version in a kvmroll database file's header, read without
-/// SQLite: `None` unless the file starts like an SQLite database stamped with
-/// kvmroll's application id. The header in the file may lag the WAL only
-/// across a migration, and then the version read is the older one, which
-/// sends the caller down the checked path.
-fn header_version(path: &Path) -> Option<i64> {
-    use std::io::Read;
-    let mut header = [0u8; 100];
-    std::fs::File::open(path)
-        .ok()?
-        .read_exact(&mut header)
-        .ok()?;
-    let word = |at: usize| {
-        i64::from(u32::from_be_bytes([
-            header[at],
-            header[at + 1],
-            header[at + 2],
-            header[at + 3],
-        ]))
-    };
-    (header.starts_with(b"SQLite format 3\0") && word(68) == APPLICATION_ID).then(|| word(60))
-}
+// The identity is read with SQL, never by opening the file a second time:
+// closing any descriptor of a file drops every POSIX lock the process holds
+// on it, SQLite's included, and another process could then checkpoint and
+// delete a WAL this one still writes to (seen as hook events that vanished).
 
 fn sql(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
     StoreError::Sql {
