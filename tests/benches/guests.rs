@@ -11,6 +11,15 @@
 //! most half of libvirt-guests' start, and on the 1 GiB guests both within
 //! twice the disk floor.
 //!
+//! Each set runs a few rounds (`KVMROLL_BENCH_ROUNDS`, default 3; the disk of
+//! these machines is noisy), taking the two services and, for reference, four
+//! plain `virsh managedsave` / `virsh start` at once, in a rotating order; each
+//! round measures the disk first, with dd and direct I/O over about the
+//! images' total size. Medians are compared. A stop's time includes a `sync`
+//! right after it (zero when the saves were already on disk), and every image
+//! is dropped from the page cache before a start, so that each start reads the
+//! disk. `KVMROLL_BENCH_VERBOSE=1` prints every run's output.
+//!
 //! It needs root, a libvirtd answering on qemu:///system, `/dev/kvm`, and
 //! binutils (`as`, `ld`). Both services act on every guest of the host, so it
 //! refuses to run while any guest but its own (`kvmroll-bench-*`) runs. Its
@@ -18,16 +27,15 @@
 //! here, which only halts, with a random file as initrd: QEMU copies that file
 //! into guest RAM, which a guest could not fill itself in reasonable time
 //! under nested KVM. Once booted, each guest's initrd is swapped for a tiny
-//! file, so that a restore (QEMU loads the initrd again when it starts, even
-//! to receive a saved image) does not read a gigabyte no real guest would
-//! carry; `KVMROLL_BENCH_KEEP_INITRD=1` keeps the big one.
+//! file (QEMU reads the initrd again whenever it starts, even to receive a
+//! saved image, and no real guest carries a gigabyte of it), and the guests go
+//! through one untimed save and restore, so that every timed round finds
+//! QEMU processes alike: restored ones. `KVMROLL_BENCH_KEEP_INITRD=1` keeps
+//! the big initrd.
 //!
-//! A stop's time includes a `sync` right after it (zero when the saves were
-//! already on disk), and every image is dropped from the page cache before a
-//! start, so that both services write to and read from the disk itself.
-//!
-//! Everything it makes (domains, images, /etc/default/libvirt-guests, temporary
-//! files) is removed at the end, on a panic and on SIGINT, SIGTERM or SIGHUP.
+//! Everything it makes (domains, images, /etc/default/libvirt-guests,
+//! libvirt-guests' state files, temporary files) is removed at the end, on a
+//! panic and on SIGINT, SIGTERM or SIGHUP.
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use nix::sys::signal::{SigSet, Signal};
@@ -36,7 +44,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, TryLockError};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "kvmroll-bench-";
@@ -62,6 +71,8 @@ const GUESTS: usize = 4;
 const HEADROOM_MIB: u64 = 4;
 /// dd's block size.
 const BLOCK: u64 = 4 * MIB;
+
+// ---- cleaning up, whatever happens -------------------------------------
 
 /// What to undo when the run ends, panics or is interrupted.
 #[derive(Debug)]
@@ -93,33 +104,32 @@ fn image(name: &str) -> PathBuf {
     Path::new(SAVE_DIR).join(format!("{name}.save"))
 }
 
-fn put_back_defaults(original: Option<Vec<u8>>) {
-    let result = match original {
-        Some(bytes) => std::fs::write(LG_DEFAULTS, bytes),
-        None => std::fs::remove_file(LG_DEFAULTS),
-    };
-    if let Err(e) = result {
-        eprintln!("guests bench: cannot put back {LG_DEFAULTS}: {e}");
-    }
+/// `virsh` for the clean-up: never panics.
+fn quiet_virsh(args: &[&str]) {
+    let _ = Command::new("virsh")
+        .args(["-c", "qemu:///system", "-q"])
+        .args(args)
+        .output();
 }
 
-/// Undoes everything recorded in [`LEFTOVERS`]; safe to call twice.
+/// Undoes everything recorded in [`LEFTOVERS`]; safe to call twice and from
+/// two threads (the second waits for the first, then finds nothing left).
+/// Never panics.
 fn cleanup() {
-    let mut l = match LEFTOVERS.try_lock() {
-        Ok(l) => l,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => {
-            eprintln!("guests bench: cannot clean up (busy); left behind: see `virsh list --all | grep {PREFIX}`");
-            return;
-        }
-    };
+    let mut l = LEFTOVERS.lock().unwrap_or_else(|e| e.into_inner());
     for name in std::mem::take(&mut l.domains) {
-        let _ = kvmroll_tests::virsh(&["destroy", &name]);
-        let _ = kvmroll_tests::virsh(&["undefine", &name, "--managed-save"]);
+        quiet_virsh(&["destroy", &name]);
+        quiet_virsh(&["undefine", &name, "--managed-save"]);
         let _ = std::fs::remove_file(image(&name));
     }
     if let Some(original) = l.defaults.take() {
-        put_back_defaults(original);
+        let result = match original {
+            Some(bytes) => std::fs::write(LG_DEFAULTS, bytes),
+            None => std::fs::remove_file(LG_DEFAULTS),
+        };
+        if let Err(e) = result {
+            eprintln!("guests bench: cannot put back {LG_DEFAULTS}: {e}");
+        }
     }
     if std::mem::take(&mut l.listfile) {
         let _ = std::fs::remove_file(LG_LISTFILE);
@@ -141,10 +151,27 @@ fn cleanup() {
     }
 }
 
+/// The signal that asked the run to end, 0 while none has.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// Between two steps: ends the run, cleaned up, if a signal asked for it.
+/// (Cleaning up from the signal's own thread while the run goes on would
+/// race with it: a guest defined a moment after the clean-up would stay.)
+fn checkpoint() {
+    let sig = INTERRUPTED.load(Ordering::SeqCst);
+    if sig != 0 {
+        eprintln!("guests bench: interrupted: cleaning up");
+        cleanup();
+        std::process::exit(128 + sig);
+    }
+}
+
 /// Cleans up on a panic (the release profile aborts, so no destructor would
-/// run) and on SIGINT, SIGTERM, SIGHUP. Call before any thread is made: the
-/// signals are blocked in every thread but the one that waits for them
-/// (children get an empty mask from std).
+/// run) and on SIGINT, SIGTERM, SIGHUP: the first such signal ends the run
+/// at the next step (a service already running is let finish), a second one
+/// at once. Call before any thread is made: the signals are blocked in every
+/// thread but the one that waits for them (children get an empty mask from
+/// std).
 fn guard() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -157,30 +184,45 @@ fn guard() {
     }
     set.thread_block().expect("block signals");
     std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            eprintln!("guests bench: {sig}: cleaning up");
+        while let Ok(sig) = set.wait() {
+            if INTERRUPTED.swap(sig as i32, Ordering::SeqCst) == 0 {
+                eprintln!(
+                    "guests bench: {sig}: stopping after the current step (again to stop at once)"
+                );
+                continue;
+            }
+            eprintln!("guests bench: {sig}: cleaning up now");
             cleanup();
             std::process::exit(128 + sig as i32);
         }
     });
 }
 
+// ---- small helpers ---------------------------------------------------------
+
 /// Runs a command to its end; panics when it cannot be run.
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
-/// Runs a command that must succeed; its stdout.
-fn must(cmd: &mut Command) -> String {
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command that must succeed; its output.
+fn must(cmd: &mut Command) -> Output {
     let out = run(cmd);
     assert!(
         out.status.success(),
-        "{cmd:?} failed ({:?}): {}{}",
+        "{cmd:?} failed ({:?}): {}",
         out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        text(&out)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
 }
 
 fn on_path(tool: &str) -> bool {
@@ -196,6 +238,42 @@ fn refuse(why: &str) -> ! {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / GIB as f64
+}
+
+/// A figure from /proc/meminfo, in bytes.
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// "median s (min-max)".
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.len() < 2 {
+        format!("{:6.2} s", median(v.to_vec()))
+    } else {
+        format!("{:6.2} s ({lo:.2}-{hi:.2})", median(v.to_vec()))
+    }
 }
 
 // ---- the halting kernel, its initrd, the guests -------------------------
@@ -214,8 +292,8 @@ fn build_kernel(dir: &Path) -> PathBuf {
     elf
 }
 
-/// Writes `bytes` of pseudo-random data (xorshift64*, no two pages alike, so
-/// nothing in a save stream is skipped as a zero page).
+/// Writes `bytes` of pseudo-random data (xorshift64*: no page is zero, so
+/// the save stream skips none).
 fn random_file(path: &Path, bytes: u64, seed: u64) {
     let mut f = std::io::BufWriter::with_capacity(
         BLOCK as usize,
@@ -291,12 +369,69 @@ fn incoming(pid: u32) -> bool {
 /// the initrd has been copied into its RAM.
 fn halted(name: &str) -> bool {
     let out = kvmroll_tests::virsh(&["qemu-monitor-command", "--hmp", name, "info registers"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let eip = text
+    let regs = String::from_utf8_lossy(&out.stdout);
+    let eip = regs
         .split_whitespace()
         .find_map(|w| w.strip_prefix("EIP="))
         .and_then(|h| u32::from_str_radix(h, 16).ok());
-    text.contains("HLT=1") && eip.is_some_and(|e| (0x10_0000..0x10_0040).contains(&e))
+    regs.contains("HLT=1") && eip.is_some_and(|e| (0x10_0000..0x10_0040).contains(&e))
+}
+
+/// Running guests that are not this benchmark's.
+fn other_guests() -> Vec<String> {
+    kvmroll_tests::virsh_ok(&["list", "--name"])
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !n.starts_with(PREFIX))
+        .map(String::from)
+        .collect()
+}
+
+// ---- what is measured ------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Kvmroll,
+    LibvirtGuests,
+    /// `virsh managedsave` / `virsh start` of every guest at once: what
+    /// libvirt itself can do, for reference.
+    Virsh,
+}
+
+const TOOLS: [Tool; 3] = [Tool::Kvmroll, Tool::LibvirtGuests, Tool::Virsh];
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Kvmroll => "kvmroll-guests",
+            Tool::LibvirtGuests => "libvirt-guests.sh",
+            Tool::Virsh => "virsh, 4 at once (reference)",
+        }
+    }
+}
+
+/// One stop and start.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    stop: Duration,
+    /// The `sync` right after the stop.
+    sync: Duration,
+    start: Duration,
+    image_bytes: u64,
+}
+
+impl Run {
+    fn stopped(&self) -> f64 {
+        secs(self.stop + self.sync)
+    }
+}
+
+/// One round: the disk, then each tool.
+#[derive(Debug)]
+struct Round {
+    write_bw: f64,
+    read_bw: f64,
+    runs: Vec<(Tool, Run)>,
 }
 
 /// One set of guests of one size, their database and state folder.
@@ -308,30 +443,20 @@ struct Set {
     db: PathBuf,
     state_dir: PathBuf,
     host: String,
-}
-
-/// Times of one set.
-#[derive(Debug, Default)]
-struct Figures {
     boots: Vec<Duration>,
-    image_bytes: u64,
-    kv_stop: Duration,
-    kv_sync: Duration,
-    kv_start: Duration,
-    lg_stop: Duration,
-    lg_sync: Duration,
-    lg_start: Duration,
+    warmup: Option<Run>,
 }
 
 impl Set {
-    /// Registers the guests in a database of their own (kvm_autostart true)
-    /// and defines and boots them with virsh, their RAM filled from `initrd`.
-    fn up(label: &str, mem_mib: u64, dir: &Path, kernel: &Path, figures: &mut Figures) -> Set {
+    /// Registers the guests in a database of their own (kvm_autostart true),
+    /// defines and boots them with virsh, their RAM filled from an initrd,
+    /// then saves and restores them once, untimed.
+    fn up(mem_mib: u64, dir: &Path, kernel: &Path) -> Set {
         let dir = dir.join(format!("{mem_mib}m"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let host = kvmroll_tests::local_host();
-        let set = Set {
-            label: label.to_string(),
+        let mut set = Set {
+            label: format!("{GUESTS} guests of {mem_mib} MiB, RAM full"),
             mem_mib,
             names: (0..GUESTS)
                 .map(|i| format!("{PREFIX}{mem_mib}m-{i}"))
@@ -339,6 +464,8 @@ impl Set {
             db: dir.join("kvmroll.db"),
             state_dir: dir.join("state"),
             host: host.clone(),
+            boots: Vec::new(),
+            warmup: None,
         };
         let kvmroll = |args: &[&str]| {
             must(
@@ -359,15 +486,8 @@ impl Set {
             "2",
         ]);
         for name in &set.names {
-            kvmroll(&[
-                "vm",
-                "add",
-                name,
-                "--container",
-                &host,
-                "--mem",
-                &mem_mib.to_string(),
-            ]);
+            let mem = mem_mib.to_string();
+            kvmroll(&["vm", "add", name, "--container", &host, "--mem", &mem]);
             kvmroll(&["attr", "set", name, "kvm_autostart", "true"]);
         }
         let initrd = dir.join("initrd");
@@ -379,11 +499,13 @@ impl Set {
         for name in &set.names {
             let xml = dir.join(format!("{name}.xml"));
             std::fs::write(&xml, domain_xml(name, mem_mib, kernel, &initrd)).expect("write xml");
+            checkpoint();
             leftovers(|l| l.domains.push(name.clone()));
             kvmroll_tests::virsh_ok(&["define", xml.to_str().expect("utf-8 path")]);
             let t = Instant::now();
             kvmroll_tests::virsh_ok(&["start", name]);
             while !halted(name) {
+                checkpoint();
                 assert!(
                     t.elapsed() < Duration::from_secs(120),
                     "{name} did not reach halt.S's loop in 120 s (state {})",
@@ -391,7 +513,7 @@ impl Set {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
-            figures.boots.push(t.elapsed());
+            set.boots.push(t.elapsed());
         }
         if std::env::var_os("KVMROLL_BENCH_KEEP_INITRD").is_none() {
             let small = dir.join("initrd.small");
@@ -403,10 +525,11 @@ impl Set {
             assert_eq!(state(name), "running", "{name} did not stay running");
             assert!(halted(name), "{name} left halt.S's loop");
         }
+        set.warmup = Some(set.round(Tool::Virsh, false));
         set
     }
 
-    fn kvmroll_guests(&self, verb: &str) -> (Duration, Output) {
+    fn kvmroll_guests(&self, verb: &str) -> Output {
         let mut cmd = kvmroll_tests::bin("kvmroll-guests");
         cmd.arg("--db")
             .arg(&self.db)
@@ -415,24 +538,150 @@ impl Set {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg(verb);
-        let t = Instant::now();
         let out = run(&mut cmd);
-        let took = t.elapsed();
         assert!(
             out.status.success(),
             "kvmroll-guests {verb} failed ({:?}):\n{}",
             out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
+            text(&out)
         );
-        (took, out)
+        out
     }
 
-    fn pids(&self) -> Vec<Option<u32>> {
-        self.names.iter().map(|n| qemu_pid(n)).collect()
+    fn libvirt_guests(verb: &str) -> Output {
+        let out = run(Command::new(LG_SCRIPT).arg(verb).env("LC_ALL", "C"));
+        assert!(
+            out.status.success(),
+            "{LG_SCRIPT} {verb} failed ({:?}):\n{}",
+            out.status.code(),
+            text(&out)
+        );
+        out
     }
 
-    /// After a stop: every guest is off with a managed-save image; the
-    /// images' total size.
+    /// `virsh ARGS NAME` for every guest at once.
+    fn virsh_all(&self, args: &[&str]) -> Output {
+        let workers: Vec<_> = self
+            .names
+            .iter()
+            .map(|name| {
+                let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                argv.push(name.clone());
+                std::thread::spawn(move || {
+                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                    (argv.join(" "), kvmroll_tests::virsh(&argv))
+                })
+            })
+            .collect();
+        let mut all = Output {
+            status: Default::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        for w in workers {
+            let (what, out) = w.join().expect("virsh thread");
+            assert!(out.status.success(), "virsh {what}: {}", text(&out));
+            all.stdout.extend(out.stdout);
+            all.stderr.extend(out.stderr);
+        }
+        all
+    }
+
+    fn stop_with(&self, tool: Tool) -> Output {
+        match tool {
+            Tool::Kvmroll => self.kvmroll_guests("stop"),
+            Tool::LibvirtGuests => {
+                let out = Set::libvirt_guests("stop");
+                assert!(
+                    Path::new(LG_LISTFILE).exists(),
+                    "libvirt-guests stop left no list of the guests it suspended ({LG_LISTFILE})"
+                );
+                out
+            }
+            Tool::Virsh => self.virsh_all(&["managedsave"]),
+        }
+    }
+
+    fn start_with(&self, tool: Tool) -> Output {
+        match tool {
+            Tool::Kvmroll => self.kvmroll_guests("start"),
+            Tool::LibvirtGuests => {
+                let out = Set::libvirt_guests("start");
+                assert!(
+                    !Path::new(LG_LISTFILE).exists(),
+                    "libvirt-guests start left its list {LG_LISTFILE}"
+                );
+                out
+            }
+            Tool::Virsh => self.virsh_all(&["start"]),
+        }
+    }
+
+    /// One stop and start with `tool`, checked: every guest saved, then
+    /// every guest restored.
+    fn round(&self, tool: Tool, verbose: bool) -> Run {
+        checkpoint();
+        let who = tool.name();
+        let others = other_guests();
+        assert!(
+            others.is_empty(),
+            "other guests started during the run ({}); not running {who} stop, which would act on them",
+            others.join(", ")
+        );
+        let before: Vec<Option<u32>> = self.names.iter().map(|n| qemu_pid(n)).collect();
+        let t = Instant::now();
+        let out = self.stop_with(tool);
+        let stop = t.elapsed();
+        if verbose {
+            print_log(&out);
+        }
+        let dirty = meminfo("Dirty");
+        let t = Instant::now();
+        nix::unistd::sync();
+        let sync = t.elapsed();
+        if dirty > 64 * MIB {
+            println!(
+                "    note: {who} stop left {} MiB dirty; sync took {:.2} s",
+                dirty / MIB,
+                secs(sync)
+            );
+        }
+        let image_bytes = self.check_saved(who);
+        self.uncache_images();
+        checkpoint();
+        let t = Instant::now();
+        let out = self.start_with(tool);
+        let start = t.elapsed();
+        if verbose {
+            print_log(&out);
+        }
+        self.check_restored(who, &before);
+        if tool == Tool::Kvmroll {
+            // Its log gives each restore's time: if they add up to the whole
+            // start, the restores ran one after another.
+            let sum: f64 = text(&out)
+                .lines()
+                .filter_map(|l| l.split("restored from its saved image in ").nth(1))
+                .filter_map(|t| t.trim().trim_end_matches('s').parse::<f64>().ok())
+                .sum();
+            if GUESTS > 1 && sum >= 0.75 * secs(start) {
+                println!(
+                    "    note: kvmroll-guests' restores add up to {sum:.1} s of its {:.2} s start: \
+                     they ran one after another, not at once",
+                    secs(start)
+                );
+            }
+        }
+        Run {
+            stop,
+            sync,
+            start,
+            image_bytes,
+        }
+    }
+
+    /// After a stop: every guest is off with a managed-save image the size of
+    /// its RAM; the images' total size.
     fn check_saved(&self, who: &str) -> u64 {
         let mut total = 0;
         for name in &self.names {
@@ -463,7 +712,7 @@ impl Set {
     }
 
     /// Drops every image from the page cache so that a start reads the
-    /// disk; warns if the kernel kept some.
+    /// disk; says so if the kernel kept some.
     fn uncache_images(&self) {
         for name in &self.names {
             let f = std::fs::File::open(image(name)).expect("open image");
@@ -481,7 +730,7 @@ impl Set {
                 .sum();
             if cached > 16 * MIB {
                 println!(
-                    "  note: {} MiB of the images stayed in the page cache",
+                    "    note: {} MiB of the images stayed in the page cache",
                     cached / MIB
                 );
             }
@@ -522,103 +771,9 @@ impl Set {
     }
 }
 
-/// The kernel's count of dirty page-cache bytes.
-fn dirty_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("Dirty:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Writes back what a stop left dirty; how long that took.
-fn sync_after(who: &str) -> Duration {
-    let dirty = dirty_bytes();
-    let t = Instant::now();
-    nix::unistd::sync();
-    let took = t.elapsed();
-    if dirty > 64 * MIB {
-        println!(
-            "  note: {who} stop left {} MiB dirty; sync took {:.2} s",
-            dirty / MIB,
-            secs(took)
-        );
-    }
-    took
-}
-
 fn print_log(out: &Output) {
-    for stream in [&out.stdout, &out.stderr] {
-        for line in String::from_utf8_lossy(stream)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-        {
-            println!("    | {line}");
-        }
-    }
-}
-
-fn libvirt_guests(verb: &str) -> (Duration, Output) {
-    let mut cmd = Command::new(LG_SCRIPT);
-    cmd.arg(verb).env("LC_ALL", "C");
-    let t = Instant::now();
-    let out = run(&mut cmd);
-    let took = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{LG_SCRIPT} {verb} failed ({:?}):\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (took, out)
-}
-
-/// Both services, one after the other, on the set's running guests.
-fn measure(set: &Set, f: &mut Figures) {
-    println!("{}: kvmroll-guests", set.label);
-    let before = set.pids();
-    let (stop, out) = set.kvmroll_guests("stop");
-    print_log(&out);
-    f.kv_stop = stop;
-    f.kv_sync = sync_after("kvmroll-guests");
-    f.image_bytes = set.check_saved("kvmroll-guests");
-    set.uncache_images();
-    let (start, out) = set.kvmroll_guests("start");
-    print_log(&out);
-    f.kv_start = start;
-    set.check_restored("kvmroll-guests", &before);
-
-    println!("{}: libvirt-guests.sh", set.label);
-    let original = std::fs::read(LG_DEFAULTS).ok();
-    leftovers(|l| l.defaults = Some(original.clone()));
-    std::fs::write(LG_DEFAULTS, LG_SETTINGS).expect("write /etc/default/libvirt-guests");
-    let before = set.pids();
-    let (stop, out) = libvirt_guests("stop");
-    print_log(&out);
-    f.lg_stop = stop;
-    f.lg_sync = sync_after("libvirt-guests");
-    let lg_bytes = set.check_saved("libvirt-guests");
-    assert!(
-        Path::new(LG_LISTFILE).exists(),
-        "libvirt-guests stop left no list of the guests it suspended ({LG_LISTFILE})"
-    );
-    set.uncache_images();
-    let (start, out) = libvirt_guests("start");
-    print_log(&out);
-    f.lg_start = start;
-    set.check_restored("libvirt-guests", &before);
-    leftovers(|l| l.defaults = None);
-    put_back_defaults(original);
-    if lg_bytes.abs_diff(f.image_bytes) > f.image_bytes / 20 {
-        println!(
-            "  note: images differ: {} MiB after kvmroll-guests, {} MiB after libvirt-guests",
-            f.image_bytes / MIB,
-            lg_bytes / MIB
-        );
+    for line in text(out).lines().filter(|l| !l.trim().is_empty()) {
+        println!("    | {line}");
     }
 }
 
@@ -667,20 +822,9 @@ fn free_bytes(path: &Path) -> u64 {
     s.blocks_available() * s.fragment_size()
 }
 
-fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 // ---- checks before anything is made ---------------------------------------
 
-fn preflight(sizes: &[u64]) {
+fn preflight(largest_set: u64) {
     if !nix::unistd::geteuid().is_root() {
         refuse("it must run as root (it drives qemu:///system and libvirt-guests.sh)");
     }
@@ -697,7 +841,7 @@ fn preflight(sizes: &[u64]) {
     for (file, package) in [
         (LG_SCRIPT, "libvirt-daemon"),
         ("/usr/bin/gettext.sh", "gettext-base"),
-        ("/lib/lsb/init-functions", "sysvinit-utils (lsb-base)"),
+        ("/lib/lsb/init-functions", "lsb-base"),
     ] {
         if !Path::new(file).exists() {
             refuse(&format!(
@@ -711,12 +855,7 @@ fn preflight(sizes: &[u64]) {
     if !kvmroll_tests::libvirtd_available("guests bench") {
         std::process::exit(0);
     }
-    let running = kvmroll_tests::virsh_ok(&["list", "--name"]);
-    let others: Vec<&str> = running
-        .lines()
-        .map(str::trim)
-        .filter(|n| !n.is_empty() && !n.starts_with(PREFIX))
-        .collect();
+    let others = other_guests();
     if !others.is_empty() {
         refuse(&format!(
             "other guests run on qemu:///system ({}); kvmroll-guests and libvirt-guests would save or \
@@ -726,26 +865,27 @@ fn preflight(sizes: &[u64]) {
     }
     if Path::new(LG_LISTFILE).exists() {
         refuse(&format!(
-            "{LG_LISTFILE} exists: libvirt-guests has guests of its own to bring back (run its start, or remove it)"
+            "{LG_LISTFILE} exists: libvirt-guests has guests of its own to bring back \
+             (run its start, or remove the file)"
         ));
     }
-    let largest: u64 = sizes.iter().max().copied().unwrap_or(0) * MIB * GUESTS as u64;
-    let need_disk = largest + 2 * GIB;
+    // Images and dd's file in turn, plus the initrd.
+    let need_disk = largest_set + 2 * GIB;
     let free = free_bytes(Path::new(SAVE_DIR)).min(free_bytes(&std::env::temp_dir()));
     if free < need_disk {
         refuse(&format!(
             "{:.1} GiB free where {:.1} GiB is needed (images, dd's file, initrd)",
-            free as f64 / GIB as f64,
-            need_disk as f64 / GIB as f64
+            gib(free),
+            gib(need_disk)
         ));
     }
     // At first boot each QEMU keeps a copy of its initrd besides the RAM.
-    let need_mem = largest * 2 + 2 * GIB;
-    if mem_available() < need_mem {
+    let need_mem = largest_set * 2 + 2 * GIB;
+    if meminfo("MemAvailable") < need_mem {
         refuse(&format!(
             "{:.1} GiB of memory available where {:.1} GiB is needed",
-            mem_available() as f64 / GIB as f64,
-            need_mem as f64 / GIB as f64
+            gib(meminfo("MemAvailable")),
+            gib(need_mem)
         ));
     }
     // Guests of an earlier run that died without cleaning up: ours by name.
@@ -755,10 +895,13 @@ fn preflight(sizes: &[u64]) {
         let _ = kvmroll_tests::virsh(&["destroy", name]);
         let _ = kvmroll_tests::virsh(&["undefine", name, "--managed-save"]);
     }
+    let original = std::fs::read(LG_DEFAULTS).ok();
     leftovers(|l| {
         l.listfile = true;
         l.lock_existed = Some(Path::new(LG_LOCK).exists());
+        l.defaults = Some(original);
     });
+    std::fs::write(LG_DEFAULTS, LG_SETTINGS).expect("write /etc/default/libvirt-guests");
 }
 
 // ---- the report -------------------------------------------------------------
@@ -771,82 +914,153 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn report(label: &str, f: &Figures, write_bw: f64, read_bw: f64, floor_goal: bool) -> bool {
-    let kv_stop = f.kv_stop + f.kv_sync;
-    let lg_stop = f.lg_stop + f.lg_sync;
-    let floor_w = f.image_bytes as f64 / write_bw;
-    let floor_r = f.image_bytes as f64 / read_bw;
-    let r_stop = secs(kv_stop) / secs(lg_stop);
-    let r_start = secs(f.kv_start) / secs(f.lg_start);
-    let (x_stop, x_start) = (secs(kv_stop) / floor_w, secs(f.kv_start) / floor_r);
+/// Prints a set's figures; whether its goals are met.
+fn report(set: &Set, rounds: &[Round], floor_goal: bool) -> bool {
+    let of = |tool: Tool| -> Vec<Run> {
+        rounds
+            .iter()
+            .flat_map(|r| {
+                r.runs
+                    .iter()
+                    .filter(|(t, _)| *t == tool)
+                    .map(|(_, run)| *run)
+            })
+            .collect()
+    };
+    let kv = of(Tool::Kvmroll);
+    let bytes = median(kv.iter().map(|r| r.image_bytes as f64).collect());
+    let floor_w: Vec<f64> = rounds
+        .iter()
+        .zip(&kv)
+        .map(|(r, run)| run.image_bytes as f64 / r.write_bw)
+        .collect();
+    let floor_r: Vec<f64> = rounds
+        .iter()
+        .zip(&kv)
+        .map(|(r, run)| run.image_bytes as f64 / r.read_bw)
+        .collect();
     println!();
     println!(
-        "{label}: images {:.2} GiB in all; cold boots (initrd copied into RAM) {}",
-        f.image_bytes as f64 / GIB as f64,
-        f.boots
+        "{}: images {:.2} GiB in all; {} round(s), medians (min-max)",
+        set.label,
+        bytes / GIB as f64,
+        rounds.len()
+    );
+    println!(
+        "  cold boots, initrd copied into RAM: {} s",
+        set.boots
             .iter()
             .map(|d| format!("{:.2}", secs(*d)))
             .collect::<Vec<_>>()
             .join(" ")
-            + " s"
     );
-    println!("  {:<36} {:>9} {:>9}", "", "stop", "start");
+    if let Some(w) = set.warmup {
+        println!(
+            "  untimed first save and restore (virsh, 4 at once): stop {:.2} s, start {:.2} s",
+            w.stopped(),
+            secs(w.start)
+        );
+    }
+    println!("  {:<32} {:<24} {:<24}", "", "stop (+ sync)", "start");
+    let mut med = std::collections::BTreeMap::new();
+    for tool in TOOLS {
+        let runs = of(tool);
+        let stop: Vec<f64> = runs.iter().map(Run::stopped).collect();
+        let start: Vec<f64> = runs.iter().map(|r| secs(r.start)).collect();
+        let sync = median(runs.iter().map(|r| secs(r.sync)).collect());
+        println!(
+            "  {:<32} {:<24} {:<24}{}",
+            tool.name(),
+            spread(&stop),
+            spread(&start),
+            if sync >= 0.01 {
+                format!(" (sync {sync:.2} s)")
+            } else {
+                String::new()
+            }
+        );
+        med.insert(tool as usize, (median(stop), median(start)));
+    }
+    let wbw: Vec<f64> = rounds.iter().map(|r| r.write_bw / 1e6).collect();
+    let rbw: Vec<f64> = rounds.iter().map(|r| r.read_bw / 1e6).collect();
     println!(
-        "  {:<36} {:>7.2} s {:>7.2} s   (stop: {:.2} s + sync {:.2} s)",
-        "kvmroll-guests",
-        secs(kv_stop),
-        secs(f.kv_start),
-        secs(f.kv_stop),
-        secs(f.kv_sync)
+        "  {:<32} {:<24} {:<24}",
+        "disk, dd direct I/O (MB/s)",
+        format!("write {:.0}", median(wbw)),
+        format!("read {:.0}", median(rbw))
     );
     println!(
-        "  {:<36} {:>7.2} s {:>7.2} s   (stop: {:.2} s + sync {:.2} s)",
-        "libvirt-guests.sh",
-        secs(lg_stop),
-        secs(f.lg_start),
-        secs(f.lg_stop),
-        secs(f.lg_sync)
+        "  {:<32} {:<24} {:<24}",
+        "disk floor (images / bandwidth)",
+        spread(&floor_w),
+        spread(&floor_r)
     );
+    let (kv_stop, kv_start) = med[&(Tool::Kvmroll as usize)];
+    let (lg_stop, lg_start) = med[&(Tool::LibvirtGuests as usize)];
+    let (vs_stop, vs_start) = med[&(Tool::Virsh as usize)];
+    let (fw, fr) = (median(floor_w), median(floor_r));
     println!(
-        "  {:<36} {:>9.2} {:>9.2}",
-        "kvmroll / libvirt-guests", r_stop, r_start
-    );
-    println!(
-        "  {:<36} {:>7.2} s {:>7.2} s",
-        "disk floor (bytes / bandwidth)", floor_w, floor_r
-    );
-    println!(
-        "  {:<36} {:>7.2} s {:>7.2} s",
+        "  {:<32} {:<24} {:<24}",
         "twice the floor",
-        2.0 * floor_w,
-        2.0 * floor_r
+        format!("{:6.2} s", 2.0 * fw),
+        format!("{:6.2} s", 2.0 * fr)
     );
-    println!(
-        "  {:<36} {:>9.2} {:>9.2}",
-        "kvmroll / floor", x_stop, x_start
+    let ratio = |what: &str, a: f64, b: f64| {
+        println!(
+            "  {:<32} {:<24} {:<24}",
+            what,
+            format!("{a:6.2}"),
+            format!("{b:6.2}")
+        );
+    };
+    ratio(
+        "kvmroll / libvirt-guests",
+        kv_stop / lg_stop,
+        kv_start / lg_start,
+    );
+    ratio("kvmroll / disk floor", kv_stop / fw, kv_start / fr);
+    ratio(
+        "kvmroll / virsh, 4 at once",
+        kv_stop / vs_stop,
+        kv_start / vs_start,
     );
     let mut all = true;
     let mut goal = |what: &str, value: f64, limit: f64| {
         let ok = value <= limit;
         all &= ok;
         println!(
-            "  goal: {what:<44} {value:>5.2} <= {limit:.2}: {}",
+            "  goal: {what:<42} {value:6.3} <= {limit:.3}: {}",
             verdict(ok)
         );
     };
-    goal("kvmroll stop / libvirt-guests stop", r_stop, 1.0 / 3.0);
-    goal("kvmroll start / libvirt-guests start", r_start, 0.5);
+    goal(
+        "kvmroll stop / libvirt-guests stop",
+        kv_stop / lg_stop,
+        1.0 / 3.0,
+    );
+    goal(
+        "kvmroll start / libvirt-guests start",
+        kv_start / lg_start,
+        0.5,
+    );
     if floor_goal {
-        goal("kvmroll stop / disk floor", x_stop, 2.0);
-        goal("kvmroll start / disk floor", x_start, 2.0);
+        goal("kvmroll stop / disk floor", kv_stop / fw, 2.0);
+        goal("kvmroll start / disk floor", kv_start / fr, 2.0);
     }
     all
 }
 
 fn main() {
     guard();
-    let sizes = [256, 1024];
-    preflight(&sizes);
+    let sizes: [u64; 2] = [256, 1024];
+    let rounds: usize = std::env::var("KVMROLL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let verbose = std::env::var_os("KVMROLL_BENCH_VERBOSE").is_some();
+    let largest = sizes.iter().max().copied().unwrap_or(0) * MIB * GUESTS as u64;
+    preflight(largest);
     let tmp = tempfile::Builder::new()
         .prefix("kvmroll-bench-guests-")
         .tempdir()
@@ -854,33 +1068,58 @@ fn main() {
         .keep();
     leftovers(|l| l.paths.push(tmp.clone()));
     let kernel = build_kernel(&tmp);
-
-    let largest = sizes.iter().max().copied().unwrap_or(0) * MIB * GUESTS as u64;
-    let (write_bw, read_bw) = disk_bandwidth(&dd_dir(&tmp), largest);
-    println!(
-        "disk, direct I/O on {SAVE_DIR}'s file system, {:.1} GiB: write {:.0} MB/s, read {:.0} MB/s",
-        largest as f64 / GIB as f64,
-        write_bw / 1e6,
-        read_bw / 1e6
-    );
+    let dd = dd_dir(&tmp);
 
     let mut results = Vec::new();
     for mem in sizes {
-        let label = format!("{GUESTS} guests of {mem} MiB, RAM full");
-        let mut f = Figures::default();
-        let set = Set::up(&label, mem, &tmp, &kernel, &mut f);
-        measure(&set, &mut f);
+        checkpoint();
+        let set = Set::up(mem, &tmp, &kernel);
+        println!("{}:", set.label);
+        let mut done = Vec::new();
+        for r in 0..rounds {
+            checkpoint();
+            let (write_bw, read_bw) = disk_bandwidth(&dd, mem * MIB * GUESTS as u64);
+            println!(
+                "  round {}: disk write {:.0} MB/s, read {:.0} MB/s",
+                r + 1,
+                write_bw / 1e6,
+                read_bw / 1e6
+            );
+            let mut order = TOOLS;
+            order.rotate_left(r % TOOLS.len());
+            let mut runs = Vec::new();
+            for tool in order {
+                // kvmroll-guests' own log lines (one per VM) in the first round.
+                let show = verbose || (r == 0 && tool == Tool::Kvmroll);
+                let run = set.round(tool, show);
+                println!(
+                    "  round {}: {:<30} stop {:6.2} s (+ sync {:.2} s), start {:6.2} s",
+                    r + 1,
+                    tool.name(),
+                    secs(run.stop),
+                    secs(run.sync),
+                    secs(run.start)
+                );
+                runs.push((tool, run));
+            }
+            done.push(Round {
+                write_bw,
+                read_bw,
+                runs,
+            });
+        }
         set.down();
-        results.push((label, f, mem >= 1024));
+        results.push((set, done));
     }
 
     let mut all = true;
-    for (label, f, floor_goal) in &results {
-        all &= report(label, f, write_bw, read_bw, *floor_goal);
+    for (set, rounds) in &results {
+        all &= report(set, rounds, set.mem_mib >= 1024);
     }
     println!();
     println!(
-        "stop times include a sync right after the service returned; images were dropped from the page cache before each start"
+        "stop times include a sync right after the stop returned; every image was dropped from \
+         the page cache before each start"
     );
     println!("all goals: {}", verdict(all));
     cleanup();

@@ -380,10 +380,10 @@ fn save_one(
         }
         match hv.domain(name) {
             Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
-            _ => hv.managed_save(name),
+            _ => hv.managed_save_bypass_cache(name),
         }
     } else {
-        hv.managed_save(name)
+        hv.managed_save_bypass_cache(name)
     };
     inflight
         .lock()
@@ -477,7 +477,11 @@ pub fn start(svc: &Service) -> Result<Outcome, ServiceError> {
                     }
                 };
                 let mut first = true;
-                while let Some(name) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                loop {
+                    // Its own statement: a `while let` would hold the queue's
+                    // lock for the whole restore and serialise the workers.
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some(name) = next else { break };
                     if !first && !svc.settings.start_delay.is_zero() {
                         std::thread::sleep(svc.settings.start_delay);
                     }

@@ -205,6 +205,10 @@ pub trait Hypervisor: Send {
     fn managed_save(&self, name: &str) -> Result<(), VirtError>;
     /// Removes the domain's managed-save image; no error if it has none.
     fn managed_save_remove(&self, name: &str) -> Result<(), VirtError>;
+    /// `managed_save` that writes around the host's page cache
+    /// (`VIR_DOMAIN_SAVE_BYPASS_CACHE`): at host shutdown, gigabytes of images
+    /// must reach the disk, not fill the cache; plain where the driver lacks it.
+    fn managed_save_bypass_cache(&self, name: &str) -> Result<(), VirtError>;
     /// Aborts the domain's running job (a save that ran out of time).
     fn abort_job(&self, name: &str) -> Result<(), VirtError>;
     /// How far the domain's running job is: (bytes processed, bytes in all,

@@ -206,6 +206,20 @@ impl Hypervisor for Connection {
         )
     }
 
+    fn managed_save_bypass_cache(&self, name: &str) -> Result<(), VirtError> {
+        self.with_domain(
+            name,
+            |dom| match dom.managed_save(sys::VIR_DOMAIN_SAVE_BYPASS_CACHE) {
+                Err(e) if e.code() == Enum::Known(ErrorNumber::InvalidArg) => {
+                    log::debug!("VIR_DOMAIN_SAVE_BYPASS_CACHE unsupported for {name}: {e}");
+                    dom.managed_save(0)
+                }
+                other => other,
+            },
+            |name, source| VirtError::ManagedSave { name, source },
+        )
+    }
+
     fn managed_save_remove(&self, name: &str) -> Result<(), VirtError> {
         self.with_domain(
             name,
@@ -467,7 +481,7 @@ mod tests {
         define(&*hv, "save-remove");
         hv.managed_save_remove("save-remove").unwrap();
         hv.start("save-remove").unwrap();
-        hv.managed_save("save-remove").unwrap();
+        hv.managed_save_bypass_cache("save-remove").unwrap();
         hv.managed_save_remove("save-remove").unwrap();
         assert!(!hv.domain("save-remove").unwrap().unwrap().has_managed_save);
         hv.undefine("save-remove").unwrap();
