@@ -48,6 +48,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub destroy_on_timeout: bool,
     pub start_delay: Duration,
+    /// Save around the page cache (`kvm_guests_bypass_cache`): stops run
+    /// faster, but four images written at once with direct I/O come out
+    /// fragmented and restore slower, so it is off unless asked for.
+    pub bypass_cache: bool,
 }
 
 impl Settings {
@@ -66,6 +70,10 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(num("kvm_guests_shutdown_timeout", 120)),
             destroy_on_timeout: cluster.attr_of(host, "kvm_guests_on_timeout") == Some("destroy"),
             start_delay: Duration::from_millis(num("kvm_guests_start_delay", 0)),
+            bypass_cache: cluster
+                .attr_of(host, "kvm_guests_bypass_cache")
+                .and_then(parse_bool)
+                == Some(true),
         }
     }
 }
@@ -356,6 +364,18 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
     })
 }
 
+fn save(
+    hv: &dyn Hypervisor,
+    name: &str,
+    bypass_cache: bool,
+) -> Result<(), kvmroll_virt::VirtError> {
+    if bypass_cache {
+        hv.managed_save_bypass_cache(name)
+    } else {
+        hv.managed_save(name)
+    }
+}
+
 fn save_one(
     hv: &dyn Hypervisor,
     svc: &Service,
@@ -380,10 +400,10 @@ fn save_one(
         }
         match hv.domain(name) {
             Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
-            _ => hv.managed_save_bypass_cache(name),
+            _ => save(hv, name, svc.settings.bypass_cache),
         }
     } else {
-        hv.managed_save_bypass_cache(name)
+        save(hv, name, svc.settings.bypass_cache)
     };
     inflight
         .lock()

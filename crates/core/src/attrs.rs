@@ -185,7 +185,12 @@ fn holds_xml(name: &str) -> bool {
     name == "cpu_mode" || name == "kvm_cpu_pinning" || name.starts_with("kvm_device_")
 }
 
-const BOOL_ATTRS: &[&str] = &["kvm", "kvm_autostart", "kvm_strict_definition"];
+const BOOL_ATTRS: &[&str] = &[
+    "kvm",
+    "kvm_autostart",
+    "kvm_strict_definition",
+    "kvm_guests_bypass_cache",
+];
 const SECONDS_ATTRS: &[&str] = &[
     "kvm_plugin_timeout_allocate",
     "kvm_plugin_timeout_preboot",
