@@ -32,4 +32,15 @@ scripts/hook-setup.sh debug "$E2E/kvmroll.db" "$E2E/etc"
 
 step "tests (unit, golden, CLI, end-to-end)"
 export KVMROLL_E2E=1
-cargo test --workspace -- --test-threads=4
+log=$(mktemp /tmp/kvmroll-test.XXXXXX.log)
+set +e
+cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo's own last line is the
+# doc-tests of the last crate, often "0 passed").
+passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+rm -f "$log"
+echo "tests: $passed passed, $failed failed"
+exit "$status"
