@@ -1019,6 +1019,78 @@ mod tests {
         assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 3);
     }
 
+    /// Run by `events_survive_a_second_connection_in_the_hooks_process` in a
+    /// child process: opens the database as kvmroll's CLI does and closes it,
+    /// which checkpoints and deletes the WAL if it believes itself the last
+    /// connection.
+    #[test]
+    #[ignore = "a helper run in a child process"]
+    fn child_opens_and_closes() {
+        if let Some(db) = std::env::var_os("KVMROLL_TEST_CHILD_DB") {
+            let s = SqliteStore::open(Path::new(&db), OpenMode::ReadWrite).unwrap();
+            s.snapshot().unwrap();
+        }
+    }
+
+    /// Regression: opening a second connection must not drop the first
+    /// one's POSIX locks (closing any descriptor of the file does), or another
+    /// process deletes the WAL the first still writes its events to.
+    #[test]
+    fn events_survive_a_second_connection_in_the_hooks_process() {
+        let (dir, mut s) = fresh();
+        let db = dir.path().join("sub/k.db");
+        s.update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("c", "vm-container")),
+                Change::AddVm(vm("v", "c", 1)),
+            ])
+        })
+        .unwrap();
+        drop(s);
+        // The hook: its own connection, then the drift check's.
+        let mut hook = SqliteStore::open(&db, OpenMode::ReadWriteFast).unwrap();
+        hook.vm_brief("v").unwrap();
+        let second = SqliteStore::open(&db, OpenMode::ReadOnly).unwrap();
+        second.snapshot().unwrap();
+        drop(second);
+        // Another process comes and goes.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "sqlite::tests::child_opens_and_closes",
+            ])
+            .env("KVMROLL_TEST_CHILD_DB", &db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let event = Event {
+            id: 0,
+            time_ms: 1,
+            vm: "v".into(),
+            stage: "preboot".into(),
+            op: "start".into(),
+            subop: "begin".into(),
+            plugin: None,
+            outcome: Outcome::Ok,
+            status: None,
+            duration_ms: 1,
+            message: String::new(),
+        };
+        hook.record_events(&[event]).unwrap();
+        drop(hook);
+        let fresh = SqliteStore::open(&db, OpenMode::ReadOnly).unwrap();
+        assert_eq!(
+            fresh.events(&EventFilter::default()).unwrap().len(),
+            1,
+            "the event vanished"
+        );
+    }
+
     #[test]
     fn read_only_refuses_writes() {
         let (dir, _s) = fresh();
