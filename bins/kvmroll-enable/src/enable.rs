@@ -3,23 +3,13 @@
 
 use crate::Cli;
 use kvmroll_core::model::{parse_bool, BootAction};
-use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope, DEFAULT_DB_PATH};
+use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope};
 use kvmroll_virt::{Connector, DomainState, Libvirt};
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+use kvmroll_core::error_chain as chain;
 
 /// The reinstall command as an argument vector, `{host}` replaced in each
 /// argument after splitting (so a host name can never add arguments).
@@ -135,11 +125,7 @@ fn reinstall(argv: &[String], limit: Duration) -> Result<(), String> {
 }
 
 pub fn run(cli: &Cli) -> Result<(), String> {
-    let db = cli
-        .db
-        .clone()
-        .or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
+    let db = kvmroll_core::db_path(cli.db.clone());
     let mode = if cli.dry_run {
         OpenMode::ReadOnly
     } else {

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Why the journal could not be read or written.
@@ -128,22 +127,13 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = dir.join(format!(".journal.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
         }
-        result.map_err(err)
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
+        bytes.push(b'\n');
+        kvmroll_core::sys::write_atomic(path, &bytes, 0o644).map_err(err)
     }
 }
 

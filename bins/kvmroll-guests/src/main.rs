@@ -15,37 +15,22 @@ mod service;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use kvmroll_core::{open_store, OpenMode, DEFAULT_DB_PATH};
+use kvmroll_core::{open_store, OpenMode};
 use serde::Serialize;
 use service::{Outcome, Service, ServiceError, Settings};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// An error and its sources on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub use kvmroll_core::error_chain as chain;
 
 fn service(cli: &Cli) -> Result<Service, ServiceError> {
-    let db = cli
-        .db
-        .clone()
-        .or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
+    let db = kvmroll_core::db_path(cli.db.clone());
     let cluster = open_store(&db, OpenMode::ReadOnly)?.snapshot()?;
-    let host = cli.host.clone().unwrap_or_else(|| {
-        let h = kvmroll_core::cluster::local_hostname();
-        h.split('.').next().unwrap_or_default().to_string()
-    });
+    let host = cli
+        .host
+        .clone()
+        .unwrap_or_else(kvmroll_core::sys::local_short_hostname);
     if !cluster.hosts.contains_key(&host) {
         return Err(ServiceError::UnknownHost(host));
     }

@@ -125,11 +125,7 @@ struct Shared {
 
 impl Shared {
     fn set(&self, vm: &str, state: &str, note: impl Into<String>) {
-        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-        j.set(vm, state, note);
-        if let Err(e) = j.save(&self.path) {
-            log::error!("{}", crate::chain(&e));
-        }
+        self.with(|j| j.set(vm, state, note));
     }
 
     fn with(&self, f: impl FnOnce(&mut Journal)) {
@@ -267,7 +263,6 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
     let others = {
         let (svc, shared, to_stop) = (svc.clone(), shared.clone(), to_stop.clone());
         std::thread::spawn(move || {
-            let Ok(hv) = svc.connect() else { return };
             let waits: Vec<_> = to_stop
                 .into_iter()
                 .map(|name| {
@@ -281,7 +276,6 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
                     })
                 })
                 .collect();
-            drop(hv);
             for w in waits {
                 let _ = w.join();
             }

@@ -39,14 +39,6 @@ pub struct Config {
     pub kvmroll: PathBuf,
 }
 
-fn short_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| h.split('.').next().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
 /// The kvmroll CLI: the first that exists of /usr/local/bin and /usr/bin,
 /// else plain `kvmroll` looked up in PATH.
 fn default_kvmroll() -> PathBuf {
@@ -59,16 +51,28 @@ fn default_kvmroll() -> PathBuf {
 
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            db: PathBuf::from(DEFAULT_DB_PATH),
-            root: PathBuf::from("/etc/kvmroll"),
-            host: short_hostname(),
-            kvmroll: default_kvmroll(),
-        }
+        Config::with(None, None, None, None)
     }
 }
 
 impl Config {
+    /// A configuration whose unset keys take their defaults; a default that
+    /// costs a system call (the host name, the CLI's path) is worked out only
+    /// when its key is not set, since the hook reads this at every VM event.
+    fn with(
+        db: Option<PathBuf>,
+        root: Option<PathBuf>,
+        host: Option<String>,
+        kvmroll: Option<PathBuf>,
+    ) -> Config {
+        Config {
+            db: db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH)),
+            root: root.unwrap_or_else(|| PathBuf::from("/etc/kvmroll")),
+            host: host.unwrap_or_else(kvmroll_core::sys::local_short_hostname),
+            kvmroll: kvmroll.unwrap_or_else(default_kvmroll),
+        }
+    }
+
     /// Reads the configuration; a missing file means the defaults.
     pub fn load() -> Result<Config, ConfigError> {
         let path = std::env::var_os("KVMROLL_CONF")
@@ -83,7 +87,7 @@ impl Config {
 
     /// Parses `key = value` lines; `#` starts a comment.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
+        let (mut db, mut root, mut host, mut kvmroll) = (None, None, None, None);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or_default().trim();
             if line.is_empty() {
@@ -106,14 +110,14 @@ impl Config {
                 }
             };
             match key.trim() {
-                "db" => c.db = abs(value)?,
-                "root" => c.root = abs(value)?,
-                "kvmroll" => c.kvmroll = abs(value)?,
-                "host" if !value.is_empty() => c.host = value.to_string(),
+                "db" => db = Some(abs(value)?),
+                "root" => root = Some(abs(value)?),
+                "kvmroll" => kvmroll = Some(abs(value)?),
+                "host" if !value.is_empty() => host = Some(value.to_string()),
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
-        Ok(c)
+        Ok(Config::with(db, root, host, kvmroll))
     }
 }
 

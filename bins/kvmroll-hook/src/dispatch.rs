@@ -487,8 +487,8 @@ fn stage_body(
             if changed {
                 log::warn!("VM {vm}: preboot plugins changed the XML, but libvirt takes hook XML only at restore and migrate; change the database (kvmroll) so the definition is right at a cold start");
             }
-            if let Some(b) = brief {
-                drift_check(run, b)?;
+            if let (Some(b), Some(store)) = (brief, store) {
+                drift_check(run, b, store.as_ref())?;
             }
         }
         Stage::Filter if changed => {
@@ -502,10 +502,11 @@ fn stage_body(
 /// Renders the VM from the database and compares it with what libvirt is
 /// about to start; a drift is logged and recorded, or refuses the start where
 /// `kvm_strict_definition` is true.
-fn drift_check(run: &mut Run<'_>, brief: &VmBrief) -> Result<(), String> {
+fn drift_check(run: &mut Run<'_>, brief: &VmBrief, store: &dyn Store) -> Result<(), String> {
     let vm = &run.call.vm;
     let started = Instant::now();
-    let cluster = match open_store(&run.conf.db, OpenMode::ReadOnly).and_then(|s| s.snapshot()) {
+    // The hook's own connection: a second one would only open the file again.
+    let cluster = match store.snapshot() {
         Ok(c) => c,
         Err(e) => {
             log::warn!("VM {vm}: drift check skipped: {}", crate::chain(&e));

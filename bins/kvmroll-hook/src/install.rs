@@ -3,7 +3,6 @@
 //! libvirtd must be restarted to see it: libvirtd looks for hook scripts only
 //! when it starts or is sent SIGHUP.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,32 +11,6 @@ struct Options {
     dropin: bool,
     root: PathBuf,
     force: bool,
-}
-
-/// Writes `bytes` to `dest` through a synced temporary file and a rename.
-pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = dest
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn install(o: &Options) -> Result<String, String> {
@@ -68,7 +41,7 @@ fn install(o: &Options) -> Result<String, String> {
     for d in [&hooks, &dir.to_path_buf()] {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
     }
-    write_atomic(&dest, &bytes, 0o755)
+    kvmroll_core::sys::write_atomic(&dest, &bytes, 0o755)
         .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
     let note = if o.root != Path::new("/") {
         "packaged under the given root; libvirtd sees it when it next starts (or is sent SIGHUP)"

@@ -28,17 +28,7 @@ const USAGE: &str =
     "usage: kvmroll-hook VM OP SUBOP EXTRA   (as libvirt calls /etc/libvirt/hooks/qemu)
        kvmroll-hook install [--dropin] [--root DIR] [--force]";
 
-/// An error and its sources on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub use kvmroll_core::error_chain as chain;
 
 /// Logs to syslog, facility daemon; without a syslog the hook carries on.
 fn init_syslog() {

@@ -2,17 +2,16 @@
 //! writes them in one transaction and brings libvirt in step.
 
 use crate::cli::{ApplianceCmd, AttrCmd, Cli, Command, DiskCmd, HostCmd, NicCmd, ScopeArgs, VmCmd};
-use crate::sync::{chain, mark_stale, uri_for, Missed, SyncMode, Syncer};
+use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
 use kvmroll_core::model::{check_abs_path, check_name, BootAction};
 use kvmroll_core::{
     open_store, Change, Cluster, ClusterError, Disk, Host, Mac, Nic, NicSpec, OpenMode, Plan,
-    Scope, Store, Vm, DEFAULT_DB_PATH,
+    Scope, Store, Vm,
 };
 use kvmroll_virt::{DomainState, Libvirt};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -47,12 +46,6 @@ struct App<'a> {
     sync: Syncer<'a>,
 }
 
-/// The database path: `--db`, else `KVMROLL_DB`, else the default.
-pub fn db_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH))
-}
-
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
@@ -64,7 +57,7 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     } else {
         OpenMode::ReadWrite
     };
-    let store = open_store(&db_path(cli.db), mode)?;
+    let store = open_store(&kvmroll_core::db_path(cli.db), mode)?;
     let sync_mode = if cli.no_sync {
         SyncMode::Off
     } else if std::env::var_os("KVMROLL_STAGE").is_some() {
@@ -439,7 +432,7 @@ impl App<'_> {
                 let mut was_defined = None;
                 if moving && self.sync.mode == SyncMode::Live {
                     if let Some(from) = &old.container {
-                        let uri = uri_for(&snapshot, from);
+                        let uri = snapshot.libvirt_uri(from);
                         match self
                             .sync
                             .conn(&uri)
@@ -668,7 +661,7 @@ impl App<'_> {
         let mut done = BTreeSet::new();
         let mut failed = 0;
         for (name, container, xml) in jobs {
-            let uri = uri_for(c, &container);
+            let uri = c.libvirt_uri(&container);
             match self
                 .sync
                 .conn(&uri)
@@ -711,7 +704,7 @@ impl App<'_> {
                 continue;
             };
             let xml = renderer.render(name)?;
-            let uri = uri_for(c, &container);
+            let uri = c.libvirt_uri(&container);
             let result = self.sync.conn(&uri).and_then(|hv| {
                 if hv.domain(name).map_err(|e| chain(&e))?.is_none() {
                     return Ok("not defined in libvirt; nothing to refresh".to_string());
@@ -801,7 +794,7 @@ impl App<'_> {
         let mut defined_at = None;
         let mut missed = Vec::new();
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
-            let uri = uri_for(&c, container);
+            let uri = c.libvirt_uri(container);
             match self
                 .sync
                 .conn(&uri)

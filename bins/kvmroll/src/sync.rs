@@ -8,7 +8,7 @@
 //! `kvmroll`) libvirtd is waiting for the hook, so no call is made: the VM is
 //! marked stale and the hook's refresh after `release end` picks it up.
 
-use kvmroll_core::{Change, Cluster, Plan, Store, StoreError};
+use kvmroll_core::{Change, Plan, Store, StoreError};
 use kvmroll_virt::{Connector, Hypervisor};
 use std::collections::{BTreeSet, HashMap};
 
@@ -21,11 +21,6 @@ pub enum SyncMode {
     Off,
     /// Inside a hook stage: mark stale, call nothing.
     Deferred,
-}
-
-/// The libvirt URI of a container (see [`Cluster::libvirt_uri`]).
-pub fn uri_for(cluster: &Cluster, container: &str) -> String {
-    cluster.libvirt_uri(container)
 }
 
 /// Opens each container's libvirt at most once per command.
@@ -93,7 +88,7 @@ impl<'a> Syncer<'a> {
                 });
                 continue;
             }
-            let uri = uri_for(&plan.after, &container);
+            let uri = plan.after.libvirt_uri(&container);
             let result = self.conn(&uri).and_then(|hv| match hv.domain(name) {
                 Ok(None) => Ok(()),
                 Ok(Some(_)) => hv.define(xml).map_err(|e| chain(&e)),
@@ -135,14 +130,4 @@ pub fn mark_stale(
     Ok(())
 }
 
-/// An error and its sources on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
+pub use kvmroll_core::error_chain as chain;

@@ -96,14 +96,6 @@ pub struct Cluster {
     pub vms: BTreeMap<String, Vm>,
 }
 
-/// This machine's host name, as the kernel has it.
-pub fn local_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default()
-}
-
 /// A resolved attribute and the scope it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolved {
@@ -200,9 +192,11 @@ impl Cluster {
         if let Some(uri) = self.attr_of(container, "libvirt_uri") {
             return uri.replace("{host}", container);
         }
-        let local = local_hostname();
-        let short = local.split('.').next().unwrap_or_default();
-        if container == "localhost" || container == local || container == short {
+        let local = crate::sys::local_hostname();
+        if container == "localhost"
+            || container == local
+            || container == crate::sys::local_short_hostname()
+        {
             "qemu:///system".to_string()
         } else {
             format!("qemu+ssh://root@{container}/system")

@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod render;
 pub mod sqlite;
 pub mod store;
+pub mod sys;
 pub mod xml;
 
 pub use cluster::{Change, Cluster, ClusterError, Plan};
@@ -22,3 +23,4 @@ pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};
+pub use sys::{db_path, error_chain};

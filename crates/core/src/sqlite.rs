@@ -236,12 +236,6 @@ impl SqliteStore {
         }
     }
 
-    fn version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| sql(&self.path, "reading its schema version", e))
-    }
-
     fn prepare(&self, version: i64) -> Result<(), StoreError> {
         let p = &self.path;
         if self.mode != OpenMode::ReadWrite {
@@ -257,22 +251,18 @@ impl SqliteStore {
                 .map_err(|e| sql(p, "keeping the WAL at close", e))?;
         }
         match self.mode {
+            // check_identity refused a read-only open of an old schema.
             OpenMode::ReadOnly => self
                 .conn
                 .execute_batch("PRAGMA query_only = ON")
-                .map_err(|e| sql(p, "making the connection read-only", e)),
+                .map_err(|e| sql(p, "making the connection read-only", e))?,
             // The hook: one statement per open, as it opens the database at
             // every VM event. It writes only events (no foreign keys), into a
             // database kvmroll's CLI made and put in WAL mode.
-            OpenMode::ReadWriteFast => {
-                self.conn
-                    .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;")
-                    .map_err(|e| sql(p, "setting up the connection", e))?;
-                if version == SCHEMA_VERSION {
-                    return Ok(());
-                }
-                self.migrate()
-            }
+            OpenMode::ReadWriteFast => self
+                .conn
+                .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;")
+                .map_err(|e| sql(p, "setting up the connection", e))?,
             OpenMode::ReadWrite => {
                 let journal: String = self
                     .conn
@@ -287,29 +277,17 @@ impl SqliteStore {
                 self.conn
                     .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
                     .map_err(|e| sql(p, "setting up the connection", e))?;
-                if version == SCHEMA_VERSION {
-                    return Ok(());
-                }
-                self.migrate()
             }
         }
+        if version < SCHEMA_VERSION {
+            self.migrate()?;
+        }
+        Ok(())
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let p = &self.path;
-        if self.version()? == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let mut conn_tx = Connection::open_with_flags(p, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|source| StoreError::Open {
-                path: p.clone(),
-                source,
-            })?;
-        conn_tx
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| sql(p, "setting the busy timeout", e))?;
-        let tx = conn_tx
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| sql(p, "starting the upgrade", e))?;
         // Another process may have upgraded it while we waited for the lock.
         let mut version: i64 = tx
@@ -844,10 +822,6 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
     fn snapshot(&self) -> Result<Cluster, StoreError> {
         let tx = self
             .conn
@@ -1047,7 +1021,7 @@ mod tests {
         })
         .unwrap();
         drop(s);
-        // The hook: its own connection, then the drift check's.
+        // A connection, then a second one in the same process.
         let mut hook = SqliteStore::open(&db, OpenMode::ReadWriteFast).unwrap();
         hook.vm_brief("v").unwrap();
         let second = SqliteStore::open(&db, OpenMode::ReadOnly).unwrap();

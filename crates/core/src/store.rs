@@ -83,9 +83,6 @@ pub enum StoreError {
 
 /// What kvmroll needs of a database.
 pub trait Store {
-    /// Where the data lives, for messages.
-    fn location(&self) -> String;
-
     /// The whole cluster, read in one transaction.
     fn snapshot(&self) -> Result<Cluster, StoreError>;
 

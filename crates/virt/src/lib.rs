@@ -11,8 +11,6 @@
 
 mod libvirt;
 
-use std::path::PathBuf;
-
 pub use libvirt::Libvirt;
 
 /// The state of a domain, as far as kvmroll cares.
@@ -126,20 +124,6 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
-    #[error("cannot read pid file {path} of domain {name}")]
-    PidFile {
-        name: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("pid file {path} of domain {name} holds no pid")]
-    PidParse {
-        name: String,
-        path: PathBuf,
-        #[source]
-        source: std::num::ParseIntError,
-    },
 }
 
 impl VirtError {
@@ -160,7 +144,6 @@ impl VirtError {
             | Self::ManagedSave { source, .. }
             | Self::ManagedSaveRemove { source, .. }
             | Self::AbortJob { source, .. } => Some(source),
-            Self::PidFile { .. } | Self::PidParse { .. } => None,
         }
     }
 
@@ -214,10 +197,6 @@ pub trait Hypervisor: Send {
     /// How far the domain's running job is: (bytes processed, bytes in all,
     /// 0 while libvirt does not know yet); `None` when no job runs.
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError>;
-    /// The pid of the domain's QEMU process, read from libvirt's pid file;
-    /// `None` when the domain is not running or the pid cannot be known
-    /// (any URI other than `qemu:///system`).
-    fn qemu_pid(&self, name: &str) -> Result<Option<u32>, VirtError>;
 }
 
 /// Opens connections; a trait so callers can be handed one.
@@ -238,19 +217,5 @@ mod tests {
         assert_eq!(err.to_string(), "cannot start domain compute-0-0");
         assert!(std::error::Error::source(&err).is_some());
         assert!(!err.is_no_domain());
-    }
-
-    #[test]
-    fn pid_errors_have_no_libvirt_source() {
-        let err = VirtError::PidParse {
-            name: "vm".into(),
-            path: "/run/libvirt/qemu/vm.pid".into(),
-            source: "x".parse::<u32>().unwrap_err(),
-        };
-        assert!(err.libvirt_error().is_none());
-        assert_eq!(
-            err.to_string(),
-            "pid file /run/libvirt/qemu/vm.pid of domain vm holds no pid"
-        );
     }
 }

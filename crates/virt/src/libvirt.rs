@@ -1,7 +1,6 @@
 //! [`Hypervisor`] over a real libvirt connection, opened by [`Libvirt`].
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use virt::connect::Connect;
@@ -11,9 +10,6 @@ use virt::error::{Error, ErrorNumber};
 use virt::sys;
 
 use crate::{Connector, DomainInfo, DomainState, Hypervisor, VirtError};
-
-/// Where libvirtd's QEMU driver keeps `NAME.pid` for `qemu:///system`.
-const QEMU_SYSTEM_RUN_DIR: &str = "/run/libvirt/qemu";
 
 /// Opens real libvirt connections.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,16 +29,9 @@ impl Connector for Libvirt {
         // virt 0.5 panics on a NUL inside the URI; turn it into an error.
         CString::new(uri).map_err(|e| connect_err(e.into()))?;
         let conn = Connect::open(Some(uri)).map_err(connect_err)?;
-        // The canonical URI, so that "qemu:///system" reached through the
-        // default URI also finds its pid files.
-        let run_dir = match conn.uri() {
-            Ok(canonical) if canonical == "qemu:///system" => Some(QEMU_SYSTEM_RUN_DIR.into()),
-            _ => None,
-        };
         Ok(Box::new(Connection {
             uri: uri.to_owned(),
             conn,
-            run_dir,
         }))
     }
 }
@@ -52,8 +41,6 @@ impl Connector for Libvirt {
 struct Connection {
     uri: String,
     conn: Connect,
-    /// The directory of QEMU pid files, when this connection has one.
-    run_dir: Option<PathBuf>,
 }
 
 impl Connection {
@@ -259,21 +246,6 @@ impl Hypervisor for Connection {
             |name, source| VirtError::Inspect { name, source },
         )
     }
-
-    fn qemu_pid(&self, name: &str) -> Result<Option<u32>, VirtError> {
-        let Some(run_dir) = &self.run_dir else {
-            return Ok(None);
-        };
-        // Looking the domain up first also keeps `name` from naming a path
-        // outside the run directory: it must be a real domain's name.
-        let active = self.with_domain(name, Domain::is_active, |name, source| {
-            VirtError::Inspect { name, source }
-        })?;
-        if !active {
-            return Ok(None);
-        }
-        read_pid_file(name, &run_dir.join(format!("{name}.pid")))
-    }
 }
 
 /// Reads what kvmroll wants to know of `dom`, called `name` in errors.
@@ -312,30 +284,6 @@ fn domain_state(state: virt::domain::DomainStateEnum) -> DomainState {
 /// Whether libvirt's error says there is no such domain.
 pub(crate) fn is_no_domain(err: &Error) -> bool {
     err.code() == Enum::Known(ErrorNumber::NoDomain)
-}
-
-/// The pid in libvirt's pid file at `path`; `None` when there is no file
-/// (the QEMU process is gone, or libvirtd has not written it yet).
-fn read_pid_file(name: &str, path: &Path) -> Result<Option<u32>, VirtError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(VirtError::PidFile {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                source,
-            })
-        }
-    };
-    text.trim()
-        .parse()
-        .map(Some)
-        .map_err(|source| VirtError::PidParse {
-            name: name.to_owned(),
-            path: path.to_owned(),
-            source,
-        })
 }
 
 #[cfg(test)]
@@ -544,33 +492,12 @@ mod tests {
     }
 
     #[test]
-    fn qemu_pid_is_unknown_off_qemu_system() {
-        let hv = connect();
-        assert_eq!(hv.uri(), URI);
-        assert_eq!(hv.qemu_pid("test").unwrap(), None);
-    }
-
-    #[test]
     fn bogus_uri_fails_naming_the_uri() {
         let err = Libvirt.connect("bogus:///nowhere").err().unwrap();
         assert!(matches!(err, VirtError::Connect { .. }), "{err:?}");
         assert_eq!(err.to_string(), "cannot connect to bogus:///nowhere");
         let err = Libvirt.connect("test:///default\0").err().unwrap();
         assert!(matches!(err, VirtError::Connect { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn pid_file_is_read_trimmed_and_missing_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vm.pid");
-        assert_eq!(read_pid_file("vm", &path).unwrap(), None);
-        std::fs::write(&path, "4242\n").unwrap();
-        assert_eq!(read_pid_file("vm", &path).unwrap(), Some(4242));
-        std::fs::write(&path, "not a pid").unwrap();
-        assert!(matches!(
-            read_pid_file("vm", &path),
-            Err(VirtError::PidParse { .. })
-        ));
     }
 
     #[test]

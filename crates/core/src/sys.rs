@@ -1,0 +1,95 @@
+//! Small things every kvmroll binary needs of the system and of its errors:
+//! this machine's name, the database path rule, an error printed on one
+//! line, and a file written so that no reader ever sees half of it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// This machine's host name, as the kernel has it.
+pub fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// This machine's short host name: the container name kvmroll assumes when
+/// none is given.
+pub fn local_short_hostname() -> String {
+    let h = local_hostname();
+    h.split('.').next().unwrap_or_default().to_string()
+}
+
+/// The database path: the `--db` flag, else `KVMROLL_DB`, else the default.
+pub fn db_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_DB_PATH))
+}
+
+/// An error and its sources on one line, as the binaries print it once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Writes `bytes` to `dest` through a temporary file beside it: written,
+/// given `mode`, synced, renamed over `dest`, and the folder synced. A crash
+/// leaves the old file or the new one, never a mix; a failure leaves no
+/// temporary behind.
+pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_sources_on_one_line() {
+        let e = std::io::Error::other(crate::store::StoreError::ReadOnly);
+        assert!(error_chain(&e).contains("read-only"));
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        write_atomic(&f, b"one", 0o600).unwrap();
+        write_atomic(&f, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(write_atomic(&dir.path().join("no/such/dir/x"), b"", 0o644).is_err());
+    }
+}
