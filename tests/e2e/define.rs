@@ -2,45 +2,21 @@
 //! `kvmroll vm define`, started; what libvirt runs is what the database asked
 //! for; a database change refreshes libvirt's definition.
 
-use kvmroll_tests::{
-    bin, libvirtd_available, local_host, ok, prefix, virsh, virsh_ok, Domains, GUEST_CPU_MODE,
-};
+use kvmroll_tests::{libvirtd_available, prefix, virsh, virsh_ok, Domains, Kvmroll};
 
 struct Cluster {
     dir: tempfile::TempDir,
+    k: Kvmroll,
 }
 
 impl Cluster {
-    /// A fresh database with this machine as a 2-CPU container; it has no
+    /// A fresh database with this machine as a VM container; it has no
     /// libvirt_uri, so kvmroll uses qemu:///system for it.
     fn local() -> (Cluster, String) {
-        let cl = Cluster {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let host = local_host();
-        cl.ok(&[
-            "host",
-            "add",
-            &host,
-            "--appliance",
-            "vm-container",
-            "--cpus",
-            "2",
-        ]);
-        (cl, host)
-    }
-
-    fn kvmroll(&self, args: &[&str]) -> std::process::Output {
-        bin("kvmroll")
-            .arg("--db")
-            .arg(self.dir.path().join("kvmroll.db"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        ok(self.kvmroll(args), &format!("kvmroll {args:?}"))
+        let dir = tempfile::tempdir().unwrap();
+        let k = Kvmroll::new(dir.path().join("kvmroll.db"));
+        let host = k.local_container();
+        (Cluster { dir, k }, host)
     }
 }
 
@@ -68,17 +44,8 @@ fn defined_vms_run_what_the_database_asks_for() {
     std::fs::write(&iso, vec![0u8; 1 << 20]).unwrap();
     let iso = iso.to_str().unwrap();
 
-    cl.ok(&[
-        "attr",
-        "set",
-        "--appliance",
-        "hosted-vm",
-        "cpu_mode",
-        GUEST_CPU_MODE,
-    ]);
-    cl.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
     for vm in [&a, &b, &c] {
-        cl.ok(&[
+        cl.k.ok(&[
             "vm",
             "add",
             vm,
@@ -90,17 +57,17 @@ fn defined_vms_run_what_the_database_asks_for() {
             "1",
         ]);
     }
-    cl.ok(&["attr", "set", &a, "kvm_cpu_pinning", "pin_all"]);
-    cl.ok(&["attr", "set", &b, "kvm_cpu_pinning", "pin_auto"]);
-    cl.ok(&["vm", "cdrom", &b, iso]);
-    cl.ok(&[
+    cl.k.ok(&["attr", "set", &a, "kvm_cpu_pinning", "pin_all"]);
+    cl.k.ok(&["attr", "set", &b, "kvm_cpu_pinning", "pin_auto"]);
+    cl.k.ok(&["vm", "cdrom", &b, iso]);
+    cl.k.ok(&[
         "attr",
         "set",
         &c,
         "cpu_mode",
         "exact: <model fallback='allow'>qemu64</model>",
     ]);
-    cl.ok(&["vm", "define", &a, &b, &c]);
+    cl.k.ok(&["vm", "define", &a, &b, &c]);
 
     // The inactive definitions hold what the database asked for.
     let xa = inactive(&a);
@@ -124,7 +91,7 @@ fn defined_vms_run_what_the_database_asks_for() {
         xc.contains("<cpu mode='custom' match='exact'"),
         "Rocks' exact becomes custom+exact: {xc}"
     );
-    let uuid = cl.ok(&["vm", "show", &a, "--json"]);
+    let uuid = cl.k.ok(&["vm", "show", &a, "--json"]);
     let uuid = uuid
         .split("\"uuid\": \"")
         .nth(1)
@@ -144,7 +111,7 @@ fn defined_vms_run_what_the_database_asks_for() {
 
     // A cdrom change refreshes the definition; it takes effect at the next
     // power cycle, so the running VM keeps its cdrom until then.
-    cl.ok(&["vm", "cdrom", &b, "none"]);
+    cl.k.ok(&["vm", "cdrom", &b, "none"]);
     let xb = inactive(&b);
     assert!(!xb.contains("device='cdrom'"), "{xb}");
     assert_eq!(boot_order(&xb), ["network", "hd"]);
@@ -154,22 +121,22 @@ fn defined_vms_run_what_the_database_asks_for() {
     assert!(!virsh_ok(&["dumpxml", &b]).contains("device='cdrom'"));
 
     // Memory and vCPUs too; the UUID stays.
-    cl.ok(&["vm", "set", &a, "--mem", "96"]);
+    cl.k.ok(&["vm", "set", &a, "--mem", "96"]);
     let xa = inactive(&a);
     assert!(xa.contains("<memory unit='KiB'>98304</memory>"), "{xa}");
     assert_eq!(virsh_ok(&["domuuid", &a]).trim(), uuid);
 
     // A running VM is not removed from under libvirt.
-    let out = cl.kvmroll(&["vm", "remove", &a]);
+    let out = cl.k.run(&["vm", "remove", &a]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is running"));
     virsh_ok(&["destroy", &a]);
-    cl.ok(&["vm", "remove", &a]);
+    cl.k.ok(&["vm", "remove", &a]);
     assert!(
         !virsh(&["dominfo", &a]).status.success(),
         "{a} still defined"
     );
-    assert!(cl.kvmroll(&["vm", "show", &a]).status.code() == Some(1));
+    assert!(cl.k.run(&["vm", "show", &a]).status.code() == Some(1));
 }
 
 #[test]
@@ -181,8 +148,8 @@ fn a_vm_not_yet_defined_is_left_to_define() {
     let vm = format!("{p}-x");
     let _guard = Domains(vec![vm.clone()]);
     let (cl, host) = Cluster::local();
-    cl.ok(&["vm", "add", &vm, "--container", &host, "--mem", "64"]);
+    cl.k.ok(&["vm", "add", &vm, "--container", &host, "--mem", "64"]);
     // Changing a VM libvirt does not have defines nothing.
-    cl.ok(&["vm", "set", &vm, "--mem", "80"]);
+    cl.k.ok(&["vm", "set", &vm, "--mem", "80"]);
     assert!(!virsh(&["dominfo", &vm]).status.success());
 }

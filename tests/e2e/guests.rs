@@ -13,9 +13,7 @@
 //! waits a while for running domains that are not its own to go away.
 
 use kvmroll_tests::json::{self, Get, Value};
-use kvmroll_tests::{
-    bin, libvirtd_available, local_host, ok, prefix, virsh_ok, Domains, GUEST_CPU_MODE,
-};
+use kvmroll_tests::{bin, libvirtd_available, local_host, ok, prefix, virsh_ok, Domains, Kvmroll};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -54,16 +52,7 @@ impl Rig {
     /// `host_attrs` on top; guests get the CPU mode nested KVM needs.
     fn new(test: &str, host_attrs: &[(&str, &str)]) -> Rig {
         let rig = Rig::bare(test);
-        let host = rig.host.clone();
-        rig.kvmroll(&[
-            "attr",
-            "set",
-            "--appliance",
-            "hosted-vm",
-            "cpu_mode",
-            GUEST_CPU_MODE,
-        ]);
-        rig.kvmroll(&["attr", "set", "--global", "kvm_graphics", "none"]);
+        let host = Kvmroll::new(rig.db()).local_container();
         let defaults = [
             ("kvm_guests_shutdown_timeout", "2"),
             ("kvm_guests_on_timeout", "destroy"),
@@ -106,13 +95,7 @@ impl Rig {
 
     /// `kvmroll --db DB ARGS`, which must succeed.
     fn kvmroll(&self, args: &[&str]) -> String {
-        let out = bin("kvmroll")
-            .arg("--db")
-            .arg(self.db())
-            .args(args)
-            .output()
-            .unwrap();
-        ok(out, &format!("kvmroll {args:?}"))
+        Kvmroll::new(self.db()).ok(args)
     }
 
     /// Adds 64 MiB one-vCPU guests named PREFIX-SUFFIX (with `kvm_autostart`

@@ -9,8 +9,8 @@
 //! every test removes what it added.
 
 use kvmroll_tests::{
-    bin, bin_dir, hook_conf, libvirtd_available, local_host, ok, prefix, virsh, virsh_ok, HookConf,
-    E2E_DB, GUEST_CPU_MODE, HOOK_CONF,
+    bin, bin_dir, hook_conf, libvirtd_available, prefix, virsh, virsh_ok, HookConf, Kvmroll,
+    E2E_DB, HOOK_CONF,
 };
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -53,6 +53,7 @@ fn hook_problem() -> Result<HookConf, String> {
 struct Cluster {
     conf: HookConf,
     host: String,
+    k: Kvmroll,
     /// Logs and markers the plugins write.
     dir: tempfile::TempDir,
 }
@@ -74,51 +75,22 @@ impl Cluster {
                 return None;
             }
         };
-        let cl = Cluster {
+        let k = Kvmroll::new(&conf.db);
+        let host = k.local_container();
+        Some(Cluster {
             conf,
-            host: local_host(),
+            host,
+            k,
             dir: tempfile::tempdir().unwrap(),
-        };
-        let host = cl.host.clone();
-        let out = cl.kvmroll(&[
-            "host",
-            "add",
-            &host,
-            "--appliance",
-            "vm-container",
-            "--cpus",
-            "2",
-        ]);
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                err.contains("already exists"),
-                "kvmroll host add {host}: {err}"
-            );
-        }
-        cl.ok(&[
-            "attr",
-            "set",
-            "--appliance",
-            "hosted-vm",
-            "cpu_mode",
-            GUEST_CPU_MODE,
-        ]);
-        cl.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
-        Some(cl)
+        })
     }
 
     fn kvmroll(&self, args: &[&str]) -> Output {
-        bin("kvmroll")
-            .arg("--db")
-            .arg(&self.conf.db)
-            .args(args)
-            .output()
-            .expect("kvmroll runs")
+        self.k.run(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        ok(self.kvmroll(args), &format!("kvmroll {args:?}"))
+        self.k.ok(args)
     }
 
     /// A file for plugins to write, in this test's own folder.

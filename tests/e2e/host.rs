@@ -3,7 +3,7 @@
 //! the dracut module built into a real initramfs, and kvmroll-enable asking
 //! a real libvirtd whether VMs still run.
 
-use kvmroll_tests::{bin, bin_dir, libvirtd_available, local_host, ok, prefix, virsh_ok, Domains};
+use kvmroll_tests::{bin, bin_dir, libvirtd_available, ok, prefix, virsh_ok, Domains, Kvmroll};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,17 +115,11 @@ fn the_installation_holds_every_file_with_its_mode() {
 /// Writes a cluster with passed-through devices and returns its database.
 fn pci_cluster(dir: &Path) -> PathBuf {
     let db = dir.join("k.db");
+    let kvmroll = Kvmroll::new(&db);
     let k = |args: &[&str]| {
-        ok(
-            bin("kvmroll")
-                .arg("--db")
-                .arg(&db)
-                .arg("--no-sync")
-                .args(args)
-                .output()
-                .unwrap(),
-            "kvmroll",
-        )
+        let mut all = vec!["--no-sync"];
+        all.extend_from_slice(args);
+        kvmroll.ok(&all)
     };
     k(&[
         "host",
@@ -174,6 +168,25 @@ impl Placed {
     }
 }
 
+impl Placed {
+    /// The generated rules of `db`'s container and the static binding rule,
+    /// where udev reads them.
+    fn rules(db: &Path) -> Placed {
+        let mut placed = Placed(Vec::new());
+        placed.put(
+            "/etc/udev/rules.d/90-kvmroll-vfio.rules",
+            &gen(db, "udev"),
+            0o644,
+        );
+        placed.put(
+            "/usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules",
+            &std::fs::read_to_string(repo().join("udev/91-kvmroll-vfio-bind.rules")).unwrap(),
+            0o644,
+        );
+        placed
+    }
+}
+
 impl Drop for Placed {
     fn drop(&mut self) {
         for p in self.0.iter().rev() {
@@ -193,17 +206,7 @@ fn udevadm_reads_the_rules_without_errors() {
     let _lock = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let db = pci_cluster(dir.path());
-    let mut placed = Placed(Vec::new());
-    placed.put(
-        "/etc/udev/rules.d/90-kvmroll-vfio.rules",
-        &gen(&db, "udev"),
-        0o644,
-    );
-    placed.put(
-        "/usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules",
-        &std::fs::read_to_string(repo().join("udev/91-kvmroll-vfio-bind.rules")).unwrap(),
-        0o644,
-    );
+    let placed = Placed::rules(&db);
     // A device with no /dev node: udevadm test has side effects on nodes.
     let out = Command::new("udevadm")
         .args(["test", "--action=add", "/sys/class/net/lo"])
@@ -262,17 +265,7 @@ fn dracut_builds_an_initramfs_with_the_module() {
     let _lock = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let db = pci_cluster(dir.path());
-    let mut placed = Placed(Vec::new());
-    placed.put(
-        "/etc/udev/rules.d/90-kvmroll-vfio.rules",
-        &gen(&db, "udev"),
-        0o644,
-    );
-    placed.put(
-        "/usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules",
-        &std::fs::read_to_string(repo().join("udev/91-kvmroll-vfio-bind.rules")).unwrap(),
-        0o644,
-    );
+    let mut placed = Placed::rules(&db);
     placed.put(
         "/etc/modprobe.d/kvmroll-vfio.conf",
         &std::fs::read_to_string(repo().join("modprobe/kvmroll-vfio.conf")).unwrap(),
@@ -343,38 +336,11 @@ fn enable_refuses_a_host_whose_libvirt_runs_a_vm() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("k.db");
-    let host = local_host();
+    let kvmroll = Kvmroll::new(&db);
+    let host = kvmroll.local_container();
     let vm = format!("{}-running", prefix("enable"));
     let _guard = Domains(vec![vm.clone()]);
-    let k = |args: &[&str]| {
-        ok(
-            bin("kvmroll")
-                .arg("--db")
-                .arg(&db)
-                .args(args)
-                .output()
-                .unwrap(),
-            "kvmroll",
-        )
-    };
-    k(&[
-        "host",
-        "add",
-        &host,
-        "--appliance",
-        "vm-container",
-        "--cpus",
-        "2",
-    ]);
-    k(&[
-        "attr",
-        "set",
-        "--appliance",
-        "hosted-vm",
-        "cpu_mode",
-        kvmroll_tests::GUEST_CPU_MODE,
-    ]);
-    k(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    let k = |args: &[&str]| kvmroll.ok(args);
     let log = dir.path().join("calls");
     k(&[
         "attr",

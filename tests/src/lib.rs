@@ -222,3 +222,61 @@ pub mod json {
             .collect()
     }
 }
+
+/// `kvmroll --db DB ...` for one test's database.
+#[derive(Debug, Clone)]
+pub struct Kvmroll {
+    pub db: PathBuf,
+}
+
+impl Kvmroll {
+    pub fn new(db: impl Into<PathBuf>) -> Kvmroll {
+        Kvmroll { db: db.into() }
+    }
+
+    /// Runs `kvmroll --db DB ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        bin("kvmroll")
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .expect("kvmroll runs")
+    }
+
+    /// Runs it and asserts success; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        ok(self.run(args), &format!("kvmroll {args:?}"))
+    }
+
+    /// Makes this machine a 2-CPU VM container (one that is there already is
+    /// fine), with the guest CPU mode and no graphics for every VM. Returns
+    /// the container's name.
+    pub fn local_container(&self) -> String {
+        let host = local_host();
+        let out = self.run(&[
+            "host",
+            "add",
+            &host,
+            "--appliance",
+            "vm-container",
+            "--cpus",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("already exists"),
+            "kvmroll host add {host}: {err}"
+        );
+        self.ok(&[
+            "attr",
+            "set",
+            "--appliance",
+            "hosted-vm",
+            "cpu_mode",
+            GUEST_CPU_MODE,
+        ]);
+        self.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+        host
+    }
+}

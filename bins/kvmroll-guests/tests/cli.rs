@@ -96,6 +96,5 @@ fn systemd_accepts_the_unit() {
                 && !l.contains("libvirt-guests.service")
         })
         .collect();
-    assert!(out.status.success() || faults.is_empty(), "{said}");
     assert!(faults.is_empty(), "{said}");
 }
