@@ -34,7 +34,7 @@ step "tests (unit, golden, CLI, end-to-end)"
 export KVMROLL_E2E=1
 log=$(mktemp /tmp/kvmroll-test.XXXXXX.log)
 set +e
-cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast -- --test-threads=4 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo's own last line is the

@@ -414,9 +414,19 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // The background child is gone too (or a zombie awaiting its reaper).
-        let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        assert!(state.is_empty() || state.contains(") Z"), "{state}");
+        // The background child got SIGKILL too. The kernel may still be
+        // tearing it down when `run` returns (CI once saw it in state R,
+        // already reparented), so allow it a moment to die; a process that
+        // was never signalled would still be asleep after it.
+        let gone = |state: &str| state.is_empty() || state.contains(") Z");
+        let read = || std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut state = read();
+        while !gone(&state) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+            state = read();
+        }
+        assert!(gone(&state), "{state}");
     }
 
     #[test]
