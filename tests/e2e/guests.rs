@@ -278,6 +278,16 @@ fn domstate(vm: &str) -> String {
     virsh_ok(&["domstate", vm]).trim().to_string()
 }
 
+/// The state libvirtd last wrote to a running VM's status file
+/// (`<domstatus state='paused' ...>`). Unlike `virsh domstate`, reading it
+/// does not wait for the VM's lock, which libvirtd holds for the whole of a
+/// save: a poll through virsh sees the save only once it is over.
+fn status_state(vm: &str) -> Option<String> {
+    let text = std::fs::read_to_string(Path::new(PID_DIR).join(format!("{vm}.xml"))).ok()?;
+    let rest = &text[text.find("<domstatus state='")? + "<domstatus state='".len()..];
+    Some(rest[..rest.find('\'')?].to_string())
+}
+
 /// The managed-save image libvirt keeps for a VM.
 fn image(vm: &str) -> PathBuf {
     Path::new(SAVE_DIR).join(format!("{vm}.save"))
@@ -604,16 +614,36 @@ fn a_stop_killed_halfway_loses_no_vm_and_starts_none_twice() {
     let spawned = Instant::now();
     let mut child = rig.spawn(&["stop"]);
     let mut in_flight = None;
+    let mut ended = None;
     wait_for(Duration::from_secs(30), || {
         in_flight = rig
             .journal_states()
             .into_iter()
             .filter(|(_, s)| s == "saving")
             .map(|(n, _)| n)
-            .find(|n| domstate(n) == "paused");
-        in_flight.is_some()
+            .find(|n| status_state(n).as_deref() == Some("paused"));
+        ended = child.try_wait().unwrap();
+        in_flight.is_some() || ended.is_some()
     });
-    let in_flight = in_flight.expect("no save was seen under way (journal \"saving\", VM paused)");
+    let Some(in_flight) = in_flight else {
+        // Say why: the stop ended early, or never got a save going.
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "no save was seen under way (journal \"saving\", VM paused); stop {}: {}; \
+             journal: {:?}; libvirt: {:?}",
+            if ended.is_some() {
+                "ended first"
+            } else {
+                "still ran after 30 s"
+            },
+            stderr(&out),
+            rig.journal_states(),
+            vms.iter()
+                .map(|v| (v.as_str(), domstate(v)))
+                .collect::<Vec<_>>()
+        );
+    };
     child.kill().unwrap();
     let killed_after = spawned.elapsed();
     let out = child.wait_with_output().unwrap();
