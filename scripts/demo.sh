@@ -17,7 +17,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 say "installing what is missing, building, installing the hook, starting libvirtd"
 scripts/deps.sh
-cargo build --workspace --release --quiet
+scripts/build.sh --release
 BIN=$PWD/target/release
 export PATH="$BIN:$PATH"
 export KVMROLL_DB=/var/lib/kvmroll/demo.db

@@ -5,7 +5,8 @@
 #
 #   scripts/hook-setup.sh PROFILE DB ROOT
 #
-#   PROFILE  debug or release: which build of target/ to install
+#   PROFILE  debug or release: which build to install (scripts/build.sh
+#            builds both the binaries and the static hook installed here)
 #   DB       the database the hook reads (/etc/kvmroll/kvmroll.conf: db)
 #   ROOT     the plugin root (plugins/STAGE.d, vms/VM/STAGE.d)
 set -euo pipefail
@@ -13,7 +14,11 @@ cd "$(dirname "$0")/.."
 [ $# -eq 3 ] || { echo "usage: $0 debug|release DB ROOT" >&2; exit 2; }
 profile=$1 db=$2 root=$3
 bin=$PWD/target/$profile
-[ -x "$bin/kvmroll-hook" ] || { echo "hook-setup.sh: $bin/kvmroll-hook is not built" >&2; exit 1; }
+case $profile in release) flag=--release ;; *) flag= ;; esac
+hook=$(scripts/build.sh --hook-path $flag)
+for b in "$bin/kvmroll" "$hook"; do
+    [ -x "$b" ] || { echo "hook-setup.sh: $b is not built: run scripts/build.sh $flag" >&2; exit 1; }
+done
 
 mkdir -p /etc/kvmroll "$(dirname "$db")" "$root/plugins" "$root/vms"
 chmod 755 /etc/kvmroll "$root" "$root/plugins" "$root/vms"
@@ -28,5 +33,5 @@ chmod 644 "$tmp"
 sync "$tmp"
 mv -f "$tmp" /etc/kvmroll/kvmroll.conf
 
-"$bin/kvmroll-hook" install --force >/dev/null
+"$hook" install --force >/dev/null
 KVMROLL_LIBVIRTD_RESTART=1 scripts/libvirtd.sh up

@@ -31,8 +31,14 @@ bins="kvmroll kvmroll-gen kvmroll-guests kvmroll-enable kvmroll-hook"
 if [ -n "$bindir" ]; then
     out=$bindir
 else
-    cargo build $flag --quiet $(for b in $bins kvmroll-docs; do printf -- '-p %s ' "$b"; done)
+    scripts/build.sh $flag
     out=target/$profile
+fi
+# The hook installed is the static one where it was built (scripts/build.sh).
+hook=$out/kvmroll-hook
+static=$(scripts/build.sh --hook-path $flag)
+if [ -z "$bindir" ] && [ -x "$static" ]; then
+    hook=$static
 fi
 
 install -d -m 0755 "$dest/usr/local/bin" "$dest/etc/libvirt/hooks" "$dest/etc/kvmroll" \
@@ -41,9 +47,11 @@ install -d -m 0755 "$dest/usr/local/bin" "$dest/etc/libvirt/hooks" "$dest/etc/kv
     "$dest/usr/lib/dracut/modules.d/90kvmroll" "$dest/usr/local/share/man/man5" \
     "$dest/usr/share/bash-completion/completions" "$dest/usr/share/zsh/vendor-completions"
 for b in $bins; do
-    install -m 0755 "$out/$b" "$dest/usr/local/bin/$b"
+    from=$out/$b
+    [ "$b" = kvmroll-hook ] && from=$hook
+    install -m 0755 "$from" "$dest/usr/local/bin/$b"
 done
-"$out/kvmroll-hook" install --force --root "$dest" >/dev/null
+"$hook" install --force --root "$dest" >/dev/null
 install -m 0644 systemd/kvmroll-guests.service "$dest/lib/systemd/system/"
 install -m 0644 udev/91-kvmroll-vfio-bind.rules "$dest/usr/lib/udev/rules.d/"
 install -m 0644 modprobe/kvmroll-vfio.conf "$dest/etc/modprobe.d/"

@@ -23,8 +23,8 @@ cargo fmt --all --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "build"
-cargo build --workspace --quiet
+step "build (and the static hook)"
+scripts/build.sh
 
 step "libvirtd, with the built hook installed before it starts"
 E2E=/var/lib/kvmroll/e2e

@@ -3,7 +3,10 @@
 //! the same stdin and against a shell dispatcher that runs the same three
 //! plugins with `run-parts`, all in one run, printed as ratios.
 //!
-//!     cargo build --release --workspace && cargo bench -p kvmroll-tests --bench hook
+//!     scripts/build.sh --release && cargo bench -p kvmroll-tests --bench hook
+//!
+//! It times the hook that is installed: the statically linked one that
+//! scripts/build.sh builds.
 //!
 //! Goals: no plugins at most 2x /bin/true (database lookup and event record
 //! included); three plugins at most 0.8x the run-parts dispatcher.
@@ -131,7 +134,8 @@ fn main() {
         ),
     );
 
-    let hook = kvmroll_tests::bin_dir().join("kvmroll-hook");
+    let hook = kvmroll_tests::static_hook();
+    println!("hook: {}", hook.display());
     let hook_args = vec![VM, "prepare", "begin", "-"];
     let mut cases = [
         Case {

@@ -9,8 +9,8 @@
 //! every test removes what it added.
 
 use kvmroll_tests::{
-    bin, bin_dir, hook_conf, libvirtd_available, prefix, virsh, virsh_ok, HookConf, Kvmroll,
-    E2E_DB, HOOK_CONF,
+    bin, bin_dir, hook_conf, libvirtd_available, prefix, static_hook, virsh, virsh_ok, HookConf,
+    Kvmroll, E2E_DB, HOOK_CONF,
 };
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -27,7 +27,7 @@ const INSTALLED_HOOK: &str = "/etc/libvirt/hooks/qemu";
 
 /// Why the installed hook cannot be used by these tests, if it cannot.
 fn hook_problem() -> Result<HookConf, String> {
-    let built = bin_dir().join("kvmroll-hook");
+    let built = static_hook();
     let built_bytes =
         std::fs::read(&built).map_err(|e| format!("cannot read {}: {e}", built.display()))?;
     let installed =
@@ -333,6 +333,24 @@ fn gone(pid: &str) -> bool {
 // ---------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------
+
+#[test]
+fn the_installed_hook_is_the_static_build() {
+    // libvirtd runs it at every VM event: no dynamic loader on that path,
+    // and nothing a shared-library upgrade could break under it.
+    let Some(_cluster) = Cluster::get("the_installed_hook_is_the_static_build") else {
+        return;
+    };
+    let out = std::process::Command::new("ldd")
+        .arg(INSTALLED_HOOK)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("statically linked"),
+        "ldd {INSTALLED_HOOK}: {said}"
+    );
+}
 
 #[test]
 fn plugins_run_at_each_stage_in_order_with_their_rights() {

@@ -5,6 +5,32 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The statically linked hook that `scripts/build.sh` builds beside the
+/// workspace (`target/TRIPLE/PROFILE/kvmroll-hook`) and the scripts install;
+/// it must have been built.
+pub fn static_hook() -> PathBuf {
+    let dir = bin_dir();
+    let profile = dir.file_name().expect("profile folder").to_owned();
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let hook = dir
+        .parent()
+        .expect("target folder")
+        .join(triple)
+        .join(profile)
+        .join("kvmroll-hook");
+    assert!(
+        hook.exists(),
+        "{} is not built: run scripts/build.sh{}",
+        hook.display(),
+        if dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        }
+    );
+    hook
+}
+
 /// The folder holding the workspace's built binaries (`target/debug` or
 /// `target/release`), found beside the running test executable.
 pub fn bin_dir() -> PathBuf {

@@ -233,6 +233,9 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
     let queue = Arc::new(Mutex::new(to_save.iter().cloned().collect::<VecDeque<_>>()));
     let inflight: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let mut workers = Vec::new();
+    // Each worker says when it is done, so the stop ends when the last save
+    // does, not at the monitor's next tick.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     for _ in 0..svc.settings.parallel.min(to_save.len()) {
         let (svc, shared, queue, inflight, interrupted) = (
             svc.clone(),
@@ -241,7 +244,9 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
             inflight.clone(),
             interrupted.clone(),
         );
+        let done = Done(done_tx.clone());
         workers.push(std::thread::spawn(move || {
+            let _done = done;
             let hv = match svc.connect() {
                 Ok(h) => h,
                 Err(e) => {
@@ -283,9 +288,13 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
     };
     // The monitor: enforce each save's time limit, draw progress, notice
     // SIGTERM (the workers then take no new VM; saves in flight go on).
+    drop(done_tx);
     let mut told = false;
-    while workers.iter().any(|w| !w.is_finished()) {
-        std::thread::sleep(Duration::from_millis(200));
+    // A tick, or a worker ended; the channel closes when the last one has.
+    while !matches!(
+        done_rx.recv_timeout(Duration::from_millis(200)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+    ) {
         if interrupted.load(Ordering::SeqCst) && !told {
             told = true;
             log::warn!("interrupted: letting the saves in flight finish, starting no more");
@@ -358,6 +367,32 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
     })
 }
 
+/// Sends on drop: a worker's "done", even when it ends by a panic.
+struct Done(std::sync::mpsc::Sender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Whether a save of the VM is under way in libvirtd, begun by this run or
+/// by one cut off before. libvirt's job query alone misses the moments when
+/// the job's owner is gone; the pause reason libvirt sets for a save holds
+/// from the pause until the image is written.
+fn save_in_flight(hv: &dyn Hypervisor, name: &str) -> bool {
+    hv.job_progress(name).is_ok_and(|j| j.is_some())
+        || hv.domain(name).is_ok_and(|d| d.is_some_and(|d| d.saving))
+}
+
+/// Waits, up to `limit`, for a save under way to end.
+fn wait_for_save(hv: &dyn Hypervisor, name: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && save_in_flight(hv, name) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn save(
     hv: &dyn Hypervisor,
     name: &str,
@@ -385,13 +420,9 @@ fn save_one(
         .insert(name.to_string(), started + svc.settings.save_timeout);
     // An earlier stop, cut off, may have left this VM's save running in
     // libvirtd: let it finish rather than start a second one.
-    let result = if hv.job_progress(name).is_ok_and(|j| j.is_some()) {
+    let result = if save_in_flight(hv, name) {
         log::info!("VM {name}: a save begun earlier is still running; waiting for it");
-        while hv.job_progress(name).is_ok_and(|j| j.is_some())
-            && Instant::now() < started + svc.settings.save_timeout
-        {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for_save(hv, name, svc.settings.save_timeout);
         match hv.domain(name) {
             Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
             _ => save(hv, name, svc.settings.bypass_cache),
@@ -574,14 +605,9 @@ fn start_one(
     };
     // A save still running in libvirtd (the stop that began it was cut off):
     // wait for it to end, then act on what it left.
-    let info = if hv.job_progress(name).is_ok_and(|j| j.is_some()) {
-        log::info!(
-            "VM {name}: a job (an interrupted stop's save?) is still running; waiting for it"
-        );
-        let deadline = Instant::now() + svc.settings.save_timeout;
-        while Instant::now() < deadline && hv.job_progress(name).is_ok_and(|j| j.is_some()) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    let info = if info.saving || save_in_flight(hv, name) {
+        log::info!("VM {name}: a save (an interrupted stop's) is still running; waiting for it");
+        wait_for_save(hv, name, svc.settings.save_timeout);
         match hv.domain(name) {
             Ok(Some(d)) => d,
             Ok(None) => return ("failed", "vanished while its job ran".into()),
@@ -591,7 +617,14 @@ fn start_one(
         info
     };
     if info.state != DomainState::ShutOff {
-        log::info!("VM {name}: already running");
+        // Paused by someone (not by a save, waited for above) counts as
+        // running: it is not this service's to resume.
+        let how = if info.state == DomainState::Paused {
+            "already running (paused)"
+        } else {
+            "already running"
+        };
+        log::info!("VM {name}: {how}");
         return ("already-running", String::new());
     }
     let image = image::path(&svc.root, name);

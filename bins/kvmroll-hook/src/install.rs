@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 struct Options {
     dropin: bool,
@@ -54,13 +53,13 @@ fn install(o: &Options) -> Result<String, String> {
     Ok(format!("installed {}; {note}", dest.display()))
 }
 
-pub fn main(dropin: bool, root: &Path, force: bool) -> ExitCode {
+pub fn main(dropin: bool, root: &Path, force: bool) -> u8 {
     if !root.is_absolute() {
         eprintln!(
             "kvmroll-hook: install: --root {} must be an absolute path",
             root.display()
         );
-        return ExitCode::from(1);
+        return 1;
     }
     let o = Options {
         dropin,
@@ -70,11 +69,11 @@ pub fn main(dropin: bool, root: &Path, force: bool) -> ExitCode {
     match install(&o) {
         Ok(msg) => {
             println!("{msg}");
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             eprintln!("kvmroll-hook: install: {e}");
-            ExitCode::from(1)
+            1
         }
     }
 }

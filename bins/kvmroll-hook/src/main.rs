@@ -12,6 +12,17 @@
 //!
 //! This package must never depend on libvirt: libvirtd waits for its hooks,
 //! and a hook calling back into it deadlocks.
+//!
+//! libvirtd runs the hook at every lifecycle event of every VM and waits for
+//! it, so its start-up is kept short: the binary is built statically (no
+//! dynamic loader; see scripts/build.sh), and it has its own C `main` in
+//! place of std's, which would first read /proc/self/maps to place a stack
+//! guard, install stack-overflow handlers and check fds 0 to 2.
+
+// The test harness brings its own main, which calls none of the hook's
+// entry points.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 
 mod cli;
 mod config;
@@ -19,7 +30,6 @@ mod dispatch;
 mod install;
 
 use std::io::{Read, Write};
-use std::process::ExitCode;
 
 /// Marks the binary as kvmroll's hook, so `install` knows what it replaces.
 pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
@@ -31,21 +41,52 @@ const USAGE: &str =
 pub use kvmroll_core::error_chain as chain;
 
 /// Logs to syslog, facility daemon; without a syslog the hook carries on.
-fn init_syslog() {
-    let formatter = syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_DAEMON,
-        hostname: None,
-        process: "kvmroll-hook".into(),
-        pid: std::process::id(),
-    };
-    if let Ok(logger) = syslog::unix(formatter) {
-        if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
-            log::set_max_level(log::LevelFilter::Info);
+///
+/// The socket is opened at the first message, not at start: most events log
+/// nothing (the events table has them), and libvirtd waits for its hook.
+struct LazySyslog(std::sync::OnceLock<Option<std::sync::Mutex<Syslog>>>);
+
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+impl log::Log for LazySyslog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
         }
+        let conn = self.0.get_or_init(|| {
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "kvmroll-hook".into(),
+                pid: std::process::id(),
+            };
+            syslog::unix(formatter).ok().map(std::sync::Mutex::new)
+        });
+        let Some(conn) = conn else { return };
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let msg = record.args().to_string();
+        let _ = match record.level() {
+            log::Level::Error => conn.err(msg),
+            log::Level::Warn => conn.warning(msg),
+            _ => conn.info(msg),
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_syslog() {
+    static LOGGER: LazySyslog = LazySyslog(std::sync::OnceLock::new());
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
     }
 }
 
-fn hook(args: &[String]) -> ExitCode {
+fn hook(args: &[String]) -> u8 {
     init_syslog();
     let mut xml = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut xml) {
@@ -72,9 +113,9 @@ fn hook(args: &[String]) -> ExitCode {
                 )
             {
                 eprintln!("{why}");
-                return ExitCode::from(1);
+                return 1;
             }
-            return ExitCode::SUCCESS;
+            return 0;
         }
     };
     let answer = dispatch::handle(&call, &conf);
@@ -89,7 +130,7 @@ fn hook(args: &[String]) -> ExitCode {
                 "kvmroll-hook: VM {}: cannot hand the filtered XML to libvirt",
                 call.vm
             );
-            return ExitCode::from(1);
+            return 1;
         }
     }
     if answer.refresh {
@@ -99,9 +140,9 @@ fn hook(args: &[String]) -> ExitCode {
         Some(reason) => {
             log::warn!("{reason}");
             eprintln!("{reason}");
-            ExitCode::from(1)
+            1
         }
-        None => ExitCode::SUCCESS,
+        None => 0,
     }
 }
 
@@ -138,11 +179,11 @@ fn spawn_refresh(vm: &str) {
 /// The detached refresh: wait for the hook (pid) to be gone, then run
 /// `kvmroll vm sync VM`, which redefines the VM only where libvirt's
 /// definition differs from the database.
-fn refresh_after(pid: &str, vm: &str) -> ExitCode {
+fn refresh_after(pid: &str, vm: &str) -> u8 {
     init_syslog();
     let Ok(pid) = pid.parse::<i32>() else {
         eprintln!("kvmroll-hook: refresh-after: {pid:?} is not a pid");
-        return ExitCode::from(2);
+        return 2;
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let pid = nix::unistd::Pid::from_raw(pid);
@@ -153,7 +194,7 @@ fn refresh_after(pid: &str, vm: &str) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             log::error!("VM {vm}: no definition refresh: {}", chain(&e));
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let (bin, args) = dispatch::refresh_command(&conf, vm);
@@ -167,23 +208,72 @@ fn refresh_after(pid: &str, vm: &str) -> ExitCode {
                 "VM {vm}: definition refreshed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
-            ExitCode::SUCCESS
+            0
         }
         Ok(out) => {
             log::warn!(
                 "VM {vm}: definition refresh failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
-            ExitCode::from(1)
+            1
         }
         Err(e) => {
             log::warn!("VM {vm}: cannot run {}: {e}", bin.display());
-            ExitCode::from(1)
+            1
         }
     }
 }
 
-fn main() -> ExitCode {
+/// Opens /dev/null on whichever of fds 0, 1 and 2 is closed, as std's own
+/// start-up does: otherwise the next file or pipe opened (the configuration,
+/// a plugin's pipe) would be "stdout", and the XML of a restore could land in
+/// it. (SQLite keeps its own files off fds 0 to 2 by itself.)
+fn guard_standard_fds() {
+    use nix::libc;
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll reads and writes only the three structs given, with no
+    // wait; a closed descriptor is reported as POLLNVAL, not touched.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
+        return;
+    }
+    for f in fds.iter().filter(|f| f.revents & libc::POLLNVAL != 0) {
+        // The lowest free descriptor is the closed one, in order.
+        let flags = if f.fd == 0 {
+            libc::O_RDONLY
+        } else {
+            libc::O_WRONLY
+        };
+        // SAFETY: a NUL-terminated path; the descriptor is kept open for
+        // the life of the process on purpose.
+        unsafe { libc::open(c"/dev/null".as_ptr(), flags) };
+    }
+}
+
+/// The process entry, in place of std's `lang_start` (see the crate notes).
+/// It does the parts of std's set-up the hook relies on: fds 0 to 2 open,
+/// and SIGPIPE ignored, so that a plugin or libvirt closing its end of a
+/// pipe is a write error, not the hook's death (children get it back at
+/// its default: std's spawn resets it). std still collects the arguments
+/// itself (glibc hands them to its initialiser).
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    guard_standard_fds();
+    // SAFETY: SIG_IGN is no handler code; nothing else has started yet.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    // std::process::exit flushes stdout, as returning from std's main would.
+    std::process::exit(i32::from(run()))
+}
+
+fn run() -> u8 {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("refresh-after") if args.len() == 3 => refresh_after(&args[1], &args[2]),
@@ -205,7 +295,7 @@ fn main() -> ExitCode {
                 "kvmroll-hook: malformed call ({} arguments)\n{USAGE}",
                 args.len()
             );
-            ExitCode::from(2)
+            2
         }
     }
 }

@@ -187,12 +187,31 @@ fn drain(pipe: &mut impl Read, buf: &mut Vec<u8>) -> bool {
     }
 }
 
+/// A descriptor that becomes readable when the process exits (Linux 5.3+),
+/// so its exit wakes the same poll as its output. `None` where the kernel
+/// has no pidfd_open; then the exit is looked for every few milliseconds.
+fn exit_fd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it reads and writes no memory of ours. The pid is our unreaped
+    // child, so it cannot name another process.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// How long a plugin's pipes are still read after it exited and its group
+/// was killed: only a process that left the group can hold them longer.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
 /// Runs one plugin in a process group of its own. At the time limit the whole
 /// group is killed; when the plugin exits, whatever it left running in its
 /// group is killed too, so nothing outlives the hook.
 ///
-/// One thread does it all (poll on the two output pipes, then the exit
-/// status), because a hook pays for every thread it starts on every event.
+/// One thread does it all: one poll waits on the two output pipes and on the
+/// plugin's exit (a pidfd), because a hook pays for every thread it starts
+/// and every sleep it takes on every event.
 pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
@@ -208,6 +227,7 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
         .process_group(0)
         .spawn()?;
     let pgid = child.id();
+    let exited = exit_fd(pgid);
     let writer = match child.stdin.take() {
         // A plugin that does not read its input is not an error.
         Some(mut s) if spec.stdin.len() <= INLINE_INPUT => {
@@ -227,22 +247,34 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let mut timed_out = false;
     let mut status = None;
-    while out.is_some() || err.is_some() {
-        let left = deadline.saturating_duration_since(Instant::now());
+    // Until the plugin exits, its time limit; then a short drain.
+    let mut until = deadline;
+    while status.is_none() || out.is_some() || err.is_some() {
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            timed_out = true;
+            timed_out = status.is_none();
             break;
         }
-        let slice = left.min(Duration::from_millis(50)).as_millis() as u16;
-        let (ready_out, ready_err) = {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2);
-            if let Some(o) = &out {
-                fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+        // Without a pidfd the exit is looked for between short waits.
+        let wait = match (&exited, status) {
+            (None, None) => left.min(Duration::from_millis(2)),
+            _ => left,
+        };
+        let (ready_out, ready_err, ready_exit) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+            let watch_exit = status.is_none() && exited.is_some();
+            for fd in [
+                out.as_ref().map(|o| o.as_fd()),
+                err.as_ref().map(|e| e.as_fd()),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(exited.as_ref().filter(|_| watch_exit).map(|f| f.as_fd()))
+            {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
-            if let Some(e) = &err {
-                fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, PollTimeout::from(slice.max(1))) {
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX).max(1);
+            match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -250,7 +282,8 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
             let mut it = fds.iter();
             let o = out.is_some() && it.next().is_some_and(ready);
             let e = err.is_some() && it.next().is_some_and(ready);
-            (o, e)
+            let x = !watch_exit || it.next().is_some_and(ready);
+            (o, e, x)
         };
         if ready_out && !out.as_mut().is_some_and(|p| drain(p, &mut stdout)) {
             out = None;
@@ -258,34 +291,22 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
         if ready_err && !err.as_mut().is_some_and(|p| drain(p, &mut stderr)) {
             err = None;
         }
-        if !ready_out && !ready_err {
-            // Quiet pipes: the plugin may have exited and left a process
-            // holding them; then its group goes.
+        if status.is_none() && ready_exit {
             if let Some(s) = child.try_wait()? {
                 status = Some(s);
+                // What it left running in its group goes; the pipes it
+                // held then close.
                 kill_group(pgid);
+                until = deadline.min(Instant::now() + DRAIN_AFTER_EXIT);
             }
         }
     }
-    // The pipes are closed; wait for the exit within the limit.
-    let mut pause = Duration::from_micros(50);
-    let status = loop {
-        if let Some(s) = status {
-            break s;
-        }
-        if timed_out {
+    let status = match status {
+        Some(s) => s,
+        None => {
             kill_group(pgid);
-            break child.wait()?;
+            child.wait()?
         }
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            continue;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
     };
     kill_group(pgid);
     if let Some(w) = writer {
@@ -427,6 +448,33 @@ mod tests {
             state = read();
         }
         assert!(gone(&state), "{state}");
+    }
+
+    #[test]
+    fn a_process_that_left_the_group_holding_the_pipes_does_not_hold_the_hook() {
+        let t = tree();
+        let marker = t.path().join("escaped.pid");
+        // setsid puts the sleeper in a session (and group) of its own, out
+        // of reach of the group kill, still holding stdout and stderr.
+        let p = script(
+            t.path(),
+            "escape",
+            &format!(
+                "setsid sh -c 'echo $$ > {}; exec sleep 30' & sleep 0.2; echo done; exit 0",
+                marker.display()
+            ),
+            0o755,
+        );
+        let r = run(&spec(&p, b"", Duration::from_secs(20))).unwrap();
+        if let Ok(pid) = std::fs::read_to_string(&marker) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.trim().parse().unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(r.success(), "{r:?}");
+        assert_eq!(r.stdout, b"done\n");
+        assert!(r.duration < Duration::from_secs(5), "{:?}", r.duration);
     }
 
     #[test]

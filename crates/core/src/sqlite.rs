@@ -167,25 +167,28 @@ impl SqliteStore {
         let not_ours = || StoreError::NotKvmroll {
             path: self.path.clone(),
         };
-        // One statement for all three: the hook opens the database at every
-        // VM event.
-        let (app_id, version, tables): (i64, i64, i64) = self
-            .conn
-            .query_row(
-                "SELECT (SELECT application_id FROM pragma_application_id),
-                        (SELECT user_version FROM pragma_user_version),
-                        (SELECT count(*) FROM sqlite_master)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::NotADatabase =>
-                {
-                    not_ours()
-                }
-                e => sql(&self.path, "reading its identity", e),
-            })?;
+        // Plain pragmas, not the pragma_* table functions, which cost a
+        // SELECT's planning each: the hook opens the database at every VM
+        // event. The table count is only needed for a file not stamped yet.
+        let read = |pragma: &str| -> rusqlite::Result<i64> {
+            self.conn.query_row(pragma, [], |r| r.get(0))
+        };
+        let identity = || -> rusqlite::Result<(i64, i64, i64)> {
+            let app_id = read("PRAGMA application_id")?;
+            let version = read("PRAGMA user_version")?;
+            let tables = if app_id == 0 {
+                read("SELECT count(*) FROM sqlite_master")?
+            } else {
+                0
+            };
+            Ok((app_id, version, tables))
+        };
+        let (app_id, version, tables) = identity().map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                not_ours()
+            }
+            e => sql(&self.path, "reading its identity", e),
+        })?;
         if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
             return Err(not_ours());
         }

@@ -35,6 +35,10 @@ pub struct DomainInfo {
     pub persistent: bool,
     pub has_managed_save: bool,
     pub autostart: bool,
+    /// Paused by libvirt for a save that is still being written: a save
+    /// begun by a client that may be gone since (libvirtd finishes it).
+    /// Unlike a job query, this state holds from the pause to the end.
+    pub saving: bool,
 }
 
 /// What can fail when talking to libvirt: one variant per operation.

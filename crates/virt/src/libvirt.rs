@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::sync::Once;
 
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainState as VirDomainState};
+use virt::domain::{Domain, DomainPausedReason, DomainState as VirDomainState, DomainStateReason};
 use virt::enumutil::Enum;
 use virt::error::{Error, ErrorNumber};
 use virt::sys;
@@ -256,13 +256,27 @@ fn info(dom: &Domain, name: &str) -> Result<DomainInfo, VirtError> {
     };
     // `Domain::info` rather than `Domain::state`: virt 0.5's `state` ignores
     // libvirt's error and reports an unknown state instead.
+    let state = domain_state(dom.info().map_err(inspect)?.state);
+    // The reason, asked only of a paused domain. virt's `state` hides a
+    // failed call as an unknown state, which reads here as "not saving".
+    let saving = state == DomainState::Paused
+        && matches!(
+            dom.state(),
+            Ok((
+                Enum::Known(VirDomainState::Paused),
+                Enum::Known(DomainStateReason::Paused(Enum::Known(
+                    DomainPausedReason::Save
+                )))
+            ))
+        );
     Ok(DomainInfo {
         name: dom.name().map_err(inspect)?,
         uuid: dom.uuid_string().map_err(inspect)?,
-        state: domain_state(dom.info().map_err(inspect)?.state),
+        state,
         persistent: dom.is_persistent().map_err(inspect)?,
         has_managed_save: dom.has_managed_save(0).map_err(inspect)?,
         autostart: dom.autostart().map_err(inspect)?,
+        saving,
     })
 }
 
