@@ -52,7 +52,8 @@ for b in $bins; do
     install -m 0755 "$from" "$dest/usr/local/bin/$b"
 done
 "$hook" install --force --root "$dest" >/dev/null
-install -m 0644 systemd/kvmroll-guests.service "$dest/lib/systemd/system/"
+install -m 0644 systemd/kvmroll-guests.service systemd/kvmroll-events-prune.service \
+    systemd/kvmroll-events-prune.timer "$dest/lib/systemd/system/"
 install -m 0644 udev/91-kvmroll-vfio-bind.rules "$dest/usr/lib/udev/rules.d/"
 install -m 0644 modprobe/kvmroll-vfio.conf "$dest/etc/modprobe.d/"
 install -m 0755 dracut/90kvmroll/module-setup.sh "$dest/usr/lib/dracut/modules.d/90kvmroll/"

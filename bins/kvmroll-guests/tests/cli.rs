@@ -37,7 +37,7 @@ fn an_unknown_host_or_a_missing_database_is_one_clear_line() {
 }
 
 #[test]
-fn systemd_accepts_the_unit() {
+fn the_unit_orders_and_bounds_the_service() {
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/kvmroll-guests.service");
     let text = std::fs::read_to_string(&unit).unwrap();
     for want in [
@@ -51,50 +51,5 @@ fn systemd_accepts_the_unit() {
     ] {
         assert!(text.contains(want), "the unit lacks {want:?}");
     }
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("KVMROLL_E2E").is_none(),
-            "systemd-analyze is required here (scripts/deps.sh installs systemd)"
-        );
-        eprintln!("skipped: no systemd-analyze");
-        return;
-    }
-    // systemd checks that the programs exist: point the copy at the build.
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("kvmroll-guests.service");
-    std::fs::write(
-        &copy,
-        text.replace(
-            "/usr/local/bin/kvmroll-guests",
-            env!("CARGO_BIN_EXE_kvmroll-guests"),
-        ),
-    )
-    .unwrap();
-    // The man page is installed with the package, not here.
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Units it refers to that this machine lacks (libvirtd.service without
-    // libvirt-daemon-system) are not faults of this unit.
-    let faults: Vec<&str> = said
-        .lines()
-        .filter(|l| l.contains("kvmroll-guests.service"))
-        .filter(|l| {
-            !l.contains("libvirtd.service")
-                && !l.contains("virtqemud.service")
-                && !l.contains("libvirt-guests.service")
-        })
-        .collect();
-    assert!(faults.is_empty(), "{said}");
+    // systemd-analyze verify runs on every unit in tests/e2e/host.rs.
 }

@@ -46,7 +46,10 @@ pub enum Command {
     #[command(subcommand)]
     Attr(AttrCmd),
     /// What the hook did: every invocation and plugin run.
+    #[command(args_conflicts_with_subcommands = true)]
     Events {
+        #[command(subcommand)]
+        prune: Option<EventsCmd>,
         /// Only this VM's events.
         #[arg(long)]
         vm: Option<String>,
@@ -55,6 +58,21 @@ pub enum Command {
         limit: u32,
         #[command(flatten)]
         json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Delete old events: those older than DAYS days and beyond the newest N.
+    /// With neither, the global attribute kvm_events_keep_days (default 90)
+    /// gives the age. systemd/kvmroll-events-prune.timer runs it daily.
+    Prune {
+        /// Delete events older than this many days.
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+        older_than: Option<u32>,
+        /// Keep only the newest N events.
+        #[arg(long, value_name = "N")]
+        keep: Option<u64>,
     },
 }
 

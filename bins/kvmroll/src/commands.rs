@@ -1,7 +1,9 @@
 //! The commands of `kvmroll`: each turns its arguments into core changes,
 //! writes them in one transaction and brings libvirt in step.
 
-use crate::cli::{ApplianceCmd, AttrCmd, Cli, Command, DiskCmd, HostCmd, NicCmd, ScopeArgs, VmCmd};
+use crate::cli::{
+    ApplianceCmd, AttrCmd, Cli, Command, DiskCmd, EventsCmd, HostCmd, NicCmd, ScopeArgs, VmCmd,
+};
 use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
 use kvmroll_core::model::{check_abs_path, check_name, BootAction};
 use kvmroll_core::{
@@ -41,6 +43,9 @@ fn refused(msg: impl Into<String>) -> Error {
     Box::new(Refused(msg.into()))
 }
 
+/// How long events are kept when kvm_events_keep_days is not set.
+const DEFAULT_EVENTS_KEEP_DAYS: u64 = 90;
+
 struct App<'a> {
     store: Box<dyn Store>,
     sync: Syncer<'a>,
@@ -76,7 +81,16 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Appliance(c) => app.appliance(c, &mut out),
         Command::Vm(c) => app.vm(c, &mut out),
         Command::Attr(c) => app.attr(c, &mut out),
-        Command::Events { vm, limit, json } => app.events(vm, limit, json.json, &mut out),
+        Command::Events {
+            prune: Some(EventsCmd::Prune { older_than, keep }),
+            ..
+        } => app.prune_events(older_than, keep, &mut out),
+        Command::Events {
+            prune: None,
+            vm,
+            limit,
+            json,
+        } => app.events(vm, limit, json.json, &mut out),
     }
 }
 
@@ -740,6 +754,49 @@ impl App<'_> {
                 names.len()
             )));
         }
+        Ok(Outcome::Done)
+    }
+
+    /// `events prune`: by age (given, or the global kvm_events_keep_days,
+    /// default 90) and by count.
+    fn prune_events(
+        &mut self,
+        older_than: Option<u32>,
+        keep: Option<u64>,
+        out: &mut dyn Write,
+    ) -> Result<Outcome, Error> {
+        let days = match (older_than, keep) {
+            (Some(d), _) => Some(u64::from(d)),
+            (None, Some(_)) => None,
+            (None, None) => {
+                let cluster = self.store.snapshot()?;
+                let set = cluster
+                    .attrs
+                    .get(&kvmroll_core::Scope::Global)
+                    .and_then(|a| a.get("kvm_events_keep_days"));
+                Some(match set {
+                    Some(v) => v.parse().map_err(|_| {
+                        refused(format!(
+                            "kvm_events_keep_days is {v:?}, not a number of days"
+                        ))
+                    })?,
+                    None => DEFAULT_EVENTS_KEEP_DAYS,
+                })
+            }
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let before = days.map(|d| now_ms.saturating_sub(d as i64 * 86_400_000));
+        let gone = self.store.prune_events(before, keep)?;
+        let mut why = Vec::new();
+        if let Some(d) = days {
+            why.push(format!("older than {d} days"));
+        }
+        if let Some(k) = keep {
+            why.push(format!("beyond the newest {k}"));
+        }
+        writeln!(out, "pruned {gone} event(s) {}", why.join(" or "))?;
         Ok(Outcome::Done)
     }
 

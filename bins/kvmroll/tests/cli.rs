@@ -357,6 +357,77 @@ fn impossible_pinning() {
 }
 
 #[test]
+fn pruning_events_by_age_and_count() {
+    let f = Fixture::new();
+    // Events as the hook records them: two a year old, three from now.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    {
+        let conn = rusqlite::Connection::open(&f.db).unwrap();
+        for (i, t) in [
+            now_ms - 365 * 86_400_000,
+            now_ms - 364 * 86_400_000,
+            now_ms,
+            now_ms,
+            now_ms,
+        ]
+        .iter()
+        .enumerate()
+        {
+            conn.execute(
+                "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message)
+                 VALUES (?1, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, ?2)",
+                rusqlite::params![t, format!("event {i}")],
+            )
+            .unwrap();
+        }
+    }
+    let count = || {
+        f.ok(&["events", "--limit", "100", "--json"])
+            .matches("\"message\"")
+            .count()
+    };
+    assert_eq!(count(), 5);
+    // Bad input changes nothing: one line, exit 2.
+    for args in [
+        &["events", "prune", "--older-than", "0"][..],
+        &["events", "prune", "--keep", "some"][..],
+        &["events", "prune", "--vm", "x"][..],
+    ] {
+        let before = f.bytes();
+        let out = f.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("kvmroll: "), "{err}");
+        assert!(f.bytes() == before, "{args:?} changed the database");
+    }
+    f.refused(
+        &["attr", "set", "--global", "kvm_events_keep_days", "forever"],
+        "kvm_events_keep_days",
+    );
+    // No argument: the default age, 90 days.
+    assert_eq!(
+        f.ok(&["events", "prune"]),
+        "pruned 2 event(s) older than 90 days\n"
+    );
+    assert_eq!(count(), 3);
+    // By count, and by the attribute.
+    assert_eq!(
+        f.ok(&["events", "prune", "--keep", "1"]),
+        "pruned 2 event(s) beyond the newest 1\n"
+    );
+    f.ok(&["attr", "set", "--global", "kvm_events_keep_days", "1"]);
+    assert_eq!(
+        f.ok(&["events", "prune"]),
+        "pruned 0 event(s) older than 1 days\n"
+    );
+    assert_eq!(count(), 1);
+}
+
+#[test]
 fn booleans() {
     let f = Fixture::new();
     f.refused(
@@ -736,4 +807,14 @@ fn unreachable_container_is_said_plainly_and_marks_the_vm_stale() {
     );
     // Changes that leave the XML alone do not call libvirt at all.
     f.ok(&["attr", "set", "hosted-vm-0-0-0", "note", "unrelated"]);
+}
+
+#[test]
+fn the_event_pruning_units_run_prune_daily() {
+    // systemd-analyze verify runs on every unit in tests/e2e/host.rs.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd");
+    let service = std::fs::read_to_string(dir.join("kvmroll-events-prune.service")).unwrap();
+    let timer = std::fs::read_to_string(dir.join("kvmroll-events-prune.timer")).unwrap();
+    assert!(service.contains("ExecStart=/usr/local/bin/kvmroll --no-sync events prune"));
+    assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
 }

@@ -254,7 +254,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         n if SECONDS_ATTRS.contains(&n) => {
             positive(&value).map_err(bad)?;
         }
-        "kvm_guests_parallel" => {
+        "kvm_guests_parallel" | "kvm_events_keep_days" => {
             positive(&value).map_err(bad)?;
         }
         "kvm_guests_start_delay" => {

@@ -304,7 +304,7 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
         "the configuration",
     )?);
     post.push_str("/usr/local/bin/kvmroll-hook install --force\n");
-    post.push_str("systemctl enable kvmroll-guests.service\n");
+    post.push_str("systemctl enable kvmroll-guests.service kvmroll-events-prune.timer\n");
     let devices = pci_devices(c, host)?;
     post.push_str(&heredoc(
         UDEV_RULES_PATH,

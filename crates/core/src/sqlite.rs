@@ -825,6 +825,38 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    fn prune_events(
+        &mut self,
+        before_ms: Option<i64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let p = &self.path;
+        let q = |e| sql(p, "pruning events", e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(q)?;
+        let mut gone = 0;
+        if let Some(before) = before_ms {
+            gone += tx
+                .execute("DELETE FROM events WHERE time_ms < ?1", [before])
+                .map_err(q)?;
+        }
+        if let Some(keep) = keep {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            gone += tx
+                .execute(
+                    "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC
+                                                     LIMIT 1 OFFSET ?1)",
+                    [keep],
+                )
+                .map_err(q)?;
+        }
+        tx.commit().map_err(q)?;
+        Ok(gone as u64)
+    }
+
     fn snapshot(&self) -> Result<Cluster, StoreError> {
         let tx = self
             .conn
@@ -1012,6 +1044,49 @@ mod tests {
     /// Regression: opening a second connection must not drop the first
     /// one's POSIX locks (closing any descriptor of the file does), or another
     /// process deletes the WAL the first still writes its events to.
+    /// A successful `prepare begin` event of `vm` at `time_ms`.
+    fn ok_event(vm: &str, time_ms: i64) -> Event {
+        Event {
+            id: 0,
+            time_ms,
+            vm: vm.into(),
+            stage: "allocate".into(),
+            op: "prepare".into(),
+            subop: "begin".into(),
+            plugin: None,
+            outcome: Outcome::Ok,
+            status: None,
+            duration_ms: 1,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn pruning_drops_old_events_and_keeps_the_newest() {
+        let (_d, mut s) = fresh();
+        s.record_events(&(1..=10).map(|t| ok_event("v", t)).collect::<Vec<_>>())
+            .unwrap();
+        let times = |s: &SqliteStore| -> Vec<i64> {
+            s.events(&EventFilter::default())
+                .unwrap()
+                .iter()
+                .map(|e| e.time_ms)
+                .collect()
+        };
+        assert_eq!(s.prune_events(Some(4), None).unwrap(), 3);
+        assert_eq!(times(&s), (4..=10).collect::<Vec<_>>());
+        assert_eq!(s.prune_events(None, Some(2)).unwrap(), 5);
+        assert_eq!(times(&s), vec![9, 10]);
+        // Nothing to do is not an error; keeping more than there are neither.
+        assert_eq!(s.prune_events(Some(0), Some(100)).unwrap(), 0);
+        assert_eq!(times(&s), vec![9, 10]);
+        let mut ro = SqliteStore::open(&s.path, OpenMode::ReadOnly).unwrap();
+        assert!(matches!(
+            ro.prune_events(None, Some(0)),
+            Err(StoreError::ReadOnly)
+        ));
+    }
+
     #[test]
     fn events_survive_a_second_connection_in_the_hooks_process() {
         let (dir, mut s) = fresh();
@@ -1045,20 +1120,7 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let event = Event {
-            id: 0,
-            time_ms: 1,
-            vm: "v".into(),
-            stage: "preboot".into(),
-            op: "start".into(),
-            subop: "begin".into(),
-            plugin: None,
-            outcome: Outcome::Ok,
-            status: None,
-            duration_ms: 1,
-            message: String::new(),
-        };
-        hook.record_events(&[event]).unwrap();
+        hook.record_events(&[ok_event("v", 1)]).unwrap();
         drop(hook);
         let fresh = SqliteStore::open(&db, OpenMode::ReadOnly).unwrap();
         assert_eq!(

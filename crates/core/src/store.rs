@@ -104,6 +104,15 @@ pub trait Store {
 
     /// Events, oldest first (the newest `limit` of them).
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+
+    /// Deletes, in one transaction, the events recorded before `before_ms`
+    /// (milliseconds since the epoch) and all but the newest `keep`; returns
+    /// how many went.
+    fn prune_events(
+        &mut self,
+        before_ms: Option<i64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Opens the store at `path` (SQLite, the only backend so far).
