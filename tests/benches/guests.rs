@@ -18,7 +18,10 @@
 //! images' total size. Medians are compared. A stop's time includes a `sync`
 //! right after it (zero when the saves were already on disk), and every image
 //! is dropped from the page cache before a start, so that each start reads the
-//! disk. `KVMROLL_BENCH_VERBOSE=1` prints every run's output.
+//! disk. `KVMROLL_BENCH_VERBOSE=1` prints every run's output;
+//! `KVMROLL_BENCH_SIZES=1024` runs one set only, and
+//! `KVMROLL_BENCH_ATTRS=kvm_guests_parallel=2,...` sets the container's
+//! attributes, to try kvmroll-guests' settings on a machine.
 //!
 //! It needs root, a libvirtd answering on qemu:///system, `/dev/kvm`, and
 //! binutils (`as`, `ld`). Both services act on every guest of the host, so it
@@ -485,6 +488,16 @@ impl Set {
             "--cpus",
             "2",
         ]);
+        // KVMROLL_BENCH_ATTRS="kvm_guests_parallel=2,..." sets container
+        // attributes, to try kvmroll-guests' settings on this machine.
+        for pair in std::env::var("KVMROLL_BENCH_ATTRS")
+            .unwrap_or_default()
+            .split(',')
+        {
+            if let Some((name, value)) = pair.split_once('=') {
+                kvmroll(&["attr", "set", &host, name.trim(), value.trim()]);
+            }
+        }
         for name in &set.names {
             let mem = mem_mib.to_string();
             kvmroll(&["vm", "add", name, "--container", &host, "--mem", &mem]);
@@ -1055,7 +1068,12 @@ fn report(set: &Set, rounds: &[Round], floor_goal: bool) -> bool {
 
 fn main() {
     guard();
-    let sizes: [u64; 2] = [256, 1024];
+    // KVMROLL_BENCH_SIZES=1024 runs one set only, for trying settings.
+    let sizes: Vec<u64> = std::env::var("KVMROLL_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<u64>| !v.is_empty())
+        .unwrap_or_else(|| vec![256, 1024]);
     let rounds: usize = std::env::var("KVMROLL_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
