@@ -431,3 +431,23 @@ fn enable_refuses_a_host_whose_libvirt_runs_a_vm() {
     );
     assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), host);
 }
+
+#[test]
+fn every_binary_says_a_usage_error_in_one_line() {
+    for name in [
+        "kvmroll",
+        "kvmroll-gen",
+        "kvmroll-guests",
+        "kvmroll-enable",
+        "kvmroll-hook",
+    ] {
+        for args in [&["--bogus"][..], &["no-such-command", "x"][..]] {
+            let out = bin(name).args(args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{name} {args:?}: {err}");
+            assert!(err.starts_with(&format!("{name}: ")), "{name}: {err}");
+            assert!(out.stdout.is_empty(), "{name} {args:?} printed to stdout");
+        }
+    }
+}

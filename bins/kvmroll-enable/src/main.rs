@@ -8,14 +8,15 @@
 
 mod cli;
 mod enable;
+#[path = "../../shared/usage.rs"]
+mod usage;
 
 pub use cli::Cli;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = usage::parse("kvmroll-enable");
     match enable::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,13 +3,14 @@
 //! Exit status: 0 on success, 1 when something could not be rendered (one
 //! line per fault on stderr), 2 for a usage error.
 
-use clap::Parser;
 use cli::{Cli, Command};
 use kvmroll_core::{error_chain as chain, hostfiles, open_store, OpenMode, Renderer};
 use std::io::Write;
 use std::process::ExitCode;
 
 mod cli;
+#[path = "../../shared/usage.rs"]
+mod usage;
 
 fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     let path = kvmroll_core::db_path(cli.db);
@@ -56,7 +57,7 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    match run(usage::parse::<Cli>("kvmroll-gen")) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

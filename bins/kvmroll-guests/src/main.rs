@@ -12,8 +12,9 @@ mod journal;
 mod logger;
 mod progress;
 mod service;
+#[path = "../../shared/usage.rs"]
+mod usage;
 
-use clap::Parser;
 use cli::{Cli, Command};
 use kvmroll_core::{open_store, OpenMode};
 use serde::Serialize;
@@ -151,7 +152,7 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = usage::parse("kvmroll-guests");
     logger::init();
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

@@ -28,15 +28,17 @@ mod cli;
 mod config;
 mod dispatch;
 mod install;
+#[path = "../../shared/usage.rs"]
+mod usage;
 
 use std::io::{Read, Write};
 
 /// Marks the binary as kvmroll's hook, so `install` knows what it replaces.
 pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
 
-const USAGE: &str =
-    "usage: kvmroll-hook VM OP SUBOP EXTRA   (as libvirt calls /etc/libvirt/hooks/qemu)
-       kvmroll-hook install [--dropin] [--root DIR] [--force]";
+/// The one line a malformed call gets.
+const USAGE: &str = "expected VM OP SUBOP EXTRA (as libvirt calls /etc/libvirt/hooks/qemu) \
+                     or install [--dropin] [--root DIR] [--force]";
 
 pub use kvmroll_core::error_chain as chain;
 
@@ -281,8 +283,7 @@ fn run() -> u8 {
         // with '-', and no libvirt operation is called "install".
         _ if args.len() == 4 && !args[1].starts_with('-') && args[0] != "install" => hook(&args),
         Some("install" | "help" | "--help" | "-h" | "--version" | "-V") => {
-            use clap::Parser;
-            match cli::Cli::parse().command {
+            match usage::parse::<cli::Cli>("kvmroll-hook").command {
                 cli::Command::Install {
                     dropin,
                     root,
@@ -292,7 +293,7 @@ fn run() -> u8 {
         }
         _ => {
             eprintln!(
-                "kvmroll-hook: malformed call ({} arguments)\n{USAGE}",
+                "kvmroll-hook: malformed call ({} arguments): {USAGE}",
                 args.len()
             );
             2
