@@ -89,6 +89,8 @@ pub struct Answer {
     pub refusal: Option<String>,
     /// Spawn the detached definition refresh after answering.
     pub refresh: bool,
+    /// Spawn the detached database upkeep after answering.
+    pub upkeep: bool,
 }
 
 fn now_ms() -> i64 {
@@ -320,6 +322,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         Err(reason) => answer.refusal = Some(reason),
     }
     run.finish(store.as_mut(), &answer);
+    answer.upkeep = store.as_ref().is_some_and(|s| s.upkeep_due());
     // The events are committed; closing the connection would only free
     // memory and drop locks, which the hook's exit does anyway, and costs
     // a tenth of a no-plugin event. (The WAL is kept at close regardless:

@@ -138,6 +138,9 @@ fn hook(args: &[String]) -> u8 {
     if answer.refresh {
         spawn_refresh(&call.vm);
     }
+    if answer.upkeep {
+        spawn_upkeep();
+    }
     match answer.refusal {
         Some(reason) => {
             log::warn!("{reason}");
@@ -175,6 +178,49 @@ fn spawn_refresh(vm: &str) {
     }
     if let Err(e) = cmd.spawn() {
         log::warn!("VM {vm}: cannot start the definition refresh: {e}");
+    }
+}
+
+/// Hands the database's upkeep (a WAL checkpoint: two fsyncs, a millisecond
+/// here, far more on a busy disk) to a detached process, so that libvirt does
+/// not wait for it: no stdio (it holds none of libvirt's pipes), a process
+/// group of its own. posix_spawn starts it: a hook pays for a fork.
+fn spawn_upkeep() {
+    use std::os::unix::process::CommandExt;
+    let spawned = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .arg("upkeep")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the database upkeep: {e}");
+    }
+}
+
+/// The detached upkeep: checkpoints the hook's WAL into the database. Hooks
+/// of a burst may start several; the first does the work, the others find
+/// it done or give up waiting.
+fn upkeep() -> u8 {
+    init_syslog();
+    let conf = match config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("no database upkeep: {}", chain(&e));
+            return 1;
+        }
+    };
+    let done = kvmroll_core::open_store(&conf.db, kvmroll_core::OpenMode::ReadWriteFast)
+        .and_then(|s| s.upkeep(std::time::Duration::from_secs(2)));
+    match done {
+        Ok(()) => 0,
+        Err(e) => {
+            log::warn!("database upkeep failed: {}", chain(&e));
+            1
+        }
     }
 }
 
@@ -279,6 +325,7 @@ fn run() -> u8 {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("refresh-after") if args.len() == 3 => refresh_after(&args[1], &args[2]),
+        Some("upkeep") if args.len() == 1 => upkeep(),
         // libvirt always passes four arguments; an operation never starts
         // with '-', and no libvirt operation is called "install".
         _ if args.len() == 4 && !args[1].starts_with('-') && args[0] != "install" => hook(&args),

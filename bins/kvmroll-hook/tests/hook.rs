@@ -524,6 +524,27 @@ fn a_burst_of_64_invocations_records_every_event() {
 }
 
 #[test]
+fn a_detached_upkeep_keeps_the_wal_short() {
+    // Each event adds two or three WAL frames; a hook that finds more than
+    // 32 leaves a checkpoint to a detached process. Without it, 60 events
+    // would leave some 150 frames, and every hook would read them all.
+    let fx = Fx::new();
+    let xml = fx.xml();
+    for _ in 0..60 {
+        let out = fx.hook(VM, "started", "begin", &xml);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let wal = PathBuf::from(format!("{}-wal", fx.db().display()));
+    let frames = || std::fs::metadata(&wal).map_or(0, |m| m.len().saturating_sub(32) / 4120);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while frames() > 40 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(frames() <= 40, "the WAL holds {} frames", frames());
+    assert_eq!(fx.events(VM).len(), 60, "an event was lost");
+}
+
+#[test]
 fn install_puts_the_hook_in_place_atomically_and_guards_a_foreign_one() {
     let fx = Fx::new();
     let root = fx.dir.path().join("pkgroot");

@@ -21,6 +21,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the hook waits: libvirtd waits for the hook, so a database locked
 /// for longer refuses the start (with the reason) rather than hang it.
+/// A hook-mode WAL longer than this many frames (a hook writes two or three)
+/// gets upkeep. Each hook reads the whole WAL to rebuild its index; each
+/// upkeep costs two fsyncs: measured here, 32 to 128 frames cost alike.
+const WAL_UPKEEP_FRAMES: u64 = 32;
+
 const HOOK_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema, one step per version; step N brings version N-1 to N.
@@ -209,34 +214,15 @@ impl SqliteStore {
         Ok(version)
     }
 
-    /// Keeps the WAL short for connections that do not checkpoint at close.
-    ///
-    /// The first process to open a WAL database rebuilds the WAL index by
-    /// reading every valid frame, and a rebuilt index counts none of them as
-    /// checkpointed, so the WAL would never restart: each hook would read it
-    /// all and checkpoint it all again. Once it holds more than a few frames,
-    /// it is checkpointed and truncated to nothing; if other connections are
-    /// busy the next writer tries again.
-    fn trim_wal(&self) {
-        const MAX_FRAMES: u64 = 32;
+    /// The WAL of a connection that does not checkpoint (the hook's) is
+    /// kept short by upkeep: a process that opens the database while no
+    /// other has it open rebuilds the WAL index by reading every frame, and a
+    /// rebuilt index counts none of them as checkpointed, so without upkeep
+    /// every hook would read all of it, and it would only grow.
+    fn wal_frames(&self) -> u64 {
         let frame = 24 + 4096;
         let wal = PathBuf::from(format!("{}-wal", self.path.display()));
-        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-        if size <= 32 + MAX_FRAMES * frame {
-            return;
-        }
-        let _ = self.conn.busy_timeout(Duration::from_millis(200));
-        let result: rusqlite::Result<(i64, i64, i64)> =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                });
-        let _ = self.conn.busy_timeout(HOOK_BUSY_TIMEOUT);
-        match result {
-            Ok((0, _, _)) => {}
-            Ok(_) => log::debug!("{}: WAL checkpoint deferred: busy", self.path.display()),
-            Err(e) => log::debug!("{}: WAL checkpoint failed: {e}", self.path.display()),
-        }
+        std::fs::metadata(&wal).map_or(0, |m| m.len().saturating_sub(32) / frame)
     }
 
     fn prepare(&self, version: i64) -> Result<(), StoreError> {
@@ -778,9 +764,28 @@ impl Store for SqliteStore {
                 .map_err(|e| sql(p, "recording events", e))?;
             }
         }
-        tx.commit().map_err(|e| sql(p, "committing events", e))?;
-        if self.mode == OpenMode::ReadWriteFast {
-            self.trim_wal();
+        tx.commit().map_err(|e| sql(p, "committing events", e))
+    }
+
+    fn upkeep_due(&self) -> bool {
+        self.mode == OpenMode::ReadWriteFast && self.wal_frames() > WAL_UPKEEP_FRAMES
+    }
+
+    fn upkeep(&self, patience: Duration) -> Result<(), StoreError> {
+        let p = &self.path;
+        self.conn
+            .busy_timeout(patience)
+            .map_err(|e| sql(p, "setting the busy timeout", e))?;
+        // TRUNCATE: copy every frame into the database, then empty the WAL,
+        // so that the next hook's rebuild of the WAL index reads nothing.
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| sql(p, "checkpointing the WAL", e))?;
+        if busy != 0 {
+            log::debug!("{}: WAL checkpoint deferred: busy", p.display());
         }
         Ok(())
     }
@@ -1059,6 +1064,32 @@ mod tests {
             duration_ms: 1,
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn upkeep_empties_the_hooks_wal_and_keeps_every_event() {
+        let (d, s) = fresh();
+        drop(s);
+        let db = d.path().join("sub/k.db");
+        let mut hook = SqliteStore::open(&db, OpenMode::ReadWriteFast).unwrap();
+        assert!(!hook.upkeep_due());
+        for t in 0..40 {
+            hook.record_events(&[ok_event("v", t)]).unwrap();
+        }
+        assert!(hook.upkeep_due(), "{} frames", hook.wal_frames());
+        // The CLI's connections never ask for it: they checkpoint at close.
+        assert!(!SqliteStore::open(&db, OpenMode::ReadWrite)
+            .unwrap()
+            .upkeep_due());
+        hook.upkeep(Duration::from_secs(1)).unwrap();
+        assert_eq!(hook.wal_frames(), 0);
+        assert!(!hook.upkeep_due());
+        drop(hook);
+        let all = SqliteStore::open(&db, OpenMode::ReadOnly)
+            .unwrap()
+            .events(&EventFilter::default())
+            .unwrap();
+        assert_eq!(all.len(), 40);
     }
 
     #[test]

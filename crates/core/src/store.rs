@@ -7,6 +7,7 @@ use crate::events::{Event, EventFilter};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The database kvmroll uses when neither `--db` nor `KVMROLL_DB` names one.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/kvmroll/kvmroll.db";
@@ -104,6 +105,19 @@ pub trait Store {
 
     /// Events, oldest first (the newest `limit` of them).
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+
+    /// Whether the backend wants upkeep (SQLite: a WAL grown long under a
+    /// connection that does not checkpoint, `OpenMode::ReadWriteFast`). The
+    /// hook leaves it to a detached process: it must not make libvirt wait.
+    fn upkeep_due(&self) -> bool {
+        false
+    }
+
+    /// Does the upkeep (SQLite: checkpoints the WAL into the database and
+    /// empties it), waiting at most `patience` for other connections.
+    fn upkeep(&self, _patience: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Deletes, in one transaction, the events recorded before `before_ms`
     /// (milliseconds since the epoch) and all but the newest `keep`; returns
