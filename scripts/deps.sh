@@ -21,6 +21,10 @@ PACKAGES=(
     systemd
     udev
     dracut-core
+    # The C of bundled SQLite, and glibc's static libraries for the static
+    # hook (scripts/build.sh); binutils (as, ld) comes with gcc.
+    gcc
+    libc6-dev
 )
 
 die() {
