@@ -787,7 +787,13 @@ impl App<'_> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let before = days.map(|d| now_ms.saturating_sub(d as i64 * 86_400_000));
+        let before = days.map(|d| {
+            now_ms.saturating_sub(
+                i64::try_from(d)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(86_400_000),
+            )
+        });
         let gone = self.store.prune_events(before, keep)?;
         let mut why = Vec::new();
         if let Some(d) = days {
