@@ -52,7 +52,7 @@ impl Rig {
     /// `host_attrs` on top; guests get the CPU mode nested KVM needs.
     fn new(test: &str, host_attrs: &[(&str, &str)]) -> Rig {
         let rig = Rig::bare(test);
-        let host = Kvmroll::new(rig.db()).local_container();
+        let host = rig.host.clone();
         let defaults = [
             ("kvm_guests_shutdown_timeout", "2"),
             ("kvm_guests_on_timeout", "destroy"),
@@ -63,7 +63,8 @@ impl Rig {
         rig
     }
 
-    /// Only this machine as a container, in a fresh database.
+    /// Only this machine as a container (`Kvmroll::local_container`, no
+    /// kvm_guests_* settings), in a fresh database.
     fn bare(test: &str) -> Rig {
         let rig = Rig {
             domains: Domains::default(),
@@ -72,16 +73,7 @@ impl Rig {
             prefix: prefix(test),
         };
         std::fs::create_dir(rig.state_dir()).unwrap();
-        let host = rig.host.clone();
-        rig.kvmroll(&[
-            "host",
-            "add",
-            &host,
-            "--appliance",
-            "vm-container",
-            "--cpus",
-            "2",
-        ]);
+        Kvmroll::new(rig.db()).local_container();
         rig
     }
 

@@ -444,6 +444,8 @@ impl App<'_> {
                 let moving = container.is_some() && container != old.container;
                 // Moving a running VM is a migration, which this is not.
                 let mut was_defined = None;
+                // A definition that may remain on the old container.
+                let mut left_behind = false;
                 if moving && self.sync.mode == SyncMode::Live {
                     if let Some(from) = &old.container {
                         let uri = snapshot.libvirt_uri(from);
@@ -459,10 +461,13 @@ impl App<'_> {
                             }
                             Ok(Some(_)) => was_defined = Some(uri),
                             Ok(None) => {}
-                            Err(e) => eprintln!(
-                                "kvmroll: warning: cannot reach {from} to check VM {name}: {e}; \
-                                 any definition left there is stale"
-                            ),
+                            Err(e) => {
+                                eprintln!(
+                                    "kvmroll: warning: cannot reach {from} to check VM {name}: {e}; \
+                                     any definition left there is stale"
+                                );
+                                left_behind = true;
+                            }
                         }
                     }
                 }
@@ -486,10 +491,12 @@ impl App<'_> {
                         .and_then(|hv| hv.undefine(&name).map_err(|e| chain(&e)));
                     if let Err(e) = result {
                         eprintln!("kvmroll: warning: VM {name}: its old definition at {uri} could not be removed: {e}");
+                        left_behind = true;
                     }
-                    return self.define(&plan.after, &[name]);
+                    // Defines it on its new container, or fails saying so.
+                    self.define(&plan.after, std::slice::from_ref(&name))?;
                 }
-                Ok(outcome)
+                Ok(if left_behind { Outcome::Stale } else { outcome })
             }
             VmCmd::List { container, json } => {
                 let c = self.store.snapshot()?;
@@ -654,24 +661,58 @@ impl App<'_> {
         }
     }
 
-    /// Renders and defines VMs in their containers' libvirt; clears `stale`
-    /// for those that succeed.
-    fn define(&mut self, c: &Cluster, names: &[String]) -> Result<Outcome, Error> {
+    /// Looks up and renders every VM before libvirt is touched, so that a
+    /// bad name is refused having changed nothing. VMs not placed on a
+    /// container are an error for `define` and skipped by `sync`.
+    fn render_all(
+        &self,
+        c: &Cluster,
+        names: &[String],
+        what: &str,
+        unplaced_is_error: bool,
+    ) -> Result<Vec<(String, String, String)>, Error> {
         if self.sync.mode == SyncMode::Deferred {
-            return Err(refused(
-                "kvmroll vm define cannot run inside a libvirt hook stage: libvirtd is waiting for the hook",
-            ));
+            return Err(refused(format!(
+                "kvmroll vm {what} cannot run inside a libvirt hook stage: libvirtd is waiting for the hook"
+            )));
         }
         let mut renderer = kvmroll_core::Renderer::new(c);
         let mut jobs = Vec::new();
         for name in names {
             let vm = c.vm(name)?;
-            let container = vm
-                .container
-                .clone()
-                .ok_or_else(|| refused(format!("VM {name} is not placed on a container")))?;
+            let Some(container) = vm.container.clone() else {
+                if unplaced_is_error {
+                    return Err(refused(format!("VM {name} is not placed on a container")));
+                }
+                continue;
+            };
             jobs.push((name.clone(), container, renderer.render(name)?));
         }
+        Ok(jobs)
+    }
+
+    /// Clears `stale` for the VMs now in step with libvirt; fails naming how
+    /// many of `total` were not.
+    fn settle(
+        &mut self,
+        in_step: &BTreeSet<String>,
+        failed: usize,
+        total: usize,
+        what: &str,
+    ) -> Result<Outcome, Error> {
+        mark_stale(self.store.as_mut(), in_step, false)?;
+        if failed > 0 {
+            return Err(refused(format!(
+                "{failed} of {total} VM(s) could not be {what}"
+            )));
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Renders and defines VMs in their containers' libvirt; clears `stale`
+    /// for those that succeed.
+    fn define(&mut self, c: &Cluster, names: &[String]) -> Result<Outcome, Error> {
+        let jobs = self.render_all(c, names, "define", true)?;
         let mut done = BTreeSet::new();
         let mut failed = 0;
         for (name, container, xml) in jobs {
@@ -682,8 +723,8 @@ impl App<'_> {
                 .and_then(|hv| hv.define(&xml).map_err(|e| chain(&e)))
             {
                 Ok(()) => {
-                    done.insert(name.clone());
                     eprintln!("kvmroll: VM {name} defined on {container} ({uri})");
+                    done.insert(name);
                 }
                 Err(e) => {
                     failed += 1;
@@ -691,42 +732,26 @@ impl App<'_> {
                 }
             }
         }
-        mark_stale(self.store.as_mut(), &done, false)?;
-        if failed > 0 {
-            return Err(refused(format!(
-                "{failed} of {} VM(s) could not be defined",
-                names.len()
-            )));
-        }
-        Ok(Outcome::Done)
+        self.settle(&done, failed, names.len(), "defined")
     }
 
     /// Redefines each VM whose libvirt definition differs from its rendering
     /// (or that is marked stale); leaves alone those libvirt does not have.
     fn sync_vms(&mut self, c: &Cluster, names: &[String]) -> Result<Outcome, Error> {
-        if self.sync.mode == SyncMode::Deferred {
-            return Err(refused(
-                "kvmroll vm sync cannot run inside a libvirt hook stage: libvirtd is waiting for the hook",
-            ));
-        }
-        let mut renderer = kvmroll_core::Renderer::new(c);
+        let jobs = self.render_all(c, names, "sync", false)?;
         let mut in_step = BTreeSet::new();
         let mut failed = 0;
-        for name in names {
-            let vm = c.vm(name)?;
-            let Some(container) = vm.container.clone() else {
-                continue;
-            };
-            let xml = renderer.render(name)?;
+        for (name, container, xml) in jobs {
+            let stale = c.vm(&name)?.stale;
             let uri = c.libvirt_uri(&container);
             let result = self.sync.conn(&uri).and_then(|hv| {
-                if hv.domain(name).map_err(|e| chain(&e))?.is_none() {
+                if hv.domain(&name).map_err(|e| chain(&e))?.is_none() {
                     return Ok("not defined in libvirt; nothing to refresh".to_string());
                 }
-                let current = hv.xml(name, true).map_err(|e| chain(&e))?;
+                let current = hv.xml(&name, true).map_err(|e| chain(&e))?;
                 let diffs =
                     kvmroll_core::drift::compare(&xml, &current).map_err(|e| e.to_string())?;
-                if diffs.is_empty() && !vm.stale {
+                if diffs.is_empty() && !stale {
                     return Ok("in step".to_string());
                 }
                 hv.define(&xml).map_err(|e| chain(&e))?;
@@ -738,8 +763,8 @@ impl App<'_> {
             });
             match result {
                 Ok(what) => {
-                    in_step.insert(name.clone());
                     eprintln!("kvmroll: VM {name} on {container}: {what}");
+                    in_step.insert(name);
                 }
                 Err(e) => {
                     failed += 1;
@@ -747,14 +772,7 @@ impl App<'_> {
                 }
             }
         }
-        mark_stale(self.store.as_mut(), &in_step, false)?;
-        if failed > 0 {
-            return Err(refused(format!(
-                "{failed} of {} VM(s) could not be synced",
-                names.len()
-            )));
-        }
-        Ok(Outcome::Done)
+        self.settle(&in_step, failed, names.len(), "synced")
     }
 
     /// `events prune`: by age (given, or the global kvm_events_keep_days,
@@ -873,8 +891,9 @@ impl App<'_> {
                 Err(reason) => missed.push((container.clone(), reason)),
             }
         }
-        self.store
-            .update(&mut |_| Ok(vec![Change::RemoveVm(name.to_string())]))?;
+        // Its neighbours' pin_auto CPUs can move: they are refreshed as any
+        // write's are.
+        let (_, refreshed) = self.write(&mut |_| Ok(vec![Change::RemoveVm(name.to_string())]))?;
         if let Some(uri) = defined_at {
             let result = self
                 .sync
@@ -891,7 +910,7 @@ impl App<'_> {
             );
         }
         Ok(if missed.is_empty() {
-            Outcome::Done
+            refreshed
         } else {
             Outcome::Stale
         })

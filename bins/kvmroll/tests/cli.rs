@@ -135,6 +135,9 @@ fn unknown_host_or_vm() {
         "unknown appliance",
     );
     f.refused(&["vm", "list", "--container", "nosuch"], "unknown host");
+    // A bad name among good ones is refused before libvirt sees any.
+    f.refused(&["vm", "sync", "hosted-vm-0-0-0", "nosuch"], "unknown VM");
+    f.refused(&["vm", "define", "hosted-vm-0-0-0", "nosuch"], "unknown VM");
 }
 
 #[test]
