@@ -50,7 +50,7 @@ impl Stage {
     }
 
     /// Whether a failure aborts what libvirt is doing.
-    fn aborts(&self) -> bool {
+    pub fn aborts(&self) -> bool {
         matches!(self, Stage::Allocate | Stage::Preboot | Stage::Filter)
     }
 
@@ -289,7 +289,13 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
                 call.op,
                 call.subop
             );
-            return Answer::default();
+            let upkeep = store.upkeep_due();
+            // As below: no close at exit.
+            std::mem::forget(store);
+            return Answer {
+                upkeep,
+                ..Answer::default()
+            };
         }
         Err(e) => {
             let why = format!(

@@ -108,12 +108,7 @@ fn hook(args: &[String]) -> u8 {
             log::error!("{why}");
             // Without its configuration the hook cannot know the VM: a start
             // is refused, the stop side goes on.
-            if matches!(call.subop.as_str(), "begin")
-                && matches!(
-                    call.op.as_str(),
-                    "prepare" | "start" | "restore" | "migrate"
-                )
-            {
+            if dispatch::Stage::of(&call.op, &call.subop).aborts() {
                 eprintln!("{why}");
                 return 1;
             }
@@ -135,11 +130,18 @@ fn hook(args: &[String]) -> u8 {
             return 1;
         }
     }
+    // The refresh waits for this hook to exit before it lets `kvmroll vm
+    // sync` call libvirt; the upkeep checkpoints the database's WAL (two
+    // fsyncs: a millisecond here, far more on a busy disk).
     if answer.refresh {
-        spawn_refresh(&call.vm);
+        let pid = std::process::id().to_string();
+        spawn_detached(
+            &["refresh-after", &pid, &call.vm],
+            &format!("the definition refresh of VM {}", call.vm),
+        );
     }
     if answer.upkeep {
-        spawn_upkeep();
+        spawn_detached(&["upkeep"], "the database upkeep");
     }
     match answer.refusal {
         Some(reason) => {
@@ -151,45 +153,14 @@ fn hook(args: &[String]) -> u8 {
     }
 }
 
-/// Hands the refresh of the VM's libvirt definition to a detached process: a
-/// new session, no stdio (so it holds none of libvirt's pipes), which waits
-/// for this hook to exit before it lets `kvmroll vm sync` call libvirt.
-fn spawn_refresh(vm: &str) {
-    use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            log::warn!("VM {vm}: no definition refresh: cannot find the hook's own binary: {e}");
-            return;
-        }
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["refresh-after", &std::process::id().to_string(), vm])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of this
-    // process; it runs in the forked child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    if let Err(e) = cmd.spawn() {
-        log::warn!("VM {vm}: cannot start the definition refresh: {e}");
-    }
-}
-
-/// Hands the database's upkeep (a WAL checkpoint: two fsyncs, a millisecond
-/// here, far more on a busy disk) to a detached process, so that libvirt does
-/// not wait for it: no stdio (it holds none of libvirt's pipes), a process
-/// group of its own. posix_spawn starts it: a hook pays for a fork.
-fn spawn_upkeep() {
+/// Starts `kvmroll-hook ARGS` detached, for work libvirt must not wait for:
+/// no stdio (so it holds none of libvirt's pipes) and a process group of its
+/// own. posix_spawn starts it: a hook pays for a fork.
+fn spawn_detached(args: &[&str], what: &str) {
     use std::os::unix::process::CommandExt;
     let spawned = std::env::current_exe().and_then(|exe| {
         std::process::Command::new(exe)
-            .arg("upkeep")
+            .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -197,7 +168,7 @@ fn spawn_upkeep() {
             .spawn()
     });
     if let Err(e) = spawned {
-        log::warn!("cannot start the database upkeep: {e}");
+        log::warn!("cannot start {what}: {e}");
     }
 }
 
@@ -326,9 +297,10 @@ fn run() -> u8 {
     match args.first().map(String::as_str) {
         Some("refresh-after") if args.len() == 3 => refresh_after(&args[1], &args[2]),
         Some("upkeep") if args.len() == 1 => upkeep(),
-        // libvirt always passes four arguments; an operation never starts
-        // with '-', and no libvirt operation is called "install".
-        _ if args.len() == 4 && !args[1].starts_with('-') && args[0] != "install" => hook(&args),
+        // libvirt always passes four arguments, and an operation never starts
+        // with '-' (four-argument `install` calls do: `install --root DIR
+        // --force`); a VM may be called "install".
+        _ if args.len() == 4 && !args[1].starts_with('-') => hook(&args),
         Some("install" | "help" | "--help" | "-h" | "--version" | "-V") => {
             match usage::parse::<cli::Cli>("kvmroll-hook").command {
                 cli::Command::Install {

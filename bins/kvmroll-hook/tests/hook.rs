@@ -175,6 +175,16 @@ fn unknown_vm_passes_every_event_through() {
     let events = fx.events("stranger");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].outcome.as_str(), "pass-through");
+    // A VM may be called "install": its events are events, not the
+    // subcommand.
+    let out = fx.hook(
+        "install",
+        "prepare",
+        "begin",
+        "<domain type='kvm'><name>install</name></domain>",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fx.events("install").len(), 1, "no pass-through recorded");
 }
 
 #[test]

@@ -217,7 +217,10 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
     use std::os::fd::AsFd;
 
     let start = Instant::now();
-    let deadline = start + spec.timeout;
+    // A limit too large to add is no limit (a century, in practice).
+    let deadline = start
+        .checked_add(spec.timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
     let mut child = Command::new(spec.path)
         .args(spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -309,9 +312,10 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
         }
     };
     kill_group(pgid);
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
+    // A large input's writer is not waited for: a process that left the
+    // group may hold the pipe unread, and the write would never end. It is
+    // done or stuck, and goes with the hook.
+    drop(writer);
     // Pipes still open here belong to a plugin killed at its limit (or to a
     // process that escaped its group): what they held was read already.
     drop((out, err));
@@ -475,6 +479,14 @@ mod tests {
         assert!(r.success(), "{r:?}");
         assert_eq!(r.stdout, b"done\n");
         assert!(r.duration < Duration::from_secs(5), "{:?}", r.duration);
+    }
+
+    #[test]
+    fn a_limit_too_large_to_add_is_no_limit() {
+        let t = tree();
+        let p = script(t.path(), "p", "exit 0", 0o755);
+        let r = run(&spec(&p, b"", Duration::MAX)).unwrap();
+        assert!(r.success(), "{r:?}");
     }
 
     #[test]

@@ -19,13 +19,13 @@ pub const APPLICATION_ID: i64 = 0x6b76_6d72;
 /// How long a writer waits for another before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long the hook waits: libvirtd waits for the hook, so a database locked
-/// for longer refuses the start (with the reason) rather than hang it.
 /// A hook-mode WAL longer than this many frames (a hook writes two or three)
 /// gets upkeep. Each hook reads the whole WAL to rebuild its index; each
 /// upkeep costs two fsyncs: measured here, 32 to 128 frames cost alike.
 const WAL_UPKEEP_FRAMES: u64 = 32;
 
+/// How long the hook waits: libvirtd waits for the hook, so a database locked
+/// for longer refuses the start (with the reason) rather than hang it.
 const HOOK_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema, one step per version; step N brings version N-1 to N.
@@ -168,6 +168,12 @@ impl SqliteStore {
 
     /// Refuses foreign files and newer schemas, reading only.
     /// Returns the schema version found.
+    ///
+    /// The identity is read with SQL, never by opening the file a second
+    /// time: closing any descriptor of a file drops every POSIX lock the
+    /// process holds on it, SQLite's included, and another process could then
+    /// checkpoint and delete a WAL this one still writes to (seen as hook
+    /// events that vanished).
     fn check_identity(&self) -> Result<i64, StoreError> {
         let not_ours = || StoreError::NotKvmroll {
             path: self.path.clone(),
@@ -230,8 +236,8 @@ impl SqliteStore {
         if self.mode != OpenMode::ReadWrite {
             // The last connection to close checkpoints the WAL into the
             // database and deletes it: four fsyncs and two unlinks, the bulk
-            // of a hook invocation's cost. The hook trims the WAL itself
-            // (`trim_wal`); kvmroll's CLI checkpoints at close.
+            // of a hook invocation's cost. The hook leaves it to a detached
+            // upkeep (`Store::upkeep`); kvmroll's CLI checkpoints at close.
             self.conn
                 .set_db_config(
                     rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
@@ -484,11 +490,6 @@ impl SqliteStore {
         Ok(c)
     }
 }
-
-// The identity is read with SQL, never by opening the file a second time:
-// closing any descriptor of a file drops every POSIX lock the process holds
-// on it, SQLite's included, and another process could then checkpoint and
-// delete a WAL this one still writes to (seen as hook events that vanished).
 
 fn sql(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
     StoreError::Sql {
