@@ -137,8 +137,23 @@ impl Shared {
     }
 }
 
+/// Whether the VM may still run: only libvirt saying it is off (or gone)
+/// counts as off; a failed query does not.
+/// Writes the journal; a journal that cannot be written (a full or
+/// read-only state folder) is said, and the VMs are still saved or started:
+/// at a host's shutdown or boot that matters more.
+fn save_or_go_on(journal: &Journal, path: &std::path::Path) {
+    if let Err(e) = journal.save(path) {
+        log::error!("{}; going on without it", crate::chain(&e));
+    }
+}
+
 fn running(hv: &dyn Hypervisor, name: &str) -> bool {
-    matches!(hv.domain(name), Ok(Some(d)) if d.state != DomainState::ShutOff)
+    match hv.domain(name) {
+        Ok(Some(d)) => d.state != DomainState::ShutOff,
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 /// Asks a VM to shut down and waits; at the limit destroys it only where so
@@ -212,13 +227,15 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
         }
     }
     // Autostart VMs already off keep what the last run said of them (a save
-    // image from an interrupted stop, say).
+    // image from an interrupted stop, say), but were not running in this
+    // one: this stop answers only for those it found running.
     if let Ok(Some(old)) = Journal::load(&svc.journal_path()) {
-        for (name, e) in old.vms {
+        for (name, mut e) in old.vms {
+            e.was_running = false;
             journal.vms.entry(name).or_insert(e);
         }
     }
-    journal.save(&svc.journal_path())?;
+    save_or_go_on(&journal, &svc.journal_path());
     log::info!(
         "stop on {}: saving {} VM(s), {} at once; shutting down {} other(s)",
         svc.host,
@@ -319,8 +336,8 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
             }
             if crate::progress::on_terminal() {
                 match hv.job_progress(name) {
-                    Ok(Some((done, total))) => {
-                        line.push(format!("{name} {}%", done * 100 / total.max(1)))
+                    Ok(Some((done, total))) if total > 0 => {
+                        line.push(format!("{name} {}%", done * 100 / total))
                     }
                     _ => line.push(format!("{name} ...")),
                 }
@@ -479,7 +496,7 @@ pub fn start(svc: &Service) -> Result<Outcome, ServiceError> {
             e.autostart = true;
         }
     }
-    journal.save(&svc.journal_path())?;
+    save_or_go_on(&journal, &svc.journal_path());
     drop(hv);
     log::info!(
         "start on {}: bringing back {} VM(s){}",
@@ -494,8 +511,16 @@ pub fn start(svc: &Service) -> Result<Outcome, ServiceError> {
             format!(", {} ms apart", svc.settings.start_delay.as_millis())
         }
     );
+    // The size a save left is only a check on the image of that save: one
+    // written since by someone else (virsh managedsave) must not be judged
+    // by an older size.
     let recorded: BTreeMap<String, Option<u64>> = old
-        .map(|j| j.vms.into_iter().map(|(n, e)| (n, e.image_size)).collect())
+        .map(|j| {
+            j.vms
+                .into_iter()
+                .map(|(n, e)| (n, e.image_size.filter(|_| e.state == "saved")))
+                .collect()
+        })
         .unwrap_or_default();
     let shared = Arc::new(Shared {
         journal: Mutex::new(journal),
