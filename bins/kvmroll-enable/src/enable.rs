@@ -2,12 +2,12 @@
 //! reinstall command fails.
 
 use crate::Cli;
-use kvmroll_core::model::{parse_bool, BootAction};
+use kvmroll_core::model::BootAction;
+use kvmroll_core::plugins::{self, RunSpec};
 use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope};
 use kvmroll_virt::{Connector, DomainState, Libvirt};
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use kvmroll_core::error_chain as chain;
 
@@ -70,58 +70,78 @@ fn check_running(c: &Cluster, host: &str, force: bool) -> Result<(), String> {
     }
 }
 
-/// Runs the reinstall command with a time limit; its output on failure.
-fn reinstall(argv: &[String], limit: Duration) -> Result<(), String> {
-    let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("reinstall command `{shown}` cannot be run: {e}"))?;
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "reinstall command `{shown}` ran past {}s and was killed",
-                    limit.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("reinstall command `{shown}`: {e}")),
-        }
-    };
-    if status.success() {
+/// Runs the reinstall command as the hook runs a plugin
+/// (`kvmroll_core::plugins::run`): its own process group, killed whole at
+/// the time limit, both outputs read as they come. Its output on failure.
+fn reinstall(argv: &[String], shown: &str, limit: Duration) -> Result<(), String> {
+    let r = plugins::run(&RunSpec {
+        path: Path::new(&argv[0]),
+        args: &argv[1..],
+        env: &[],
+        stdin: b"",
+        timeout: limit,
+    })
+    .map_err(|e| format!("reinstall command `{shown}` cannot be run: {e}"))?;
+    if r.timed_out {
+        return Err(format!(
+            "reinstall command `{shown}` ran past {}s and was killed; the database is unchanged",
+            limit.as_secs()
+        ));
+    }
+    if r.success() {
         return Ok(());
     }
-    let mut said = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut said);
-    }
-    if said.trim().is_empty() {
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut said);
-        }
-    }
+    let said = [&r.stderr, &r.stdout]
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .find(|t| !t.trim().is_empty())
+        .unwrap_or_default();
     let first = said
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
-        .trim()
-        .to_string();
+        .trim();
+    let how = match (r.code, r.signal) {
+        (Some(code), _) => format!("exit status: {code}"),
+        (None, Some(sig)) => format!("signal: {sig}"),
+        (None, None) => "failed".to_string(),
+    };
     Err(format!(
-        "reinstall command `{shown}` failed ({status}){}; the database is unchanged",
+        "reinstall command `{shown}` failed ({how}){}; the database is unchanged",
         if first.is_empty() {
             String::new()
         } else {
             format!(": {first}")
         }
     ))
+}
+
+/// The host's `kvm` attribute set to `kvm` (or removed) and its boot action
+/// set to `boot`, built from the cluster the write sees, so that a change
+/// made meanwhile to the host's other fields is kept.
+fn host_changes(
+    c: &Cluster,
+    host: &str,
+    kvm: Option<String>,
+    boot: BootAction,
+) -> Result<Vec<Change>, kvmroll_core::ClusterError> {
+    let scope = Scope::Host(host.to_string());
+    let mut h = c.host(host)?.clone();
+    h.boot_action = boot;
+    Ok(vec![
+        match kvm {
+            Some(value) => Change::SetAttr {
+                scope,
+                name: "kvm".into(),
+                value,
+            },
+            None => Change::RemoveAttr {
+                scope,
+                name: "kvm".into(),
+            },
+        },
+        Change::SetHost(h),
+    ])
 }
 
 pub fn run(cli: &Cli) -> Result<(), String> {
@@ -140,20 +160,14 @@ pub fn run(cli: &Cli) -> Result<(), String> {
     }
     let want = !cli.disable;
     let argv = reinstall_argv(&c, host)?;
-    let scope = Scope::Host(host.clone());
-    let before_attr = c.attrs.get(&scope).and_then(|m| m.get("kvm")).cloned();
-    let is_now = c.attr(&h, "kvm").and_then(parse_bool) == Some(true);
-    let changes = vec![
-        Change::SetAttr {
-            scope: scope.clone(),
-            name: "kvm".into(),
-            value: want.to_string(),
-        },
-        Change::SetHost(kvmroll_core::Host {
-            boot_action: BootAction::Install,
-            ..h.clone()
-        }),
-    ];
+    let before_attr = c
+        .attrs
+        .get(&Scope::Host(host.clone()))
+        .and_then(|m| m.get("kvm"))
+        .cloned();
+    let is_now = c.is_container(&h);
+    let changes = host_changes(&c, host, Some(want.to_string()), BootAction::Install)
+        .map_err(|e| e.to_string())?;
     // Checked against the cluster now: disabling a container that still
     // holds VMs is refused here, before anything runs.
     c.plan(&changes).map_err(|e| chain(&e))?;
@@ -168,28 +182,18 @@ pub fn run(cli: &Cli) -> Result<(), String> {
     }
     check_running(&c, host, cli.force)?;
     store
-        .update(&mut |_| Ok(changes.clone()))
+        .update(&mut |now| host_changes(now, host, Some(want.to_string()), BootAction::Install))
         .map_err(|e| chain(&e))?;
     let limit = c
         .attr(&h, "kvm_reinstall_timeout")
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(300);
-    if let Err(e) = reinstall(&argv, Duration::from_secs(limit)) {
+    if let Err(e) = reinstall(&argv, &shown, Duration::from_secs(limit)) {
         // Put back exactly what was there: the host's own kvm value (or its
         // absence) and its boot action.
-        let mut undo = vec![Change::SetHost(h.clone())];
-        undo.push(match &before_attr {
-            Some(v) => Change::SetAttr {
-                scope: scope.clone(),
-                name: "kvm".into(),
-                value: v.clone(),
-            },
-            None => Change::RemoveAttr {
-                scope: scope.clone(),
-                name: "kvm".into(),
-            },
-        });
-        if let Err(u) = store.update(&mut |_| Ok(undo.clone())) {
+        let undo =
+            store.update(&mut |now| host_changes(now, host, before_attr.clone(), h.boot_action));
+        if let Err(u) = undo {
             return Err(format!(
                 "{e}; and undoing the database change failed: {}",
                 chain(&u)

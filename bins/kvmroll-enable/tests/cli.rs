@@ -134,6 +134,36 @@ fn a_failing_command_leaves_the_database_as_it_was() {
 }
 
 #[test]
+fn a_talkative_command_is_read_as_it_runs() {
+    // More output than a pipe holds: a reader that waited for the exit
+    // would stall the command until the time limit (set to 5 s here).
+    let fx = Fx::new(Some(
+        "sh -c 'head -c 300000 /dev/zero | tr \\\\0 x; echo done {host}'",
+    ));
+    let db = fx.db();
+    let mut store = SqliteStore::open(&db, OpenMode::ReadWrite).unwrap();
+    store
+        .update(&mut |_| {
+            Ok(vec![Change::SetAttr {
+                scope: Scope::Global,
+                name: "kvm_reinstall_timeout".into(),
+                value: "5".into(),
+            }])
+        })
+        .unwrap();
+    drop(store);
+    let t = std::time::Instant::now();
+    let out = fx.run(&["compute-0-3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(fx.state(), (Some("true".into()), "install".into()));
+}
+
+#[test]
 fn dry_run_says_and_changes_nothing() {
     let fx = Fx::new(Some("REC {host}"));
     let out = fx.run(&["compute-0-3", "--dry-run"]);
