@@ -20,8 +20,12 @@ for b in "$bin/kvmroll" "$hook"; do
     [ -x "$b" ] || { echo "hook-setup.sh: $b is not built: run scripts/build.sh $flag" >&2; exit 1; }
 done
 
-mkdir -p /etc/kvmroll "$(dirname "$db")" "$root/plugins" "$root/vms"
-chmod 755 /etc/kvmroll "$root" "$root/plugins" "$root/vms"
+mkdir -p "$(dirname "$db")"
+# Folders made here get mode 755 (the hook runs only plugins whose folders
+# no one but root can write); one that was there already keeps its mode.
+for d in /etc/kvmroll "$root" "$root/plugins" "$root/vms"; do
+    [ -d "$d" ] || install -d -m 755 "$d"
+done
 tmp=$(mktemp /etc/kvmroll/.kvmroll.conf.XXXXXX)
 cat >"$tmp" <<CONF
 # Written by scripts/hook-setup.sh

@@ -12,6 +12,12 @@ pub fn parse<T: clap::Parser>(name: &str) -> T {
             let _ = e.print();
             std::process::exit(0)
         }
+        // No subcommand given: clap's "error" is then the whole help page,
+        // whose first line says nothing of what is wrong.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("{name}: a command is missing (see {name} --help)");
+            std::process::exit(2)
+        }
         Err(e) => {
             eprintln!("{}", one_line(name, &e.to_string()));
             std::process::exit(2)
@@ -19,11 +25,17 @@ pub fn parse<T: clap::Parser>(name: &str) -> T {
     }
 }
 
-/// clap's report as one line: its first, without clap's "error: ".
+/// clap's report as one line: its first, without clap's "error: ", and the
+/// lines it announces with a colon (the missing arguments' names).
 fn one_line(name: &str, report: &str) -> String {
-    let first = report.lines().next().unwrap_or("bad usage");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{name}: {first} (see {name} --help)")
+    let mut lines = report.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("bad usage");
+    let mut what = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if what.ends_with(':') {
+        let listed: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+        what = format!("{what} {}", listed.join(", "));
+    }
+    format!("{name}: {what} (see {name} --help)")
 }
 
 #[cfg(test)]
@@ -34,6 +46,12 @@ mod tests {
         assert_eq!(
             super::one_line("kvmroll-gen", report),
             "kvmroll-gen: unexpected argument '--x' found (see kvmroll-gen --help)"
+        );
+        let report = "error: the following required arguments were not provided:\n  <HOST>\n\nUsage: kvmroll-enable <HOST>\n";
+        assert_eq!(
+            super::one_line("kvmroll-enable", report),
+            "kvmroll-enable: the following required arguments were not provided: <HOST> \
+             (see kvmroll-enable --help)"
         );
     }
 }

@@ -441,12 +441,25 @@ fn every_binary_says_a_usage_error_in_one_line() {
         "kvmroll-enable",
         "kvmroll-hook",
     ] {
-        for args in [&["--bogus"][..], &["no-such-command", "x"][..]] {
+        for args in [&["--bogus"][..], &["no-such-command", "x"][..], &[][..]] {
             let out = bin(name).args(args).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
             assert_eq!(err.lines().count(), 1, "{name} {args:?}: {err}");
             assert!(err.starts_with(&format!("{name}: ")), "{name}: {err}");
+            // It says what is wrong, not the first line of a help page.
+            assert!(
+                [
+                    "unexpected",
+                    "unrecognized",
+                    "required",
+                    "missing",
+                    "malformed"
+                ]
+                .iter()
+                .any(|w| err.contains(w)),
+                "{name} {args:?}: {err}"
+            );
             assert!(out.stdout.is_empty(), "{name} {args:?} printed to stdout");
         }
     }

@@ -97,7 +97,7 @@ pub fn inspect(path: &Path, expected_size: Option<u64>) -> Verdict {
 /// synced copy and removal across file systems. Returns where it went.
 pub fn quarantine(image: &Path, quarantine: &Path, vm: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(quarantine)?;
-    let dest = quarantine.join(format!("{vm}.{}.save", crate::journal::now_ms()));
+    let dest = quarantine.join(format!("{vm}.{}.save", kvmroll_core::now_ms()));
     match std::fs::rename(image, &dest) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {

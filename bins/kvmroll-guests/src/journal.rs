@@ -68,18 +68,12 @@ pub struct Journal {
     pub vms: BTreeMap<String, Entry>,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Journal {
     pub fn new(host: &str, phase: Phase) -> Journal {
         Journal {
             host: host.to_string(),
             phase,
-            updated_ms: now_ms(),
+            updated_ms: kvmroll_core::now_ms(),
             vms: BTreeMap::new(),
         }
     }
@@ -105,7 +99,7 @@ impl Journal {
 
     /// Sets a VM's state (and note), keeping what else it knew.
     pub fn set(&mut self, vm: &str, state: &str, note: impl Into<String>) {
-        let now = now_ms();
+        let now = kvmroll_core::now_ms();
         let e = self.vms.entry(vm.to_string()).or_insert_with(|| Entry {
             autostart: false,
             was_running: false,

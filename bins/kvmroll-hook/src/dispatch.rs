@@ -11,7 +11,7 @@ use kvmroll_core::events::{first_lines, Event, Outcome};
 use kvmroll_core::plugins::{self, Found, RunSpec};
 use kvmroll_core::{open_store, OpenMode, Store, VmBrief};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A kvmroll stage, the Rocks name for a moment in a VM's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +93,6 @@ pub struct Answer {
     pub upkeep: bool,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 struct Run<'a> {
     call: &'a Call,
     stage: Stage,
@@ -118,7 +112,7 @@ impl Run<'_> {
     ) {
         self.events.push(Event {
             id: 0,
-            time_ms: now_ms(),
+            time_ms: kvmroll_core::now_ms(),
             vm: self.call.vm.clone(),
             stage: self.stage.name().to_string(),
             op: self.call.op.clone(),

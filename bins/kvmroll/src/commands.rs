@@ -44,7 +44,7 @@ fn refused(msg: impl Into<String>) -> Error {
 }
 
 /// How long events are kept when kvm_events_keep_days is not set.
-const DEFAULT_EVENTS_KEEP_DAYS: u64 = 90;
+const DEFAULT_EVENTS_KEEP_DAYS: u32 = 90;
 
 struct App<'a> {
     store: Box<dyn Store>,
@@ -784,7 +784,7 @@ impl App<'_> {
         out: &mut dyn Write,
     ) -> Result<Outcome, Error> {
         let days = match (older_than, keep) {
-            (Some(d), _) => Some(u64::from(d)),
+            (Some(d), _) => Some(d),
             (None, Some(_)) => None,
             (None, None) => {
                 let cluster = self.store.snapshot()?;
@@ -802,16 +802,9 @@ impl App<'_> {
                 })
             }
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let before = days.map(|d| {
-            now_ms.saturating_sub(
-                i64::try_from(d)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(86_400_000),
-            )
-        });
+        let now_ms = kvmroll_core::now_ms();
+        // Days are a u32 (as kvm_events_keep_days is validated): no overflow.
+        let before = days.map(|d| now_ms.saturating_sub(i64::from(d) * 86_400_000));
         let gone = self.store.prune_events(before, keep)?;
         let mut why = Vec::new();
         if let Some(d) = days {

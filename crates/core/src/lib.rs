@@ -23,4 +23,4 @@ pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};
-pub use sys::{db_path, error_chain};
+pub use sys::{db_path, error_chain, now_ms};

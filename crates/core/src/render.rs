@@ -9,7 +9,6 @@ use crate::attrs::{self, CpuMode, Pinning};
 use crate::cluster::Cluster;
 use crate::cpuset;
 use crate::model::{DiskKind, NicKind, ValidationError, Vm};
-use crate::xml::push_escaped;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why a VM cannot be rendered.
@@ -230,11 +229,7 @@ impl<'a> Renderer<'a> {
             x.push_str(s);
             x.push('\n');
         };
-        let esc = |s: &str| {
-            let mut o = String::with_capacity(s.len());
-            push_escaped(&mut o, s, true);
-            o
-        };
+        let esc = crate::xml::escape_attr;
         line(
             &mut x,
             0,

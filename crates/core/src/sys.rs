@@ -20,6 +20,14 @@ pub fn local_short_hostname() -> String {
     h.split('.').next().unwrap_or_default().to_string()
 }
 
+/// Milliseconds since the Unix epoch (0 for a clock before it): what the
+/// events table and the guests' journal record.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The database path: the `--db` flag, else `KVMROLL_DB`, else the default.
 pub fn db_path(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
