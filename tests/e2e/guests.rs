@@ -699,9 +699,17 @@ fn a_stop_killed_halfway_loses_no_vm_and_starts_none_twice() {
             "start exited 3 without a report: {err}"
         );
     }
-    // A save cut off with its client may still finish in libvirtd: after
-    // long enough for any of them, every VM must still run, once.
-    std::thread::sleep(Duration::from_secs(4));
+    // A save cut off with its client may still run in libvirtd, and would
+    // pause its VM and then stop it: for longer than any of these saves
+    // takes, no VM may leave the running state, even for a moment.
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        for vm in &vms {
+            let state = status_state(vm);
+            assert_eq!(state.as_deref(), Some("running"), "{vm} after start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     check("4 s after start");
     for vm in &vms {
         assert!(!image(vm).exists(), "{vm}: a saved image is left over");
@@ -783,7 +791,16 @@ fn sigterm_during_stop_lets_the_save_in_flight_finish() {
 fn it_refuses_to_run_beside_libvirt_guests_or_libvirt_auto_shutdown() {
     let _serial = serial();
     // No VMs, no libvirtd needed: the refusal comes before either is used.
+    // Should it not, the container's libvirt is one that is not there, so a
+    // broken check cannot save or stop this machine's domains.
     let rig = Rig::bare("guests-refuse");
+    rig.kvmroll(&[
+        "attr",
+        "set",
+        &rig.host,
+        "libvirt_uri",
+        "qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+    ]);
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
 

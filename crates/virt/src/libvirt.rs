@@ -444,6 +444,8 @@ mod tests {
         hv.managed_save_remove("save-remove").unwrap();
         hv.start("save-remove").unwrap();
         hv.managed_save_bypass_cache("save-remove").unwrap();
+        let saved = hv.domain("save-remove").unwrap().unwrap();
+        assert!(saved.has_managed_save && saved.state == DomainState::ShutOff);
         hv.managed_save_remove("save-remove").unwrap();
         assert!(!hv.domain("save-remove").unwrap().unwrap().has_managed_save);
         hv.undefine("save-remove").unwrap();
