@@ -10,6 +10,9 @@
 # Builds the binaries with cargo, unless --bin-dir names a folder of built
 # ones (the tests use that). Files are owned by root where run as root.
 set -euo pipefail
+# Paths given relative to where it was called from, before the cd below.
+here=$PWD
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -17,8 +20,8 @@ profile=release tarball= bindir=
 while [ $# -gt 1 ]; do
     case $1 in
     --profile) profile=$2; shift 2 ;;
-    --tarball) tarball=$2; shift 2 ;;
-    --bin-dir) bindir=$2; shift 2 ;;
+    --tarball) tarball=$(absolute "$2"); shift 2 ;;
+    --bin-dir) bindir=$(absolute "$2"); shift 2 ;;
     *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -29,16 +32,11 @@ case $profile in release) flag=--release ;; debug) flag= ;; *) echo "install.sh:
 
 bins="kvmroll kvmroll-gen kvmroll-guests kvmroll-enable kvmroll-hook"
 if [ -n "$bindir" ]; then
-    out=$bindir
+    out=$bindir hook=$bindir/kvmroll-hook
 else
     scripts/build.sh $flag
-    out=target/$profile
-fi
-# The hook installed is the static one where it was built (scripts/build.sh).
-hook=$out/kvmroll-hook
-static=$(scripts/build.sh --hook-path $flag)
-if [ -z "$bindir" ] && [ -x "$static" ]; then
-    hook=$static
+    # The hook installed is the static one scripts/build.sh builds.
+    out=target/$profile hook=$(scripts/build.sh --hook-path $flag)
 fi
 
 install -d -m 0755 "$dest/usr/local/bin" "$dest/etc/libvirt/hooks" "$dest/etc/kvmroll" \

@@ -333,6 +333,15 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
                 if let Err(e) = hv.abort_job(name) {
                     log::warn!("VM {name}: cannot abort the save: {}", crate::chain(&e));
                 }
+                // Asked once; again in 10 s should the save still run, not
+                // at every tick until it returns.
+                if let Some(t) = inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(name)
+                {
+                    *t = now + Duration::from_secs(10);
+                }
             }
             if crate::progress::on_terminal() {
                 match hv.job_progress(name) {
