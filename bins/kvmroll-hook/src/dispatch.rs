@@ -9,7 +9,7 @@
 use crate::config::Config;
 use kvmroll_core::events::{first_lines, Event, Outcome};
 use kvmroll_core::plugins::{self, Found, RunSpec};
-use kvmroll_core::{open_store, OpenMode, Store, VmBrief};
+use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -245,18 +245,19 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         events: Vec::new(),
         started: Instant::now(),
     };
-    // A VM the database cannot know passes through untouched.
-    if !conf.db.exists() {
+    let opened = open_store(&conf.db, OpenMode::ReadWriteFast);
+    // A VM the database cannot know passes through untouched; the store
+    // says Missing and creates nothing.
+    if let Err(StoreError::Missing { path }) = &opened {
         log::debug!(
             "VM {}: no database at {}, passing {} {} through",
             call.vm,
-            conf.db.display(),
+            path.display(),
             call.op,
             call.subop
         );
         return Answer::default();
     }
-    let opened = open_store(&conf.db, OpenMode::ReadWriteFast);
     let (mut store, brief) = match opened.and_then(|s| s.vm_brief(&call.vm).map(|b| (s, b))) {
         Ok((store, Some(brief))) => (Some(store), Some(brief)),
         Ok((mut store, None)) => {

@@ -42,28 +42,6 @@ fn number(s: &str, spec: &str) -> Result<u32, String> {
     }
 }
 
-/// Formats a set the way libvirt does: ranges joined by commas.
-pub fn format(set: &BTreeSet<u32>) -> String {
-    let mut out = String::new();
-    let mut iter = set.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}-{end}"));
-        }
-    }
-    out
-}
-
 /// Parses `numa_cells`: one cpuset per NUMA cell, separated by `;` or white
 /// space, e.g. `0-3,8-11;4-7,12-15`. Cells must not overlap.
 pub fn parse_cells(spec: &str) -> Result<Vec<BTreeSet<u32>>, String> {
@@ -89,12 +67,6 @@ mod tests {
     fn parses_ranges_and_exclusions() {
         let s = parse("0-3,^2,8").unwrap();
         assert_eq!(s.into_iter().collect::<Vec<_>>(), vec![0, 1, 3, 8]);
-    }
-
-    #[test]
-    fn formats_ranges() {
-        let s: BTreeSet<u32> = [0, 1, 2, 5, 7, 8].into_iter().collect();
-        assert_eq!(format(&s), "0-2,5,7-8");
     }
 
     #[test]

@@ -127,8 +127,10 @@ impl SqliteStore {
     /// refused before anything is written to it.
     pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
         let path = path.to_path_buf();
+        // Only the CLI makes a database; the hook (ReadWriteFast) and
+        // readers find one or are told it is missing.
         let exists = path.exists();
-        if !exists && mode == OpenMode::ReadOnly {
+        if !exists && mode != OpenMode::ReadWrite {
             return Err(StoreError::Missing { path });
         }
         if !exists {
@@ -140,12 +142,12 @@ impl SqliteStore {
             }
         }
         let flags = match mode {
-            OpenMode::ReadWrite | OpenMode::ReadWriteFast => {
+            OpenMode::ReadWrite => {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
             }
             // Read-write at the file level so WAL's shared memory can be set
-            // up; `query_only` below refuses every write.
-            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_WRITE,
+            // up; `query_only` below refuses every write in ReadOnly.
+            OpenMode::ReadWriteFast | OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_WRITE,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
         let conn =
@@ -1065,6 +1067,21 @@ mod tests {
             duration_ms: 1,
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn only_the_cli_makes_a_database() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("sub/k.db");
+        for mode in [OpenMode::ReadWriteFast, OpenMode::ReadOnly] {
+            assert!(matches!(
+                SqliteStore::open(&db, mode),
+                Err(StoreError::Missing { .. })
+            ));
+            assert!(!d.path().join("sub").exists(), "{mode:?} made something");
+        }
+        SqliteStore::open(&db, OpenMode::ReadWrite).unwrap();
+        assert!(db.exists());
     }
 
     #[test]

@@ -25,16 +25,14 @@ pub enum DomainState {
     Other(String),
 }
 
-/// What kvmroll reads about one domain.
+/// What kvmroll reads about one domain: only what it acts on, since the
+/// save and shutdown loops ask for it every few hundred milliseconds and
+/// each field is a call to libvirtd.
 #[derive(Debug, Clone)]
 pub struct DomainInfo {
     pub name: String,
-    pub uuid: String,
     pub state: DomainState,
-    /// Has a persistent definition (false for a transient, running-only domain).
-    pub persistent: bool,
     pub has_managed_save: bool,
-    pub autostart: bool,
     /// Paused by libvirt for a save that is still being written: a save
     /// begun by a client that may be gone since (libvirtd finishes it).
     /// Unlike a job query, this state holds from the pause to the end.
@@ -163,8 +161,6 @@ impl VirtError {
 /// `Send` so that a connection can be handed to the thread that uses it;
 /// libvirt connections are thread-safe and its last error is per thread.
 pub trait Hypervisor: Send {
-    /// The URI this connection was opened with.
-    fn uri(&self) -> &str;
     /// The domain called `name`, or `None` when there is no such domain.
     fn domain(&self, name: &str) -> Result<Option<DomainInfo>, VirtError>;
     /// All domains, active and inactive.
