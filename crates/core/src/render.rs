@@ -38,6 +38,12 @@ pub enum RenderError {
         container: String,
         last: u32,
     },
+    #[error("VM {vm:?}: no {bus} slot is left for the cdrom: its disks take {taken}")]
+    NoCdromSlot {
+        vm: String,
+        bus: &'static str,
+        taken: String,
+    },
     #[error("VM {vm:?}: kvm_cpu_pinning pins vCPU {vcpu} but the VM has only {vcpus} vCPUs")]
     NoSuchVcpu { vm: String, vcpu: u32, vcpus: u32 },
     #[error("VM {vm:?}: pin_auto needs {need} free CPUs{where_} on container {container:?} but at most {free} are free")]
@@ -334,7 +340,7 @@ impl<'a> Renderer<'a> {
             } else {
                 ("file", "file")
             };
-            let (dev, bus) = cdrom_target(vm, &machine);
+            let (dev, bus) = cdrom_target(vm, &machine)?;
             line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
             line(&mut x, 3, "<driver name='qemu' type='raw'/>");
             line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
@@ -472,19 +478,23 @@ fn device_fragments(
 
 /// Where the cdrom goes: an IDE slot on the pc machine, SATA on q35; the
 /// first slot no disk uses (Rocks always used hda, even when a disk had it).
-fn cdrom_target(vm: &Vm, machine: &str) -> (String, &'static str) {
+/// A VM whose disks take every slot gets no cdrom: an error, not a target
+/// that collides with a disk.
+fn cdrom_target(vm: &Vm, machine: &str) -> Result<(String, &'static str), RenderError> {
     let used: BTreeSet<&str> = vm.disks.iter().map(|d| d.dev.as_str()).collect();
     let (candidates, bus): (&[&str], _) = if machine.contains("q35") {
         (&["sda", "sdb", "sdc", "sdd", "sde", "sdf"], "sata")
     } else {
         (&["hdc", "hdd", "hdb", "hda"], "ide")
     };
-    let dev = candidates
-        .iter()
-        .find(|d| !used.contains(*d))
-        .copied()
-        .unwrap_or("hdd");
-    (dev.to_string(), bus)
+    match candidates.iter().find(|d| !used.contains(*d)) {
+        Some(dev) => Ok((dev.to_string(), bus)),
+        None => Err(RenderError::NoCdromSlot {
+            vm: vm.name.clone(),
+            bus,
+            taken: candidates.join(", "),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +628,28 @@ mod tests {
         assert!(x.contains("<boot dev='cdrom'/>\n    <boot dev='network'/>\n    <boot dev='hd'/>"));
         assert!(x.contains("<disk type='block' device='cdrom'>"));
         assert!(x.contains("<source dev='/dev/sr0'/>"));
+    }
+
+    #[test]
+    fn a_cdrom_takes_a_free_slot_or_none() {
+        let mut c = with_vms(&[("a", 1)]);
+        let mut v = c.vm("a").unwrap().clone();
+        v.disks = ["hda", "hdc"]
+            .iter()
+            .map(|d| crate::model::Disk::parse(&format!("file:/s/{d}.img,{d},ide")).unwrap())
+            .collect();
+        v.cdrom = Some("/isos/a.iso".into());
+        c.apply(&Change::SetVm(v.clone())).unwrap();
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
+        // Every IDE slot a disk: refused, rather than two devices on hdd.
+        v.disks = ["hda", "hdb", "hdc", "hdd"]
+            .iter()
+            .map(|d| crate::model::Disk::parse(&format!("file:/s/{d}.img,{d},ide")).unwrap())
+            .collect();
+        c.apply(&Change::SetVm(v)).unwrap();
+        let e = render_domain(&c, "a").unwrap_err().to_string();
+        assert!(e.contains("no ide slot is left for the cdrom"), "{e}");
     }
 
     #[test]
