@@ -13,7 +13,9 @@
 //! waits a while for running domains that are not its own to go away.
 
 use kvmroll_tests::json::{self, Get, Value};
-use kvmroll_tests::{bin, libvirtd_available, local_host, ok, prefix, virsh_ok, Domains, Kvmroll};
+use kvmroll_tests::{
+    bin, libvirtd_available, local_host, ok, prefix, virsh_ok, wait_for, Domains, Kvmroll,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -371,20 +373,6 @@ fn restart_libvirtd() -> Duration {
     let line = ok(out, &format!("{} up", script.display()));
     eprintln!("{}", line.trim_end());
     t.elapsed()
-}
-
-/// Waits up to `limit` for `what` to hold.
-fn wait_for(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if what() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn stderr(out: &Output) -> String {

@@ -9,8 +9,8 @@
 //! every test removes what it added.
 
 use kvmroll_tests::{
-    bin, bin_dir, hook_conf, libvirtd_available, prefix, static_hook, virsh, virsh_ok, HookConf,
-    Kvmroll, E2E_DB, HOOK_CONF,
+    bin, bin_dir, hook_conf, libvirtd_available, prefix, static_hook, virsh, virsh_ok, wait_for,
+    HookConf, Kvmroll, E2E_DB, HOOK_CONF,
 };
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -205,20 +205,6 @@ fn start_refused(vm: &str) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     err
-}
-
-/// Waits up to `limit` for `what` to hold.
-fn wait_for(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if what() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -31,6 +31,21 @@ pub fn static_hook() -> PathBuf {
     hook
 }
 
+/// Polls `what` every 10 ms until it holds (true) or `limit` has passed
+/// (false).
+pub fn wait_for(limit: std::time::Duration, mut what: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if what() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The folder holding the workspace's built binaries (`target/debug` or
 /// `target/release`), found beside the running test executable.
 pub fn bin_dir() -> PathBuf {
