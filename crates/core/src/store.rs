@@ -80,7 +80,61 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
     #[error(transparent)]
     Refused(#[from] ClusterError),
+    // Engine-neutral variants, used by PostgreSQL so far. `location` is the
+    // location as shown to users: never with its password.
+    #[error(transparent)]
+    Location(#[from] crate::location::LocationError),
+    #[error("cannot reach the database server at {host} port {port}")]
+    Unreachable {
+        host: String,
+        port: u16,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the database server at {location} refused the password of user {user}")]
+    Auth { location: String, user: String },
+    #[error("the database server at {location} asks a password for user {user}, and none was given (in the URL, PGPASSWORD or a password file)")]
+    NoPassword { location: String, user: String },
+    #[error(
+        "password file {path} is not used: group or others have access to it (chmod 0600 {path})"
+    )]
+    PassfileReadable { path: PathBuf },
+    #[error("{location} is not a kvmroll database")]
+    Foreign { location: String },
+    #[error("database {location} holds no kvmroll schema yet; `kvmroll db init` makes it")]
+    NoSchema { location: String },
+    #[error("database {location} has schema version {found}, newer than this kvmroll knows ({supported}); upgrade kvmroll")]
+    SchemaTooNew {
+        location: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
+        "database {location} needs an upgrade from schema {found} to {supported}, which {why}"
+    )]
+    SchemaTooOld {
+        location: String,
+        found: i64,
+        supported: i64,
+        why: &'static str,
+    },
+    #[error("database {location}: {what} gave up after {tries} tries: other writers kept conflicting; try again")]
+    Contention {
+        location: String,
+        what: &'static str,
+        tries: u32,
+    },
+    #[error("database {location}: {what}")]
+    Backend {
+        location: String,
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
 }
+
+/// An engine's own error, carried as a source without naming its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What kvmroll needs of a database.
 pub trait Store {
@@ -131,5 +185,9 @@ pub trait Store {
 
 /// Opens the store at `path` (SQLite, the only backend so far).
 pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
+    // A URL given where a path was expected (`--db`, `KVMROLL_DB`).
+    if let Some(location) = crate::location::Location::from_url_path(path)? {
+        return crate::location::open(&location, mode);
+    }
     Ok(Box::new(crate::sqlite::SqliteStore::open(path, mode)?))
 }
