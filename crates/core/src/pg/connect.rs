@@ -247,13 +247,20 @@ pub(super) fn connect(target: &Target, shown: &str, mode: OpenMode) -> Result<Cl
     let deadline = target.timeout.map(|t| Instant::now() + t);
     let mut pause = Duration::from_millis(20);
     loop {
-        let result = match &tls {
-            Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone())),
-            None => config.connect(NoTls),
-        };
-        let e = match result {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let e = match connect_within(&config, &tls, left) {
             Ok(client) => return Ok(client),
-            Err(e) => e,
+            Err(Some(e)) => e,
+            Err(None) => {
+                return Err(StoreError::Unreachable {
+                    host: target.host_text(),
+                    port: target.port,
+                    source: Box::new(Fault(format!(
+                        "no answer within {} s (connect_timeout)",
+                        target.timeout.unwrap_or_default().as_secs()
+                    ))),
+                })
+            }
         };
         let busy = matches!(
             e.code(),
@@ -265,6 +272,39 @@ pub(super) fn connect(target: &Target, shown: &str, mode: OpenMode) -> Result<Cl
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// One connection attempt, given up after `limit` (`Err(None)`).
+///
+/// tokio-postgres's own `connect_timeout` bounds only the socket's connect;
+/// libpq's bounds the whole start-up, and so must kvmroll's, or a server
+/// that accepts and then hangs (stopped with SIGSTOP, swapping) would hang
+/// the hook and libvirtd with it. The sync client cannot be interrupted, so
+/// the attempt runs on a thread of its own that is left behind past the
+/// limit: it ends when the server answers or the process exits.
+fn connect_within(
+    config: &postgres::Config,
+    tls: &Option<ClientConfig>,
+    limit: Option<Duration>,
+) -> Result<Client, Option<postgres::Error>> {
+    let attempt = {
+        let (config, tls) = (config.clone(), tls.clone());
+        move || match tls {
+            Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+            None => config.connect(NoTls),
+        }
+    };
+    let Some(limit) = limit else {
+        return attempt().map_err(Some);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(attempt());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(result) => result.map_err(Some),
+        Err(_) => Err(None),
     }
 }
 
