@@ -7,6 +7,7 @@
 //!     root = /etc/kvmroll                # holds plugins/STAGE.d and vms/VM/STAGE.d
 //!     host = vm-container-0-0            # this container's name (default: host name)
 //!     kvmroll = /usr/local/bin/kvmroll   # the CLI, for plugins and refreshes
+//!     passfile = /etc/kvmroll/db.pgpass  # a PostgreSQL database's credential (libpq format)
 
 use kvmroll_core::DEFAULT_DB_PATH;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct Config {
     pub root: PathBuf,
     pub host: String,
     pub kvmroll: PathBuf,
+    /// The credential of a PostgreSQL database (a libpq passfile).
+    pub passfile: Option<PathBuf>,
 }
 
 /// The kvmroll CLI: the first that exists of /usr/local/bin and /usr/bin,
@@ -70,6 +73,7 @@ impl Config {
             root: root.unwrap_or_else(|| PathBuf::from("/etc/kvmroll")),
             host: host.unwrap_or_else(kvmroll_core::sys::local_short_hostname),
             kvmroll: kvmroll.unwrap_or_else(default_kvmroll),
+            passfile: None,
         }
     }
 
@@ -88,6 +92,7 @@ impl Config {
     /// Parses `key = value` lines; `#` starts a comment.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let (mut db, mut root, mut host, mut kvmroll) = (None, None, None, None);
+        let mut passfile = None;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or_default().trim();
             if line.is_empty() {
@@ -113,11 +118,15 @@ impl Config {
                 "db" => db = Some(abs(value)?),
                 "root" => root = Some(abs(value)?),
                 "kvmroll" => kvmroll = Some(abs(value)?),
+                "passfile" => passfile = Some(abs(value)?),
                 "host" if !value.is_empty() => host = Some(value.to_string()),
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
-        Ok(Config::with(db, root, host, kvmroll))
+        Ok(Config {
+            passfile,
+            ..Config::with(db, root, host, kvmroll)
+        })
     }
 }
 
