@@ -13,7 +13,7 @@ mod cli;
 mod usage;
 
 fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
-    let path = kvmroll_core::db_path(cli.db);
+    let path = kvmroll_core::db_location(cli.db)?;
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
     let mut renderer = Renderer::new(&cluster);

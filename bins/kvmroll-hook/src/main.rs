@@ -25,7 +25,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod cli;
-mod config;
+use kvmroll_core::conf as config;
 mod dispatch;
 mod install;
 #[path = "../../shared/usage.rs"]

@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     } else {
         OpenMode::ReadWrite
     };
-    let store = open_store(&kvmroll_core::db_path(cli.db), mode)?;
+    let store = open_store(&kvmroll_core::db_location(cli.db)?, mode)?;
     let sync_mode = if cli.no_sync {
         SyncMode::Off
     } else if std::env::var_os("KVMROLL_STAGE").is_some() {

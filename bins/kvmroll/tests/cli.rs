@@ -821,3 +821,65 @@ fn the_event_pruning_units_run_prune_daily() {
     assert!(service.contains("ExecStart=/usr/local/bin/kvmroll --no-sync events prune"));
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
 }
+
+#[test]
+fn the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf() {
+    let f = Fixture::new();
+    let dir = f.db.parent().unwrap();
+    let conf = dir.join("kvmroll.conf");
+    std::fs::write(&conf, format!("# test\ndb = {}\n", f.db.display())).unwrap();
+    let bare = |bin: &str| {
+        let mut c = Command::new(bin);
+        c.env_remove("KVMROLL_DB")
+            .env_remove("KVMROLL_DB_READONLY")
+            .env_remove("KVMROLL_STAGE")
+            .env("KVMROLL_CONF", &conf);
+        c
+    };
+    // The conf's db line, with neither --db nor KVMROLL_DB.
+    let out = bare(env!("CARGO_BIN_EXE_kvmroll"))
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hosted-vm-0-0-0"));
+    // KVMROLL_DB comes before the file, --db before both: a database that
+    // does not exist is reported, so the one asked for is the one opened.
+    let elsewhere = dir.join("elsewhere.db");
+    for args in [
+        vec!["vm".to_string(), "list".into()],
+        vec![
+            "--db".to_string(),
+            elsewhere.display().to_string(),
+            "vm".into(),
+            "list".into(),
+        ],
+    ] {
+        let mut c = bare(env!("CARGO_BIN_EXE_kvmroll"));
+        if args.len() == 2 {
+            c.env("KVMROLL_DB", &elsewhere);
+        } else {
+            c.env("KVMROLL_DB", &f.db);
+        }
+        let out = c.args(&args).output().unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).contains("hosted-vm-0-0-0");
+        assert!(!listed, "{args:?} read the wrong database");
+    }
+    // A fault in the file is one line and a failure, not the default path.
+    std::fs::write(&conf, "db = relative.db\n").unwrap();
+    let out = bare(env!("CARGO_BIN_EXE_kvmroll"))
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("kvmroll.conf:1: db must be an absolute path"),
+        "{err}"
+    );
+}

@@ -1,9 +1,9 @@
 //! Small things every kvmroll binary needs of the system and of its errors:
-//! this machine's name, the database path rule, an error printed on one
+//! this machine's name, an error printed on one
 //! line, and a file written so that no reader ever sees half of it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// This machine's host name, as the kernel has it.
 pub fn local_hostname() -> String {
@@ -26,12 +26,6 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The database path: the `--db` flag, else `KVMROLL_DB`, else the default.
-pub fn db_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_DB_PATH))
 }
 
 /// An error and its sources on one line, as the binaries print it once.
