@@ -2,10 +2,10 @@
 //! administrator can see what ran for a VM, when, for how long and how it
 //! ended (`kvmroll events`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How an invocation or a plugin run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Ran and succeeded.
@@ -48,7 +48,7 @@ impl Outcome {
 }
 
 /// One row of the events table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Store order; 0 before it is stored.
     pub id: i64,

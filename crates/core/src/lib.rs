@@ -14,6 +14,7 @@ pub mod hostfiles;
 pub mod model;
 pub mod plugins;
 pub mod render;
+pub mod spool;
 pub mod sqlite;
 pub mod store;
 pub mod sys;
