@@ -31,7 +31,7 @@ impl Fx {
             ),
         )
         .unwrap();
-        let mut store = SqliteStore::open(&fx.db(), OpenMode::ReadWrite).unwrap();
+        let mut store = SqliteStore::open(&fx.db(), OpenMode::Create).unwrap();
         let mut host = Host::new(HOST, "vm-container");
         host.cpus = 4;
         store

@@ -22,5 +22,8 @@ pub use cluster::{Change, Cluster, ClusterError, Plan};
 pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
-pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};
+pub use store::{
+    init_store, open_store, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief,
+    DEFAULT_DB_PATH,
+};
 pub use sys::{db_path, error_chain, now_ms};
