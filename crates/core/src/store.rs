@@ -62,12 +62,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open database {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: BackendError,
-    },
     /// The file system refuses what the database needs, with what to do.
     #[error("cannot use database {path}: {why}")]
     NoAccess { path: PathBuf, why: String },
