@@ -172,7 +172,7 @@ fn cases() -> Vec<(&'static str, Vec<Change>)> {
 
 fn build_db(dir: &Path, changes: &[Change]) -> PathBuf {
     let path = dir.join("kvmroll.db");
-    let mut store = SqliteStore::open(&path, OpenMode::ReadWrite).unwrap();
+    let mut store = SqliteStore::open(&path, OpenMode::Create).unwrap();
     let mut host = Host::new(CONTAINER, "vm-container");
     host.cpus = 8;
     let mut all = vec![Change::AddHost(host)];
@@ -596,4 +596,26 @@ fn a_cluster_kickstart_carries_the_credential_only_from_a_private_file() {
     let out = gen(&db, &["kickstart", CONTAINER]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds a password"));
+}
+
+/// Regression: an empty (0-byte) database file was read as a database
+/// needing an upgrade from schema 0; a missing one must not be made.
+#[test]
+fn an_empty_or_missing_database_is_one_line_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let missing = dir.path().join("typo/k.db");
+    for (db, want) in [
+        (&empty, "is empty, not a kvmroll database"),
+        (&missing, "does not exist; `kvmroll db init` creates it"),
+    ] {
+        let out = gen(db, &["domain", "--all"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert!(!dir.path().join("typo").exists());
 }

@@ -126,22 +126,20 @@ impl Run<'_> {
     }
 
     /// The invocation's own event, then everything written in one go.
-    fn finish(mut self, store: Option<&mut Box<dyn Store>>, answer: &Answer) {
+    fn finish(
+        mut self,
+        store: Option<&mut Box<dyn Store>>,
+        answer: &Answer,
+    ) -> Result<(), StoreError> {
         let (outcome, message) = match &answer.refusal {
             Some(r) => (Outcome::Failed, r.clone()),
             None => (Outcome::Ok, String::new()),
         };
         let took = self.started.elapsed();
         self.event(None, outcome, None, took, message);
-        if let Some(store) = store {
-            if let Err(e) = store.record_events(&self.events) {
-                log::error!(
-                    "VM {}: cannot record {} events: {}",
-                    self.call.vm,
-                    self.events.len(),
-                    crate::chain(&e)
-                );
-            }
+        match store {
+            Some(store) => store.record_events(&self.events),
+            None => Ok(()),
         }
     }
 }
@@ -322,7 +320,26 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         }
         Err(reason) => answer.refusal = Some(reason),
     }
-    run.finish(store.as_mut(), &answer);
+    let events = run.events.len() + 1;
+    match run.finish(store.as_mut(), &answer) {
+        // libvirtd waits for the hook: a database locked past the hook's
+        // wait refuses the start, saying so, rather than let it go
+        // unrecorded.
+        Err(e @ StoreError::Busy { .. }) if stage.aborts() && answer.refusal.is_none() => {
+            answer.stdout = None;
+            answer.refusal = Some(format!(
+                "VM {}: the start is refused: {}",
+                call.vm,
+                crate::chain(&e)
+            ));
+        }
+        Err(e) => log::error!(
+            "VM {}: cannot record {events} events: {}",
+            call.vm,
+            crate::chain(&e)
+        ),
+        Ok(()) => {}
+    }
     answer.upkeep = store.as_ref().is_some_and(|s| s.upkeep_due());
     // The events are committed; closing the connection would only free
     // memory and drop locks, which the hook's exit does anyway, and costs

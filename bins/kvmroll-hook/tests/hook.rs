@@ -31,7 +31,7 @@ impl Fx {
             ),
         )
         .unwrap();
-        let mut store = SqliteStore::open(&fx.db(), OpenMode::ReadWrite).unwrap();
+        let mut store = SqliteStore::open(&fx.db(), OpenMode::Create).unwrap();
         let mut host = Host::new(HOST, "vm-container");
         host.cpus = 4;
         store
@@ -220,6 +220,101 @@ fn a_corrupt_database_refuses_a_start_and_the_stop_side_still_runs() {
         fx.marker("released").exists(),
         "the shutdown plugin did not run"
     );
+}
+
+/// Replaces the database with `bytes`, its -wal and -shm gone.
+fn replace_db(fx: &Fx, bytes: &[u8]) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fx.db().display()));
+    }
+    std::fs::write(fx.db(), bytes).unwrap();
+}
+
+/// Runs `prepare begin` and `release end` of the VM over a database that
+/// cannot be used: the start is refused with one line holding `expect`, and
+/// the shutdown plugin still runs. Returns the refusal.
+fn refuses_start_and_releases(fx: &Fx, expect: &str) -> String {
+    fx.plugin(
+        &format!("vms/{VM}/shutdown.d"),
+        "10-release",
+        &format!("touch {}", fx.marker("released").display()),
+    );
+    let xml = "<domain type='kvm'><name>hosted-vm-0-0-0</name></domain>";
+    let out = fx.hook(VM, "prepare", "begin", xml);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+    let out = fx.hook(VM, "release", "end", xml);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        fx.marker("released").exists(),
+        "the shutdown plugin did not run"
+    );
+    err
+}
+
+/// Regression: over a database truncated to 0 bytes, `prepare begin`
+/// rebuilt an empty schema, recorded a pass-through, and skipped the
+/// allocate plugin that refuses this start.
+#[test]
+fn an_empty_database_file_refuses_a_start_and_is_left_empty() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/allocate.d"),
+        "10-no",
+        "echo no room for it >&2; exit 1",
+    );
+    replace_db(&fx, b"");
+    refuses_start_and_releases(&fx, "is empty, not a kvmroll database");
+    assert_eq!(std::fs::metadata(fx.db()).unwrap().len(), 0);
+}
+
+/// Regression: `PRAGMA user_version=-1` made the hook abort at every event,
+/// the stop side included.
+#[test]
+fn an_impossible_schema_version_refuses_a_start_and_is_no_abort() {
+    let fx = Fx::new();
+    rusqlite::Connection::open(fx.db())
+        .unwrap()
+        .pragma_update(None, "user_version", -1)
+        .unwrap();
+    refuses_start_and_releases(&fx, "schema version -1 is one no kvmroll writes");
+}
+
+/// Regression: a failed schema upgrade made the hook's refusal the whole
+/// CREATE TABLE script of the step.
+#[test]
+fn a_failed_upgrade_refuses_a_start_in_one_line() {
+    let fx = Fx::new();
+    // Schema 1 on paper while step 2's table is there: step 2 fails.
+    rusqlite::Connection::open(fx.db())
+        .unwrap()
+        .pragma_update(None, "user_version", 1)
+        .unwrap();
+    let err = refuses_start_and_releases(&fx, "upgrading the schema from version 1 to 2 failed");
+    assert!(!err.contains("CREATE"), "{err}");
+}
+
+/// Regression: with another writer holding the database past the hook's
+/// wait, `prepare begin` let the start go and its events were dropped,
+/// though the wait is there to refuse it, saying why.
+#[test]
+fn a_database_locked_past_the_wait_refuses_the_start_saying_so() {
+    let fx = Fx::new();
+    let holder = rusqlite::Connection::open(fx.db()).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the start is refused")
+            && err.contains("was locked by another writer for 10 s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
 #[test]

@@ -85,6 +85,14 @@ impl Fixture {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Writes `version` as the database's schema version, behind kvmroll's back.
+    fn set_schema_version(&self, version: i64) {
+        rusqlite::Connection::open(&self.db)
+            .unwrap()
+            .pragma_update(None, "user_version", version)
+            .unwrap();
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut b = std::fs::read(&self.db).unwrap();
         let wal = PathBuf::from(format!("{}-wal", self.db.display()));
@@ -586,10 +594,7 @@ fn foreign_and_newer_databases_are_refused_untouched() {
     assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
 
     let f = Fixture::new();
-    rusqlite::Connection::open(&f.db)
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
+    f.set_schema_version(99);
     f.refused(
         &["host", "list"],
         "has schema version 99, newer than this kvmroll knows",
@@ -765,24 +770,271 @@ fn read_only_mode_refuses_every_write() {
 }
 
 #[test]
-fn db_path_from_environment_and_folder_created() {
+fn db_path_from_environment_and_folder_created_by_a_first_write() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("deep/er/k.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
-        .env("KVMROLL_DB", &db)
-        .args(["appliance", "list"])
-        .output()
-        .unwrap();
+    let kvmroll = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+            .env("KVMROLL_DB", &db)
+            .env_remove("KVMROLL_DB_READONLY")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = kvmroll(&["appliance", "add", "login"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = kvmroll(&["appliance", "list"]);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "compute\nfrontend\nhosted-vm\nvm-container\n"
+        "compute\nfrontend\nhosted-vm\nlogin\nvm-container\n"
     );
-    assert!(Path::new(&db).exists());
+}
+
+/// Runs `kvmroll --db DB ARGS` outside any fixture.
+fn kvmroll_at(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("KVMROLL_DB")
+        .env_remove("KVMROLL_DB_READONLY")
+        .env_remove("KVMROLL_STAGE")
+        .output()
+        .unwrap()
+}
+
+/// Asserts `out` is a refusal: status 1, one line holding `expect`, nothing on stdout.
+fn assert_refused(out: &Output, expect: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+    assert!(out.stdout.is_empty());
+}
+
+/// Regression: `kvmroll --db /tmp/typo/x.db host list` made /tmp/typo/x.db
+/// (and its folder) and printed an empty cluster. Reads, and writes that
+/// need something to exist, make nothing.
+#[test]
+fn a_read_never_makes_a_database_or_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    let db = typo.join("x.db");
+    for args in [
+        &["host", "list"][..],
+        &["vm", "list"],
+        &["vm", "show", "v"],
+        &["attr", "get", "h", "kvm"],
+        &["appliance", "list"],
+        &["events"],
+        &["db", "status"],
+        &["vm", "set", "v", "--mem", "512"],
+        &["vm", "add", "v", "--container", "c"],
+        &["attr", "rm", "--global", "x"],
+        &["events", "prune", "--keep", "1"],
+    ] {
+        assert_refused(
+            &kvmroll_at(&db, args),
+            &format!(
+                "database {} does not exist; `kvmroll db init` creates it",
+                db.display()
+            ),
+        );
+        assert!(!typo.exists(), "kvmroll {args:?} made {}", typo.display());
+    }
+}
+
+/// A first write that a new database refuses makes none.
+#[test]
+fn a_refused_first_write_makes_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new/k.db");
+    assert_refused(
+        &kvmroll_at(&db, &["host", "add", "h", "--appliance", "nope"]),
+        "unknown appliance",
+    );
+    assert_refused(&kvmroll_at(&db, &["attr", "set", "h", "x", "1"]), "h");
+    assert!(!dir.path().join("new").exists());
+    let out = kvmroll_at(&db, &["attr", "set", "--global", "x", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
+}
+
+/// Regression: a database truncated to 0 bytes (its -wal and -shm gone)
+/// was rebuilt empty by `kvmroll vm list`, which showed an empty cluster.
+#[test]
+fn an_empty_database_file_is_refused_by_reads_writes_and_init() {
+    let f = Fixture::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", f.db.display()));
+    }
+    std::fs::write(&f.db, b"").unwrap();
+    for args in [
+        &["vm", "list"][..],
+        &["host", "add", "h"],
+        &["attr", "set", "--global", "x", "1"],
+        &["db", "init"],
+        &["db", "status"],
+    ] {
+        f.refused(args, "is empty, not a kvmroll database");
+        assert_eq!(std::fs::metadata(&f.db).unwrap().len(), 0, "{args:?}");
+    }
+}
+
+/// Regression: `PRAGMA user_version=-1` made `kvmroll vm list` abort (exit
+/// 134, an index out of bounds in the store's upgrade).
+#[test]
+fn an_impossible_schema_version_is_one_line_not_an_abort() {
+    let f = Fixture::new();
+    f.set_schema_version(-1);
+    for args in [&["vm", "list"][..], &["host", "add", "h"], &["db", "init"]] {
+        f.refused(args, "schema version -1 is one no kvmroll writes");
+    }
+}
+
+/// Regression: a failed schema upgrade printed its whole CREATE TABLE
+/// script, 59 lines.
+#[test]
+fn a_failed_upgrade_is_one_line() {
+    let f = Fixture::new();
+    // Schema 1 on paper while step 2's table is there: step 2 fails.
+    f.set_schema_version(1);
+    f.refused(
+        &["host", "add", "h"],
+        "upgrading the schema from version 1 to 2 failed: table events already exists",
+    );
+    f.refused(&["vm", "list"], "`kvmroll db init` upgrades it");
+}
+
+#[test]
+fn db_init_makes_upgrades_or_leaves_a_database_and_refuses_a_foreign_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a/b/k.db");
+    let said = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(said(kvmroll_at(&db, &["db", "init"])).starts_with("created "));
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("nothing to do"));
+    assert_eq!(std::fs::read(&db).unwrap(), bytes);
+    // Back to schema 1: init upgrades it.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE events; PRAGMA user_version = 1;")
+        .unwrap();
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 2"));
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    assert_refused(
+        &kvmroll_at(&junk, &["db", "init"]),
+        "is not a kvmroll database",
+    );
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .arg("--db")
+        .arg(dir.path().join("ro.db"))
+        .args(["db", "init"])
+        .env("KVMROLL_DB_READONLY", "1")
+        .output()
+        .unwrap();
+    assert_refused(&out, "open read-only");
+    assert!(!dir.path().join("ro.db").exists());
+}
+
+#[test]
+fn db_status_shows_engine_location_schema_and_counts() {
+    let f = Fixture::new();
+    let text = f.ok(&["db", "status"]);
+    for want in [
+        "engine    sqlite".to_string(),
+        format!("location  {}", f.db.display()),
+        "schema    2".into(),
+        "hosts     2".into(),
+        "vms       1".into(),
+        "events    0".into(),
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want:?} not in {text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&f.ok(&["db", "status", "--json"])).unwrap();
+    assert_eq!(json["engine"], "sqlite");
+    assert_eq!(json["vms"], 1);
+    assert_eq!(json["hosts"], 2);
+}
+
+/// Regression: a database SQLite could not open for what the file system
+/// refused said "unable to open database file", with no cause and no fix.
+#[test]
+fn a_refusing_file_system_is_named_with_what_to_do() {
+    let f = Fixture::new();
+    let dir = f.db.parent().unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let kvmroll = env!("CARGO_BIN_EXE_kvmroll");
+    let db = f.db.display();
+    // The folder made read-only, in a mount namespace of the test's own.
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,ro,bind {d} || exit 77
+         {kvmroll} --db {db} vm list; {kvmroll} --db {db} host add h",
+        d = dir.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env_remove("KVMROLL_DB_READONLY")
+        .output()
+        .unwrap();
+    if out.status.code() == Some(77) || out.stderr.starts_with(b"unshare:") {
+        eprintln!(
+            "skipped: no mount namespace here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(lines[0].contains("is on a read-only file system"), "{err}");
+        assert!(lines[0].contains("-wal and -shm"), "{err}");
+        assert!(
+            lines[1].contains("it is on a read-only file system: remount"),
+            "{err}"
+        );
+    }
+    // Another user: may not write the file, nor make the -shm beside it.
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        Command::new(kvmroll)
+            .arg("--db")
+            .arg(&f.db)
+            .args(args)
+            .env_remove("KVMROLL_DB_READONLY")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    if nix::unistd::geteuid().is_root() {
+        assert_refused(
+            &as_nobody(&["vm", "list"]),
+            "no permission to make files in its folder",
+        );
+        assert_refused(
+            &as_nobody(&["host", "add", "h"]),
+            "no permission to write it",
+        );
+    } else {
+        eprintln!("skipped: another user's view needs root");
+    }
 }
 
 #[test]

@@ -25,5 +25,8 @@ pub use conf::db_location;
 pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
-pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};
+pub use store::{
+    init_store, open_store, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief,
+    DEFAULT_DB_PATH,
+};
 pub use sys::{error_chain, now_ms};
