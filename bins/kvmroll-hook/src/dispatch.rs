@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use kvmroll_core::events::{first_lines, Event, Outcome};
-use kvmroll_core::plugins::{self, Found, RunSpec};
+use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -365,9 +365,9 @@ fn stage_body(
     let mut first_failure: Option<String> = None;
     let mut ran = 0;
     for found in plugins::discover(&conf.root, stage.name(), vm, euid) {
-        let path = match found {
+        let plugin = match found {
             Found::Refused { path, why } => {
-                let msg = format!("plugin {} not run: {why}", path.display());
+                let msg = format!("{} not run: {why}", path.display());
                 log::warn!("VM {vm}: {msg}");
                 run.event(Some(&path), Outcome::Refused, None, Duration::ZERO, why);
                 if stage.aborts() {
@@ -378,22 +378,16 @@ fn stage_body(
                 }
                 continue;
             }
-            Found::Run(path) => path,
+            Found::Run(plugin) => plugin,
         };
-        let spec = RunSpec {
-            path: &path,
-            args: &args,
-            env: &env,
-            stdin: xml.as_bytes(),
-            timeout: limit,
-        };
+        let path = plugin.path();
         ran += 1;
-        let result = match plugins::run(&spec) {
+        let result = match plugin.run(&args, &env, xml.as_bytes(), limit) {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("plugin {} could not be started: {e}", path.display());
                 run.event(
-                    Some(&path),
+                    Some(path),
                     Outcome::Failed,
                     None,
                     Duration::ZERO,
@@ -413,9 +407,9 @@ fn stage_body(
             } else {
                 Outcome::Failed
             };
-            let msg = failure(&path, &result, limit);
+            let msg = failure(path, &result, limit);
             run.event(
-                Some(&path),
+                Some(path),
                 outcome,
                 result.code,
                 result.duration,
@@ -439,7 +433,7 @@ fn stage_body(
                 let name = path.display().to_string();
                 let msg = format!("plugin {name} printed XML that is refused: {why}");
                 run.event(
-                    Some(&path),
+                    Some(path),
                     Outcome::Failed,
                     result.code,
                     result.duration,
@@ -451,7 +445,7 @@ fn stage_body(
             changed = true;
         }
         run.event(
-            Some(&path),
+            Some(path),
             Outcome::Ok,
             result.code,
             result.duration,
