@@ -429,7 +429,7 @@ fn a_hung_plugin_is_killed_at_the_stage_limit() {
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("ran past its limit of 1s"),
+        stderr(&out).contains("ran past the preboot stage's limit of 1s"),
         "{}",
         stderr(&out)
     );
@@ -791,6 +791,63 @@ fn a_plugin_swapped_after_the_check_is_not_what_runs() {
         std::fs::read_to_string(fx.marker("ran")).unwrap(),
         "checked\n"
     );
+}
+
+#[test]
+fn plugins_share_one_stage_budget() {
+    // Five plugins of 1.5 s under a 2 s limit: the second is killed at 2 s
+    // and the other three do not run (a limit per plugin let them run 7.5 s).
+    let fx = Fx::new();
+    for (stage, attr) in [
+        ("allocate", "kvm_plugin_timeout_allocate"),
+        ("shutdown", "kvm_plugin_timeout_shutdown"),
+    ] {
+        fx.set_attr(attr, "2");
+        for i in 1..=5 {
+            fx.plugin(
+                &format!("vms/{VM}/{stage}.d"),
+                &format!("{i}0-slow"),
+                &format!(
+                    "sleep 1.5; touch {}",
+                    fx.marker(&format!("{stage}{i}")).display()
+                ),
+            );
+        }
+    }
+    let t = std::time::Instant::now();
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "VM {VM}: plugin 20-slow ran past the allocate stage's limit of 2s and was killed; 3 plugins did not run"
+        )
+    );
+    let ran: Vec<bool> = (1..=5)
+        .map(|i| fx.marker(&format!("allocate{i}")).exists())
+        .collect();
+    assert_eq!(ran, [true, false, false, false, false]);
+    let timeout: Vec<_> = fx
+        .events(VM)
+        .into_iter()
+        .filter(|e| e.outcome.as_str() == "timeout")
+        .collect();
+    assert_eq!(timeout.len(), 1, "{timeout:?}");
+    assert!(timeout[0].plugin.as_deref().unwrap().ends_with("20-slow"));
+    assert!(timeout[0].message.contains("3 plugins did not run"));
+    // The stop side goes on (exit 0), but within the same budget.
+    let t = std::time::Instant::now();
+    let out = fx.hook(VM, "release", "end", &fx.xml());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fx.marker("shutdown1").exists() && !fx.marker("shutdown3").exists());
 }
 
 #[test]

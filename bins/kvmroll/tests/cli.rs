@@ -821,3 +821,25 @@ fn the_event_pruning_units_run_prune_daily() {
     assert!(service.contains("ExecStart=/usr/local/bin/kvmroll --no-sync events prune"));
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
 }
+
+#[test]
+fn a_plugin_time_limit_over_the_cap_is_refused() {
+    let f = Fixture::new();
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "hosted-vm-0-0-0",
+            "kvm_plugin_timeout_allocate",
+            "4294967295",
+        ],
+        "over the cap of 3600 s",
+    );
+    f.ok(&[
+        "attr",
+        "set",
+        "hosted-vm-0-0-0",
+        "kvm_plugin_timeout_allocate",
+        "3600",
+    ]);
+}
