@@ -499,23 +499,46 @@ fn stage_body(
             }
             continue;
         }
-        // A preboot plugin may print a whole domain XML: the next one sees it.
-        let out = String::from_utf8_lossy(&result.stdout).trim().to_string();
-        if matches!(stage, Stage::Preboot | Stage::Filter) && !out.is_empty() {
-            if let Err(why) = check_domain(&out, vm, uuid) {
-                let name = path.display().to_string();
-                let msg = format!("plugin {name} printed XML that is refused: {why}");
-                run.event(
-                    Some(path),
-                    Outcome::Failed,
-                    result.code,
-                    result.duration,
-                    msg.clone(),
-                );
-                return Err(format!("VM {vm}: {msg}"));
+        // A preboot plugin may print a whole domain XML: the next one sees
+        // it. Its bytes are taken as they are: output that is not UTF-8 is
+        // refused, not mended.
+        if matches!(stage, Stage::Preboot | Stage::Filter) {
+            let replacement = std::str::from_utf8(&result.stdout)
+                .map_err(|e| {
+                    format!(
+                        "plugin {} printed output that is not UTF-8 (invalid bytes at offset {})",
+                        short(path),
+                        e.valid_up_to()
+                    )
+                })
+                .and_then(|out| match out.trim() {
+                    "" => Ok(None),
+                    out => check_domain(out, vm, uuid)
+                        .map(|()| Some(out))
+                        .map_err(|why| {
+                            format!(
+                                "plugin {} printed XML that is refused: {why}",
+                                path.display()
+                            )
+                        }),
+                });
+            match replacement {
+                Ok(None) => {}
+                Ok(Some(out)) => {
+                    xml = out.to_string();
+                    changed = true;
+                }
+                Err(msg) => {
+                    run.event(
+                        Some(path),
+                        Outcome::Failed,
+                        result.code,
+                        result.duration,
+                        msg.clone(),
+                    );
+                    return Err(format!("VM {vm}: {msg}"));
+                }
             }
-            xml = out;
-            changed = true;
         }
         run.event(
             Some(path),

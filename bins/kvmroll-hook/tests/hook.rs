@@ -883,3 +883,22 @@ fn a_vm_name_with_a_path_reaches_no_folder_outside_the_plugin_root() {
         "the global plugins did not run"
     );
 }
+
+#[test]
+fn replacement_xml_that_is_not_utf8_is_refused() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-latin1",
+        "sed 's|</name>|</name><description>caf\\o351</description>|'",
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("10-latin1") && err.contains("not UTF-8"),
+        "{err}"
+    );
+}
