@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use kvmroll_core::events::{first_lines, Event, Outcome};
-use kvmroll_core::plugins::{self, Found, RunSpec};
+use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -209,16 +209,30 @@ fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// The one-line reason a plugin run failed.
-fn failure(path: &Path, r: &plugins::RunResult, limit: Duration) -> String {
-    let name = path.file_name().map_or_else(
+/// A plugin's file name, for the one line libvirt shows.
+fn short(path: &Path) -> String {
+    path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
-    );
+    )
+}
+
+/// "N plugins did not run".
+fn not_run(n: usize) -> String {
+    match n {
+        1 => "1 plugin did not run".to_string(),
+        n => format!("{n} plugins did not run"),
+    }
+}
+
+/// The one-line reason a plugin run failed.
+fn failure(path: &Path, r: &plugins::RunResult, stage: &Stage, limit: Duration) -> String {
+    let name = short(path);
     let said = first_lines(&String::from_utf8_lossy(&r.stderr), 1, 300);
     if r.timed_out {
         format!(
-            "plugin {name} ran past its limit of {}s and was killed",
+            "plugin {name} ran past the {} stage's limit of {}s and was killed",
+            stage.name(),
             limit.as_secs()
         )
     } else if let Some(sig) = r.signal {
@@ -231,6 +245,34 @@ fn failure(path: &Path, r: &plugins::RunResult, limit: Duration) -> String {
     } else {
         format!("plugin {name} failed: {said}")
     }
+}
+
+/// The stage's time budget, shared by all its plugins: the VM's attribute
+/// (or the stage's default), capped at `MAX_PLUGIN_TIMEOUT_SECS`. The CLI
+/// refuses larger values; one found in the database anyway is capped here,
+/// with a log line.
+fn stage_limit(stage: &Stage, brief: Option<&VmBrief>, vm: &str) -> Duration {
+    let (attr, default) = stage.timeout();
+    let cap = kvmroll_core::attrs::MAX_PLUGIN_TIMEOUT_SECS;
+    let Some(value) = brief.and_then(|b| b.attrs.get(attr)) else {
+        return Duration::from_secs(default);
+    };
+    let value = value.trim();
+    let secs = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits too many for a u64 are over the cap all the same.
+        value.parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    if secs == 0 {
+        log::warn!("VM {vm}: {attr} {value:?} is not a positive number of seconds; the default of {default}s applies");
+        return Duration::from_secs(default);
+    }
+    if secs > cap {
+        log::warn!("VM {vm}: {attr} {value} is over the cap of {cap}s; {cap}s applies");
+        return Duration::from_secs(cap);
+    }
+    Duration::from_secs(secs)
 }
 
 /// Handles one call. Never panics on bad input; what it cannot do it says.
@@ -367,13 +409,10 @@ fn stage_body(
         check_domain(&call.xml, vm, None)
             .map_err(|e| format!("VM {vm}: libvirt's domain XML on stdin is refused: {e}"))?;
     }
-    let (attr, default) = stage.timeout();
-    let limit = brief
-        .and_then(|b| b.attrs.get(attr))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default);
-    let limit = Duration::from_secs(limit);
+    // One budget for the whole stage, counted from the hook's start: it is
+    // what libvirtd waits for.
+    let limit = stage_limit(&stage, brief, vm);
+    let deadline = run.started + limit;
     let env = plugin_env(call, &stage, conf, brief);
     let args = vec![stage.name().to_string(), vm.clone()];
     let euid = nix::unistd::geteuid().as_raw();
@@ -381,10 +420,13 @@ fn stage_body(
     let mut changed = false;
     let mut first_failure: Option<String> = None;
     let mut ran = 0;
-    for found in plugins::discover(&conf.root, stage.name(), vm, euid) {
-        let path = match found {
+    let found = plugins::discover(&conf.root, stage.name(), vm, euid);
+    // Plugins still to run after the current one, for a budget that ends.
+    let mut after = found.iter().filter(|f| matches!(f, Found::Run(_))).count();
+    for found in found {
+        let plugin = match found {
             Found::Refused { path, why } => {
-                let msg = format!("plugin {} not run: {why}", path.display());
+                let msg = format!("{} not run: {why}", path.display());
                 log::warn!("VM {vm}: {msg}");
                 run.event(Some(&path), Outcome::Refused, None, Duration::ZERO, why);
                 if stage.aborts() {
@@ -395,22 +437,39 @@ fn stage_body(
                 }
                 continue;
             }
-            Found::Run(path) => path,
+            Found::Run(plugin) => plugin,
         };
-        let spec = RunSpec {
-            path: &path,
-            args: &args,
-            env: &env,
-            stdin: xml.as_bytes(),
-            timeout: limit,
-        };
+        after -= 1;
+        let path = plugin.path();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let msg = format!(
+                "the {} stage's limit of {}s ran out before plugin {}; {}",
+                stage.name(),
+                limit.as_secs(),
+                short(path),
+                not_run(after + 1)
+            );
+            run.event(
+                Some(path),
+                Outcome::Timeout,
+                None,
+                Duration::ZERO,
+                msg.clone(),
+            );
+            if stage.aborts() {
+                return Err(format!("VM {vm}: {msg}"));
+            }
+            first_failure.get_or_insert(msg);
+            break;
+        }
         ran += 1;
-        let result = match plugins::run(&spec) {
+        let result = match plugin.run(&args, &env, xml.as_bytes(), left) {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("plugin {} could not be started: {e}", path.display());
                 run.event(
-                    Some(&path),
+                    Some(path),
                     Outcome::Failed,
                     None,
                     Duration::ZERO,
@@ -430,16 +489,21 @@ fn stage_body(
             } else {
                 Outcome::Failed
             };
-            let msg = failure(&path, &result, limit);
+            let mut msg = failure(path, &result, &stage, limit);
+            // The budget is spent: the rest cannot run, on any stage.
+            if result.timed_out && after > 0 {
+                msg = format!("{msg}; {}", not_run(after));
+            }
             run.event(
-                Some(&path),
+                Some(path),
                 outcome,
                 result.code,
                 result.duration,
-                if stderr.is_empty() {
-                    msg.clone()
-                } else {
-                    stderr
+                match (result.timed_out, stderr.is_empty()) {
+                    (_, true) => msg.clone(),
+                    // Which plugin hit the budget, and what it said.
+                    (true, false) => format!("{msg}\n{stderr}"),
+                    (false, false) => stderr,
                 },
             );
             log::warn!("VM {vm}: {} stage: {msg}", stage.name());
@@ -447,28 +511,54 @@ fn stage_body(
                 return Err(format!("VM {vm}: {msg}"));
             }
             first_failure.get_or_insert(msg);
+            if result.timed_out {
+                break;
+            }
             continue;
         }
-        // A preboot plugin may print a whole domain XML: the next one sees it.
-        let out = String::from_utf8_lossy(&result.stdout).trim().to_string();
-        if matches!(stage, Stage::Preboot | Stage::Filter) && !out.is_empty() {
-            if let Err(why) = check_domain(&out, vm, uuid) {
-                let name = path.display().to_string();
-                let msg = format!("plugin {name} printed XML that is refused: {why}");
-                run.event(
-                    Some(&path),
-                    Outcome::Failed,
-                    result.code,
-                    result.duration,
-                    msg.clone(),
-                );
-                return Err(format!("VM {vm}: {msg}"));
+        // A preboot plugin may print a whole domain XML: the next one sees
+        // it. Its bytes are taken as they are: output that is not UTF-8 is
+        // refused, not mended.
+        if matches!(stage, Stage::Preboot | Stage::Filter) {
+            let replacement = std::str::from_utf8(&result.stdout)
+                .map_err(|e| {
+                    format!(
+                        "plugin {} printed output that is not UTF-8 (invalid bytes at offset {})",
+                        short(path),
+                        e.valid_up_to()
+                    )
+                })
+                .and_then(|out| match out.trim() {
+                    "" => Ok(None),
+                    out => check_domain(out, vm, uuid)
+                        .map(|()| Some(out))
+                        .map_err(|why| {
+                            format!(
+                                "plugin {} printed XML that is refused: {why}",
+                                path.display()
+                            )
+                        }),
+                });
+            match replacement {
+                Ok(None) => {}
+                Ok(Some(out)) => {
+                    xml = out.to_string();
+                    changed = true;
+                }
+                Err(msg) => {
+                    run.event(
+                        Some(path),
+                        Outcome::Failed,
+                        result.code,
+                        result.duration,
+                        msg.clone(),
+                    );
+                    return Err(format!("VM {vm}: {msg}"));
+                }
             }
-            xml = out;
-            changed = true;
         }
         run.event(
-            Some(&path),
+            Some(path),
             Outcome::Ok,
             result.code,
             result.duration,
@@ -616,5 +706,24 @@ mod tests {
             .contains("UUID"));
         assert!(check_domain("<network/>", "a", None).is_err());
         assert!(check_domain("<domain><name>a", "a", None).is_err());
+    }
+
+    #[test]
+    fn a_limit_over_the_cap_in_the_database_is_capped() {
+        let brief = |v: &str| VmBrief {
+            name: "a".into(),
+            uuid: "u".into(),
+            container: None,
+            attrs: [("kvm_plugin_timeout_allocate".to_string(), v.to_string())].into(),
+        };
+        let limit = |v: &str| stage_limit(&Stage::Allocate, Some(&brief(v)), "a").as_secs();
+        assert_eq!(limit("4294967295"), 3600);
+        assert_eq!(limit("99999999999999999999999"), 3600);
+        assert_eq!(limit("3600"), 3600);
+        assert_eq!(limit("2"), 2);
+        // Not a number of seconds: the stage's default.
+        assert_eq!(limit("0"), 300);
+        assert_eq!(limit("soon"), 300);
+        assert_eq!(stage_limit(&Stage::Preboot, None, "a").as_secs(), 60);
     }
 }

@@ -1135,3 +1135,25 @@ fn the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_time_limit_over_the_cap_is_refused() {
+    let f = Fixture::new();
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "hosted-vm-0-0-0",
+            "kvm_plugin_timeout_allocate",
+            "4294967295",
+        ],
+        "over the cap of 3600 s",
+    );
+    f.ok(&[
+        "attr",
+        "set",
+        "hosted-vm-0-0-0",
+        "kvm_plugin_timeout_allocate",
+        "3600",
+    ]);
+}

@@ -200,6 +200,11 @@ const SECONDS_ATTRS: &[&str] = &[
     "kvm_guests_shutdown_timeout",
 ];
 
+/// The longest a stage's plugins may take together, in seconds: libvirtd
+/// waits for the hook (holding the VM) all that time. An hour allows a slow
+/// storage allocation; a host waiting longer looks hung.
+pub const MAX_PLUGIN_TIMEOUT_SECS: u64 = 3600;
+
 /// Checks an attribute name: what Rocks allowed, and safe in a file name.
 pub fn check_attr_name(name: &str) -> Result<(), ValidationError> {
     let ok = !name.is_empty()
@@ -250,6 +255,19 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
             let b = parse_bool(&value)
                 .ok_or_else(|| bad(format!("{value:?} is not a boolean (true or false)")))?;
             return Ok(b.to_string());
+        }
+        n if n.starts_with("kvm_plugin_timeout_") && SECONDS_ATTRS.contains(&n) => {
+            let over = !value.is_empty()
+                && value.bytes().all(|b| b.is_ascii_digit())
+                && value
+                    .parse::<u64>()
+                    .map_or(true, |n| n > MAX_PLUGIN_TIMEOUT_SECS);
+            if over {
+                return Err(bad(format!(
+                    "{value} s is over the cap of {MAX_PLUGIN_TIMEOUT_SECS} s (libvirtd waits for the hook)"
+                )));
+            }
+            positive(&value).map_err(bad)?;
         }
         n if SECONDS_ATTRS.contains(&n) => {
             positive(&value).map_err(bad)?;
@@ -403,8 +421,21 @@ mod tests {
         assert!(normalize("numa_cells", "0-3;2-5").is_err());
         assert!(normalize("libvirt_uri", "system").is_err());
         assert!(normalize("kvm_plugin_timeout_preboot", "0").is_err());
+        let e = normalize("kvm_plugin_timeout_preboot", "").unwrap_err();
+        assert!(e.to_string().contains("not a positive whole number"), "{e}");
+        normalize("kvm_plugin_timeout_preboot", "3600").unwrap();
         assert!(normalize("bad name", "x").is_err());
         assert!(normalize("x", "a\0b").is_err());
         normalize("libvirt_uri", "qemu+ssh://{host}/system").unwrap();
+    }
+
+    #[test]
+    fn a_plugin_time_limit_over_the_cap_is_refused_naming_it() {
+        for v in ["3601", "4294967295", "99999999999999999999999"] {
+            let e = normalize("kvm_plugin_timeout_allocate", v).unwrap_err();
+            assert!(e.to_string().contains("over the cap of 3600 s"), "{v}: {e}");
+        }
+        // The guests' limits are another matter.
+        normalize("kvm_guests_save_timeout", "7200").unwrap();
     }
 }
