@@ -634,3 +634,63 @@ fn the_hook_never_links_libvirt() {
         "{tree}"
     );
 }
+
+/// Asserts a refusal: exit 1, one line on stderr holding `why`, nothing on
+/// stdout, and the refusal recorded as the invocation's event.
+fn assert_refused_and_recorded(fx: &Fx, out: &Output, why: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(why), "{err}");
+    assert!(out.stdout.is_empty());
+    let events = fx.events(VM);
+    let own = events
+        .iter()
+        .find(|e| e.plugin.is_none())
+        .expect("no event");
+    assert_eq!(own.outcome.as_str(), "failed");
+    assert!(own.message.contains(why), "{}", own.message);
+}
+
+/// Regression: a preboot plugin printing 50 MB of non-XML at `restore
+/// begin` made a 16 MB stderr "line" and two 16 MB event rows.
+#[test]
+fn a_filter_printing_50_mb_leaves_a_short_line_and_short_events() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-flood",
+        "head -c 52428800 /dev/zero | tr '\\000' z",
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_refused_and_recorded(&fx, &out, "/10-flood printed XML that is refused");
+    let max = kvmroll_core::text::MAX_BYTES;
+    assert!(out.stderr.len() <= max + 1, "{} bytes", out.stderr.len());
+    let events = fx.events(VM);
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert!(e.message.len() <= max, "{} bytes", e.message.len());
+    }
+}
+
+/// A plugin's flood of stderr is kept to a few lines in its event, with a
+/// note of the cut.
+#[test]
+fn a_plugin_flooding_stderr_leaves_a_short_event() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/allocate.d"),
+        "10-noisy",
+        "yes 'a line of noise' | head -c 1000000 >&2; exit 3",
+    );
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    assert_refused_and_recorded(&fx, &out, "plugin 10-noisy failed: a line of noise");
+    let events = fx.events(VM);
+    let run = events.iter().find(|e| e.plugin.is_some()).unwrap();
+    assert_eq!(run.message.lines().count(), 5, "{}", run.message);
+    assert!(
+        run.message.ends_with("(cut: 1000000 bytes in all)"),
+        "{}",
+        run.message
+    );
+}

@@ -85,6 +85,22 @@ impl Fixture {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `attr set VM NAME --value-file FILE`, `value` written to FILE first:
+    /// for values larger than one argument may be (128 KiB).
+    fn attr_from_file(&self, vm: &str, name: &str, value: &str) -> [String; 6] {
+        let file = self.db.with_file_name(format!("{name}.value"));
+        std::fs::write(&file, value).unwrap();
+        [
+            "attr",
+            "set",
+            vm,
+            name,
+            "--value-file",
+            file.to_str().unwrap(),
+        ]
+        .map(String::from)
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut b = std::fs::read(&self.db).unwrap();
         let wal = PathBuf::from(format!("{}-wal", self.db.display()));
@@ -820,4 +836,32 @@ fn the_event_pruning_units_run_prune_daily() {
     let timer = std::fs::read_to_string(dir.join("kvmroll-events-prune.timer")).unwrap();
     assert!(service.contains("ExecStart=/usr/local/bin/kvmroll --no-sync events prune"));
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
+}
+
+/// Regression: a `vm define` that libvirt refused echoed libvirt's whole
+/// error, 700 KB over many lines.
+#[test]
+fn a_huge_libvirt_error_is_cut_to_a_line() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    // libvirt quotes the model it does not know, newlines and all.
+    let model = "A&#10;".repeat(120_000);
+    let watchdog = format!("<watchdog model='{model}'/>");
+    f.ok(&f
+        .attr_from_file(vm, "kvm_device_0", &watchdog)
+        .each_ref()
+        .map(String::as_str));
+    let out = f.run(&["vm", "define", vm]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.len() < 3 * kvmroll_core::text::MAX_BYTES,
+        "{} bytes",
+        err.len()
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("unknown watchdog model"), "{err}");
+    assert!(lines[0].ends_with("bytes in all)"), "{err}");
+    assert_eq!(lines[1], "kvmroll: 1 of 1 VM(s) could not be defined");
 }

@@ -6,6 +6,7 @@
 
 use crate::cpuset;
 use crate::model::{check_abs_path, check_name, parse_bool, ValidationError};
+use crate::text::{clip, QUOTE_CHARS};
 use crate::xml::{self, Element};
 
 /// libvirt's CPU modes, and Rocks' `exact` (which becomes custom + exact match).
@@ -237,6 +238,8 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
     } else {
         value.to_string()
     };
+    // What a refusal quotes of the value, which may be megabytes.
+    let shown = || clip(&value, QUOTE_CHARS);
     match name {
         "cpu_mode" => {
             CpuMode::parse(&value)?;
@@ -248,7 +251,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         }
         n if BOOL_ATTRS.contains(&n) => {
             let b = parse_bool(&value)
-                .ok_or_else(|| bad(format!("{value:?} is not a boolean (true or false)")))?;
+                .ok_or_else(|| bad(format!("{:?} is not a boolean (true or false)", shown())))?;
             return Ok(b.to_string());
         }
         n if SECONDS_ATTRS.contains(&n) => {
@@ -260,10 +263,10 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_guests_start_delay" => {
             value
                 .parse::<u32>()
-                .map_err(|_| bad(format!("{value:?} is not a number of milliseconds")))?;
+                .map_err(|_| bad(format!("{:?} is not a number of milliseconds", shown())))?;
         }
         "kvm_guests_on_timeout" if !matches!(value.as_str(), "shutdown" | "destroy") => {
-            return Err(bad(format!("{value:?}: expected shutdown or destroy")));
+            return Err(bad(format!("{:?}: expected shutdown or destroy", shown())));
         }
         "kvm_emulator" => {
             check_abs_path(&value).map_err(|e| bad(e.to_string()))?;
@@ -272,7 +275,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
             check_name("machine type", &value).map_err(|e| bad(e.to_string()))?;
         }
         "kvm_graphics" if !matches!(value.as_str(), "vnc" | "spice" | "none") => {
-            return Err(bad(format!("{value:?}: expected vnc, spice or none")));
+            return Err(bad(format!("{:?}: expected vnc, spice or none", shown())));
         }
         "numa_cells" => {
             cpuset::parse_cells(&value).map_err(bad)?;
@@ -283,7 +286,8 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
                 || value.chars().any(|c| c.is_whitespace() || c.is_control()) =>
         {
             return Err(bad(format!(
-                "{value:?} is not a libvirt URI such as qemu:///system or qemu+ssh://{{host}}/system"
+                "{:?} is not a libvirt URI such as qemu:///system or qemu+ssh://{{host}}/system",
+                shown()
             )));
         }
         n if n.starts_with("kvm_device_") => {
@@ -302,7 +306,10 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
 fn positive(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{value:?} is not a positive whole number")),
+        _ => Err(format!(
+            "{:?} is not a positive whole number",
+            clip(value, QUOTE_CHARS)
+        )),
     }
 }
 

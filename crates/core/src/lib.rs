@@ -16,6 +16,7 @@ pub mod render;
 pub mod sqlite;
 pub mod store;
 pub mod sys;
+pub mod text;
 pub mod xml;
 
 pub use cluster::{Change, Cluster, ClusterError, Plan};

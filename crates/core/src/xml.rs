@@ -8,6 +8,7 @@
 //! no document type, processing instruction or entity other than XML's five and
 //! character references. Rocks pasted such values into the domain unchecked.
 
+use crate::text::{clip, QUOTE_CHARS};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -90,7 +91,8 @@ impl Element {
     }
 }
 
-/// Why a fragment was refused.
+/// Why a fragment was refused. What a variant quotes of the input (a name,
+/// a text) is clipped when the error is made: the input may be megabytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FragmentError {
     #[error("empty XML fragment")]
@@ -121,7 +123,7 @@ fn valid_name(name: &str) -> bool {
 fn malformed(reader: &Reader<&[u8]>, msg: impl ToString) -> FragmentError {
     FragmentError::Malformed {
         pos: reader.buffer_position(),
-        msg: msg.to_string(),
+        msg: clip(&msg.to_string(), 4 * QUOTE_CHARS),
     }
 }
 
@@ -131,14 +133,14 @@ fn element_from(
 ) -> Result<Element, FragmentError> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
     if !valid_name(&name) {
-        return Err(FragmentError::BadName(name));
+        return Err(FragmentError::BadName(clip(&name, QUOTE_CHARS)));
     }
     let mut attrs = Vec::new();
     for attr in start.attributes().with_checks(true) {
         let attr = attr.map_err(|e| malformed(reader, e))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
         if !valid_name(&key) {
-            return Err(FragmentError::BadName(key));
+            return Err(FragmentError::BadName(clip(&key, QUOTE_CHARS)));
         }
         let value = attr
             .unescape_value()
@@ -182,7 +184,7 @@ pub fn parse_document(doc: &str) -> Result<Element, FragmentError> {
         1 => Ok(roots.remove(0)),
         _ => Err(FragmentError::StrayText(format!(
             "<{}> after the root element",
-            roots[1].name
+            clip(&roots[1].name, QUOTE_CHARS)
         ))),
     }
 }
@@ -198,7 +200,7 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
             reader.read_event().map_err(|e| match e {
                 quick_xml::Error::IllFormed(
                     quick_xml::errors::IllFormedError::UnmatchedEndTag(n),
-                ) if stack.is_empty() => FragmentError::ClosesParent(n),
+                ) if stack.is_empty() => FragmentError::ClosesParent(clip(&n, QUOTE_CHARS)),
                 e => malformed(&reader, e),
             })?;
         match event {
@@ -216,7 +218,7 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
             Event::End(end) => {
                 let name = String::from_utf8_lossy(end.name().as_ref()).into_owned();
                 let Some(el) = stack.pop() else {
-                    return Err(FragmentError::ClosesParent(name));
+                    return Err(FragmentError::ClosesParent(clip(&name, QUOTE_CHARS)));
                 };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
@@ -232,14 +234,14 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
                 match stack.last_mut() {
                     Some(parent) => parent.text.push_str(&value),
                     None if value.trim().is_empty() => {}
-                    None => return Err(FragmentError::StrayText(value.trim().to_string())),
+                    None => return Err(FragmentError::StrayText(clip(value.trim(), QUOTE_CHARS))),
                 }
             }
             Event::CData(data) => {
                 let value = String::from_utf8_lossy(data.as_ref()).into_owned();
                 match stack.last_mut() {
                     Some(parent) => parent.text.push_str(&value),
-                    None => return Err(FragmentError::StrayText(value)),
+                    None => return Err(FragmentError::StrayText(clip(&value, QUOTE_CHARS))),
                 }
             }
             Event::Comment(_) => {}
@@ -250,7 +252,7 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
         }
     }
     if let Some(open) = stack.pop() {
-        return Err(FragmentError::Unclosed(open.name));
+        return Err(FragmentError::Unclosed(clip(&open.name, QUOTE_CHARS)));
     }
     Ok(roots)
 }
@@ -328,6 +330,15 @@ mod tests {
         ] {
             assert!(parse_fragment(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn errors_quote_little_of_a_huge_input() {
+        let junk = "z".repeat(16 << 20);
+        let e = parse_document(&junk).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+        let long_name = format!("<{}>", "n".repeat(1 << 20));
+        assert!(parse_fragment(&long_name).unwrap_err().to_string().len() < 200);
     }
 
     #[test]
