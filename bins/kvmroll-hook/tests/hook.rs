@@ -635,6 +635,15 @@ fn the_hook_never_links_libvirt() {
     );
 }
 
+/// The VM's domain with `depth` more levels of elements inside it.
+fn deep_domain(depth: usize) -> String {
+    format!(
+        "<domain type='kvm'><name>{VM}</name>{}{}</domain>",
+        "<a>".repeat(depth),
+        "</a>".repeat(depth)
+    )
+}
+
 /// Asserts a refusal: exit 1, one line on stderr holding `why`, nothing on
 /// stdout, and the refusal recorded as the invocation's event.
 fn assert_refused_and_recorded(fx: &Fx, out: &Output, why: &str) {
@@ -650,6 +659,41 @@ fn assert_refused_and_recorded(fx: &Fx, out: &Output, why: &str) {
         .expect("no event");
     assert_eq!(own.outcome.as_str(), "failed");
     assert!(own.message.contains(why), "{}", own.message);
+}
+
+/// Regression: stdin XML 200,000 levels deep made the hook segfault (its
+/// stack overflowed) with no message and no event.
+#[test]
+fn stdin_xml_200000_deep_is_refused_with_a_line_and_an_event() {
+    let fx = Fx::new();
+    let out = fx.hook(VM, "start", "begin", &deep_domain(200_000));
+    assert_refused_and_recorded(
+        &fx,
+        &out,
+        "libvirt's domain XML on stdin is refused: not well-formed domain XML: \
+         nested deeper than 256 elements",
+    );
+}
+
+/// Regression: a preboot plugin printing XML 200,000 levels deep at
+/// `restore begin` made the hook segfault.
+#[test]
+fn a_filter_printing_xml_200000_deep_is_refused_with_a_line_and_an_event() {
+    let fx = Fx::new();
+    let deep = fx.marker("deep.xml");
+    std::fs::write(&deep, deep_domain(200_000)).unwrap();
+    fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-deep",
+        &format!("cat {}", deep.display()),
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_refused_and_recorded(
+        &fx,
+        &out,
+        "/10-deep printed XML that is refused: not well-formed domain XML: \
+         nested deeper than 256 elements",
+    );
 }
 
 /// Regression: a preboot plugin printing 50 MB of non-XML at `restore

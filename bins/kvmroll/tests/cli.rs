@@ -838,6 +838,49 @@ fn the_event_pruning_units_run_prune_daily() {
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
 }
 
+fn nested(depth: usize) -> String {
+    format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+}
+
+/// Regression: a fragment 300 levels deep was stored and libvirt then
+/// refused the definition ("Excessive depth in document: 256"); 120,000
+/// levels overflowed the CLI's stack (exit 134, no message).
+#[test]
+fn fragments_nested_deeper_than_libvirt_takes_are_refused() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    let deep = format!("<hostdev>{}</hostdev>", nested(300));
+    f.refused(
+        &["attr", "set", vm, "kvm_device_0", &deep],
+        "kvm_device_0: not a well-formed XML fragment: nested deeper than 254 elements \
+         (256 with the 2 of the domain around it)",
+    );
+    let tune = format!("<cputune>{}</cputune>", nested(300));
+    f.refused(
+        &["attr", "set", vm, "kvm_cpu_pinning", &tune],
+        "nested deeper than 255 elements",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "cpu_mode",
+            &format!("custom: {}", nested(300)),
+        ],
+        "nested deeper than 254 elements",
+    );
+    let deepest = format!("<hostdev>{}</hostdev>", nested(120_000));
+    let args = f.attr_from_file(vm, "kvm_device_0", &deepest);
+    f.refused(
+        &args.each_ref().map(String::as_str),
+        "nested deeper than 254 elements",
+    );
+    // The deepest that libvirt takes is kept.
+    let ok = format!("<hostdev>{}</hostdev>", nested(253));
+    f.ok(&["attr", "set", vm, "kvm_device_0", &ok]);
+}
+
 /// Regression: a `vm define` that libvirt refused echoed libvirt's whole
 /// error, 700 KB over many lines.
 #[test]

@@ -83,7 +83,8 @@ impl CpuMode {
         }
         let inner = match inner {
             Some(x) if !x.is_empty() => {
-                xml::parse_fragment(x).map_err(|e| bad(format!("the XML after the colon: {e}")))?;
+                xml::parse_fragment_within(x, CPU_AROUND)
+                    .map_err(|e| bad(format!("the XML after the colon: {e}")))?;
                 Some(x.to_string())
             }
             _ => None,
@@ -100,6 +101,13 @@ impl CpuMode {
         })
     }
 }
+
+/// The parent elements a fragment goes into: `<domain>` for
+/// `kvm_cpu_pinning`, `<domain><devices>` for `kvm_device_N` and
+/// `<domain><cpu>` for `cpu_mode`'s XML (libvirt counts them in its depth).
+const PINNING_AROUND: usize = 1;
+const DEVICE_AROUND: usize = 2;
+const CPU_AROUND: usize = 2;
 
 /// A parsed `kvm_cpu_pinning`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,11 +126,12 @@ impl Pinning {
             "pin_all" => Ok(Pinning::All),
             "pin_auto" => Ok(Pinning::Auto),
             other => {
-                let elements =
-                    xml::parse_fragment(other).map_err(|e| ValidationError::Attribute {
+                let elements = xml::parse_fragment_within(other, PINNING_AROUND).map_err(|e| {
+                    ValidationError::Attribute {
                         name: "kvm_cpu_pinning".into(),
                         why: format!("not pin_all, pin_auto or a well-formed XML fragment: {e}"),
-                    })?;
+                    }
+                })?;
                 Ok(Pinning::Fragment {
                     xml: other.to_string(),
                     elements,
@@ -159,7 +168,7 @@ pub fn parse_device(name: &str, value: &str) -> Result<Vec<Element>, ValidationE
         name: name.to_string(),
         why,
     };
-    let elements = xml::parse_fragment(value)
+    let elements = xml::parse_fragment_within(value, DEVICE_AROUND)
         .map_err(|e| bad(format!("not a well-formed XML fragment: {e}")))?;
     for el in &elements {
         if !DEVICE_ELEMENTS.contains(&el.name.as_str()) {
@@ -367,6 +376,31 @@ mod tests {
             "<cputune><vcpupin vcpu='0' cpuset='a'/></cputune>"
         )
         .is_err());
+    }
+
+    /// Regression: libvirt refuses a definition nested deeper than 256
+    /// elements; a fragment counts the domain elements around it.
+    #[test]
+    fn fragments_deeper_than_libvirt_takes_are_refused() {
+        let deep = |n: usize| format!("<hostdev>{}{}</hostdev>", "<a>".repeat(n), "</a>".repeat(n));
+        normalize("kvm_device_0", &deep(253)).unwrap();
+        let e = normalize("kvm_device_0", &deep(254)).unwrap_err();
+        assert!(
+            e.to_string().contains("nested deeper than 254 elements"),
+            "{e}"
+        );
+        let cpu = |n: usize| {
+            format!(
+                "custom: <model>x</model>{}{}",
+                "<a>".repeat(n),
+                "</a>".repeat(n)
+            )
+        };
+        CpuMode::parse(&cpu(254)).unwrap();
+        assert!(CpuMode::parse(&cpu(255)).is_err());
+        let tune = |n: usize| format!("<cputune>{}{}</cputune>", "<a>".repeat(n), "</a>".repeat(n));
+        Pinning::parse(&tune(254)).unwrap();
+        assert!(Pinning::parse(&tune(255)).is_err());
     }
 
     #[test]
