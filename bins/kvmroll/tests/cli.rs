@@ -344,7 +344,7 @@ fn impossible_pinning() {
             "kvm_cpu_pinning",
             "<cputune><vcpupin vcpu='5' cpuset='1'/></cputune>",
         ],
-        "pins vCPU 5",
+        "names vCPU 5",
     );
     f.ok(&[
         "attr",
@@ -907,4 +907,46 @@ fn a_huge_libvirt_error_is_cut_to_a_line() {
     assert!(lines[0].contains("unknown watchdog model"), "{err}");
     assert!(lines[0].ends_with("bytes in all)"), "{err}");
     assert_eq!(lines[1], "kvmroll: 1 of 1 VM(s) could not be defined");
+}
+
+/// Regression: `kvm_cpu_pinning` was checked for `<vcpupin>` only.
+#[test]
+fn every_cpuset_of_a_pinning_fragment_is_checked() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    for (fragment, why) in [
+        (
+            "<cputune><emulatorpin cpuset='zzz'/></cputune>",
+            "cpuset \"zzz\": \"zzz\" is not a CPU number",
+        ),
+        (
+            "<cputune><emulatorpin cpuset='6'/></cputune>",
+            "kvm_cpu_pinning's <emulatorpin> pins to CPU 6 but container \"vm-container-0-0\" \
+             has only CPUs 0-3",
+        ),
+        (
+            "<iothreads>1</iothreads><cputune><iothreadpin iothread='1' cpuset='2-5'/></cputune>",
+            "<iothreadpin> pins to CPU 4",
+        ),
+        (
+            "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune><name>evil</name>",
+            "<name> is not for this attribute, whose XML holds only <cputune>, <numatune>, \
+             <iothreads>, <iothreadids>",
+        ),
+        (
+            "<uuid>0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b</uuid>",
+            "<uuid> is not for this attribute",
+        ),
+    ] {
+        f.refused(&["attr", "set", vm, "kvm_cpu_pinning", fragment], why);
+    }
+    f.ok(&[
+        "attr",
+        "set",
+        vm,
+        "kvm_cpu_pinning",
+        "<cputune><vcpupin vcpu='1' cpuset='3'/><emulatorpin cpuset='0-1'/></cputune>",
+    ]);
+    // libvirt (its test driver) takes what was accepted.
+    f.ok(&["vm", "define", vm]);
 }
