@@ -9,6 +9,7 @@
 use crate::config::Config;
 use kvmroll_core::events::{first_lines, Event, Outcome};
 use kvmroll_core::plugins::{self, Found};
+use kvmroll_core::text::{clip, QUOTE_CHARS};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ impl Run<'_> {
             outcome,
             status,
             duration_ms: took.as_millis() as u64,
-            message,
+            message: kvmroll_core::events::message(&message),
         });
     }
 
@@ -189,20 +190,26 @@ fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), String> {
     let doc = kvmroll_core::xml::parse_document(xml)
         .map_err(|e| format!("not well-formed domain XML: {e}"))?;
     if doc.name != "domain" {
-        return Err(format!("the root element is <{}>, not <domain>", doc.name));
+        return Err(format!(
+            "the root element is <{}>, not <domain>",
+            clip(&doc.name, QUOTE_CHARS)
+        ));
     }
     let name = doc
         .child("name")
         .map(|n| n.text.trim().to_string())
         .unwrap_or_default();
     if name != vm {
-        return Err(format!("the domain is named {name:?}, not {vm:?}"));
+        return Err(format!(
+            "the domain is named {:?}, not {vm:?}",
+            clip(&name, QUOTE_CHARS)
+        ));
     }
     if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
         if !got.text.trim().eq_ignore_ascii_case(want) {
             return Err(format!(
                 "the domain's UUID is {}, not {want}",
-                got.text.trim()
+                clip(got.text.trim(), QUOTE_CHARS)
             ));
         }
     }
@@ -228,7 +235,7 @@ fn not_run(n: usize) -> String {
 /// The one-line reason a plugin run failed.
 fn failure(path: &Path, r: &plugins::RunResult, stage: &Stage, limit: Duration) -> String {
     let name = short(path);
-    let said = first_lines(&String::from_utf8_lossy(&r.stderr), 1, 300);
+    let said = kvmroll_core::text::headline(&String::from_utf8_lossy(&r.stderr), 300);
     if r.timed_out {
         format!(
             "plugin {name} ran past the {} stage's limit of {}s and was killed",

@@ -93,6 +93,22 @@ impl Fixture {
             .unwrap();
     }
 
+    /// `attr set VM NAME --value-file FILE`, `value` written to FILE first:
+    /// for values larger than one argument may be (128 KiB).
+    fn attr_from_file(&self, vm: &str, name: &str, value: &str) -> [String; 6] {
+        let file = self.db.with_file_name(format!("{name}.value"));
+        std::fs::write(&file, value).unwrap();
+        [
+            "attr",
+            "set",
+            vm,
+            name,
+            "--value-file",
+            file.to_str().unwrap(),
+        ]
+        .map(String::from)
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut b = std::fs::read(&self.db).unwrap();
         let wal = PathBuf::from(format!("{}-wal", self.db.display()));
@@ -336,7 +352,7 @@ fn impossible_pinning() {
             "kvm_cpu_pinning",
             "<cputune><vcpupin vcpu='5' cpuset='1'/></cputune>",
         ],
-        "pins vCPU 5",
+        "names vCPU 5",
     );
     f.ok(&[
         "attr",
@@ -1156,4 +1172,117 @@ fn a_plugin_time_limit_over_the_cap_is_refused() {
         "kvm_plugin_timeout_allocate",
         "3600",
     ]);
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+}
+
+/// Regression: a fragment 300 levels deep was stored and libvirt then
+/// refused the definition ("Excessive depth in document: 256"); 120,000
+/// levels overflowed the CLI's stack (exit 134, no message).
+#[test]
+fn fragments_nested_deeper_than_libvirt_takes_are_refused() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    let deep = format!("<hostdev>{}</hostdev>", nested(300));
+    f.refused(
+        &["attr", "set", vm, "kvm_device_0", &deep],
+        "kvm_device_0: not a well-formed XML fragment: nested deeper than 254 elements \
+         (256 with the 2 of the domain around it)",
+    );
+    let tune = format!("<cputune>{}</cputune>", nested(300));
+    f.refused(
+        &["attr", "set", vm, "kvm_cpu_pinning", &tune],
+        "nested deeper than 255 elements",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "cpu_mode",
+            &format!("custom: {}", nested(300)),
+        ],
+        "nested deeper than 254 elements",
+    );
+    let deepest = format!("<hostdev>{}</hostdev>", nested(120_000));
+    let args = f.attr_from_file(vm, "kvm_device_0", &deepest);
+    f.refused(
+        &args.each_ref().map(String::as_str),
+        "nested deeper than 254 elements",
+    );
+    // The deepest that libvirt takes is kept.
+    let ok = format!("<hostdev>{}</hostdev>", nested(253));
+    f.ok(&["attr", "set", vm, "kvm_device_0", &ok]);
+}
+
+/// Regression: a `vm define` that libvirt refused echoed libvirt's whole
+/// error, 700 KB over many lines.
+#[test]
+fn a_huge_libvirt_error_is_cut_to_a_line() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    // libvirt quotes the model it does not know, newlines and all.
+    let model = "A&#10;".repeat(120_000);
+    let watchdog = format!("<watchdog model='{model}'/>");
+    f.ok(&f
+        .attr_from_file(vm, "kvm_device_0", &watchdog)
+        .each_ref()
+        .map(String::as_str));
+    let out = f.run(&["vm", "define", vm]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.len() < 3 * kvmroll_core::text::MAX_BYTES,
+        "{} bytes",
+        err.len()
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("unknown watchdog model"), "{err}");
+    assert!(lines[0].ends_with("bytes in all)"), "{err}");
+    assert_eq!(lines[1], "kvmroll: 1 of 1 VM(s) could not be defined");
+}
+
+/// Regression: `kvm_cpu_pinning` was checked for `<vcpupin>` only.
+#[test]
+fn every_cpuset_of_a_pinning_fragment_is_checked() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    for (fragment, why) in [
+        (
+            "<cputune><emulatorpin cpuset='zzz'/></cputune>",
+            "cpuset \"zzz\": \"zzz\" is not a CPU number",
+        ),
+        (
+            "<cputune><emulatorpin cpuset='6'/></cputune>",
+            "kvm_cpu_pinning's <emulatorpin> pins to CPU 6 but container \"vm-container-0-0\" \
+             has only CPUs 0-3",
+        ),
+        (
+            "<iothreads>1</iothreads><cputune><iothreadpin iothread='1' cpuset='2-5'/></cputune>",
+            "<iothreadpin> pins to CPU 4",
+        ),
+        (
+            "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune><name>evil</name>",
+            "<name> is not for this attribute, whose XML holds only <cputune>, <numatune>, \
+             <iothreads>, <iothreadids>",
+        ),
+        (
+            "<uuid>0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b</uuid>",
+            "<uuid> is not for this attribute",
+        ),
+    ] {
+        f.refused(&["attr", "set", vm, "kvm_cpu_pinning", fragment], why);
+    }
+    f.ok(&[
+        "attr",
+        "set",
+        vm,
+        "kvm_cpu_pinning",
+        "<cputune><vcpupin vcpu='1' cpuset='3'/><emulatorpin cpuset='0-1'/></cputune>",
+    ]);
+    // libvirt (its test driver) takes what was accepted.
+    f.ok(&["vm", "define", vm]);
 }

@@ -18,6 +18,7 @@ pub mod spool;
 pub mod sqlite;
 pub mod store;
 pub mod sys;
+pub mod text;
 pub mod xml;
 
 pub use cluster::{Change, Cluster, ClusterError, Plan};

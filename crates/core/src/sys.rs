@@ -29,6 +29,11 @@ pub fn now_ms() -> i64 {
 }
 
 /// An error and its sources on one line, as the binaries print it once.
+///
+/// The line is bounded (see [`crate::text::one_line`]): a source may carry
+/// outside text of any size, libvirt's error above all, which quotes the
+/// definition it refuses over hundreds of KB and many lines. Its first line
+/// says what is wrong; the note of the cut says how much more there was.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -37,7 +42,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         s.push_str(&cause.to_string());
         src = cause.source();
     }
-    s
+    crate::text::one_line(&s)
 }
 
 /// Writes `bytes` to `dest` through a temporary file beside it: written,
@@ -77,6 +82,23 @@ mod tests {
     fn chains_sources_on_one_line() {
         let e = std::io::Error::other(crate::store::StoreError::ReadOnly);
         assert!(error_chain(&e).contains("read-only"));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot define a domain")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_huge_source_is_cut_to_one_line() {
+        let libvirt = format!("XML error: bad\n{}\n", "<a>".repeat(250_000));
+        let e = Outer(std::io::Error::other(libvirt));
+        let line = error_chain(&e);
+        assert!(
+            line.starts_with("cannot define a domain: XML error: bad …"),
+            "{line}"
+        );
+        assert!(line.ends_with("(cut: 750040 bytes in all)"), "{line}");
+        assert_eq!(line.lines().count(), 1);
     }
 
     #[test]
