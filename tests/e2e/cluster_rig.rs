@@ -283,6 +283,27 @@ fn a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped() {
 }
 
 #[test]
+fn a_node_and_a_server_in_a_test_that_panics_leave_nothing() {
+    const TEST: &str = "a_node_and_a_server_in_a_test_that_panics_leave_nothing";
+    if !rig::available(TEST) {
+        return;
+    }
+    let prints = std::sync::Mutex::new(Vec::new());
+    let failed = std::panic::catch_unwind(|| {
+        let node = rig::Node::start("node-p").unwrap();
+        let pg = Postgres::builder().start().unwrap();
+        assert_eq!(pg.sql("postgres", "select 1").unwrap().trim(), "1");
+        start_guest(&node, &format!("rig-panic-{}", std::process::id()));
+        *prints.lock().unwrap() = vec![node.footprint(), pg.footprint()];
+        panic!("{TEST}: a test failing with a node and a server");
+    });
+    assert!(failed.is_err());
+    let prints = prints.into_inner().unwrap();
+    assert_eq!(prints.len(), 2);
+    assert_nothing_remains(&prints, Duration::ZERO);
+}
+
+#[test]
 fn a_rig_whose_process_is_killed_leaves_nothing() {
     const TEST: &str = "a_rig_whose_process_is_killed_leaves_nothing";
     if !rig::available(TEST) {
