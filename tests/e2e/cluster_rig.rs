@@ -267,6 +267,34 @@ fn a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped() {
     }
     assert!(comms(b_print).iter().any(|c| c == "libvirtd"));
     assert!(!b_print.remains().is_empty());
+
+    // Each node is a host of its own (its host_uuid): the running guest
+    // moves from A to B over libvirt's own connection, and B's hook sees it
+    // arrive, inside B.
+    let t = Instant::now();
+    let uri_b = b.libvirt_uri();
+    let args = ["migrate", "--live", "--p2p", "--tunnelled", "--persistent"];
+    let moved = a.virsh(&[&args[..], &["--undefinesource", &vm, &uri_b]].concat());
+    ok(moved, "virsh migrate");
+    eprintln!("{TEST}: guest migrated from a to b in {:?}", t.elapsed());
+    assert_eq!(
+        text(b.virsh(&["domstate", &vm]), "domstate on b"),
+        "running"
+    );
+    assert!(
+        !a.virsh(&["dominfo", &vm]).status.success(),
+        "{vm} stayed on a"
+    );
+    assert!(comms(b_print).iter().any(|c| c.starts_with("qemu-system")));
+    assert!(!comms(a_print).iter().any(|c| c.starts_with("qemu-system")));
+    let b_pid_ns = b_print.namespaces.iter().find(|ns| ns.starts_with("pid:"));
+    let arrived = format!("node-b {} {vm} migrate begin -", b_pid_ns.unwrap());
+    let b_log = std::fs::read_to_string(b.outside(HOOK_LOG)).expect("node-b's hook log");
+    assert!(
+        b_log.lines().any(|l| l == arrived),
+        "no '{arrived}' in:\n{b_log}"
+    );
+
     rig.node_mut("node-b").stop();
     assert_eq!(b_print.processes(), Vec::new(), "node-b's processes");
     assert!(!rig.node("node-b").virsh(&["hostname"]).status.success());
