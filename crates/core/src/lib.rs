@@ -6,6 +6,7 @@
 
 pub mod attrs;
 pub mod cluster;
+pub mod conf;
 pub mod cpuset;
 pub mod drift;
 pub mod events;
@@ -15,14 +16,20 @@ pub mod model;
 pub mod pg;
 pub mod plugins;
 pub mod render;
+pub mod spool;
 pub mod sqlite;
 pub mod store;
 pub mod sys;
+pub mod text;
 pub mod xml;
 
 pub use cluster::{Change, Cluster, ClusterError, Plan};
+pub use conf::db_location;
 pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
-pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};
-pub use sys::{db_path, error_chain, now_ms};
+pub use store::{
+    init_store, open_store, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief,
+    DEFAULT_DB_PATH,
+};
+pub use sys::{error_chain, now_ms};

@@ -22,7 +22,7 @@
 //!
 //! A location's `Display` never shows a password.
 
-use crate::store::{OpenMode, Store, StoreError};
+use crate::store::{Init, OpenMode, Store, StoreError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -208,12 +208,26 @@ impl Location {
 /// Opens the store at `location` with the engine it names.
 pub fn open(location: &Location, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
     Ok(match location {
-        Location::Sqlite(path) => Box::new(crate::sqlite::SqliteStore::open(path, mode)?),
+        Location::Sqlite(path) => crate::store::open_sqlite(path, mode)?,
         Location::Postgres(pg) => Box::new(crate::pg::PgStore::open(
             pg,
             mode,
             &crate::pg::PgEnv::from_process(),
         )?),
+    })
+}
+
+/// Makes or upgrades the database at `location`: `kvmroll db init`.
+pub fn init(location: &Location) -> Result<(Box<dyn Store>, Init), StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => {
+            let (store, init) = crate::sqlite::SqliteStore::init(path)?;
+            (Box::new(store), init)
+        }
+        Location::Postgres(pg) => {
+            let (store, init) = crate::pg::PgStore::init(pg, &crate::pg::PgEnv::from_process())?;
+            (Box::new(store), init)
+        }
     })
 }
 

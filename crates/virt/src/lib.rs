@@ -199,8 +199,9 @@ pub trait Hypervisor: Send {
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError>;
 }
 
-/// Opens connections; a trait so callers can be handed one.
-pub trait Connector {
+/// Opens connections; a trait so callers can be handed one. `Sync`, so
+/// that threads can open connections to several hosts at once.
+pub trait Connector: Sync {
     fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError>;
 }
 

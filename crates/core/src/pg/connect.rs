@@ -39,6 +39,15 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The hook's wait: libvirtd waits for the hook.
 const HOOK_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection opened in `mode` waits for a lock (PostgreSQL's
+/// `lock_timeout`, which kvmroll's writer lock obeys too).
+pub(super) fn lock_wait(mode: OpenMode) -> Duration {
+    match mode {
+        OpenMode::ReadWriteFast => HOOK_LOCK_TIMEOUT,
+        _ => LOCK_TIMEOUT,
+    }
+}
+
 /// What libpq reads from the process and kvmroll passes in: the binary
 /// reads it ([`PgEnv::from_process`]), tests make their own.
 #[derive(Debug, Clone, Default)]
@@ -229,18 +238,14 @@ pub(super) fn connect(target: &Target, shown: &str, mode: OpenMode) -> Result<Cl
         config.connect_timeout(t);
     }
     // Settings go in the startup packet: no round trip of their own.
-    let lock = match mode {
-        OpenMode::ReadWriteFast => HOOK_LOCK_TIMEOUT,
-        _ => LOCK_TIMEOUT,
-    };
-    let mut options = format!("-c lock_timeout={}", lock.as_millis());
+    let mut options = format!("-c lock_timeout={}", lock_wait(mode).as_millis());
     match mode {
         OpenMode::ReadOnly => options.push_str(" -c default_transaction_read_only=on"),
         // The hook's twin of SQLite's synchronous=NORMAL: a commit returns
         // before its WAL record is flushed; a server crash may lose the last
         // events, never consistency.
         OpenMode::ReadWriteFast => options.push_str(" -c synchronous_commit=off"),
-        OpenMode::ReadWrite => {}
+        OpenMode::ReadWrite | OpenMode::Create => {}
     }
     config.options(&options);
     let tls = tls_config(target, shown)?;
@@ -345,8 +350,8 @@ fn tls_config(target: &Target, shown: &str) -> Result<Option<ClientConfig>, Stor
         return Ok(None);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_error = |source: super::BoxError| StoreError::Backend {
-        location: shown.to_string(),
+    let tls_error = |source: crate::store::BackendError| StoreError::Sql {
+        path: shown.into(),
         what: "setting up TLS",
         source,
     };

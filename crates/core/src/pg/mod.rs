@@ -28,8 +28,7 @@ use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::location::PgLocation;
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-pub(crate) use crate::store::BoxError;
-use crate::store::{OpenMode, Store, StoreError, VmBrief};
+use crate::store::{BackendError, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief};
 use postgres::error::SqlState;
 use postgres::{Client, GenericClient, IsolationLevel};
 use schema::Found;
@@ -73,7 +72,7 @@ impl fmt::Display for Fault {
 
 impl std::error::Error for Fault {}
 
-fn one_line(e: &postgres::Error) -> BoxError {
+fn one_line(e: &postgres::Error) -> BackendError {
     let text = match e.as_db_error() {
         Some(db) => {
             let mut t = format!("{} (SQLSTATE {})", db.message(), db.code().code());
@@ -88,9 +87,11 @@ fn one_line(e: &postgres::Error) -> BoxError {
     Box::new(Fault(text.replace(['\n', '\r'], "; ")))
 }
 
+/// A failure of the engine, told on one line: `Sql` is the engine-neutral
+/// variant (its `path` holds the location shown, without password).
 fn backend(location: &str, what: &'static str, e: &postgres::Error) -> StoreError {
-    StoreError::Backend {
-        location: location.to_string(),
+    StoreError::Sql {
+        path: location.into(),
         what,
         source: one_line(e),
     }
@@ -105,6 +106,10 @@ pub struct PgStore {
     port: u16,
     client: RefCell<Client>,
     mode: OpenMode,
+    /// How long a write waits for another (`lock_timeout`).
+    wait: Duration,
+    /// The schema version found at open, before any upgrade.
+    found: Found,
 }
 
 impl fmt::Debug for PgStore {
@@ -119,44 +124,66 @@ impl fmt::Debug for PgStore {
 impl PgStore {
     /// Connects to the database at `location` and checks it is kvmroll's:
     /// a database with tables of others is refused, as is one of a newer
-    /// schema, before anything is written. Only `ReadWrite` (the CLI)
-    /// creates the schema in an empty database; the others are told to run
-    /// `kvmroll db init`. An older schema is upgraded in every write mode.
+    /// schema, before anything is written. An older schema is upgraded in
+    /// every write mode.
+    ///
+    /// `Create` makes kvmroll's tables in an empty database; the other
+    /// modes are told to run `kvmroll db init`. Unlike a SQLite file, the
+    /// PostgreSQL database itself is never made here: an administrator made
+    /// it (`CREATE DATABASE`), so a mistyped URL is refused by the server,
+    /// and making kvmroll's tables at the first command that may start a
+    /// cluster leaves nothing where nothing was meant to be.
     pub fn open(location: &PgLocation, mode: OpenMode, env: &PgEnv) -> Result<PgStore, StoreError> {
         let shown = location.to_string();
         let target = connect::Target::resolve(location, env)?;
         let client = connect::connect(&target, &shown, mode)?;
-        let store = PgStore {
+        let mut store = PgStore {
             shown,
             host: target.host_text(),
             port: target.port,
             client: RefCell::new(client),
             mode,
+            wait: connect::lock_wait(mode),
+            found: Found::Empty,
         };
-        store.prepare()?;
+        store.found = store.prepare()?;
         Ok(store)
     }
 
-    fn prepare(&self) -> Result<(), StoreError> {
+    /// Makes kvmroll's tables in the database at `location` if it has none,
+    /// or upgrades them: what `kvmroll db init` does. A database of others
+    /// is refused.
+    pub fn init(location: &PgLocation, env: &PgEnv) -> Result<(PgStore, Init), StoreError> {
+        let store = PgStore::open(location, OpenMode::Create, env)?;
+        let init = match store.found {
+            Found::Version(v) if v == SCHEMA_VERSION => Init::Current,
+            Found::Version(from) => Init::Upgraded { from },
+            Found::Empty | Found::Foreign => Init::Created,
+        };
+        Ok((store, init))
+    }
+
+    /// Checks the identity, and makes or upgrades the schema where the mode
+    /// allows; returns what was found before.
+    fn prepare(&self) -> Result<Found, StoreError> {
         let mut client = self.client.borrow_mut();
         let found =
             schema::identify(&mut *client).map_err(|f| self.fail("reading its identity", f))?;
         let version = match found {
             Found::Foreign => return Err(self.foreign()),
             Found::Version(v) if v > SCHEMA_VERSION => return Err(self.too_new(v)),
-            Found::Version(v) if v == SCHEMA_VERSION => return Ok(()),
-            Found::Empty if self.mode != OpenMode::ReadWrite => {
+            Found::Version(v) if v == SCHEMA_VERSION => return Ok(found),
+            Found::Empty if self.mode != OpenMode::Create => {
                 return Err(StoreError::NoSchema {
                     location: self.shown.clone(),
                 })
             }
             Found::Empty => 0,
             Found::Version(v) if self.mode == OpenMode::ReadOnly => {
-                return Err(StoreError::SchemaTooOld {
-                    location: self.shown.clone(),
+                return Err(StoreError::NeedsUpgrade {
+                    path: self.shown.clone().into(),
                     found: v,
                     supported: SCHEMA_VERSION,
-                    why: "a read-only open cannot do",
                 })
             }
             Found::Version(v) => v,
@@ -164,28 +191,28 @@ impl PgStore {
         match schema::migrate(&mut client) {
             Ok(Found::Foreign) => Err(self.foreign()),
             Ok(Found::Version(v)) if v > SCHEMA_VERSION => Err(self.too_new(v)),
-            Ok(_) => Ok(()),
-            Err(Fail::Pg(e)) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
-                Err(StoreError::SchemaTooOld {
-                    location: self.shown.clone(),
-                    found: version,
-                    supported: SCHEMA_VERSION,
-                    why: "this role may not make: run `kvmroll db init` as the database's owner",
-                })
-            }
+            Ok(_) => Ok(found),
+            // A role that may not change the schema (a container's) says so
+            // here, as any other failure of the upgrade.
+            Err(Fail::Pg(e)) if e.as_db_error().is_some() => Err(StoreError::Upgrade {
+                path: self.shown.clone().into(),
+                from: version,
+                to: SCHEMA_VERSION,
+                source: one_line(&e),
+            }),
             Err(f) => Err(self.fail("upgrading the schema", f)),
         }
     }
 
     fn foreign(&self) -> StoreError {
-        StoreError::Foreign {
-            location: self.shown.clone(),
+        StoreError::NotKvmroll {
+            path: self.shown.clone().into(),
         }
     }
 
     fn too_new(&self, found: i64) -> StoreError {
-        StoreError::SchemaTooNew {
-            location: self.shown.clone(),
+        StoreError::NewerSchema {
+            path: self.shown.clone().into(),
             found,
             supported: SCHEMA_VERSION,
         }
@@ -228,6 +255,11 @@ impl PgStore {
                     source: one_line(&e),
                 }
             }
+            Fail::Pg(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => StoreError::Busy {
+                path: self.shown.clone().into(),
+                waited: self.wait,
+                what,
+            },
             Fail::Pg(e) => backend(&self.shown, what, &e),
         }
     }
@@ -742,6 +774,30 @@ impl Store for PgStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn status(&self) -> Result<StoreStatus, StoreError> {
+        self.reading("counting its rows", |tx| {
+            let row = tx.query_one(
+                "SELECT (SELECT value FROM kvmroll_meta WHERE key = 'schema_version'),
+                        (SELECT count(*) FROM hosts WHERE id NOT IN (SELECT host_id FROM vms)),
+                        (SELECT count(*) FROM vms), (SELECT count(*) FROM events)",
+                &[],
+            )?;
+            let version: String = row.try_get(0)?;
+            let count =
+                |i: usize| -> Result<u64, Fail> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
+            Ok(StoreStatus {
+                engine: "postgresql",
+                location: self.shown.clone(),
+                schema_version: version
+                    .parse()
+                    .map_err(|_| Fail::Corrupt(format!("schema version {version}")))?,
+                hosts: count(1)?,
+                vms: count(2)?,
+                events: count(3)?,
+            })
         })
     }
 

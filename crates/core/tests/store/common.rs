@@ -111,7 +111,17 @@ impl Drop for TestDb {
 
 /// One engine, opened as the binaries open it.
 pub trait Engine: Sync {
-    fn open(&self, mode: OpenMode) -> Result<Box<dyn Store>, StoreError>;
+    fn location(&self) -> Location;
+
+    fn open(&self, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
+        kvmroll_core::location::open(&self.location(), mode)
+    }
+
+    /// The database made, as `kvmroll db init` makes it, and open.
+    fn init(&self) -> Box<dyn Store> {
+        kvmroll_core::location::init(&self.location()).unwrap().0
+    }
+
     /// Whether there is a kvmroll database yet (something made one).
     fn made(&self) -> bool;
 }
@@ -128,8 +138,8 @@ pub fn sqlite() -> Sqlite {
 }
 
 impl Engine for Sqlite {
-    fn open(&self, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
-        kvmroll_core::location::open(&Location::Sqlite(self.path.clone()), mode)
+    fn location(&self) -> Location {
+        Location::Sqlite(self.path.clone())
     }
 
     fn made(&self) -> bool {
@@ -144,8 +154,8 @@ pub fn postgres(tag: &str) -> Option<Postgres> {
 }
 
 impl Engine for Postgres {
-    fn open(&self, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
-        kvmroll_core::location::open(&Location::Postgres(self.0.location.clone()), mode)
+    fn location(&self) -> Location {
+        Location::Postgres(self.0.location.clone())
     }
 
     fn made(&self) -> bool {

@@ -5,7 +5,7 @@
 use crate::common::{event, one_line, vm, Engine};
 use kvmroll_core::events::{EventFilter, Outcome};
 use kvmroll_core::model::{Disk, Mac, Nic, NicKind};
-use kvmroll_core::{Change, ClusterError, Host, OpenMode, Scope, StoreError};
+use kvmroll_core::{Change, ClusterError, Host, Init, OpenMode, Scope, StoreError};
 
 /// Each check becomes one test per engine. The PostgreSQL ones skip when no
 /// test server is given (and fail under KVMROLL_E2E=1).
@@ -32,13 +32,15 @@ on_both_engines!(
     vm_brief_resolves_attributes,
     events_round_trip_filter_and_prune,
     read_only_refuses_every_write,
-    only_a_read_write_open_makes_a_database,
+    only_create_makes_a_database,
+    init_makes_upgrades_or_finds_current,
+    status_counts_hosts_vms_and_events,
     two_writers_of_one_vm_lose_nothing,
     sixty_four_hook_events_at_once_are_all_recorded,
 );
 
 fn a_new_database_is_seeded(e: &dyn Engine) {
-    let c = e.open(OpenMode::ReadWrite).unwrap().snapshot().unwrap();
+    let c = e.init().snapshot().unwrap();
     assert!(c.appliances.contains("vm-container"));
     assert!(c.appliances.contains("hosted-vm"));
     assert_eq!(
@@ -49,7 +51,7 @@ fn a_new_database_is_seeded(e: &dyn Engine) {
 }
 
 fn round_trips_the_cluster(e: &dyn Engine) {
-    let mut s = e.open(OpenMode::ReadWrite).unwrap();
+    let mut s = e.init();
     let mut h = Host::new("vm-container-0-0", "vm-container");
     h.cpus = 8;
     h.rack = 3;
@@ -120,7 +122,7 @@ fn round_trips_the_cluster(e: &dyn Engine) {
 }
 
 fn a_refused_change_writes_nothing(e: &dyn Engine) {
-    let mut s = e.open(OpenMode::ReadWrite).unwrap();
+    let mut s = e.init();
     let before = s.snapshot().unwrap();
     let err = s
         .update(&mut |_| {
@@ -149,7 +151,7 @@ fn a_refused_change_writes_nothing(e: &dyn Engine) {
 }
 
 fn the_change_is_planned_over_the_cluster_as_it_stands(e: &dyn Engine) {
-    let mut first = e.open(OpenMode::ReadWrite).unwrap();
+    let mut first = e.init();
     let mut second = e.open(OpenMode::ReadWrite).unwrap();
     first
         .update(&mut |_| Ok(vec![Change::AddHost(Host::new("c", "vm-container"))]))
@@ -166,7 +168,7 @@ fn the_change_is_planned_over_the_cluster_as_it_stands(e: &dyn Engine) {
 }
 
 fn vm_brief_resolves_attributes(e: &dyn Engine) {
-    let mut s = e.open(OpenMode::ReadWrite).unwrap();
+    let mut s = e.init();
     let mut own = Host::new("c", "vm-container");
     own.rack = 2;
     s.update(&mut |_| {
@@ -213,7 +215,7 @@ fn vm_brief_resolves_attributes(e: &dyn Engine) {
 }
 
 fn events_round_trip_filter_and_prune(e: &dyn Engine) {
-    let mut s = e.open(OpenMode::ReadWrite).unwrap();
+    let mut s = e.init();
     let mut hook = e.open(OpenMode::ReadWriteFast).unwrap();
     let mut odd = event("w", 2);
     odd.plugin = None;
@@ -271,7 +273,7 @@ fn events_round_trip_filter_and_prune(e: &dyn Engine) {
 }
 
 fn read_only_refuses_every_write(e: &dyn Engine) {
-    let mut rw = e.open(OpenMode::ReadWrite).unwrap();
+    let mut rw = e.init();
     rw.record_events(&[event("v", 1)]).unwrap();
     let before = rw.snapshot().unwrap();
     let mut ro = e.open(OpenMode::ReadOnly).unwrap();
@@ -290,17 +292,27 @@ fn read_only_refuses_every_write(e: &dyn Engine) {
     assert_eq!(rw.events(&EventFilter::default()).unwrap().len(), 1);
 }
 
-fn only_a_read_write_open_makes_a_database(e: &dyn Engine) {
-    for mode in [OpenMode::ReadOnly, OpenMode::ReadWriteFast] {
+fn only_create_makes_a_database(e: &dyn Engine) {
+    for mode in [
+        OpenMode::ReadOnly,
+        OpenMode::ReadWriteFast,
+        OpenMode::ReadWrite,
+    ] {
         let Err(err) = e.open(mode) else {
             panic!("{mode:?} opened a database nobody made")
         };
         one_line(&err);
         assert!(!e.made(), "{mode:?} made a database");
     }
-    e.open(OpenMode::ReadWrite).unwrap();
+    // SQLite makes its file at the first write, PostgreSQL its tables at
+    // once: either way, a database from then on.
+    e.open(OpenMode::Create)
+        .unwrap()
+        .record_events(&[event("v", 1)])
+        .unwrap();
     assert!(e.made());
     e.open(OpenMode::ReadWriteFast).unwrap();
+    e.open(OpenMode::ReadOnly).unwrap();
 }
 
 /// Two writers, each adding to the same VM from what its closure is given:
@@ -308,8 +320,7 @@ fn only_a_read_write_open_makes_a_database(e: &dyn Engine) {
 /// before the other's commit would drop the other's additions.
 fn two_writers_of_one_vm_lose_nothing(e: &dyn Engine) {
     const ROUNDS: usize = 12;
-    e.open(OpenMode::ReadWrite)
-        .unwrap()
+    e.init()
         .update(&mut |_| {
             Ok(vec![
                 Change::AddHost(Host::new("c", "vm-container")),
@@ -355,7 +366,7 @@ fn two_writers_of_one_vm_lose_nothing(e: &dyn Engine) {
 
 fn sixty_four_hook_events_at_once_are_all_recorded(e: &dyn Engine) {
     const HOOKS: usize = 64;
-    e.open(OpenMode::ReadWrite).unwrap();
+    e.init();
     let barrier = std::sync::Barrier::new(HOOKS);
     std::thread::scope(|t| {
         for i in 0..HOOKS {
@@ -379,4 +390,30 @@ fn sixty_four_hook_events_at_once_are_all_recorded(e: &dyn Engine) {
     let mut want: Vec<String> = (0..HOOKS).map(|i| format!("vm-{i}")).collect();
     want.sort();
     assert_eq!(vms, want);
+}
+
+fn init_makes_upgrades_or_finds_current(e: &dyn Engine) {
+    let (_, made) = kvmroll_core::location::init(&e.location()).unwrap();
+    assert_eq!(made, Init::Created);
+    let (_, again) = kvmroll_core::location::init(&e.location()).unwrap();
+    assert_eq!(again, Init::Current);
+}
+
+fn status_counts_hosts_vms_and_events(e: &dyn Engine) {
+    let mut s = e.init();
+    s.update(&mut |_| {
+        Ok(vec![
+            Change::AddHost(Host::new("c", "vm-container")),
+            Change::AddHost(Host::new("compute-0-0", "compute")),
+            Change::AddVm(vm("v", "c")),
+        ])
+    })
+    .unwrap();
+    s.record_events(&[event("v", 1), event("v", 2)]).unwrap();
+    let st = e.open(OpenMode::ReadOnly).unwrap().status().unwrap();
+    assert_eq!(st.engine, e.location().engine());
+    assert_eq!(st.location, e.location().to_string());
+    assert!(!st.location.contains(":kvmroll-test@"), "{}", st.location);
+    assert_eq!(st.schema_version, kvmroll_core::sqlite::SCHEMA_VERSION);
+    assert_eq!((st.hosts, st.vms, st.events), (2, 1, 2));
 }

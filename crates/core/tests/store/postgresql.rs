@@ -43,7 +43,7 @@ fn a_stopped_server_is_named_by_host_and_port() {
     let mut loc = db.location.clone();
     loc.host = Some(PgHost::Tcp("127.0.0.1".into()));
     loc.port = Some(port);
-    let err = open(&loc, OpenMode::ReadWrite).unwrap_err();
+    let err = open(&loc, OpenMode::Create).unwrap_err();
     let line = one_line(&err);
     assert!(matches!(err, StoreError::Unreachable { .. }), "{line}");
     assert!(line.contains(&format!("127.0.0.1 port {port}")), "{line}");
@@ -80,7 +80,7 @@ fn a_wrong_or_missing_password_is_said_so() {
     let mut loc = db.location.clone();
     let (host, _) = tcp_port(&loc);
     loc.password = Some("not-the-password".into());
-    let err = open(&loc, OpenMode::ReadWrite).unwrap_err();
+    let err = open(&loc, OpenMode::Create).unwrap_err();
     let line = one_line(&err);
     assert!(matches!(err, StoreError::Auth { .. }), "{line}");
     assert!(line.contains("refused the password of user"), "{line}");
@@ -89,7 +89,7 @@ fn a_wrong_or_missing_password_is_said_so() {
         "{line}"
     );
     loc.password = None;
-    let err = open(&loc, OpenMode::ReadWrite).unwrap_err();
+    let err = open(&loc, OpenMode::Create).unwrap_err();
     assert!(
         matches!(err, StoreError::NoPassword { .. }),
         "{}",
@@ -100,7 +100,7 @@ fn a_wrong_or_missing_password_is_said_so() {
         password: db.location.password.clone(),
         ..bare_env()
     };
-    PgStore::open(&loc, OpenMode::ReadWrite, &env).unwrap();
+    PgStore::open(&loc, OpenMode::Create, &env).unwrap();
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn a_password_file_others_can_read_is_refused() {
         ..bare_env()
     };
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = PgStore::open(&loc, OpenMode::ReadWrite, &env).unwrap_err();
+    let err = PgStore::open(&loc, OpenMode::Create, &env).unwrap_err();
     let line = one_line(&err);
     assert!(matches!(err, StoreError::PassfileReadable { .. }), "{line}");
     assert!(line.contains(&file.display().to_string()), "{line}");
@@ -132,7 +132,7 @@ fn a_password_file_others_can_read_is_refused() {
         .is_some_and(|p| line.contains(p.as_str())));
     // Made private, the same file serves.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    PgStore::open(&loc, OpenMode::ReadWrite, &env).unwrap();
+    PgStore::open(&loc, OpenMode::Create, &env).unwrap();
     // So does ~/.pgpass, and `passfile=` in the URL.
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
@@ -151,7 +151,7 @@ fn a_newer_schema_is_refused_and_left_alone() {
     let Some(db) = TestDb::create("newer") else {
         return;
     };
-    open(&db.location, OpenMode::ReadWrite).unwrap();
+    open(&db.location, OpenMode::Create).unwrap();
     let newer = (SCHEMA_VERSION + 1).to_string();
     let mut admin = db.admin();
     admin
@@ -161,13 +161,14 @@ fn a_newer_schema_is_refused_and_left_alone() {
         )
         .unwrap();
     for mode in [
+        OpenMode::Create,
         OpenMode::ReadWrite,
         OpenMode::ReadWriteFast,
         OpenMode::ReadOnly,
     ] {
         let err = open(&db.location, mode).unwrap_err();
         let line = one_line(&err);
-        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{line}");
+        assert!(matches!(err, StoreError::NewerSchema { .. }), "{line}");
         assert!(line.contains("upgrade kvmroll"), "{line}");
     }
     let kept: String = admin
@@ -189,9 +190,9 @@ fn a_database_of_others_is_refused_untouched() {
     admin
         .batch_execute("CREATE TABLE invoices (id int); INSERT INTO invoices VALUES (1)")
         .unwrap();
-    let err = open(&db.location, OpenMode::ReadWrite).unwrap_err();
+    let err = open(&db.location, OpenMode::Create).unwrap_err();
     let line = one_line(&err);
-    assert!(matches!(err, StoreError::Foreign { .. }), "{line}");
+    assert!(matches!(err, StoreError::NotKvmroll { .. }), "{line}");
     assert!(line.contains("is not a kvmroll database"), "{line}");
     let tables: i64 = admin
         .query_one(
@@ -211,9 +212,9 @@ fn a_database_of_others_is_refused_untouched() {
              INSERT INTO kvmroll_meta VALUES ('identity', 'other')",
         )
         .unwrap();
-    let err = open(&db.location, OpenMode::ReadWrite).unwrap_err();
+    let err = open(&db.location, OpenMode::Create).unwrap_err();
     assert!(
-        matches!(err, StoreError::Foreign { .. }),
+        matches!(err, StoreError::NotKvmroll { .. }),
         "{}",
         one_line(&err)
     );
@@ -224,10 +225,25 @@ fn an_empty_database_asks_for_db_init_outside_the_cli() {
     let Some(db) = TestDb::create("noschema") else {
         return;
     };
-    let err = open(&db.location, OpenMode::ReadWriteFast).unwrap_err();
-    let line = one_line(&err);
-    assert!(matches!(err, StoreError::NoSchema { .. }), "{line}");
-    assert!(line.contains("kvmroll db init"), "{line}");
+    for mode in [
+        OpenMode::ReadWrite,
+        OpenMode::ReadWriteFast,
+        OpenMode::ReadOnly,
+    ] {
+        let err = open(&db.location, mode).unwrap_err();
+        let line = one_line(&err);
+        assert!(matches!(err, StoreError::NoSchema { .. }), "{line}");
+        assert!(line.contains("kvmroll db init"), "{line}");
+    }
+    let tables: i64 = db
+        .admin()
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
 }
 
 #[test]
@@ -240,8 +256,7 @@ fn processes_upgrading_at_once_take_turns() {
         for _ in 0..8 {
             t.spawn(|| {
                 barrier.wait();
-                open(&db.location, OpenMode::ReadWrite)
-                    .unwrap_or_else(|e| panic!("{}", one_line(&e)));
+                open(&db.location, OpenMode::Create).unwrap_or_else(|e| panic!("{}", one_line(&e)));
             });
         }
     });
@@ -268,7 +283,7 @@ fn an_older_schema_is_upgraded_by_a_writer_and_not_by_a_reader() {
     let Some(db) = TestDb::create("older") else {
         return;
     };
-    open(&db.location, OpenMode::ReadWrite).unwrap();
+    open(&db.location, OpenMode::Create).unwrap();
     // Back to version 1: no events table.
     db.admin()
         .batch_execute(
@@ -277,7 +292,7 @@ fn an_older_schema_is_upgraded_by_a_writer_and_not_by_a_reader() {
         .unwrap();
     let err = open(&db.location, OpenMode::ReadOnly).unwrap_err();
     assert!(
-        matches!(err, StoreError::SchemaTooOld { .. }),
+        matches!(err, StoreError::NeedsUpgrade { .. }),
         "{}",
         one_line(&err)
     );
@@ -294,7 +309,7 @@ fn an_update_caught_in_a_deadlock_is_tried_again() {
     let Some(db) = TestDb::create("deadlock") else {
         return;
     };
-    let mut s = open(&db.location, OpenMode::ReadWrite).unwrap();
+    let mut s = open(&db.location, OpenMode::Create).unwrap();
     let mut other = db.admin();
     let mut tx = other.transaction().unwrap();
     // Reads of hosts pass; the update's insert into it waits.
@@ -365,7 +380,7 @@ fn a_unix_socket_folder_is_reached_by_host_parameter() {
     // sslmode applies to TCP only, as in libpq.
     let mut loc = loc;
     loc.sslmode = Some(SslMode::Require);
-    let s = open(&loc, OpenMode::ReadWrite).unwrap_or_else(|e| panic!("{}", one_line(&e)));
+    let s = open(&loc, OpenMode::Create).unwrap_or_else(|e| panic!("{}", one_line(&e)));
     assert!(s.snapshot().unwrap().appliances.contains("compute"));
 }
 
@@ -374,7 +389,7 @@ fn the_containers_role_reads_records_and_moves_vms_only() {
     let Some(db) = TestDb::create("role") else {
         return;
     };
-    let mut admin_store = open(&db.location, OpenMode::ReadWrite).unwrap();
+    let mut admin_store = open(&db.location, OpenMode::Create).unwrap();
     admin_store
         .update(&mut |_| {
             Ok(vec![
@@ -447,7 +462,7 @@ fn the_containers_role_reads_records_and_moves_vms_only() {
     for (what, change) in refused {
         let err = ct.update(&mut |_| Ok(vec![change.clone()])).unwrap_err();
         let line = one_line(&err);
-        assert!(matches!(err, StoreError::Backend { .. }), "{what}: {line}");
+        assert!(matches!(err, StoreError::Sql { .. }), "{what}: {line}");
         assert!(
             line.contains("permission denied") || line.contains("row-level security"),
             "{what}: {line}"
@@ -540,7 +555,7 @@ mod tls {
         let mut loc = db.location.clone();
         loc.sslmode = Some(SslMode::Require);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while let Err(e) = open(&loc, OpenMode::ReadWrite) {
+        while let Err(e) = open(&loc, OpenMode::Create) {
             assert!(Instant::now() < deadline, "no TLS: {}", one_line(&e));
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -585,13 +600,13 @@ mod tls {
         ca_file(&db);
         let mut loc = at(&db, "127.0.0.1", SslMode::Require, None);
         loc.application_name = Some("kvmroll-tls-require".into());
-        let s = open(&loc, OpenMode::ReadWrite).unwrap_or_else(|e| panic!("{}", one_line(&e)));
+        let s = open(&loc, OpenMode::Create).unwrap_or_else(|e| panic!("{}", one_line(&e)));
         s.snapshot().unwrap();
         assert!(encrypted(&db, "kvmroll-tls-require"));
         // And disable does not.
         loc.sslmode = Some(SslMode::Disable);
         loc.application_name = Some("kvmroll-tls-disable".into());
-        let plain = open(&loc, OpenMode::ReadWrite).unwrap();
+        let plain = open(&loc, OpenMode::Create).unwrap();
         plain.snapshot().unwrap();
         assert!(!encrypted(&db, "kvmroll-tls-disable"));
     }
@@ -604,11 +619,11 @@ mod tls {
         let ca = ca_file(&db);
         // The certificate names localhost.
         let loc = at(&db, "localhost", SslMode::VerifyFull, Some(&ca));
-        open(&loc, OpenMode::ReadWrite).unwrap_or_else(|e| panic!("{}", one_line(&e)));
+        open(&loc, OpenMode::Create).unwrap_or_else(|e| panic!("{}", one_line(&e)));
         // 127.0.0.1 is not the name it holds: verify-full refuses,
         // verify-ca (chain only) accepts.
         let by_ip = at(&db, "127.0.0.1", SslMode::VerifyFull, Some(&ca));
-        let err = open(&by_ip, OpenMode::ReadWrite).unwrap_err();
+        let err = open(&by_ip, OpenMode::Create).unwrap_err();
         let line = one_line(&err);
         assert!(line.contains("setting up TLS"), "{line}");
         open(
