@@ -6,6 +6,7 @@
 # postgresql package (scripts/deps.sh installs it).
 #
 #   scripts/pg-test-server.sh start DIR [PORT]   prints KVMROLL_TEST_PG=URL
+#                                   (PORT: the first free of 54330-54399)
 #   scripts/pg-test-server.sh stop DIR           stops it (by its pid file)
 #
 # TCP asks a password (scram-sha-256), so the tests can check a wrong one;
@@ -18,7 +19,14 @@ die() {
 }
 
 [ $# -ge 2 ] || die "usage: pg-test-server.sh start|stop DIR [PORT]"
-cmd=$1 dir=$2 port=${3:-54329}
+cmd=$1 dir=$2 port=${3:-}
+if [ "$cmd" = start ] && [ -z "$port" ]; then
+    busy=$(ss -Hltn 2>/dev/null | awk '{print $4}' | sed 's/.*://')
+    for p in $(seq 54330 54399); do
+        grep -qx "$p" <<<"$busy" || { port=$p; break; }
+    done
+    [ -n "$port" ] || die "no free port in 54330-54399"
+fi
 [ "$port" != 5432 ] || die "port 5432 is the machine's own cluster's; pick another"
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 [ -n "$bin" ] || die "no PostgreSQL server found (apt-get install postgresql)"
