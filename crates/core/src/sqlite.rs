@@ -1178,118 +1178,6 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
-    #[test]
-    fn round_trips_the_cluster() {
-        let (dir, mut s) = fresh();
-        let mut h = Host::new("vm-container-0-0", "vm-container");
-        h.cpus = 8;
-        h.rack = 1;
-        let mut v = vm("hosted-vm-0-0-0", "vm-container-0-0", 2);
-        v.disks
-            .push(Disk::parse("qcow2:/state/kvm/a.qcow2,vda,virtio,36").unwrap());
-        v.nics.push(Nic {
-            kind: NicKind::Bridge,
-            source: "br0".into(),
-            mac: Mac::parse("52:54:00:00:00:07").unwrap(),
-            vlan: Some(7),
-            model: "virtio".into(),
-        });
-        v.cdrom = Some("/isos/x.iso".into());
-        s.update(&mut |_| {
-            Ok(vec![
-                Change::AddHost(h.clone()),
-                Change::AddVm(v.clone()),
-                Change::SetAttr {
-                    scope: Scope::Host("hosted-vm-0-0-0".into()),
-                    name: "kvm_cpu_pinning".into(),
-                    value: "&lt;cputune/&gt;".into(),
-                },
-            ])
-        })
-        .unwrap();
-        let again = SqliteStore::open(&dir.path().join("sub/k.db"), OpenMode::ReadOnly).unwrap();
-        let c = again.snapshot().unwrap();
-        assert_eq!(c, s.snapshot().unwrap());
-        let got = c.vm("hosted-vm-0-0-0").unwrap();
-        assert_eq!(got.disks, v.disks);
-        assert_eq!(got.nics, v.nics);
-        assert_eq!(got.cdrom, v.cdrom);
-        assert_eq!(c.host("vm-container-0-0").unwrap(), &h);
-        assert_eq!(
-            c.attr_of("hosted-vm-0-0-0", "kvm_cpu_pinning"),
-            Some("<cputune/>")
-        );
-    }
-
-    #[test]
-    fn a_refused_change_writes_nothing() {
-        let (_d, mut s) = fresh();
-        let before = s.snapshot().unwrap();
-        let err = s
-            .update(&mut |_| {
-                Ok(vec![
-                    Change::AddHost(Host::new("ok", "compute")),
-                    Change::AddHost(Host::new("ok", "compute")),
-                ])
-            })
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::Refused(ClusterError::Duplicate { .. })
-        ));
-        assert_eq!(s.snapshot().unwrap(), before);
-    }
-
-    #[test]
-    fn vm_brief_resolves_attributes_and_events_round_trip() {
-        let (_d, mut s) = fresh();
-        s.update(&mut |_| {
-            Ok(vec![
-                Change::AddHost(Host::new("c", "vm-container")),
-                Change::AddVm(vm("v", "c", 1)),
-                Change::SetAttr {
-                    scope: Scope::Global,
-                    name: "x".into(),
-                    value: "g".into(),
-                },
-                Change::SetAttr {
-                    scope: Scope::Appliance("hosted-vm".into()),
-                    name: "x".into(),
-                    value: "a".into(),
-                },
-            ])
-        })
-        .unwrap();
-        let b = s.vm_brief("v").unwrap().unwrap();
-        assert_eq!(b.container.as_deref(), Some("c"));
-        assert_eq!(b.attrs["x"], "a");
-        assert_eq!(s.vm_brief("c").unwrap(), None);
-        let ev = |vm: &str| Event {
-            id: 0,
-            time_ms: 1,
-            vm: vm.into(),
-            stage: "allocate".into(),
-            op: "prepare".into(),
-            subop: "begin".into(),
-            plugin: Some("/p".into()),
-            outcome: Outcome::Timeout,
-            status: None,
-            duration_ms: 5,
-            message: "m".into(),
-        };
-        s.record_events(&[ev("v"), ev("w"), ev("v")]).unwrap();
-        let got = s
-            .events(&EventFilter {
-                vm: Some("v".into()),
-                limit: Some(1),
-            })
-            .unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].id, 3);
-        assert_eq!(got[0].outcome, Outcome::Timeout);
-        assert_eq!(s.events(&EventFilter::default()).unwrap().len(), 3);
-    }
-
     /// Run by `events_survive_a_second_connection_in_the_hooks_process` in a
     /// child process: opens the database as kvmroll's CLI does and closes it,
     /// which checkpoints and deletes the WAL if it believes itself the last
@@ -1484,26 +1372,6 @@ mod tests {
             .all(|i| matches!(i, Init::Created | Init::Current)));
     }
 
-    #[test]
-    fn status_counts_hosts_vms_and_events() {
-        let (_d, mut s) = fresh();
-        s.update(&mut |_| {
-            Ok(vec![
-                Change::AddHost(Host::new("c", "vm-container")),
-                Change::AddHost(Host::new("compute-0-0", "compute")),
-                Change::AddVm(vm("v", "c", 1)),
-            ])
-        })
-        .unwrap();
-        s.record_events(&[ok_event("v", 1)]).unwrap();
-        let st = s.status().unwrap();
-        assert_eq!(
-            (st.engine, st.schema_version, st.hosts, st.vms, st.events),
-            ("sqlite", SCHEMA_VERSION, 2, 1, 1)
-        );
-        assert!(st.location.ends_with("sub/k.db"));
-    }
-
     /// A writer that holds the lock past the wait is said as such, with the
     /// wait, not as a bare "database is locked".
     #[test]
@@ -1549,32 +1417,6 @@ mod tests {
             .events(&EventFilter::default())
             .unwrap();
         assert_eq!(all.len(), 40);
-    }
-
-    #[test]
-    fn pruning_drops_old_events_and_keeps_the_newest() {
-        let (_d, mut s) = fresh();
-        s.record_events(&(1..=10).map(|t| ok_event("v", t)).collect::<Vec<_>>())
-            .unwrap();
-        let times = |s: &SqliteStore| -> Vec<i64> {
-            s.events(&EventFilter::default())
-                .unwrap()
-                .iter()
-                .map(|e| e.time_ms)
-                .collect()
-        };
-        assert_eq!(s.prune_events(Some(4), None).unwrap(), 3);
-        assert_eq!(times(&s), (4..=10).collect::<Vec<_>>());
-        assert_eq!(s.prune_events(None, Some(2)).unwrap(), 5);
-        assert_eq!(times(&s), vec![9, 10]);
-        // Nothing to do is not an error; keeping more than there are neither.
-        assert_eq!(s.prune_events(Some(0), Some(100)).unwrap(), 0);
-        assert_eq!(times(&s), vec![9, 10]);
-        let mut ro = SqliteStore::open(&s.path, OpenMode::ReadOnly).unwrap();
-        assert!(matches!(
-            ro.prune_events(None, Some(0)),
-            Err(StoreError::ReadOnly)
-        ));
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl TestDb {
             .unwrap();
         let mut location = server.clone();
         location.dbname = Some(name.clone());
+        // Sixty-four logins at once on a loaded 2-core machine may take
+        // longer than the default limit; the limit has a test of its own.
+        if location.connect_timeout.is_none() {
+            location.connect_timeout = Some(std::time::Duration::from_secs(60));
+        }
         Some(TestDb {
             location,
             server,

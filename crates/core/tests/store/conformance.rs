@@ -333,8 +333,9 @@ fn two_writers_of_one_vm_lose_nothing(e: &dyn Engine) {
         for writer in 0..2 {
             let barrier = &barrier;
             t.spawn(move || {
-                let mut s = e.open(OpenMode::ReadWrite).unwrap();
+                let opened = e.open(OpenMode::ReadWrite);
                 barrier.wait();
+                let mut s = opened.unwrap_or_else(|err| panic!("{}", one_line(&err)));
                 for i in 0..ROUNDS {
                     s.update(&mut |c| {
                         let mut v = c.vm("v").unwrap().clone();
@@ -372,9 +373,11 @@ fn sixty_four_hook_events_at_once_are_all_recorded(e: &dyn Engine) {
         for i in 0..HOOKS {
             let barrier = &barrier;
             t.spawn(move || {
-                // Each its own connection, as each hook is its own process.
-                let mut s = e.open(OpenMode::ReadWriteFast).unwrap();
+                // Each its own connection, as each hook is its own process;
+                // every thread reaches the barrier, even one that failed.
+                let opened = e.open(OpenMode::ReadWriteFast);
                 barrier.wait();
+                let mut s = opened.unwrap_or_else(|err| panic!("hook {i}: {}", one_line(&err)));
                 s.record_events(&[event(&format!("vm-{i}"), i as i64)])
                     .unwrap_or_else(|err| panic!("hook {i}: {}", one_line(&err)));
             });
