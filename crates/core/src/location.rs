@@ -251,8 +251,11 @@ fn absolute(path: &Path, cwd: Option<&Path>) -> PathBuf {
 
 /// `text` with any password in a URL's user part replaced, for messages.
 fn redact(text: &str) -> String {
-    let Some((head, uri)) = text.split_once("//") else {
-        return text.to_string();
+    // After `scheme://`, or after `scheme:` where the slashes were left out.
+    let (head, uri) = match (text.split_once("//"), split_scheme(text)) {
+        (Some(parts), _) => parts,
+        (None, Some((scheme, rest))) => (&text[..=scheme.len()], rest),
+        (None, None) => return text.to_string(),
     };
     let netloc_end = uri.find(['/', '?']).unwrap_or(uri.len());
     let (netloc, tail) = uri.split_at(netloc_end);
@@ -277,7 +280,8 @@ fn redact(text: &str) -> String {
         }
         None => tail.to_string(),
     };
-    format!("{head}//{netloc}{tail}")
+    let slashes = if text.contains("//") { "//" } else { "" };
+    format!("{head}{slashes}{netloc}{tail}")
 }
 
 /// Parses what follows `postgresql://`.
@@ -684,6 +688,8 @@ mod tests {
         for text in [
             "postgresql://u:secret@h:x/db",
             "postgresql://u@h/db?password=secret&bogus=1",
+            "postgresql:u:secret@h/db",
+            "mysql://u:secret@h/db",
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(!err.contains("secret"), "{err}");
