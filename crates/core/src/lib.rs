@@ -7,6 +7,7 @@
 pub mod attrs;
 pub mod cluster;
 pub mod cpuset;
+pub mod disks;
 pub mod drift;
 pub mod events;
 pub mod hostfiles;
@@ -22,5 +23,7 @@ pub use cluster::{Change, Cluster, ClusterError, Plan};
 pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
-pub use store::{open_store, OpenMode, Store, StoreError, VmBrief, DEFAULT_DB_PATH};
+pub use store::{
+    open_store, MadeImage, OpenMode, Store, StoreError, VmBrief, VmDisk, DEFAULT_DB_PATH,
+};
 pub use sys::{db_path, error_chain, now_ms};

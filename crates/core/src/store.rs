@@ -4,6 +4,7 @@
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter};
+use crate::model::Disk;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,23 @@ pub struct VmBrief {
     pub uuid: String,
     pub container: Option<String>,
     pub attrs: BTreeMap<String, String>,
+}
+
+/// A VM disk as the hook's allocate stage needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    pub disk: Disk,
+    /// `kvmroll vm disk resize` asked for the image to grow to the disk's
+    /// size at the VM's next start.
+    pub grow: bool,
+}
+
+/// A disk image kvmroll made, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MadeImage {
+    pub container: String,
+    pub path: String,
+    pub time_ms: i64,
 }
 
 /// Why the store failed.
@@ -99,6 +117,29 @@ pub trait Store {
     /// One VM's identity, placement and resolved attributes; `None` when the
     /// database does not know it.
     fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError>;
+
+    /// One VM's disks, in order, each with whether a grow waits for it;
+    /// empty when the database does not know the VM.
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError>;
+
+    /// Records, in one transaction, what the hook did to a VM's disks on
+    /// `container`: the images it made (`made`), and the grows now done
+    /// (`grown`, by path). A VM gone meanwhile records nothing.
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// The images kvmroll made for a VM, oldest first.
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError>;
+
+    /// Sets the size of a VM's disk to `size_gib`, never smaller than it
+    /// was, and asks for its image to grow at the VM's next start, in one
+    /// transaction. Returns the disk as it was.
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError>;
 
     /// Appends events in one transaction (allowed in every write mode).
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError>;
