@@ -165,6 +165,9 @@ pub enum VmCmd {
         /// kvm, or qemu for software emulation.
         #[arg(long, default_value = "kvm")]
         virt_type: String,
+        /// Allow disk images outside kvm_disk_roots: used as they are, never made.
+        #[arg(long)]
+        force: bool,
     },
     /// Change a VM's placement or size.
     Set {
@@ -191,11 +194,17 @@ pub enum VmCmd {
         #[command(flatten)]
         json: Json,
     },
-    /// Remove a VM (and its libvirt definition, unless it runs).
-    Remove { name: String },
+    /// Remove a VM (and its libvirt definition, unless it runs). Its disk
+    /// images stay, and the command says where, unless --delete-disks.
+    Remove {
+        name: String,
+        /// Also delete the disk images kvmroll made for it, on its container.
+        #[arg(long)]
+        delete_disks: bool,
+    },
     /// Set the VM's cdrom (an absolute path; under /dev a block device) or `none`.
     Cdrom { name: String, path: String },
-    /// Add or remove a disk.
+    /// Add, remove or grow a disk.
     #[command(subcommand)]
     Disk(DiskCmd),
     /// Add or remove a NIC.
@@ -223,8 +232,25 @@ pub enum VmCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {
-    Add { name: String, spec: String },
+    /// Add a disk: TYPE:PATH,DEV,BUS[,SIZE_GIB]. An image missing at the VM's
+    /// first start is made then, inside kvm_disk_roots.
+    Add {
+        name: String,
+        spec: String,
+        /// Allow an image outside kvm_disk_roots: used as it is, never made.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a disk from the VM (its image stays).
     Remove { name: String, dev: String },
+    /// Grow a disk to SIZE GiB (never shrinks): at once while the VM runs,
+    /// else at its next start.
+    Resize {
+        name: String,
+        dev: String,
+        #[arg(value_name = "SIZE_GIB", value_parser = clap::value_parser!(u32).range(1..))]
+        size: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
