@@ -565,10 +565,9 @@ fn prepare_disks(
                 log::warn!("VM {vm}: disk {}: not grown: {why}", disk.dev);
                 Some(format!("disk {}: not grown: {why}", disk.dev))
             }
+            // The invocation's own event records the refusal.
             Err(e) => {
-                let why = format!("VM {vm}: disk {}: {}", disk.dev, crate::chain(&e));
-                run.event(None, Outcome::Failed, None, started.elapsed(), why.clone());
-                refusal = Some(why);
+                refusal = Some(format!("VM {vm}: disk {}: {}", disk.dev, crate::chain(&e)));
                 break;
             }
         };

@@ -1036,7 +1036,7 @@ impl App<'_> {
             for d in vm.disks.iter().filter(|d| d.kind != DiskKind::Block) {
                 if !made.iter().any(|m| m.path == d.path) {
                     eprintln!(
-                        "kvmroll: VM {name}: image {} stays: kvmroll did not make it",
+                        "kvmroll: VM {name}: {} was not made by kvmroll: left as it is",
                         d.path
                     );
                 }
