@@ -47,17 +47,7 @@ impl Fx {
             name: format!("{}-{test}", prefix("disks")),
             k: self.k.clone(),
         };
-        self.k.ok(&[
-            "vm",
-            "add",
-            &vm.name,
-            "--container",
-            &self.host,
-            "--mem",
-            "64",
-            "--cpus",
-            "1",
-        ]);
+        self.k.add_small_vm(&vm.name, &self.host);
         let roots = roots.map_or_else(|| self.path(""), str::to_string);
         self.k
             .ok(&["attr", "set", &vm.name, "kvm_disk_roots", &roots]);

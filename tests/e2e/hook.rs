@@ -61,17 +61,7 @@ impl Cluster {
     /// A VM in the database, defined in libvirt, with a guard that removes it.
     fn vm(&self, test: &str) -> TestVm {
         let vm = self.unmanaged_vm(test);
-        self.ok(&[
-            "vm",
-            "add",
-            &vm.name,
-            "--container",
-            &self.host,
-            "--mem",
-            "64",
-            "--cpus",
-            "1",
-        ]);
+        self.k.add_small_vm(&vm.name, &self.host);
         self.ok(&["vm", "define", &vm.name]);
         vm
     }

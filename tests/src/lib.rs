@@ -338,6 +338,21 @@ impl Kvmroll {
         ok(self.run(args), &format!("kvmroll {args:?}"))
     }
 
+    /// Adds a test guest's row: 64 MiB, one vCPU, on `container`.
+    pub fn add_small_vm(&self, name: &str, container: &str) {
+        self.ok(&[
+            "vm",
+            "add",
+            name,
+            "--container",
+            container,
+            "--mem",
+            "64",
+            "--cpus",
+            "1",
+        ]);
+    }
+
     /// Makes this machine a 2-CPU VM container (one that is there already is
     /// fine), with the guest CPU mode and no graphics for every VM. Returns
     /// the container's name.
