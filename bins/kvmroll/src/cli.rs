@@ -9,14 +9,15 @@ use std::path::PathBuf;
 /// Exit status: 0 on success; 1 when the command failed or was refused (the
 /// database is unchanged); 2 for a usage error; 3 when the database was
 /// changed but a libvirt definition could not be refreshed (the VM is marked
-/// stale; `kvmroll vm define VM` retries).
+/// stale; `kvmroll vm define VM` retries), or a removed VM's image could not
+/// be deleted.
 #[derive(Debug, Parser)]
 #[command(
     name = "kvmroll",
     version,
     about,
     long_about,
-    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
+    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
 )]
 pub struct Cli {
     /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
