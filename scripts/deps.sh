@@ -28,6 +28,13 @@ PACKAGES=(
     # hook (scripts/build.sh); binutils (as, ld) comes with gcc.
     gcc
     libc6-dev
+    # The cluster test rig (tests/src/rig): a private PostgreSQL server, and
+    # unshare, nsenter and setpriv for its namespaced daemons. The package's
+    # postinst makes a "main" cluster and asks invoke-rc.d to start it; with
+    # no init system running invoke-rc.d starts nothing, and the rig uses
+    # neither that cluster nor port 5432.
+    postgresql
+    util-linux
 )
 
 die() {
@@ -80,6 +87,11 @@ for b in virsh libvirtd virtlogd qemu-system-x86_64 qemu-img ip pkg-config; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || die "'$b' not found after install"
 done
 pkg-config --exists libvirt || die "pkg-config cannot find libvirt (libvirt-dev broken?)"
+for b in unshare nsenter setpriv; do
+    command -v "$b" >/dev/null 2>&1 || die "'$b' not found after install (util-linux)"
+done
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null ||
+    die "no PostgreSQL server under /usr/lib/postgresql after install"
 
 # Rust toolchain components used by CI.
 command -v cargo >/dev/null 2>&1 || die "cargo not found in PATH (install a Rust toolchain via rustup)"

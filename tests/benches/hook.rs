@@ -73,7 +73,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let top = dir.path();
     let db = top.join("kvmroll.db");
-    let mut store = SqliteStore::open(&db, OpenMode::ReadWrite).expect("db");
+    let mut store = SqliteStore::open(&db, OpenMode::Create).expect("db");
     let mut host = Host::new("bench-container", "vm-container");
     host.cpus = 4;
     let vm = Vm {

@@ -62,7 +62,7 @@ fn main() {
     }
     // Built from a raw snapshot: one planned write of 15,000 changes would
     // spend its time re-checking, which is not what is measured here.
-    let mut store = SqliteStore::open(&db, OpenMode::ReadWrite).expect("open");
+    let mut store = SqliteStore::open(&db, OpenMode::Create).expect("open");
     for chunk in changes.chunks(500) {
         store.update(&mut |_| Ok(chunk.to_vec())).expect("write");
     }

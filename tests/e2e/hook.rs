@@ -492,7 +492,10 @@ fn a_plugin_past_its_limit_is_killed_with_its_children() {
     let err = start_refused(&name);
     let took = t0.elapsed();
     eprintln!("{t}: virsh start refused in {took:?}");
-    assert!(err.contains("past its limit"), "{err}");
+    assert!(
+        err.contains("past the allocate stage's limit of 2s"),
+        "{err}"
+    );
     assert!(
         took >= Duration::from_secs(2),
         "refused before the limit: {took:?}"

@@ -1,9 +1,12 @@
 //! Fixtures shared by kvmroll's end-to-end tests: where the built binaries
 //! are, whether a real libvirtd answers, `virsh`, and guards that remove the
-//! domains a test made even when it fails.
+//! domains a test made even when it fails; and [`rig`], the cluster rig (a
+//! private PostgreSQL and VM containers, each its own libvirtd).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+pub mod rig;
 
 /// The statically linked hook that `scripts/build.sh` builds beside the
 /// workspace (`target/TRIPLE/PROFILE/kvmroll-hook`) and the scripts install;

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     match enable::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kvmroll-enable: {e}");
+            // The reinstall command's output can be of any size.
+            eprintln!("kvmroll-enable: {}", kvmroll_core::text::one_line(&e));
             ExitCode::from(1)
         }
     }

@@ -34,7 +34,7 @@ impl Fx {
         )
         .unwrap();
         std::fs::set_permissions(&fail, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut store = SqliteStore::open(&fx.db(), OpenMode::ReadWrite).unwrap();
+        let mut store = SqliteStore::open(&fx.db(), OpenMode::Create).unwrap();
         let mut changes = vec![Change::AddHost(Host::new("compute-0-3", "compute"))];
         if let Some(c) = command {
             let c = c
@@ -206,4 +206,27 @@ fn bad_input_is_one_line_and_changes_nothing() {
     let out = fx.run(&["compute-0-3"]);
     assert!(err(&out).contains("cannot be run"), "{}", err(&out));
     assert_eq!(fx.state(), (None, "os".into()));
+}
+
+/// Regression: over an empty (0-byte) database file, kvmroll-enable made a
+/// new, empty database in its place.
+#[test]
+fn an_empty_or_missing_database_is_refused_and_left_as_it_was() {
+    let fx = Fx::new(None);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fx.db().display()));
+    }
+    std::fs::write(fx.db(), b"").unwrap();
+    for args in [&["compute-0-3"][..], &["--dry-run", "compute-0-3"]] {
+        let out = fx.run(args);
+        let e = err(&out);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("is empty, not a kvmroll database"), "{e}");
+    }
+    assert_eq!(std::fs::metadata(fx.db()).unwrap().len(), 0);
+    std::fs::remove_file(fx.db()).unwrap();
+    let out = fx.run(&["compute-0-3"]);
+    assert!(err(&out).contains("does not exist"), "{}", err(&out));
+    assert!(!fx.db().exists());
 }

@@ -13,7 +13,7 @@ mod cli;
 mod usage;
 
 fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
-    let path = kvmroll_core::db_path(cli.db);
+    let path = kvmroll_core::db_location(cli.db)?;
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
     let mut renderer = Renderer::new(&cluster);
@@ -21,9 +21,12 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     let mut out = std::io::BufWriter::new(out.lock());
     match cli.command {
         Command::Kickstart { host, dist_url } => {
-            let mut o = hostfiles::KickstartOptions::for_host(&cluster, &host);
+            let mut o = hostfiles::KickstartOptions::for_host(&cluster, &host)?;
             if let Some(url) = dist_url {
                 o.dist_url = url;
+            }
+            if let Some(path) = o.credential_source(&cluster, &host) {
+                o.credential = Some(read_credential(std::path::Path::new(&path))?);
             }
             out.write_all(hostfiles::kickstart(&cluster, &host, &o)?.as_bytes())?;
         }
@@ -54,6 +57,37 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     }
     out.flush()?;
     Ok(true)
+}
+
+/// Why the container credential could not go into a kickstart.
+#[derive(Debug, thiserror::Error)]
+enum CredentialError {
+    #[error("cannot read the container credential {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the container credential {path} can be read by group or others (mode {mode:o}): chmod 600 it")]
+    Readable { path: std::path::PathBuf, mode: u32 },
+}
+
+/// The frontend's passfile for containers, refused when anyone but its
+/// owner could read it (libpq's own rule for passfiles).
+fn read_credential(path: &std::path::Path) -> Result<String, CredentialError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| CredentialError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CredentialError::Readable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    std::fs::read_to_string(path).map_err(read)
 }
 
 fn main() -> ExitCode {

@@ -172,7 +172,7 @@ fn cases() -> Vec<(&'static str, Vec<Change>)> {
 
 fn build_db(dir: &Path, changes: &[Change]) -> PathBuf {
     let path = dir.join("kvmroll.db");
-    let mut store = SqliteStore::open(&path, OpenMode::ReadWrite).unwrap();
+    let mut store = SqliteStore::open(&path, OpenMode::Create).unwrap();
     let mut host = Host::new(CONTAINER, "vm-container");
     host.cpus = 8;
     let mut all = vec![Change::AddHost(host)];
@@ -514,4 +514,108 @@ fn host_file_faults_are_one_line_each() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Sets global attributes straight in the database, as `kvmroll attr set
+/// --global` would.
+fn set_global(db: &Path, attrs: &[(&str, &str)]) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    for (name, value) in attrs {
+        conn.execute(
+            "INSERT OR REPLACE INTO attributes (scope, target, name, value) VALUES ('global', '', ?1, ?2)",
+            [name, value],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_cluster_kickstart_carries_the_credential_only_from_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = host_files_db(dir.path());
+    let pass = dir.path().join("container.pgpass");
+    std::fs::write(&pass, "frontend-0:5432:kvmroll:kvmroll_container:s3cret\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = "postgresql://kvmroll_container@frontend-0/kvmroll?sslmode=require";
+    set_global(&db, &[("kvmroll_db_url", url)]);
+    // Not allowed: the URL and the passfile's place, never the password.
+    let out = gen(&db, &["kickstart", CONTAINER]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("db = {}", url.replace('&', "&amp;"))),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"));
+
+    // Allowed, but the file is readable by others: one line, no kickstart.
+    let pass_text = pass.display().to_string();
+    set_global(
+        &db,
+        &[
+            ("kvmroll_db_credential_in_kickstart", "true"),
+            ("kvmroll_db_passfile", &pass_text),
+        ],
+    );
+    let out = gen(&db, &["kickstart", CONTAINER]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("can be read by group or others"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = gen(&db, &["kickstart", CONTAINER]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let doc = kvmroll_core::xml::parse_document(&text).unwrap();
+    let post = &doc.child("post").unwrap().text;
+    assert!(
+        post.contains("(umask 077\ncat > '/etc/kvmroll/db.pgpass'"),
+        "{post}"
+    );
+    assert!(post.contains(":s3cret\n"), "{post}");
+
+    // A password inside the URL is refused outright.
+    set_global(
+        &db,
+        &[(
+            "kvmroll_db_url",
+            "postgresql://kvmroll_container:s3cret@frontend-0/kvmroll",
+        )],
+    );
+    let out = gen(&db, &["kickstart", CONTAINER]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds a password"));
+}
+
+/// Regression: an empty (0-byte) database file was read as a database
+/// needing an upgrade from schema 0; a missing one must not be made.
+#[test]
+fn an_empty_or_missing_database_is_one_line_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let missing = dir.path().join("typo/k.db");
+    for (db, want) in [
+        (&empty, "is empty, not a kvmroll database"),
+        (&missing, "does not exist; `kvmroll db init` creates it"),
+    ] {
+        let out = gen(db, &["domain", "--all"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert!(!dir.path().join("typo").exists());
 }

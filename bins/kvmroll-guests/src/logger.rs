@@ -18,7 +18,8 @@ impl log::Log for Both {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let msg = r.args().to_string();
+        // Bounded once for both sinks: libvirt's errors can be megabytes.
+        let msg = kvmroll_core::text::message(&r.args().to_string());
         crate::progress::clear_line();
         match r.level() {
             log::Level::Error | log::Level::Warn => eprintln!(

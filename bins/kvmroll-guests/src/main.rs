@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use kvmroll_core::error_chain as chain;
 
 fn service(cli: &Cli) -> Result<Service, ServiceError> {
-    let db = kvmroll_core::db_path(cli.db.clone());
+    let db = kvmroll_core::db_location(cli.db.clone())?;
     let cluster = open_store(&db, OpenMode::ReadOnly)?.snapshot()?;
     let host = cli
         .host

@@ -33,6 +33,8 @@ pub enum ServiceError {
     #[error(transparent)]
     Store(#[from] kvmroll_core::StoreError),
     #[error(transparent)]
+    Config(#[from] kvmroll_core::conf::ConfigError),
+    #[error(transparent)]
     Virt(#[from] kvmroll_virt::VirtError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),

@@ -24,7 +24,7 @@ fn an_unknown_host_or_a_missing_database_is_one_clear_line() {
     assert!(!db.exists());
 
     // A real database without this host.
-    kvmroll_core::open_store(&db, kvmroll_core::OpenMode::ReadWrite).unwrap();
+    kvmroll_core::init_store(&db).unwrap();
     let out = guests(&["--db", db.to_str().unwrap(), "--host", "nosuch", "stop"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -34,6 +34,25 @@ fn an_unknown_host_or_a_missing_database_is_one_clear_line() {
     );
     let out = guests(&["--db", db.to_str().unwrap(), "restart"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Regression: an empty (0-byte) database file was read as a database
+/// needing an upgrade from schema 0, not as what it is.
+#[test]
+fn an_empty_database_file_is_one_line_and_left_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    std::fs::write(&db, b"").unwrap();
+    for args in [&["status"][..], &["--host", "h", "start"]] {
+        let mut all = vec!["--db", db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = guests(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("is empty, not a kvmroll database"), "{err}");
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
 }
 
 #[test]

@@ -9,7 +9,8 @@
 use crate::config::Config;
 use kvmroll_core::disks::{self, Done, Place, Roots, ROOTS_ATTR};
 use kvmroll_core::events::{first_lines, Event, Outcome};
-use kvmroll_core::plugins::{self, Found, RunSpec};
+use kvmroll_core::plugins::{self, Found};
+use kvmroll_core::text::{clip, QUOTE_CHARS};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief, VmDisk};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -122,27 +123,25 @@ impl Run<'_> {
             outcome,
             status,
             duration_ms: took.as_millis() as u64,
-            message,
+            message: kvmroll_core::events::message(&message),
         });
     }
 
     /// The invocation's own event, then everything written in one go.
-    fn finish(mut self, store: Option<&mut Box<dyn Store>>, answer: &Answer) {
+    fn finish(
+        mut self,
+        store: Option<&mut Box<dyn Store>>,
+        answer: &Answer,
+    ) -> Result<(), StoreError> {
         let (outcome, message) = match &answer.refusal {
             Some(r) => (Outcome::Failed, r.clone()),
             None => (Outcome::Ok, String::new()),
         };
         let took = self.started.elapsed();
         self.event(None, outcome, None, took, message);
-        if let Some(store) = store {
-            if let Err(e) = store.record_events(&self.events) {
-                log::error!(
-                    "VM {}: cannot record {} events: {}",
-                    self.call.vm,
-                    self.events.len(),
-                    crate::chain(&e)
-                );
-            }
+        match store {
+            Some(store) => store.record_events(&self.events),
+            None => Ok(()),
         }
     }
 }
@@ -192,36 +191,56 @@ fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), String> {
     let doc = kvmroll_core::xml::parse_document(xml)
         .map_err(|e| format!("not well-formed domain XML: {e}"))?;
     if doc.name != "domain" {
-        return Err(format!("the root element is <{}>, not <domain>", doc.name));
+        return Err(format!(
+            "the root element is <{}>, not <domain>",
+            clip(&doc.name, QUOTE_CHARS)
+        ));
     }
     let name = doc
         .child("name")
         .map(|n| n.text.trim().to_string())
         .unwrap_or_default();
     if name != vm {
-        return Err(format!("the domain is named {name:?}, not {vm:?}"));
+        return Err(format!(
+            "the domain is named {:?}, not {vm:?}",
+            clip(&name, QUOTE_CHARS)
+        ));
     }
     if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
         if !got.text.trim().eq_ignore_ascii_case(want) {
             return Err(format!(
                 "the domain's UUID is {}, not {want}",
-                got.text.trim()
+                clip(got.text.trim(), QUOTE_CHARS)
             ));
         }
     }
     Ok(())
 }
 
-/// The one-line reason a plugin run failed.
-fn failure(path: &Path, r: &plugins::RunResult, limit: Duration) -> String {
-    let name = path.file_name().map_or_else(
+/// A plugin's file name, for the one line libvirt shows.
+fn short(path: &Path) -> String {
+    path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
-    );
-    let said = first_lines(&String::from_utf8_lossy(&r.stderr), 1, 300);
+    )
+}
+
+/// "N plugins did not run".
+fn not_run(n: usize) -> String {
+    match n {
+        1 => "1 plugin did not run".to_string(),
+        n => format!("{n} plugins did not run"),
+    }
+}
+
+/// The one-line reason a plugin run failed.
+fn failure(path: &Path, r: &plugins::RunResult, stage: &Stage, limit: Duration) -> String {
+    let name = short(path);
+    let said = kvmroll_core::text::headline(&String::from_utf8_lossy(&r.stderr), 300);
     if r.timed_out {
         format!(
-            "plugin {name} ran past its limit of {}s and was killed",
+            "plugin {name} ran past the {} stage's limit of {}s and was killed",
+            stage.name(),
             limit.as_secs()
         )
     } else if let Some(sig) = r.signal {
@@ -234,6 +253,34 @@ fn failure(path: &Path, r: &plugins::RunResult, limit: Duration) -> String {
     } else {
         format!("plugin {name} failed: {said}")
     }
+}
+
+/// The stage's time budget, shared by all its plugins: the VM's attribute
+/// (or the stage's default), capped at `MAX_PLUGIN_TIMEOUT_SECS`. The CLI
+/// refuses larger values; one found in the database anyway is capped here,
+/// with a log line.
+fn stage_limit(stage: &Stage, brief: Option<&VmBrief>, vm: &str) -> Duration {
+    let (attr, default) = stage.timeout();
+    let cap = kvmroll_core::attrs::MAX_PLUGIN_TIMEOUT_SECS;
+    let Some(value) = brief.and_then(|b| b.attrs.get(attr)) else {
+        return Duration::from_secs(default);
+    };
+    let value = value.trim();
+    let secs = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits too many for a u64 are over the cap all the same.
+        value.parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    if secs == 0 {
+        log::warn!("VM {vm}: {attr} {value:?} is not a positive number of seconds; the default of {default}s applies");
+        return Duration::from_secs(default);
+    }
+    if secs > cap {
+        log::warn!("VM {vm}: {attr} {value} is over the cap of {cap}s; {cap}s applies");
+        return Duration::from_secs(cap);
+    }
+    Duration::from_secs(secs)
 }
 
 /// Handles one call. Never panics on bad input; what it cannot do it says.
@@ -323,7 +370,26 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         }
         Err(reason) => answer.refusal = Some(reason),
     }
-    run.finish(store.as_mut(), &answer);
+    let events = run.events.len() + 1;
+    match run.finish(store.as_mut(), &answer) {
+        // libvirtd waits for the hook: a database locked past the hook's
+        // wait refuses the start, saying so, rather than let it go
+        // unrecorded.
+        Err(e @ StoreError::Busy { .. }) if stage.aborts() && answer.refusal.is_none() => {
+            answer.stdout = None;
+            answer.refusal = Some(format!(
+                "VM {}: the start is refused: {}",
+                call.vm,
+                crate::chain(&e)
+            ));
+        }
+        Err(e) => log::error!(
+            "VM {}: cannot record {events} events: {}",
+            call.vm,
+            crate::chain(&e)
+        ),
+        Ok(()) => {}
+    }
     answer.upkeep = store.as_ref().is_some_and(|s| s.upkeep_due());
     // The events are committed; closing the connection would only free
     // memory and drop locks, which the hook's exit does anyway, and costs
@@ -351,13 +417,10 @@ fn stage_body(
         check_domain(&call.xml, vm, None)
             .map_err(|e| format!("VM {vm}: libvirt's domain XML on stdin is refused: {e}"))?;
     }
-    let (attr, default) = stage.timeout();
-    let limit = brief
-        .and_then(|b| b.attrs.get(attr))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default);
-    let limit = Duration::from_secs(limit);
+    // One budget for the whole stage, counted from the hook's start: it is
+    // what libvirtd waits for.
+    let limit = stage_limit(&stage, brief, vm);
+    let deadline = run.started + limit;
     let env = plugin_env(call, &stage, conf, brief);
     let args = vec![stage.name().to_string(), vm.clone()];
     let euid = nix::unistd::geteuid().as_raw();
@@ -365,10 +428,13 @@ fn stage_body(
     let mut changed = false;
     let mut first_failure: Option<String> = None;
     let mut ran = 0;
-    for found in plugins::discover(&conf.root, stage.name(), vm, euid) {
-        let path = match found {
+    let found = plugins::discover(&conf.root, stage.name(), vm, euid);
+    // Plugins still to run after the current one, for a budget that ends.
+    let mut after = found.iter().filter(|f| matches!(f, Found::Run(_))).count();
+    for found in found {
+        let plugin = match found {
             Found::Refused { path, why } => {
-                let msg = format!("plugin {} not run: {why}", path.display());
+                let msg = format!("{} not run: {why}", path.display());
                 log::warn!("VM {vm}: {msg}");
                 run.event(Some(&path), Outcome::Refused, None, Duration::ZERO, why);
                 if stage.aborts() {
@@ -379,22 +445,39 @@ fn stage_body(
                 }
                 continue;
             }
-            Found::Run(path) => path,
+            Found::Run(plugin) => plugin,
         };
-        let spec = RunSpec {
-            path: &path,
-            args: &args,
-            env: &env,
-            stdin: xml.as_bytes(),
-            timeout: limit,
-        };
+        after -= 1;
+        let path = plugin.path();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let msg = format!(
+                "the {} stage's limit of {}s ran out before plugin {}; {}",
+                stage.name(),
+                limit.as_secs(),
+                short(path),
+                not_run(after + 1)
+            );
+            run.event(
+                Some(path),
+                Outcome::Timeout,
+                None,
+                Duration::ZERO,
+                msg.clone(),
+            );
+            if stage.aborts() {
+                return Err(format!("VM {vm}: {msg}"));
+            }
+            first_failure.get_or_insert(msg);
+            break;
+        }
         ran += 1;
-        let result = match plugins::run(&spec) {
+        let result = match plugin.run(&args, &env, xml.as_bytes(), left) {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("plugin {} could not be started: {e}", path.display());
                 run.event(
-                    Some(&path),
+                    Some(path),
                     Outcome::Failed,
                     None,
                     Duration::ZERO,
@@ -414,16 +497,21 @@ fn stage_body(
             } else {
                 Outcome::Failed
             };
-            let msg = failure(&path, &result, limit);
+            let mut msg = failure(path, &result, &stage, limit);
+            // The budget is spent: the rest cannot run, on any stage.
+            if result.timed_out && after > 0 {
+                msg = format!("{msg}; {}", not_run(after));
+            }
             run.event(
-                Some(&path),
+                Some(path),
                 outcome,
                 result.code,
                 result.duration,
-                if stderr.is_empty() {
-                    msg.clone()
-                } else {
-                    stderr
+                match (result.timed_out, stderr.is_empty()) {
+                    (_, true) => msg.clone(),
+                    // Which plugin hit the budget, and what it said.
+                    (true, false) => format!("{msg}\n{stderr}"),
+                    (false, false) => stderr,
                 },
             );
             log::warn!("VM {vm}: {} stage: {msg}", stage.name());
@@ -431,28 +519,54 @@ fn stage_body(
                 return Err(format!("VM {vm}: {msg}"));
             }
             first_failure.get_or_insert(msg);
+            if result.timed_out {
+                break;
+            }
             continue;
         }
-        // A preboot plugin may print a whole domain XML: the next one sees it.
-        let out = String::from_utf8_lossy(&result.stdout).trim().to_string();
-        if matches!(stage, Stage::Preboot | Stage::Filter) && !out.is_empty() {
-            if let Err(why) = check_domain(&out, vm, uuid) {
-                let name = path.display().to_string();
-                let msg = format!("plugin {name} printed XML that is refused: {why}");
-                run.event(
-                    Some(&path),
-                    Outcome::Failed,
-                    result.code,
-                    result.duration,
-                    msg.clone(),
-                );
-                return Err(format!("VM {vm}: {msg}"));
+        // A preboot plugin may print a whole domain XML: the next one sees
+        // it. Its bytes are taken as they are: output that is not UTF-8 is
+        // refused, not mended.
+        if matches!(stage, Stage::Preboot | Stage::Filter) {
+            let replacement = std::str::from_utf8(&result.stdout)
+                .map_err(|e| {
+                    format!(
+                        "plugin {} printed output that is not UTF-8 (invalid bytes at offset {})",
+                        short(path),
+                        e.valid_up_to()
+                    )
+                })
+                .and_then(|out| match out.trim() {
+                    "" => Ok(None),
+                    out => check_domain(out, vm, uuid)
+                        .map(|()| Some(out))
+                        .map_err(|why| {
+                            format!(
+                                "plugin {} printed XML that is refused: {why}",
+                                path.display()
+                            )
+                        }),
+                });
+            match replacement {
+                Ok(None) => {}
+                Ok(Some(out)) => {
+                    xml = out.to_string();
+                    changed = true;
+                }
+                Err(msg) => {
+                    run.event(
+                        Some(path),
+                        Outcome::Failed,
+                        result.code,
+                        result.duration,
+                        msg.clone(),
+                    );
+                    return Err(format!("VM {vm}: {msg}"));
+                }
             }
-            xml = out;
-            changed = true;
         }
         run.event(
-            Some(&path),
+            Some(path),
             Outcome::Ok,
             result.code,
             result.duration,
@@ -497,7 +611,7 @@ fn stage_body(
                     }
                 }
             }
-            prepare_disks(run, store.as_mut(), roots.as_deref(), run.started + limit)?;
+            prepare_disks(run, store.as_mut(), roots.as_deref(), deadline)?;
         }
         Stage::Preboot => {
             if changed {
@@ -681,5 +795,24 @@ mod tests {
             .contains("UUID"));
         assert!(check_domain("<network/>", "a", None).is_err());
         assert!(check_domain("<domain><name>a", "a", None).is_err());
+    }
+
+    #[test]
+    fn a_limit_over_the_cap_in_the_database_is_capped() {
+        let brief = |v: &str| VmBrief {
+            name: "a".into(),
+            uuid: "u".into(),
+            container: None,
+            attrs: [("kvm_plugin_timeout_allocate".to_string(), v.to_string())].into(),
+        };
+        let limit = |v: &str| stage_limit(&Stage::Allocate, Some(&brief(v)), "a").as_secs();
+        assert_eq!(limit("4294967295"), 3600);
+        assert_eq!(limit("99999999999999999999999"), 3600);
+        assert_eq!(limit("3600"), 3600);
+        assert_eq!(limit("2"), 2);
+        // Not a number of seconds: the stage's default.
+        assert_eq!(limit("0"), 300);
+        assert_eq!(limit("soon"), 300);
+        assert_eq!(stage_limit(&Stage::Preboot, None, "a").as_secs(), 60);
     }
 }

@@ -25,7 +25,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod cli;
-mod config;
+use kvmroll_core::conf as config;
 mod dispatch;
 mod install;
 #[path = "../../shared/usage.rs"]
@@ -70,7 +70,9 @@ impl log::Log for LazySyslog {
         });
         let Some(conn) = conn else { return };
         let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = record.args().to_string();
+        // Bounded here, for every message: a plugin's output or libvirt's
+        // XML can reach a log line.
+        let msg = kvmroll_core::text::message(&record.args().to_string());
         let _ = match record.level() {
             log::Level::Error => conn.err(msg),
             log::Level::Warn => conn.warning(msg),
@@ -145,6 +147,8 @@ fn hook(args: &[String]) -> u8 {
     }
     match answer.refusal {
         Some(reason) => {
+            // libvirt shows the hook's stderr whole: one line, a few KB.
+            let reason = kvmroll_core::text::one_line(&reason);
             log::warn!("{reason}");
             eprintln!("{reason}");
             1

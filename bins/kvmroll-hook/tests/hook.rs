@@ -31,7 +31,7 @@ impl Fx {
             ),
         )
         .unwrap();
-        let mut store = SqliteStore::open(&fx.db(), OpenMode::ReadWrite).unwrap();
+        let mut store = SqliteStore::open(&fx.db(), OpenMode::Create).unwrap();
         let mut host = Host::new(HOST, "vm-container");
         host.cpus = 4;
         store
@@ -249,6 +249,101 @@ fn a_corrupt_database_refuses_a_start_and_the_stop_side_still_runs() {
     );
 }
 
+/// Replaces the database with `bytes`, its -wal and -shm gone.
+fn replace_db(fx: &Fx, bytes: &[u8]) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fx.db().display()));
+    }
+    std::fs::write(fx.db(), bytes).unwrap();
+}
+
+/// Runs `prepare begin` and `release end` of the VM over a database that
+/// cannot be used: the start is refused with one line holding `expect`, and
+/// the shutdown plugin still runs. Returns the refusal.
+fn refuses_start_and_releases(fx: &Fx, expect: &str) -> String {
+    fx.plugin(
+        &format!("vms/{VM}/shutdown.d"),
+        "10-release",
+        &format!("touch {}", fx.marker("released").display()),
+    );
+    let xml = "<domain type='kvm'><name>hosted-vm-0-0-0</name></domain>";
+    let out = fx.hook(VM, "prepare", "begin", xml);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+    let out = fx.hook(VM, "release", "end", xml);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        fx.marker("released").exists(),
+        "the shutdown plugin did not run"
+    );
+    err
+}
+
+/// Regression: over a database truncated to 0 bytes, `prepare begin`
+/// rebuilt an empty schema, recorded a pass-through, and skipped the
+/// allocate plugin that refuses this start.
+#[test]
+fn an_empty_database_file_refuses_a_start_and_is_left_empty() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/allocate.d"),
+        "10-no",
+        "echo no room for it >&2; exit 1",
+    );
+    replace_db(&fx, b"");
+    refuses_start_and_releases(&fx, "is empty, not a kvmroll database");
+    assert_eq!(std::fs::metadata(fx.db()).unwrap().len(), 0);
+}
+
+/// Regression: `PRAGMA user_version=-1` made the hook abort at every event,
+/// the stop side included.
+#[test]
+fn an_impossible_schema_version_refuses_a_start_and_is_no_abort() {
+    let fx = Fx::new();
+    rusqlite::Connection::open(fx.db())
+        .unwrap()
+        .pragma_update(None, "user_version", -1)
+        .unwrap();
+    refuses_start_and_releases(&fx, "schema version -1 is one no kvmroll writes");
+}
+
+/// Regression: a failed schema upgrade made the hook's refusal the whole
+/// CREATE TABLE script of the step.
+#[test]
+fn a_failed_upgrade_refuses_a_start_in_one_line() {
+    let fx = Fx::new();
+    // Schema 1 on paper while step 2's table is there: step 2 fails.
+    rusqlite::Connection::open(fx.db())
+        .unwrap()
+        .pragma_update(None, "user_version", 1)
+        .unwrap();
+    let err = refuses_start_and_releases(&fx, "upgrading the schema from version 1 to 2 failed");
+    assert!(!err.contains("CREATE"), "{err}");
+}
+
+/// Regression: with another writer holding the database past the hook's
+/// wait, `prepare begin` let the start go and its events were dropped,
+/// though the wait is there to refuse it, saying why.
+#[test]
+fn a_database_locked_past_the_wait_refuses_the_start_saying_so() {
+    let fx = Fx::new();
+    let holder = rusqlite::Connection::open(fx.db()).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the start is refused")
+            && err.contains("was locked by another writer for 10 s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
 #[test]
 fn malformed_calls_are_errors_not_panics() {
     let fx = Fx::new();
@@ -456,7 +551,7 @@ fn a_hung_plugin_is_killed_at_the_stage_limit() {
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("ran past its limit of 1s"),
+        stderr(&out).contains("ran past the preboot stage's limit of 1s"),
         "{}",
         stderr(&out)
     );
@@ -779,5 +874,377 @@ fn the_hook_never_links_libvirt() {
     assert!(
         !tree.contains("kvmroll-virt") && !tree.lines().any(|l| l.starts_with("virt ")),
         "{tree}"
+    );
+}
+
+/// Makes `dir` (and its parents up to the fixture) a folder with `mode`.
+fn folder(fx: &Fx, dir: &std::path::Path, mode: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut d = dir;
+    while d != fx.dir.path() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d = d.parent().unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A root-owned, mode 755 script at `path`.
+fn script_at(path: &std::path::Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Starts the VM, which must be refused with no plugin run; the refusal.
+fn start_refused_before_any_plugin(fx: &Fx) -> String {
+    let out = fx.hook(VM, "start", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!fx.marker("ran").exists(), "the plugin ran");
+    stderr(&out)
+}
+
+fn refused_events(fx: &Fx) -> Vec<kvmroll_core::Event> {
+    fx.events(VM)
+        .into_iter()
+        .filter(|e| e.outcome.as_str() == "refused")
+        .collect()
+}
+
+#[test]
+fn a_plugin_symlinked_into_a_world_writable_folder_is_refused() {
+    // The target is root's and mode 755, but its folder is 0777: anyone
+    // could rename another file over it between the check and the run.
+    let fx = Fx::new();
+    let open = fx.dir.path().join("open");
+    folder(&fx, &open, 0o777);
+    let target = open.join("real");
+    script_at(&target, &format!("touch {}", fx.marker("ran").display()));
+    let stage = fx.root().join(format!("vms/{VM}/preboot.d"));
+    folder(&fx, &stage, 0o755);
+    std::os::unix::fs::symlink(&target, stage.join("10-link")).unwrap();
+    let err = start_refused_before_any_plugin(&fx);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is writable by group or others",
+            open.display()
+        )),
+        "{err}"
+    );
+    let refused = refused_events(&fx);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0]
+        .plugin
+        .as_deref()
+        .is_some_and(|p| p.ends_with("10-link")));
+    // A relative link through `..` is resolved the same way.
+    std::fs::remove_file(stage.join("10-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../open/real", stage.join("10-link")).unwrap();
+    start_refused_before_any_plugin(&fx);
+}
+
+#[test]
+fn a_stage_folder_that_links_to_an_unsafe_place_is_refused() {
+    let fx = Fx::new();
+    let open = fx.dir.path().join("open");
+    folder(&fx, &open.join("preboot.d"), 0o755);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    script_at(
+        &open.join("preboot.d/10-run"),
+        &format!("touch {}", fx.marker("ran").display()),
+    );
+    folder(&fx, &fx.root().join("plugins"), 0o755);
+    std::os::unix::fs::symlink(open.join("preboot.d"), fx.root().join("plugins/preboot.d"))
+        .unwrap();
+    let err = start_refused_before_any_plugin(&fx);
+    assert!(
+        err.contains(&format!(
+            "{} is writable by group or others",
+            open.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(refused_events(&fx).len(), 1);
+    // The plugin root itself reached through such a link is refused too.
+    std::fs::remove_file(fx.root().join("plugins/preboot.d")).unwrap();
+    std::fs::rename(fx.root(), open.join("etc")).unwrap();
+    std::fs::rename(open.join("preboot.d"), open.join("etc/plugins/preboot.d")).unwrap();
+    std::os::unix::fs::symlink(open.join("etc"), fx.root()).unwrap();
+    start_refused_before_any_plugin(&fx);
+}
+
+#[test]
+fn a_safe_symlink_still_runs() {
+    let fx = Fx::new();
+    let lib = fx.dir.path().join("lib/kvmroll");
+    folder(&fx, &lib.join("preboot.d"), 0o755);
+    script_at(
+        &lib.join("real"),
+        &format!("echo \"$1 $2\" > {}", fx.marker("own").display()),
+    );
+    script_at(
+        &lib.join("preboot.d/10-global"),
+        &format!("touch {}", fx.marker("global").display()),
+    );
+    // A plugin that is a link (relative, through `..`), and a stage folder
+    // that is one (absolute).
+    let own = fx.root().join(format!("vms/{VM}/preboot.d"));
+    folder(&fx, &own, 0o755);
+    std::os::unix::fs::symlink("../../../../lib/kvmroll/real", own.join("10-own")).unwrap();
+    folder(&fx, &fx.root().join("plugins"), 0o755);
+    std::os::unix::fs::symlink(lib.join("preboot.d"), fx.root().join("plugins/preboot.d")).unwrap();
+    let out = fx.hook(VM, "start", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        fx.marker("global").exists(),
+        "the global plugin did not run"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.marker("own")).unwrap(),
+        format!("preboot {VM}\n")
+    );
+    assert!(refused_events(&fx).is_empty());
+}
+
+#[test]
+fn a_plugin_swapped_after_the_check_is_not_what_runs() {
+    // The first plugin renames another file over the second between the
+    // hook's check of the second and its run: the checked file runs.
+    let fx = Fx::new();
+    let dir = format!("vms/{VM}/allocate.d");
+    let target = fx.plugin(
+        &dir,
+        "20-target",
+        &format!("echo checked > {}", fx.marker("ran").display()),
+    );
+    let swap = fx.root().join(&dir).join(".swap");
+    script_at(
+        &swap,
+        &format!("echo swapped > {}", fx.marker("ran").display()),
+    );
+    fx.plugin(
+        &dir,
+        "10-swap",
+        &format!("mv {} {}", swap.display(), target.display()),
+    );
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!swap.exists(), "the swap did not happen");
+    assert_eq!(
+        std::fs::read_to_string(fx.marker("ran")).unwrap(),
+        "checked\n"
+    );
+}
+
+#[test]
+fn plugins_share_one_stage_budget() {
+    // Five plugins of 1.5 s under a 2 s limit: the second is killed at 2 s
+    // and the other three do not run (a limit per plugin let them run 7.5 s).
+    let fx = Fx::new();
+    for (stage, attr) in [
+        ("allocate", "kvm_plugin_timeout_allocate"),
+        ("shutdown", "kvm_plugin_timeout_shutdown"),
+    ] {
+        fx.set_attr(attr, "2");
+        for i in 1..=5 {
+            fx.plugin(
+                &format!("vms/{VM}/{stage}.d"),
+                &format!("{i}0-slow"),
+                &format!(
+                    "sleep 1.5; touch {}",
+                    fx.marker(&format!("{stage}{i}")).display()
+                ),
+            );
+        }
+    }
+    let t = std::time::Instant::now();
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "VM {VM}: plugin 20-slow ran past the allocate stage's limit of 2s and was killed; 3 plugins did not run"
+        )
+    );
+    let ran: Vec<bool> = (1..=5)
+        .map(|i| fx.marker(&format!("allocate{i}")).exists())
+        .collect();
+    assert_eq!(ran, [true, false, false, false, false]);
+    let timeout: Vec<_> = fx
+        .events(VM)
+        .into_iter()
+        .filter(|e| e.outcome.as_str() == "timeout")
+        .collect();
+    assert_eq!(timeout.len(), 1, "{timeout:?}");
+    assert!(timeout[0].plugin.as_deref().unwrap().ends_with("20-slow"));
+    assert!(timeout[0].message.contains("3 plugins did not run"));
+    // The stop side goes on (exit 0), but within the same budget.
+    let t = std::time::Instant::now();
+    let out = fx.hook(VM, "release", "end", &fx.xml());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fx.marker("shutdown1").exists() && !fx.marker("shutdown3").exists());
+}
+
+#[test]
+fn a_vm_name_with_a_path_reaches_no_folder_outside_the_plugin_root() {
+    // Stop side, database unreadable: the VM's name is all the hook has.
+    let fx = Fx::new();
+    fx.plugin(
+        "outside/shutdown.d",
+        "10-outside",
+        &format!("touch {}", fx.marker("outside").display()),
+    );
+    fx.plugin(
+        "plugins/shutdown.d",
+        "10-global",
+        &format!("touch {}", fx.marker("global").display()),
+    );
+    folder(&fx, &fx.root().join("vms"), 0o755);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fx.db().display()));
+    }
+    std::fs::write(fx.db(), vec![b'#'; 8192]).unwrap();
+    let xml = "<domain type='kvm'><name>x</name></domain>";
+    for vm in ["../outside", "a/../../outside"] {
+        let out = fx.hook(vm, "release", "end", xml);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert!(
+        !fx.marker("outside").exists(),
+        "a plugin outside the root ran"
+    );
+    assert!(
+        fx.marker("global").exists(),
+        "the global plugins did not run"
+    );
+}
+
+#[test]
+fn replacement_xml_that_is_not_utf8_is_refused() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-latin1",
+        "sed 's|</name>|</name><description>caf\\o351</description>|'",
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("10-latin1") && err.contains("not UTF-8"),
+        "{err}"
+    );
+}
+
+/// The VM's domain with `depth` more levels of elements inside it.
+fn deep_domain(depth: usize) -> String {
+    format!(
+        "<domain type='kvm'><name>{VM}</name>{}{}</domain>",
+        "<a>".repeat(depth),
+        "</a>".repeat(depth)
+    )
+}
+
+/// Asserts a refusal: exit 1, one line on stderr holding `why`, nothing on
+/// stdout, and the refusal recorded as the invocation's event.
+fn assert_refused_and_recorded(fx: &Fx, out: &Output, why: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(why), "{err}");
+    assert!(out.stdout.is_empty());
+    let events = fx.events(VM);
+    let own = events
+        .iter()
+        .find(|e| e.plugin.is_none())
+        .expect("no event");
+    assert_eq!(own.outcome.as_str(), "failed");
+    assert!(own.message.contains(why), "{}", own.message);
+}
+
+/// Regression: stdin XML 200,000 levels deep made the hook segfault (its
+/// stack overflowed) with no message and no event.
+#[test]
+fn stdin_xml_200000_deep_is_refused_with_a_line_and_an_event() {
+    let fx = Fx::new();
+    let out = fx.hook(VM, "start", "begin", &deep_domain(200_000));
+    assert_refused_and_recorded(
+        &fx,
+        &out,
+        "libvirt's domain XML on stdin is refused: not well-formed domain XML: \
+         nested deeper than 256 elements",
+    );
+}
+
+/// Regression: a preboot plugin printing XML 200,000 levels deep at
+/// `restore begin` made the hook segfault.
+#[test]
+fn a_filter_printing_xml_200000_deep_is_refused_with_a_line_and_an_event() {
+    let fx = Fx::new();
+    let deep = fx.marker("deep.xml");
+    std::fs::write(&deep, deep_domain(200_000)).unwrap();
+    fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-deep",
+        &format!("cat {}", deep.display()),
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_refused_and_recorded(
+        &fx,
+        &out,
+        "/10-deep printed XML that is refused: not well-formed domain XML: \
+         nested deeper than 256 elements",
+    );
+}
+
+/// Regression: a preboot plugin printing 50 MB of non-XML at `restore
+/// begin` made a 16 MB stderr "line" and two 16 MB event rows.
+#[test]
+fn a_filter_printing_50_mb_leaves_a_short_line_and_short_events() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/preboot.d"),
+        "10-flood",
+        "head -c 52428800 /dev/zero | tr '\\000' z",
+    );
+    let out = fx.hook(VM, "restore", "begin", &fx.xml());
+    assert_refused_and_recorded(&fx, &out, "/10-flood printed XML that is refused");
+    let max = kvmroll_core::text::MAX_BYTES;
+    assert!(out.stderr.len() <= max + 1, "{} bytes", out.stderr.len());
+    let events = fx.events(VM);
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert!(e.message.len() <= max, "{} bytes", e.message.len());
+    }
+}
+
+/// A plugin's flood of stderr is kept to a few lines in its event, with a
+/// note of the cut.
+#[test]
+fn a_plugin_flooding_stderr_leaves_a_short_event() {
+    let fx = Fx::new();
+    fx.plugin(
+        &format!("vms/{VM}/allocate.d"),
+        "10-noisy",
+        "yes 'a line of noise' | head -c 1000000 >&2; exit 3",
+    );
+    let out = fx.hook(VM, "prepare", "begin", &fx.xml());
+    assert_refused_and_recorded(&fx, &out, "plugin 10-noisy failed: a line of noise");
+    let events = fx.events(VM);
+    let run = events.iter().find(|e| e.plugin.is_some()).unwrap();
+    assert_eq!(run.message.lines().count(), 5, "{}", run.message);
+    assert!(
+        run.message.ends_with("(cut: 1000000 bytes in all)"),
+        "{}",
+        run.message
     );
 }

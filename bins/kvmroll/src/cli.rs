@@ -17,7 +17,7 @@ use std::path::PathBuf;
     version,
     about,
     long_about,
-    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
+    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another. `kvmroll db init` makes it, as do host add, appliance add and attr set where nothing is at its path; no other command makes one, and a file that is not a kvmroll database is refused\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
 )]
 pub struct Cli {
     /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
@@ -34,6 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The database itself: make it, or see what it holds.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Physical hosts (and VMs' own node rows).
     #[command(subcommand)]
     Host(HostCmd),
@@ -57,6 +60,25 @@ pub enum Command {
         /// The newest N events.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Make the database (folder included), or upgrade an existing kvmroll
+    /// database to this kvmroll's schema; a kvmroll database already
+    /// current is left as it is. A file that is not a kvmroll database
+    /// (an empty one included) is refused.
+    ///
+    /// Besides this, only the commands that can start a cluster (`host add`,
+    /// `appliance add`, `attr set`) make a database, when its path does not
+    /// exist yet; reads never do.
+    Init,
+    /// The engine, location, schema version and how many hosts, VMs and
+    /// events the database holds.
+    Status {
         #[command(flatten)]
         json: Json,
     },

@@ -2,19 +2,21 @@
 //! writes them in one transaction and brings libvirt in step.
 
 use crate::cli::{
-    ApplianceCmd, AttrCmd, Cli, Command, DiskCmd, EventsCmd, HostCmd, NicCmd, ScopeArgs, VmCmd,
+    ApplianceCmd, AttrCmd, Cli, Command, DbCmd, DiskCmd, EventsCmd, HostCmd, NicCmd, ScopeArgs,
+    VmCmd,
 };
 use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
 use kvmroll_core::disks::{self, Roots, ROOTS_ATTR};
 use kvmroll_core::model::{check_abs_path, check_name, BootAction, DiskKind};
 use kvmroll_core::{
-    open_store, Change, Cluster, ClusterError, Disk, Host, Mac, MadeImage, Nic, NicSpec, OpenMode,
-    Plan, Scope, Store, ValidationError, Vm,
+    init_store, open_store, Change, Cluster, ClusterError, Disk, Host, Init, Mac, MadeImage, Nic,
+    NicSpec, OpenMode, Plan, Scope, Store, StoreError, ValidationError, Vm,
 };
 use kvmroll_virt::{DomainState, Libvirt};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
+use std::path::Path;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -56,14 +58,53 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// How a command opens the database. Only the commands that can start a
+/// cluster make one where nothing is (and only once a new database accepts
+/// what they write); other writes need one to exist; reads never write,
+/// never make anything, and never upgrade.
+fn open_mode(command: &Command) -> OpenMode {
+    match command {
+        Command::Host(HostCmd::Add { .. })
+        | Command::Appliance(ApplianceCmd::Add { .. })
+        | Command::Attr(AttrCmd::Set { .. })
+        | Command::Db(DbCmd::Init) => OpenMode::Create,
+        Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
+        | Command::Vm(
+            VmCmd::Add { .. }
+            | VmCmd::Set { .. }
+            | VmCmd::Remove { .. }
+            | VmCmd::Cdrom { .. }
+            | VmCmd::Disk(_)
+            | VmCmd::Nic(_)
+            | VmCmd::Sync { .. }
+            | VmCmd::Define { .. },
+        )
+        | Command::Attr(AttrCmd::Rm { .. })
+        | Command::Events {
+            prune: Some(EventsCmd::Prune { .. }),
+            ..
+        } => OpenMode::ReadWrite,
+        Command::Host(HostCmd::List { .. } | HostCmd::Show { .. })
+        | Command::Appliance(ApplianceCmd::List { .. })
+        | Command::Vm(VmCmd::List { .. } | VmCmd::Show { .. })
+        | Command::Attr(AttrCmd::Get { .. } | AttrCmd::List { .. })
+        | Command::Events { prune: None, .. }
+        | Command::Db(DbCmd::Status { .. }) => OpenMode::ReadOnly,
+    }
+}
+
 pub fn run(cli: Cli) -> Result<Outcome, Error> {
-    let read_only = env_flag("KVMROLL_DB_READONLY");
-    let mode = if read_only {
+    let path = kvmroll_core::db_location(cli.db)?;
+    let mode = if env_flag("KVMROLL_DB_READONLY") {
         OpenMode::ReadOnly
     } else {
-        OpenMode::ReadWrite
+        open_mode(&cli.command)
     };
-    let store = open_store(&kvmroll_core::db_path(cli.db), mode)?;
+    let mut out = std::io::stdout().lock();
+    if let Command::Db(cmd) = cli.command {
+        return db(cmd, &path, mode, &mut out);
+    }
+    let store = open_store(&path, mode)?;
     let sync_mode = if cli.no_sync {
         SyncMode::Off
     } else if std::env::var_os("KVMROLL_STAGE").is_some() {
@@ -76,8 +117,9 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
         store,
         sync: Syncer::new(&connector, sync_mode),
     };
-    let mut out = std::io::stdout().lock();
     match cli.command {
+        // Answered above, before the store was opened.
+        Command::Db(_) => Ok(Outcome::Done),
         Command::Host(c) => app.host(c, &mut out),
         Command::Appliance(c) => app.appliance(c, &mut out),
         Command::Vm(c) => app.vm(c, &mut out),
@@ -93,6 +135,49 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
             json,
         } => app.events(vm, limit, json.json, &mut out),
     }
+}
+
+/// `kvmroll db init` and `kvmroll db status`.
+fn db(cmd: DbCmd, path: &Path, mode: OpenMode, out: &mut dyn Write) -> Result<Outcome, Error> {
+    match cmd {
+        DbCmd::Init => {
+            if mode == OpenMode::ReadOnly {
+                return Err(StoreError::ReadOnly.into());
+            }
+            let (store, init) = init_store(path)?;
+            let version = store.status()?.schema_version;
+            let shown = path.display();
+            match init {
+                Init::Created => writeln!(out, "created {shown}: schema {version}")?,
+                Init::Upgraded { from } => {
+                    writeln!(out, "upgraded {shown}: schema {from} to {version}")?
+                }
+                Init::Current => writeln!(
+                    out,
+                    "{shown} is a kvmroll database already, at schema {version}: nothing to do"
+                )?,
+            }
+        }
+        DbCmd::Status { json } => {
+            let status = open_store(path, mode)?.status()?;
+            if json.json {
+                print_json(out, &status)?;
+            } else {
+                let rows = [
+                    ("engine", status.engine.to_string()),
+                    ("location", status.location),
+                    ("schema", status.schema_version.to_string()),
+                    ("hosts", status.hosts.to_string()),
+                    ("vms", status.vms.to_string()),
+                    ("events", status.events.to_string()),
+                ];
+                for (name, value) in rows {
+                    writeln!(out, "{name:<10}{value}")?;
+                }
+            }
+        }
+    }
+    Ok(Outcome::Done)
 }
 
 fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> {

@@ -85,6 +85,30 @@ impl Fixture {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Writes `version` as the database's schema version, behind kvmroll's back.
+    fn set_schema_version(&self, version: i64) {
+        rusqlite::Connection::open(&self.db)
+            .unwrap()
+            .pragma_update(None, "user_version", version)
+            .unwrap();
+    }
+
+    /// `attr set VM NAME --value-file FILE`, `value` written to FILE first:
+    /// for values larger than one argument may be (128 KiB).
+    fn attr_from_file(&self, vm: &str, name: &str, value: &str) -> [String; 6] {
+        let file = self.db.with_file_name(format!("{name}.value"));
+        std::fs::write(&file, value).unwrap();
+        [
+            "attr",
+            "set",
+            vm,
+            name,
+            "--value-file",
+            file.to_str().unwrap(),
+        ]
+        .map(String::from)
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut b = std::fs::read(&self.db).unwrap();
         let wal = PathBuf::from(format!("{}-wal", self.db.display()));
@@ -328,7 +352,7 @@ fn impossible_pinning() {
             "kvm_cpu_pinning",
             "<cputune><vcpupin vcpu='5' cpuset='1'/></cputune>",
         ],
-        "pins vCPU 5",
+        "names vCPU 5",
     );
     f.ok(&[
         "attr",
@@ -586,10 +610,7 @@ fn foreign_and_newer_databases_are_refused_untouched() {
     assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
 
     let f = Fixture::new();
-    rusqlite::Connection::open(&f.db)
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
+    f.set_schema_version(99);
     f.refused(
         &["host", "list"],
         "has schema version 99, newer than this kvmroll knows",
@@ -765,24 +786,274 @@ fn read_only_mode_refuses_every_write() {
 }
 
 #[test]
-fn db_path_from_environment_and_folder_created() {
+fn db_path_from_environment_and_folder_created_by_a_first_write() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("deep/er/k.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
-        .env("KVMROLL_DB", &db)
-        .args(["appliance", "list"])
-        .output()
-        .unwrap();
+    let kvmroll = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+            .env("KVMROLL_DB", &db)
+            .env_remove("KVMROLL_DB_READONLY")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = kvmroll(&["appliance", "add", "login"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = kvmroll(&["appliance", "list"]);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "compute\nfrontend\nhosted-vm\nvm-container\n"
+        "compute\nfrontend\nhosted-vm\nlogin\nvm-container\n"
     );
-    assert!(Path::new(&db).exists());
+}
+
+/// Runs `kvmroll --db DB ARGS` outside any fixture.
+fn kvmroll_at(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("KVMROLL_DB")
+        .env_remove("KVMROLL_DB_READONLY")
+        .env_remove("KVMROLL_STAGE")
+        .output()
+        .unwrap()
+}
+
+/// Asserts `out` is a refusal: status 1, one line holding `expect`, nothing on stdout.
+fn assert_refused(out: &Output, expect: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+    assert!(out.stdout.is_empty());
+}
+
+/// Regression: `kvmroll --db /tmp/typo/x.db host list` made /tmp/typo/x.db
+/// (and its folder) and printed an empty cluster. Reads, and writes that
+/// need something to exist, make nothing.
+#[test]
+fn a_read_never_makes_a_database_or_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    let db = typo.join("x.db");
+    for args in [
+        &["host", "list"][..],
+        &["vm", "list"],
+        &["vm", "show", "v"],
+        &["attr", "get", "h", "kvm"],
+        &["appliance", "list"],
+        &["events"],
+        &["db", "status"],
+        &["vm", "set", "v", "--mem", "512"],
+        &["vm", "add", "v", "--container", "c"],
+        &["attr", "rm", "--global", "x"],
+        &["events", "prune", "--keep", "1"],
+    ] {
+        assert_refused(
+            &kvmroll_at(&db, args),
+            &format!(
+                "database {} does not exist; `kvmroll db init` creates it",
+                db.display()
+            ),
+        );
+        assert!(!typo.exists(), "kvmroll {args:?} made {}", typo.display());
+    }
+}
+
+/// A first write that a new database refuses makes none.
+#[test]
+fn a_refused_first_write_makes_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new/k.db");
+    assert_refused(
+        &kvmroll_at(&db, &["host", "add", "h", "--appliance", "nope"]),
+        "unknown appliance",
+    );
+    assert_refused(&kvmroll_at(&db, &["attr", "set", "h", "x", "1"]), "h");
+    assert!(!dir.path().join("new").exists());
+    let out = kvmroll_at(&db, &["attr", "set", "--global", "x", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
+}
+
+/// Regression: a database truncated to 0 bytes (its -wal and -shm gone)
+/// was rebuilt empty by `kvmroll vm list`, which showed an empty cluster.
+#[test]
+fn an_empty_database_file_is_refused_by_reads_writes_and_init() {
+    let f = Fixture::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", f.db.display()));
+    }
+    std::fs::write(&f.db, b"").unwrap();
+    for args in [
+        &["vm", "list"][..],
+        &["host", "add", "h"],
+        &["attr", "set", "--global", "x", "1"],
+        &["db", "init"],
+        &["db", "status"],
+    ] {
+        f.refused(args, "is empty, not a kvmroll database");
+        assert_eq!(std::fs::metadata(&f.db).unwrap().len(), 0, "{args:?}");
+    }
+}
+
+/// Regression: `PRAGMA user_version=-1` made `kvmroll vm list` abort (exit
+/// 134, an index out of bounds in the store's upgrade).
+#[test]
+fn an_impossible_schema_version_is_one_line_not_an_abort() {
+    let f = Fixture::new();
+    f.set_schema_version(-1);
+    for args in [&["vm", "list"][..], &["host", "add", "h"], &["db", "init"]] {
+        f.refused(args, "schema version -1 is one no kvmroll writes");
+    }
+}
+
+/// Regression: a failed schema upgrade printed its whole CREATE TABLE
+/// script, 59 lines.
+#[test]
+fn a_failed_upgrade_is_one_line() {
+    let f = Fixture::new();
+    // Schema 1 on paper while step 2's table is there: step 2 fails.
+    f.set_schema_version(1);
+    f.refused(
+        &["host", "add", "h"],
+        "upgrading the schema from version 1 to 2 failed: table events already exists",
+    );
+    f.refused(&["vm", "list"], "`kvmroll db init` upgrades it");
+}
+
+#[test]
+fn db_init_makes_upgrades_or_leaves_a_database_and_refuses_a_foreign_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a/b/k.db");
+    let said = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(said(kvmroll_at(&db, &["db", "init"])).starts_with("created "));
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("nothing to do"));
+    assert_eq!(std::fs::read(&db).unwrap(), bytes);
+    // Back to schema 1: init upgrades it.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 3"));
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    assert_refused(
+        &kvmroll_at(&junk, &["db", "init"]),
+        "is not a kvmroll database",
+    );
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .arg("--db")
+        .arg(dir.path().join("ro.db"))
+        .args(["db", "init"])
+        .env("KVMROLL_DB_READONLY", "1")
+        .output()
+        .unwrap();
+    assert_refused(&out, "open read-only");
+    assert!(!dir.path().join("ro.db").exists());
+}
+
+#[test]
+fn db_status_shows_engine_location_schema_and_counts() {
+    let f = Fixture::new();
+    let text = f.ok(&["db", "status"]);
+    for want in [
+        "engine    sqlite".to_string(),
+        format!("location  {}", f.db.display()),
+        "schema    3".into(),
+        "hosts     2".into(),
+        "vms       1".into(),
+        "events    0".into(),
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want:?} not in {text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&f.ok(&["db", "status", "--json"])).unwrap();
+    assert_eq!(json["engine"], "sqlite");
+    assert_eq!(json["vms"], 1);
+    assert_eq!(json["hosts"], 2);
+}
+
+/// Regression: a database SQLite could not open for what the file system
+/// refused said "unable to open database file", with no cause and no fix.
+#[test]
+fn a_refusing_file_system_is_named_with_what_to_do() {
+    let f = Fixture::new();
+    let dir = f.db.parent().unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let kvmroll = env!("CARGO_BIN_EXE_kvmroll");
+    let db = f.db.display();
+    // The folder made read-only, in a mount namespace of the test's own.
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,ro,bind {d} || exit 77
+         {kvmroll} --db {db} vm list; {kvmroll} --db {db} host add h",
+        d = dir.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env_remove("KVMROLL_DB_READONLY")
+        .output()
+        .unwrap();
+    if out.status.code() == Some(77) || out.stderr.starts_with(b"unshare:") {
+        eprintln!(
+            "skipped: no mount namespace here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(lines[0].contains("is on a read-only file system"), "{err}");
+        assert!(lines[0].contains("-wal and -shm"), "{err}");
+        assert!(
+            lines[1].contains("it is on a read-only file system: remount"),
+            "{err}"
+        );
+    }
+    // Another user: may not write the file, nor make the -shm beside it.
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        Command::new(kvmroll)
+            .arg("--db")
+            .arg(&f.db)
+            .args(args)
+            .env_remove("KVMROLL_DB_READONLY")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    if nix::unistd::geteuid().is_root() {
+        assert_refused(
+            &as_nobody(&["vm", "list"]),
+            "no permission to make files in its folder",
+        );
+        assert_refused(
+            &as_nobody(&["host", "add", "h"]),
+            "no permission to write it",
+        );
+    } else {
+        eprintln!("skipped: another user's view needs root");
+    }
 }
 
 #[test]
@@ -820,6 +1091,203 @@ fn the_event_pruning_units_run_prune_daily() {
     let timer = std::fs::read_to_string(dir.join("kvmroll-events-prune.timer")).unwrap();
     assert!(service.contains("ExecStart=/usr/local/bin/kvmroll --no-sync events prune"));
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
+}
+
+#[test]
+fn the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf() {
+    let f = Fixture::new();
+    let dir = f.db.parent().unwrap();
+    let conf = dir.join("kvmroll.conf");
+    std::fs::write(&conf, format!("# test\ndb = {}\n", f.db.display())).unwrap();
+    let bare = |bin: &str| {
+        let mut c = Command::new(bin);
+        c.env_remove("KVMROLL_DB")
+            .env_remove("KVMROLL_DB_READONLY")
+            .env_remove("KVMROLL_STAGE")
+            .env("KVMROLL_CONF", &conf);
+        c
+    };
+    // The conf's db line, with neither --db nor KVMROLL_DB.
+    let out = bare(env!("CARGO_BIN_EXE_kvmroll"))
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hosted-vm-0-0-0"));
+    // KVMROLL_DB comes before the file, --db before both: a database that
+    // does not exist is reported, so the one asked for is the one opened.
+    let elsewhere = dir.join("elsewhere.db");
+    for args in [
+        vec!["vm".to_string(), "list".into()],
+        vec![
+            "--db".to_string(),
+            elsewhere.display().to_string(),
+            "vm".into(),
+            "list".into(),
+        ],
+    ] {
+        let mut c = bare(env!("CARGO_BIN_EXE_kvmroll"));
+        if args.len() == 2 {
+            c.env("KVMROLL_DB", &elsewhere);
+        } else {
+            c.env("KVMROLL_DB", &f.db);
+        }
+        let out = c.args(&args).output().unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).contains("hosted-vm-0-0-0");
+        assert!(!listed, "{args:?} read the wrong database");
+    }
+    // A fault in the file is one line and a failure, not the default path.
+    std::fs::write(&conf, "db = relative.db\n").unwrap();
+    let out = bare(env!("CARGO_BIN_EXE_kvmroll"))
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("kvmroll.conf:1: db must be an absolute path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_time_limit_over_the_cap_is_refused() {
+    let f = Fixture::new();
+    f.refused(
+        &[
+            "attr",
+            "set",
+            "hosted-vm-0-0-0",
+            "kvm_plugin_timeout_allocate",
+            "4294967295",
+        ],
+        "over the cap of 3600 s",
+    );
+    f.ok(&[
+        "attr",
+        "set",
+        "hosted-vm-0-0-0",
+        "kvm_plugin_timeout_allocate",
+        "3600",
+    ]);
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+}
+
+/// Regression: a fragment 300 levels deep was stored and libvirt then
+/// refused the definition ("Excessive depth in document: 256"); 120,000
+/// levels overflowed the CLI's stack (exit 134, no message).
+#[test]
+fn fragments_nested_deeper_than_libvirt_takes_are_refused() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    let deep = format!("<hostdev>{}</hostdev>", nested(300));
+    f.refused(
+        &["attr", "set", vm, "kvm_device_0", &deep],
+        "kvm_device_0: not a well-formed XML fragment: nested deeper than 254 elements \
+         (256 with the 2 of the domain around it)",
+    );
+    let tune = format!("<cputune>{}</cputune>", nested(300));
+    f.refused(
+        &["attr", "set", vm, "kvm_cpu_pinning", &tune],
+        "nested deeper than 255 elements",
+    );
+    f.refused(
+        &[
+            "attr",
+            "set",
+            vm,
+            "cpu_mode",
+            &format!("custom: {}", nested(300)),
+        ],
+        "nested deeper than 254 elements",
+    );
+    let deepest = format!("<hostdev>{}</hostdev>", nested(120_000));
+    let args = f.attr_from_file(vm, "kvm_device_0", &deepest);
+    f.refused(
+        &args.each_ref().map(String::as_str),
+        "nested deeper than 254 elements",
+    );
+    // The deepest that libvirt takes is kept.
+    let ok = format!("<hostdev>{}</hostdev>", nested(253));
+    f.ok(&["attr", "set", vm, "kvm_device_0", &ok]);
+}
+
+/// Regression: a `vm define` that libvirt refused echoed libvirt's whole
+/// error, 700 KB over many lines.
+#[test]
+fn a_huge_libvirt_error_is_cut_to_a_line() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    // libvirt quotes the model it does not know, newlines and all.
+    let model = "A&#10;".repeat(120_000);
+    let watchdog = format!("<watchdog model='{model}'/>");
+    f.ok(&f
+        .attr_from_file(vm, "kvm_device_0", &watchdog)
+        .each_ref()
+        .map(String::as_str));
+    let out = f.run(&["vm", "define", vm]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.len() < 3 * kvmroll_core::text::MAX_BYTES,
+        "{} bytes",
+        err.len()
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("unknown watchdog model"), "{err}");
+    assert!(lines[0].ends_with("bytes in all)"), "{err}");
+    assert_eq!(lines[1], "kvmroll: 1 of 1 VM(s) could not be defined");
+}
+
+/// Regression: `kvm_cpu_pinning` was checked for `<vcpupin>` only.
+#[test]
+fn every_cpuset_of_a_pinning_fragment_is_checked() {
+    let f = Fixture::new();
+    let vm = "hosted-vm-0-0-0";
+    for (fragment, why) in [
+        (
+            "<cputune><emulatorpin cpuset='zzz'/></cputune>",
+            "cpuset \"zzz\": \"zzz\" is not a CPU number",
+        ),
+        (
+            "<cputune><emulatorpin cpuset='6'/></cputune>",
+            "kvm_cpu_pinning's <emulatorpin> pins to CPU 6 but container \"vm-container-0-0\" \
+             has only CPUs 0-3",
+        ),
+        (
+            "<iothreads>1</iothreads><cputune><iothreadpin iothread='1' cpuset='2-5'/></cputune>",
+            "<iothreadpin> pins to CPU 4",
+        ),
+        (
+            "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune><name>evil</name>",
+            "<name> is not for this attribute, whose XML holds only <cputune>, <numatune>, \
+             <iothreads>, <iothreadids>",
+        ),
+        (
+            "<uuid>0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b</uuid>",
+            "<uuid> is not for this attribute",
+        ),
+    ] {
+        f.refused(&["attr", "set", vm, "kvm_cpu_pinning", fragment], why);
+    }
+    f.ok(&[
+        "attr",
+        "set",
+        vm,
+        "kvm_cpu_pinning",
+        "<cputune><vcpupin vcpu='1' cpuset='3'/><emulatorpin cpuset='0-1'/></cputune>",
+    ]);
+    // libvirt (its test driver) takes what was accepted.
+    f.ok(&["vm", "define", vm]);
 }
 
 #[test]

@@ -6,7 +6,9 @@
 
 use crate::cpuset;
 use crate::model::{check_abs_path, check_name, parse_bool, ValidationError};
+use crate::text::{clip, QUOTE_CHARS};
 use crate::xml::{self, Element};
+use std::collections::BTreeSet;
 
 /// libvirt's CPU modes, and Rocks' `exact` (which becomes custom + exact match).
 pub const CPU_MODES: &[&str] = &[
@@ -82,7 +84,8 @@ impl CpuMode {
         }
         let inner = match inner {
             Some(x) if !x.is_empty() => {
-                xml::parse_fragment(x).map_err(|e| bad(format!("the XML after the colon: {e}")))?;
+                xml::parse_fragment_within(x, CPU_AROUND)
+                    .map_err(|e| bad(format!("the XML after the colon: {e}")))?;
                 Some(x.to_string())
             }
             _ => None,
@@ -100,6 +103,214 @@ impl CpuMode {
     }
 }
 
+/// The elements a `kvm_cpu_pinning` fragment may hold at its top level, each
+/// once: where libvirt places the domain's vCPUs, its emulator and I/O
+/// threads, and its memory
+/// (<https://libvirt.org/formatdomain.html#cpu-tuning>, `#numa-node-tuning`,
+/// `#iothreads-allocation`; an `<iothreadpin>` needs the I/O threads it pins
+/// declared). kvmroll renders every other part of the domain itself: a
+/// `<name>` or a `<vcpu>` here would be a second one.
+pub const PINNING_ELEMENTS: &[&str] = &["cputune", "numatune", "iothreads", "iothreadids"];
+
+/// The parent elements a fragment goes into: `<domain>` for
+/// `kvm_cpu_pinning`, `<domain><devices>` for `kvm_device_N` and
+/// `<domain><cpu>` for `cpu_mode`'s XML (libvirt counts them in its depth).
+const PINNING_AROUND: usize = 1;
+const DEVICE_AROUND: usize = 2;
+const CPU_AROUND: usize = 2;
+
+/// Every set a `kvm_cpu_pinning` fragment names, parsed (each in libvirt's
+/// cpuset syntax), for the checks against the VM and its container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinSets {
+    /// Each `<vcpupin>`: the vCPU and the host CPUs it runs on.
+    pub vcpupins: Vec<(u32, BTreeSet<u32>)>,
+    /// The host CPUs of `<emulatorpin>` and each `<iothreadpin>`.
+    pub host_cpus: Vec<(&'static str, BTreeSet<u32>)>,
+    /// The vCPUs named by `<vcpusched>`, `<cachetune>`, `<memorytune>` and
+    /// their `<monitor>`s.
+    pub vcpus: Vec<(&'static str, BTreeSet<u32>)>,
+    /// The host NUMA nodes of `<numatune>`'s `<memory>` and `<memnode>`s.
+    pub nodes: Vec<(&'static str, BTreeSet<u32>)>,
+}
+
+impl PinSets {
+    /// Reads the sets of a fragment's top-level elements, refusing an
+    /// element that is not for this attribute, a set that does not parse,
+    /// a pin given twice and an I/O thread the fragment does not declare.
+    fn of(elements: &[Element]) -> Result<PinSets, String> {
+        let mut seen: Vec<&str> = Vec::new();
+        for el in elements {
+            if !PINNING_ELEMENTS.contains(&el.name.as_str()) {
+                return Err(format!(
+                    "<{}> is not for this attribute, whose XML holds only {}",
+                    clip(&el.name, QUOTE_CHARS),
+                    PINNING_ELEMENTS
+                        .iter()
+                        .map(|e| format!("<{e}>"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if seen.contains(&el.name.as_str()) {
+                return Err(format!("<{}> is given twice", el.name));
+            }
+            seen.push(&el.name);
+        }
+        let top = |name: &str| elements.iter().find(|e| e.name == name);
+        let iothreads = iothread_ids(top("iothreads"), top("iothreadids"))?;
+        let mut sets = PinSets::default();
+        if let Some(cputune) = top("cputune") {
+            sets.read_cputune(cputune, &iothreads)?;
+        }
+        if let Some(numatune) = top("numatune") {
+            for el in &numatune.children {
+                let what = match el.name.as_str() {
+                    "memory" => "memory",
+                    "memnode" => "memnode",
+                    _ => continue,
+                };
+                // `placement='auto'` has no nodeset: numad picks.
+                if let Some(nodes) = el.attr("nodeset") {
+                    sets.nodes.push((what, set_of(what, "nodeset", nodes)?));
+                }
+            }
+        }
+        Ok(sets)
+    }
+
+    fn read_cputune(&mut self, cputune: &Element, iothreads: &BTreeSet<u32>) -> Result<(), String> {
+        let mut emulatorpins = 0;
+        let mut pinned_threads = BTreeSet::new();
+        for el in &cputune.children {
+            match el.name.as_str() {
+                "vcpupin" => {
+                    let vcpu = number(el, "vcpupin", "vcpu")?;
+                    if self.vcpupins.iter().any(|(v, _)| *v == vcpu) {
+                        return Err(format!("vCPU {vcpu} has two <vcpupin>s"));
+                    }
+                    let cpus = required_set(el, "vcpupin", "cpuset")?;
+                    self.vcpupins.push((vcpu, cpus));
+                }
+                "emulatorpin" => {
+                    emulatorpins += 1;
+                    if emulatorpins > 1 {
+                        return Err("<emulatorpin> is given twice".into());
+                    }
+                    let cpus = required_set(el, "emulatorpin", "cpuset")?;
+                    self.host_cpus.push(("emulatorpin", cpus));
+                }
+                "iothreadpin" => {
+                    let id = number(el, "iothreadpin", "iothread")?;
+                    check_iothreads("iothreadpin", &[id].into(), iothreads)?;
+                    if !pinned_threads.insert(id) {
+                        return Err(format!("I/O thread {id} has two <iothreadpin>s"));
+                    }
+                    let cpus = required_set(el, "iothreadpin", "cpuset")?;
+                    self.host_cpus.push(("iothreadpin", cpus));
+                }
+                // Without `vcpus`, the scheduler is for every vCPU.
+                "vcpusched" => {
+                    if let Some(v) = el.attr("vcpus") {
+                        self.vcpus
+                            .push(("vcpusched", set_of("vcpusched", "vcpus", v)?));
+                    }
+                }
+                "iothreadsched" => {
+                    if let Some(ids) = el.attr("iothreads") {
+                        let ids = set_of("iothreadsched", "iothreads", ids)?;
+                        check_iothreads("iothreadsched", &ids, iothreads)?;
+                    }
+                }
+                "cachetune" => self.read_tune(el, "cachetune")?,
+                "memorytune" => self.read_tune(el, "memorytune")?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A `<cachetune>` or `<memorytune>`: the vCPUs it and its monitors name.
+    fn read_tune(&mut self, el: &Element, what: &'static str) -> Result<(), String> {
+        self.vcpus.push((what, required_set(el, what, "vcpus")?));
+        for monitor in el.children.iter().filter(|m| m.name == "monitor") {
+            self.vcpus
+                .push(("monitor", required_set(monitor, "monitor", "vcpus")?));
+        }
+        Ok(())
+    }
+}
+
+/// A set attribute in libvirt's cpuset syntax.
+fn set_of(element: &str, attr: &str, value: &str) -> Result<BTreeSet<u32>, String> {
+    cpuset::parse(value).map_err(|e| format!("<{element} {attr}=...>: {e}"))
+}
+
+fn required_set(el: &Element, element: &str, attr: &str) -> Result<BTreeSet<u32>, String> {
+    let value = el
+        .attr(attr)
+        .ok_or_else(|| format!("a <{element}> without a {attr} attribute"))?;
+    set_of(element, attr, value)
+}
+
+fn number(el: &Element, element: &str, attr: &str) -> Result<u32, String> {
+    el.attr(attr)
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| format!("a <{element}> without a numeric {attr} attribute"))
+}
+
+/// The I/O thread ids a domain has: those `<iothreadids>` lists, and as
+/// many more as `<iothreads>` counts, numbered as libvirt numbers them
+/// (the lowest unused, from 1).
+fn iothread_ids(count: Option<&Element>, ids: Option<&Element>) -> Result<BTreeSet<u32>, String> {
+    let mut have = BTreeSet::new();
+    for t in ids
+        .iter()
+        .flat_map(|e| &e.children)
+        .filter(|c| c.name == "iothread")
+    {
+        match number(t, "iothread", "id")? {
+            0 => return Err("an <iothread> id must be 1 or more".into()),
+            id => {
+                have.insert(id);
+            }
+        }
+    }
+    let want = match count {
+        None => 0,
+        Some(e) => e.text.trim().parse::<u32>().map_err(|_| {
+            format!(
+                "<iothreads> {:?} is not a number of threads",
+                clip(e.text.trim(), QUOTE_CHARS)
+            )
+        })?,
+    };
+    // An absurd count is libvirt's to refuse; only the ids pins can name matter.
+    let want = (want as usize).min(cpuset::MAX_CPU as usize + 1);
+    let mut next = 1;
+    while have.len() < want {
+        have.insert(next);
+        next += 1;
+    }
+    Ok(have)
+}
+
+fn check_iothreads(element: &str, ids: &BTreeSet<u32>, have: &BTreeSet<u32>) -> Result<(), String> {
+    match ids.iter().find(|id| !have.contains(id)) {
+        None => Ok(()),
+        Some(id) if have.is_empty() => Err(format!(
+            "<{element}> names I/O thread {id} but the fragment declares none (add <iothreads>)"
+        )),
+        Some(id) => Err(format!(
+            "<{element}> names I/O thread {id} but the domain's are {}",
+            have.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+    }
+}
+
 /// A parsed `kvm_cpu_pinning`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pinning {
@@ -107,48 +318,32 @@ pub enum Pinning {
     All,
     /// CPUs that no other VM of the container is pinned to, NUMA-local.
     Auto,
-    /// A fragment added as a child of `<domain>`, usually `<cputune>`.
-    Fragment { xml: String, elements: Vec<Element> },
+    /// A fragment added as a child of `<domain>`: its top-level elements
+    /// are among [`PINNING_ELEMENTS`]; `sets` holds every set it names.
+    Fragment { xml: String, sets: PinSets },
 }
 
 impl Pinning {
     pub fn parse(value: &str) -> Result<Pinning, ValidationError> {
+        let bad = |why: String| ValidationError::Attribute {
+            name: "kvm_cpu_pinning".into(),
+            why,
+        };
         match value.trim() {
             "pin_all" => Ok(Pinning::All),
             "pin_auto" => Ok(Pinning::Auto),
             other => {
-                let elements =
-                    xml::parse_fragment(other).map_err(|e| ValidationError::Attribute {
-                        name: "kvm_cpu_pinning".into(),
-                        why: format!("not pin_all, pin_auto or a well-formed XML fragment: {e}"),
-                    })?;
+                let elements = xml::parse_fragment_within(other, PINNING_AROUND).map_err(|e| {
+                    bad(format!(
+                        "not pin_all, pin_auto or a well-formed XML fragment: {e}"
+                    ))
+                })?;
                 Ok(Pinning::Fragment {
                     xml: other.to_string(),
-                    elements,
+                    sets: PinSets::of(&elements).map_err(bad)?,
                 })
             }
         }
-    }
-
-    /// The pins a fragment asks for: (vCPU, its cpuset) from every `vcpupin`.
-    pub fn fragment_pins(elements: &[Element]) -> Result<Vec<(u32, Vec<u32>)>, String> {
-        let mut found = Vec::new();
-        for root in elements {
-            root.descendants("vcpupin", &mut found);
-        }
-        found
-            .into_iter()
-            .map(|pin| {
-                let vcpu = pin
-                    .attr("vcpu")
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .ok_or("a <vcpupin> without a numeric vcpu attribute")?;
-                let set = pin
-                    .attr("cpuset")
-                    .ok_or("a <vcpupin> without a cpuset attribute")?;
-                Ok((vcpu, cpuset::parse(set)?.into_iter().collect()))
-            })
-            .collect()
     }
 }
 
@@ -158,7 +353,7 @@ pub fn parse_device(name: &str, value: &str) -> Result<Vec<Element>, ValidationE
         name: name.to_string(),
         why,
     };
-    let elements = xml::parse_fragment(value)
+    let elements = xml::parse_fragment_within(value, DEVICE_AROUND)
         .map_err(|e| bad(format!("not a well-formed XML fragment: {e}")))?;
     for el in &elements {
         if !DEVICE_ELEMENTS.contains(&el.name.as_str()) {
@@ -200,6 +395,11 @@ const SECONDS_ATTRS: &[&str] = &[
     "kvm_guests_shutdown_timeout",
 ];
 
+/// The longest a stage's plugins may take together, in seconds: libvirtd
+/// waits for the hook (holding the VM) all that time. An hour allows a slow
+/// storage allocation; a host waiting longer looks hung.
+pub const MAX_PLUGIN_TIMEOUT_SECS: u64 = 3600;
+
 /// Checks an attribute name: what Rocks allowed, and safe in a file name.
 pub fn check_attr_name(name: &str) -> Result<(), ValidationError> {
     let ok = !name.is_empty()
@@ -237,19 +437,32 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
     } else {
         value.to_string()
     };
+    // What a refusal quotes of the value, which may be megabytes.
+    let shown = || clip(&value, QUOTE_CHARS);
     match name {
         "cpu_mode" => {
             CpuMode::parse(&value)?;
         }
         "kvm_cpu_pinning" => {
-            if let Pinning::Fragment { elements, .. } = Pinning::parse(&value)? {
-                Pinning::fragment_pins(&elements).map_err(bad)?;
-            }
+            Pinning::parse(&value)?;
         }
         n if BOOL_ATTRS.contains(&n) => {
             let b = parse_bool(&value)
-                .ok_or_else(|| bad(format!("{value:?} is not a boolean (true or false)")))?;
+                .ok_or_else(|| bad(format!("{:?} is not a boolean (true or false)", shown())))?;
             return Ok(b.to_string());
+        }
+        n if n.starts_with("kvm_plugin_timeout_") && SECONDS_ATTRS.contains(&n) => {
+            let over = !value.is_empty()
+                && value.bytes().all(|b| b.is_ascii_digit())
+                && value
+                    .parse::<u64>()
+                    .map_or(true, |n| n > MAX_PLUGIN_TIMEOUT_SECS);
+            if over {
+                return Err(bad(format!(
+                    "{value} s is over the cap of {MAX_PLUGIN_TIMEOUT_SECS} s (libvirtd waits for the hook)"
+                )));
+            }
+            positive(&value).map_err(bad)?;
         }
         n if SECONDS_ATTRS.contains(&n) => {
             positive(&value).map_err(bad)?;
@@ -260,10 +473,10 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_guests_start_delay" => {
             value
                 .parse::<u32>()
-                .map_err(|_| bad(format!("{value:?} is not a number of milliseconds")))?;
+                .map_err(|_| bad(format!("{:?} is not a number of milliseconds", shown())))?;
         }
         "kvm_guests_on_timeout" if !matches!(value.as_str(), "shutdown" | "destroy") => {
-            return Err(bad(format!("{value:?}: expected shutdown or destroy")));
+            return Err(bad(format!("{:?}: expected shutdown or destroy", shown())));
         }
         crate::disks::ROOTS_ATTR => {
             crate::disks::Roots::parse(&value).map_err(bad)?;
@@ -275,7 +488,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
             check_name("machine type", &value).map_err(|e| bad(e.to_string()))?;
         }
         "kvm_graphics" if !matches!(value.as_str(), "vnc" | "spice" | "none") => {
-            return Err(bad(format!("{value:?}: expected vnc, spice or none")));
+            return Err(bad(format!("{:?}: expected vnc, spice or none", shown())));
         }
         "numa_cells" => {
             cpuset::parse_cells(&value).map_err(bad)?;
@@ -286,7 +499,8 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
                 || value.chars().any(|c| c.is_whitespace() || c.is_control()) =>
         {
             return Err(bad(format!(
-                "{value:?} is not a libvirt URI such as qemu:///system or qemu+ssh://{{host}}/system"
+                "{:?} is not a libvirt URI such as qemu:///system or qemu+ssh://{{host}}/system",
+                shown()
             )));
         }
         n if n.starts_with("kvm_device_") => {
@@ -305,7 +519,10 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
 fn positive(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{value:?} is not a positive whole number")),
+        _ => Err(format!(
+            "{:?} is not a positive whole number",
+            clip(value, QUOTE_CHARS)
+        )),
     }
 }
 
@@ -343,15 +560,12 @@ mod tests {
     fn pinning() {
         assert_eq!(Pinning::parse("pin_all").unwrap(), Pinning::All);
         assert_eq!(Pinning::parse(" pin_auto ").unwrap(), Pinning::Auto);
-        let Pinning::Fragment { elements, .. } =
+        let Pinning::Fragment { sets, .. } =
             Pinning::parse("<cputune><vcpupin vcpu='0' cpuset='2-3'/></cputune>").unwrap()
         else {
             panic!("not a fragment")
         };
-        assert_eq!(
-            Pinning::fragment_pins(&elements).unwrap(),
-            vec![(0, vec![2, 3])]
-        );
+        assert_eq!(sets.vcpupins, vec![(0, [2, 3].into())]);
         assert!(Pinning::parse("pin_some").is_err());
         assert!(normalize(
             "kvm_cpu_pinning",
@@ -363,6 +577,128 @@ mod tests {
             "<cputune><vcpupin vcpu='0' cpuset='a'/></cputune>"
         )
         .is_err());
+    }
+
+    fn sets(fragment: &str) -> Result<PinSets, String> {
+        match Pinning::parse(fragment) {
+            Ok(Pinning::Fragment { sets, .. }) => Ok(sets),
+            Ok(p) => panic!("{p:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Regression: only `<vcpupin>` was read, so a bad emulatorpin reached
+    /// libvirt and a `<name>` rendered a second name.
+    #[test]
+    fn every_set_of_a_pinning_fragment_is_parsed() {
+        let s = sets(
+            "<cputune><vcpupin vcpu='1' cpuset='0'/><emulatorpin cpuset='2-3'/>\
+             <iothreadpin iothread='2' cpuset='5'/><vcpusched vcpus='0-1' scheduler='fifo' priority='1'/>\
+             <cachetune vcpus='1'><cache id='0' level='3' type='both' size='2' unit='MiB'/>\
+             <monitor level='3' vcpus='0'/></cachetune><shares>2048</shares></cputune>\
+             <iothreads>2</iothreads><numatune><memory mode='strict' nodeset='0-1'/>\
+             <memnode cellid='0' mode='strict' nodeset='1'/></numatune>",
+        )
+        .unwrap();
+        assert_eq!(s.vcpupins, vec![(1, [0].into())]);
+        assert_eq!(
+            s.host_cpus,
+            vec![("emulatorpin", [2, 3].into()), ("iothreadpin", [5].into())]
+        );
+        assert_eq!(
+            s.vcpus,
+            vec![
+                ("vcpusched", [0, 1].into()),
+                ("cachetune", [1].into()),
+                ("monitor", [0].into())
+            ]
+        );
+        assert_eq!(
+            s.nodes,
+            vec![("memory", [0, 1].into()), ("memnode", [1].into())]
+        );
+        for (bad, why) in [
+            (
+                "<cputune><emulatorpin cpuset='zzz'/></cputune>",
+                "\"zzz\" is not a CPU number",
+            ),
+            ("<cputune><emulatorpin/></cputune>", "without a cpuset"),
+            (
+                "<cputune><iothreadpin iothread='1' cpuset='x'/></cputune><iothreads>1</iothreads>",
+                "<iothreadpin cpuset=...>",
+            ),
+            (
+                "<cputune><iothreadpin iothread='1' cpuset='1'/></cputune>",
+                "declares none",
+            ),
+            (
+                "<cputune><iothreadpin iothread='3' cpuset='1'/></cputune><iothreads>2</iothreads>",
+                "are 1,2",
+            ),
+            (
+                "<cputune><vcpusched vcpus='a' scheduler='fifo'/></cputune>",
+                "<vcpusched vcpus=...>",
+            ),
+            (
+                "<cputune><memorytune><node id='0' bandwidth='50'/></memorytune></cputune>",
+                "without a vcpus",
+            ),
+            (
+                "<numatune><memory nodeset='1-0'/></numatune>",
+                "runs backwards",
+            ),
+            (
+                "<cputune><vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='0' cpuset='2'/></cputune>",
+                "two <vcpupin>s",
+            ),
+            (
+                "<cputune><emulatorpin cpuset='1'/><emulatorpin cpuset='2'/></cputune>",
+                "twice",
+            ),
+            ("<cputune/><cputune/>", "<cputune> is given twice"),
+            ("<name>evil</name>", "<name> is not for this attribute"),
+            (
+                "<uuid>x</uuid>",
+                "holds only <cputune>, <numatune>, <iothreads>, <iothreadids>",
+            ),
+            ("<vcpu>8</vcpu>", "<vcpu> is not for this attribute"),
+        ] {
+            let e = sets(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(normalize("kvm_cpu_pinning", bad).is_err(), "{bad}");
+        }
+        // Declared ids, and the count filled up as libvirt numbers them.
+        sets(
+            "<iothreads>2</iothreads><iothreadids><iothread id='7'/></iothreadids>\
+             <cputune><iothreadpin iothread='7' cpuset='0'/><iothreadpin iothread='1' cpuset='0'/>\
+             <iothreadsched iothreads='1,7' scheduler='batch'/></cputune>",
+        )
+        .unwrap();
+    }
+
+    /// Regression: libvirt refuses a definition nested deeper than 256
+    /// elements; a fragment counts the domain elements around it.
+    #[test]
+    fn fragments_deeper_than_libvirt_takes_are_refused() {
+        let deep = |n: usize| format!("<hostdev>{}{}</hostdev>", "<a>".repeat(n), "</a>".repeat(n));
+        normalize("kvm_device_0", &deep(253)).unwrap();
+        let e = normalize("kvm_device_0", &deep(254)).unwrap_err();
+        assert!(
+            e.to_string().contains("nested deeper than 254 elements"),
+            "{e}"
+        );
+        let cpu = |n: usize| {
+            format!(
+                "custom: <model>x</model>{}{}",
+                "<a>".repeat(n),
+                "</a>".repeat(n)
+            )
+        };
+        CpuMode::parse(&cpu(254)).unwrap();
+        assert!(CpuMode::parse(&cpu(255)).is_err());
+        let tune = |n: usize| format!("<cputune>{}{}</cputune>", "<a>".repeat(n), "</a>".repeat(n));
+        Pinning::parse(&tune(254)).unwrap();
+        assert!(Pinning::parse(&tune(255)).is_err());
     }
 
     #[test]
@@ -406,11 +742,24 @@ mod tests {
         assert!(normalize("numa_cells", "0-3;2-5").is_err());
         assert!(normalize("libvirt_uri", "system").is_err());
         assert!(normalize("kvm_plugin_timeout_preboot", "0").is_err());
+        let e = normalize("kvm_plugin_timeout_preboot", "").unwrap_err();
+        assert!(e.to_string().contains("not a positive whole number"), "{e}");
+        normalize("kvm_plugin_timeout_preboot", "3600").unwrap();
         assert!(normalize("bad name", "x").is_err());
         assert!(normalize("x", "a\0b").is_err());
         normalize("libvirt_uri", "qemu+ssh://{host}/system").unwrap();
         assert!(normalize("kvm_disk_roots", "/a:disks").is_err());
         assert!(normalize("kvm_disk_roots", "/").is_err());
         normalize("kvm_disk_roots", "/state/partition1/kvm/disks:/srv/vm").unwrap();
+    }
+
+    #[test]
+    fn a_plugin_time_limit_over_the_cap_is_refused_naming_it() {
+        for v in ["3601", "4294967295", "99999999999999999999999"] {
+            let e = normalize("kvm_plugin_timeout_allocate", v).unwrap_err();
+            assert!(e.to_string().contains("over the cap of 3600 s"), "{v}: {e}");
+        }
+        // The guests' limits are another matter.
+        normalize("kvm_guests_save_timeout", "7200").unwrap();
     }
 }

@@ -3,6 +3,11 @@
 
 use std::collections::BTreeSet;
 
+/// A set (or part of one) quoted in a refusal: the first characters only.
+fn shown(spec: &str) -> String {
+    crate::text::clip(spec, crate::text::QUOTE_CHARS)
+}
+
 /// The highest CPU number accepted; libvirt's own limit is far above any host.
 pub const MAX_CPU: u32 = 4095;
 
@@ -18,7 +23,10 @@ pub fn parse(spec: &str) -> Result<BTreeSet<u32>, String> {
         } else if let Some((a, b)) = part.split_once('-') {
             let (a, b) = (number(a, spec)?, number(b, spec)?);
             if a > b {
-                return Err(format!("cpuset {spec:?}: range {a}-{b} runs backwards"));
+                return Err(format!(
+                    "cpuset {:?}: range {a}-{b} runs backwards",
+                    shown(spec)
+                ));
             }
             set.extend(a..=b);
         } else {
@@ -29,7 +37,7 @@ pub fn parse(spec: &str) -> Result<BTreeSet<u32>, String> {
         set.remove(&e);
     }
     if set.is_empty() {
-        return Err(format!("cpuset {spec:?} names no CPU"));
+        return Err(format!("cpuset {:?} names no CPU", shown(spec)));
     }
     Ok(set)
 }
@@ -38,7 +46,11 @@ fn number(s: &str, spec: &str) -> Result<u32, String> {
     let s = s.trim();
     match s.parse::<u32>() {
         Ok(n) if n <= MAX_CPU && !s.starts_with('+') => Ok(n),
-        _ => Err(format!("cpuset {spec:?}: {s:?} is not a CPU number")),
+        _ => Err(format!(
+            "cpuset {:?}: {:?} is not a CPU number",
+            shown(spec),
+            shown(s)
+        )),
     }
 }
 
@@ -49,7 +61,10 @@ pub fn parse_cells(spec: &str) -> Result<Vec<BTreeSet<u32>>, String> {
     for cell in spec.split([';', ' ', '\t', '\n']).filter(|c| !c.is_empty()) {
         let set = parse(cell)?;
         if let Some(cpu) = cells.iter().flatten().find(|c| set.contains(c)) {
-            return Err(format!("numa_cells {spec:?}: CPU {cpu} is in two cells"));
+            return Err(format!(
+                "numa_cells {:?}: CPU {cpu} is in two cells",
+                shown(spec)
+            ));
         }
         cells.push(set);
     }

@@ -2,10 +2,10 @@
 //! administrator can see what ran for a VM, when, for how long and how it
 //! ended (`kvmroll events`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How an invocation or a plugin run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Ran and succeeded.
@@ -48,7 +48,7 @@ impl Outcome {
 }
 
 /// One row of the events table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Store order; 0 before it is stored.
     pub id: i64,
@@ -76,34 +76,15 @@ pub struct EventFilter {
     pub limit: Option<u32>,
 }
 
-/// The first `lines` lines of `text`, at most `bytes` long: what the events
-/// table keeps of a plugin's stderr.
-pub fn first_lines(text: &str, lines: usize, bytes: usize) -> String {
-    let mut out: String = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(lines)
-        .collect::<Vec<_>>()
-        .join("\n");
-    if out.len() > bytes {
-        let mut cut = bytes;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-    }
-    out
-}
+/// What an event keeps of outside text (see [`crate::text`]): `message`
+/// bounds every event's message when the event is made (its first lines and
+/// a few KB, with a note of the cut), so that a row stays small however much
+/// a plugin printed; `first_lines` picks what a plugin's stderr shows.
+pub use crate::text::{first_lines, message};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keeps_first_lines() {
-        assert_eq!(first_lines("a\n\nb\nc\n", 2, 100), "a\nb");
-        assert_eq!(first_lines("ééé", 1, 3), "é");
-    }
 
     #[test]
     fn outcomes_round_trip() {

@@ -43,6 +43,8 @@ pub enum HostFileError {
     Render(#[source] RenderError),
     #[error("{what} holds the line {marker:?}, which ends a here-document in the kickstart")]
     Marker { what: String, marker: &'static str },
+    #[error("attribute kvmroll_db_url holds a password, which the kickstart would serve to anyone: take it out of the URL and put it in the passfile named by kvmroll_db_passfile")]
+    PasswordInUrl,
 }
 
 /// A PCI device passed through to a VM.
@@ -200,26 +202,86 @@ pub struct KickstartOptions {
     /// Where the container fetches the kvmroll installation tarball
     /// (attribute `kvmroll_dist_url`).
     pub dist_url: String,
-    /// The database path the container's hook and service use.
+    /// The database location the container's hook and service use
+    /// (attribute `kvmroll_db_url`, else the default path).
     pub db: String,
+    /// The container's database credential, the text of a libpq passfile,
+    /// written into the kickstart only where the administrator allowed it
+    /// (`kvmroll_db_credential_in_kickstart`); otherwise the container gets
+    /// it out of band (see kvmroll.conf(5)).
+    pub credential: Option<String>,
+}
+
+/// Where a container keeps its database credential: a libpq passfile that
+/// only root can read.
+pub const CONTAINER_PASSFILE: &str = "/etc/kvmroll/db.pgpass";
+
+/// Whether a location is a PostgreSQL URL (the container then needs a
+/// credential).
+fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgresql://") || location.starts_with("postgres://")
+}
+
+/// Whether a PostgreSQL URL carries a password (`user:secret@host` or a
+/// `password=` parameter).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, q),
+        None => (rest, ""),
+    };
+    let authority = authority.split('/').next().unwrap_or_default();
+    let userinfo_password = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    userinfo_password
+        || query
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some("password"))
 }
 
 impl KickstartOptions {
     /// The defaults for `host`: the `kvmroll_dist_url` attribute, else the
-    /// Rocks frontend's /install tree; the default database path.
-    pub fn for_host(c: &Cluster, host: &str) -> KickstartOptions {
+    /// Rocks frontend's /install tree; the `kvmroll_db_url` attribute, else
+    /// the default database path. A URL holding a password is refused: the
+    /// kickstart is served over plain HTTP to whoever asks.
+    pub fn for_host(c: &Cluster, host: &str) -> Result<KickstartOptions, HostFileError> {
         let frontend = c
             .hosts
             .values()
             .find(|h| h.appliance == "frontend")
             .map_or("frontend", |h| h.name.as_str());
-        KickstartOptions {
+        let db = c
+            .attr_of(host, "kvmroll_db_url")
+            .map_or_else(|| crate::store::DEFAULT_DB_PATH.to_string(), str::to_string);
+        if is_postgres(&db) && url_has_password(&db) {
+            return Err(HostFileError::PasswordInUrl);
+        }
+        Ok(KickstartOptions {
             dist_url: c
                 .attr_of(host, "kvmroll_dist_url")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("http://{frontend}/install/kvmroll/kvmroll.tar.gz")),
-            db: crate::store::DEFAULT_DB_PATH.to_string(),
-        }
+            db,
+            credential: None,
+        })
+    }
+
+    /// The frontend's passfile whose text the kickstart may carry: only for
+    /// a PostgreSQL location, and only where `kvmroll_db_credential_in_kickstart`
+    /// is true for the host; the file is `kvmroll_db_passfile`, else
+    /// [`CONTAINER_PASSFILE`] on the frontend. The binary reads it (and
+    /// refuses one that others can read).
+    pub fn credential_source(&self, c: &Cluster, host: &str) -> Option<String> {
+        let allowed = c
+            .attr_of(host, "kvmroll_db_credential_in_kickstart")
+            .and_then(parse_bool)
+            == Some(true);
+        (allowed && is_postgres(&self.db)).then(|| {
+            c.attr_of(host, "kvmroll_db_passfile")
+                .unwrap_or(CONTAINER_PASSFILE)
+                .to_string()
+        })
     }
 }
 
@@ -298,11 +360,30 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
     post.push_str(
         "mkdir -p /etc/kvmroll /etc/kvmroll/attributes /etc/kvmroll/domains /var/lib/kvmroll\n",
     );
+    let passfile = if is_postgres(&o.db) {
+        format!("passfile = {CONTAINER_PASSFILE}\n")
+    } else {
+        String::new()
+    };
     post.push_str(&heredoc(
         "/etc/kvmroll/kvmroll.conf",
-        &format!("# Written at install by the kvmroll kickstart.\ndb = {}\nhost = {host}\nkvmroll = /usr/local/bin/kvmroll\n", o.db),
+        &format!("# Written at install by the kvmroll kickstart.\ndb = {}\n{passfile}host = {host}\nkvmroll = /usr/local/bin/kvmroll\n", o.db),
         "the configuration",
     )?);
+    if is_postgres(&o.db) {
+        match &o.credential {
+            // Made under umask 077, so it is never readable by others, not
+            // even for a moment.
+            Some(text) => {
+                post.push_str("# The container's database credential (kvmroll_db_credential_in_kickstart).\n(umask 077\n");
+                post.push_str(&heredoc(CONTAINER_PASSFILE, text, "the database credential")?);
+                post.push_str(")\n");
+            }
+            None => post.push_str(&format!(
+                "# No database credential here (kvmroll_db_credential_in_kickstart is not true):\n# install it as {CONTAINER_PASSFILE}, mode 0600, before kvmroll's services need it.\n"
+            )),
+        }
+    }
     post.push_str("/usr/local/bin/kvmroll-hook install --force\n");
     post.push_str("systemctl enable kvmroll-guests.service kvmroll-events-prune.timer\n");
     let devices = pci_devices(c, host)?;
@@ -417,6 +498,7 @@ mod tests {
         let o = KickstartOptions {
             dist_url: "http://frontend/kvmroll.tar.gz".into(),
             db: "/var/lib/kvmroll/kvmroll.db".into(),
+            credential: None,
         };
         let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
         let doc = crate::xml::parse_document(&x).unwrap();
@@ -433,5 +515,68 @@ mod tests {
             kickstart(&c, "vm-container-0-0", &o),
             Err(HostFileError::Marker { .. })
         ));
+    }
+
+    #[test]
+    fn a_cluster_url_reaches_the_container_and_its_password_only_where_allowed() {
+        let mut c = small_cluster();
+        let global = |c: &mut Cluster, name: &str, value: &str| {
+            c.attrs
+                .entry(crate::model::Scope::Global)
+                .or_default()
+                .insert(name.into(), value.into());
+        };
+        global(
+            &mut c,
+            "kvmroll_db_url",
+            "postgresql://kvmroll_container@frontend-0/kvmroll",
+        );
+        let mut o = KickstartOptions::for_host(&c, "vm-container-0-0").unwrap();
+        assert_eq!(o.credential_source(&c, "vm-container-0-0"), None);
+        let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
+        let post = crate::xml::parse_document(&x)
+            .unwrap()
+            .child("post")
+            .unwrap()
+            .text
+            .clone();
+        assert!(post.contains("db = postgresql://kvmroll_container@frontend-0/kvmroll\npassfile = /etc/kvmroll/db.pgpass\n"), "{post}");
+        assert!(post.contains("No database credential here"), "{post}");
+
+        global(&mut c, "kvmroll_db_credential_in_kickstart", "true");
+        assert_eq!(
+            o.credential_source(&c, "vm-container-0-0").as_deref(),
+            Some(CONTAINER_PASSFILE)
+        );
+        o.credential = Some("frontend-0:5432:kvmroll:kvmroll_container:s3cret\n".into());
+        let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
+        let post = crate::xml::parse_document(&x)
+            .unwrap()
+            .child("post")
+            .unwrap()
+            .text
+            .clone();
+        assert!(
+            post.contains("(umask 077\ncat > '/etc/kvmroll/db.pgpass'"),
+            "{post}"
+        );
+        assert!(post.contains(":s3cret\n"), "{post}");
+
+        for bad in [
+            "postgresql://kvmroll_container:s3cret@frontend-0/kvmroll",
+            "postgres://frontend-0/kvmroll?user=k&password=s3cret",
+        ] {
+            global(&mut c, "kvmroll_db_url", bad);
+            assert_eq!(
+                KickstartOptions::for_host(&c, "vm-container-0-0").unwrap_err(),
+                HostFileError::PasswordInUrl,
+                "{bad}"
+            );
+        }
+        // A SQLite path is written as it was, with no credential line.
+        global(&mut c, "kvmroll_db_url", "/var/lib/kvmroll/kvmroll.db");
+        let o = KickstartOptions::for_host(&c, "vm-container-0-0").unwrap();
+        let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
+        assert!(!x.contains("passfile =") && !x.contains("db.pgpass"), "{x}");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod attrs;
 pub mod cluster;
+pub mod conf;
 pub mod cpuset;
 pub mod disks;
 pub mod drift;
@@ -14,16 +15,20 @@ pub mod hostfiles;
 pub mod model;
 pub mod plugins;
 pub mod render;
+pub mod spool;
 pub mod sqlite;
 pub mod store;
 pub mod sys;
+pub mod text;
 pub mod xml;
 
 pub use cluster::{Change, Cluster, ClusterError, Plan};
+pub use conf::db_location;
 pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{
-    open_store, MadeImage, OpenMode, Store, StoreError, VmBrief, VmDisk, DEFAULT_DB_PATH,
+    init_store, open_store, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief,
+    VmDisk, DEFAULT_DB_PATH,
 };
-pub use sys::{db_path, error_chain, now_ms};
+pub use sys::{error_chain, now_ms};

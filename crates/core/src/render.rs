@@ -5,7 +5,7 @@
 //! block device, a gap in `kvm_device_N` is an error, and attribute text is
 //! escaped while XML fragments are inserted only after they were checked.
 
-use crate::attrs::{self, CpuMode, Pinning};
+use crate::attrs::{self, CpuMode, PinSets, Pinning};
 use crate::cluster::Cluster;
 use crate::cpuset;
 use crate::model::{DiskKind, NicKind, ValidationError, Vm};
@@ -31,9 +31,10 @@ pub enum RenderError {
         container: String,
         cpus: u32,
     },
-    #[error("VM {vm:?}: kvm_cpu_pinning pins to CPU {cpu} but container {container:?} has only CPUs 0-{last}")]
+    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> pins to CPU {cpu} but container {container:?} has only CPUs 0-{last}")]
     NoSuchCpu {
         vm: String,
+        element: &'static str,
         cpu: u32,
         container: String,
         last: u32,
@@ -44,8 +45,21 @@ pub enum RenderError {
         bus: &'static str,
         taken: String,
     },
-    #[error("VM {vm:?}: kvm_cpu_pinning pins vCPU {vcpu} but the VM has only {vcpus} vCPUs")]
-    NoSuchVcpu { vm: String, vcpu: u32, vcpus: u32 },
+    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> names vCPU {vcpu} but the VM has only {vcpus} vCPUs")]
+    NoSuchVcpu {
+        vm: String,
+        element: &'static str,
+        vcpu: u32,
+        vcpus: u32,
+    },
+    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> names NUMA node {node} but container {container:?} has {nodes} (its numa_cells)")]
+    NoSuchNode {
+        vm: String,
+        element: &'static str,
+        node: u32,
+        container: String,
+        nodes: usize,
+    },
     #[error("VM {vm:?}: pin_auto needs {need} free CPUs{where_} on container {container:?} but at most {free} are free")]
     PinAutoFull {
         vm: String,
@@ -94,7 +108,13 @@ impl<'a> Renderer<'a> {
         };
         let cpus = host.cpus;
         let all: BTreeSet<u32> = (0..cpus).collect();
-        let cells: Vec<BTreeSet<u32>> = match c.attr(host, "numa_cells").map(cpuset::parse_cells) {
+        let numa_cells = c.attr(host, "numa_cells").map(cpuset::parse_cells);
+        // NUMA nodes are known only where numa_cells describes them.
+        let nodes = match &numa_cells {
+            Some(Ok(cells)) => Some(cells.len()),
+            _ => None,
+        };
+        let cells: Vec<BTreeSet<u32>> = match numa_cells {
             Some(Ok(cells)) => cells
                 .into_iter()
                 .map(|cell| cell.intersection(&all).copied().collect::<BTreeSet<u32>>())
@@ -124,8 +144,13 @@ impl<'a> Renderer<'a> {
                     used.extend(0..vm.vcpus);
                     Ok((0..vm.vcpus).collect())
                 }
-                Ok(Pinning::Fragment { elements, .. }) => {
-                    check_fragment_pins(vm, container, cpus, &elements).inspect(|set| {
+                Ok(Pinning::Fragment { sets, .. }) => {
+                    let host = Capacity {
+                        name: container,
+                        cpus,
+                        nodes,
+                    };
+                    check_fragment_sets(vm, &host, &sets).inspect(|set| {
                         used.extend(set.iter().copied());
                     })
                 }
@@ -408,41 +433,76 @@ impl<'a> Renderer<'a> {
     }
 }
 
-/// The CPUs a raw pinning fragment names, checked against the VM and its
-/// container.
-fn check_fragment_pins(
-    vm: &Vm,
-    container: &str,
+/// What a container has for a pinning fragment to name.
+struct Capacity<'a> {
+    name: &'a str,
     cpus: u32,
-    elements: &[crate::xml::Element],
+    /// Its NUMA nodes, where `numa_cells` says.
+    nodes: Option<usize>,
+}
+
+/// Checks every set a raw pinning fragment names against the VM and its
+/// container: host CPUs (vcpupin, emulatorpin, iothreadpin), vCPUs
+/// (vcpupin, vcpusched, cachetune, memorytune) and NUMA nodes (numatune).
+/// Returns the CPUs its vCPUs are pinned to, which pin_auto then avoids.
+fn check_fragment_sets(
+    vm: &Vm,
+    host: &Capacity<'_>,
+    sets: &PinSets,
 ) -> Result<Vec<u32>, RenderError> {
-    let pins = Pinning::fragment_pins(elements).map_err(|why| RenderError::Attribute {
-        vm: vm.name.clone(),
-        source: ValidationError::Attribute {
-            name: "kvm_cpu_pinning".into(),
-            why,
-        },
-    })?;
-    let mut all = Vec::new();
-    for (vcpu, set) in pins {
+    let vcpus = sets
+        .vcpupins
+        .iter()
+        .map(|(vcpu, _)| ("vcpupin", *vcpu))
+        .chain(
+            sets.vcpus
+                .iter()
+                .flat_map(|(el, set)| set.iter().map(move |v| (*el, *v))),
+        );
+    for (element, vcpu) in vcpus {
         if vcpu >= vm.vcpus {
             return Err(RenderError::NoSuchVcpu {
                 vm: vm.name.clone(),
+                element,
                 vcpu,
                 vcpus: vm.vcpus,
             });
         }
-        if let Some(&cpu) = set.iter().find(|&&c| c >= cpus) {
+    }
+    let cpus = sets
+        .vcpupins
+        .iter()
+        .map(|(_, set)| ("vcpupin", set))
+        .chain(sets.host_cpus.iter().map(|(el, set)| (*el, set)));
+    for (element, set) in cpus {
+        if let Some(&cpu) = set.iter().find(|&&c| c >= host.cpus) {
             return Err(RenderError::NoSuchCpu {
                 vm: vm.name.clone(),
+                element,
                 cpu,
-                container: container.to_string(),
-                last: cpus.saturating_sub(1),
+                container: host.name.to_string(),
+                last: host.cpus.saturating_sub(1),
             });
         }
-        all.extend(set);
     }
-    Ok(all)
+    if let Some(nodes) = host.nodes {
+        for (element, set) in &sets.nodes {
+            if let Some(&node) = set.iter().find(|&&n| n as usize >= nodes) {
+                return Err(RenderError::NoSuchNode {
+                    vm: vm.name.clone(),
+                    element,
+                    node,
+                    container: host.name.to_string(),
+                    nodes,
+                });
+            }
+        }
+    }
+    Ok(sets
+        .vcpupins
+        .iter()
+        .flat_map(|(_, set)| set.iter().copied())
+        .collect())
 }
 
 /// The `kvm_device_N` values of a VM in order; a gap is an error.
@@ -593,6 +653,48 @@ mod tests {
             render_domain(&c, "a"),
             Err(RenderError::NoSuchVcpu { vcpu: 5, .. })
         ));
+    }
+
+    /// Regression: an emulatorpin or iothreadpin beyond the container's
+    /// CPUs was rendered, and libvirt refused the definition.
+    #[test]
+    fn every_set_of_a_fragment_is_checked_against_vm_and_container() {
+        let mut c = with_vms(&[("a", 2)]);
+        let cases = [
+            ("<cputune><emulatorpin cpuset='8'/></cputune>", "<emulatorpin> pins to CPU 8 but container \"vm-container-0-0\" has only CPUs 0-7"),
+            ("<iothreads>1</iothreads><cputune><iothreadpin iothread='1' cpuset='0,9'/></cputune>", "<iothreadpin> pins to CPU 9"),
+            ("<cputune><vcpupin vcpu='0' cpuset='8'/></cputune>", "<vcpupin> pins to CPU 8"),
+            ("<cputune><vcpusched vcpus='0-2' scheduler='fifo' priority='1'/></cputune>", "<vcpusched> names vCPU 2 but the VM has only 2 vCPUs"),
+            ("<cputune><cachetune vcpus='0'><monitor level='3' vcpus='3'/></cachetune></cputune>", "<monitor> names vCPU 3"),
+        ];
+        for (fragment, why) in cases {
+            set(&mut c, "a", "kvm_cpu_pinning", fragment);
+            let e = render_domain(&c, "a").unwrap_err();
+            assert!(e.to_string().contains(why), "{fragment}: {e}");
+        }
+        // NUMA nodes are checked where numa_cells says how many there are.
+        set(
+            &mut c,
+            "a",
+            "kvm_cpu_pinning",
+            "<numatune><memory mode='strict' nodeset='1'/></numatune>",
+        );
+        render_domain(&c, "a").unwrap();
+        set(&mut c, "vm-container-0-0", "numa_cells", "0-7");
+        let e = render_domain(&c, "a").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("<memory> names NUMA node 1 but container \"vm-container-0-0\" has 1"),
+            "{e}"
+        );
+        set(&mut c, "vm-container-0-0", "numa_cells", "0-3;4-7");
+        let ok = "<cputune><vcpupin vcpu='1' cpuset='7'/><emulatorpin cpuset='0-1'/></cputune>\n<numatune><memory mode='strict' nodeset='1'/></numatune>";
+        set(&mut c, "a", "kvm_cpu_pinning", ok);
+        let x = render_domain(&c, "a").unwrap();
+        assert!(
+            x.contains("<emulatorpin cpuset='0-1'/></cputune>\n  <numatune>"),
+            "{x}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-use crate::store::{MadeImage, OpenMode, Store, StoreError, VmBrief, VmDisk};
+use crate::store::{Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk};
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
@@ -135,58 +135,88 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Connection,
     mode: OpenMode,
+    /// How long a write waits for another writer (the busy timeout).
+    wait: Duration,
+    /// The schema version found at open, before any upgrade.
+    found: i64,
 }
 
 impl SqliteStore {
-    /// Opens (and, read-write, creates or upgrades) the database at `path`.
+    /// Opens the database at `path`, upgrading its schema unless read-only.
+    /// Only [`OpenMode::Create`] makes one where none exists.
     ///
-    /// A file that is not a kvmroll database, or one from a newer kvmroll, is
-    /// refused before anything is written to it.
+    /// A file that is not a kvmroll database (an empty one included), or one
+    /// from a newer kvmroll, is refused before anything is written to it.
     pub fn open(path: &Path, mode: OpenMode) -> Result<SqliteStore, StoreError> {
         let path = path.to_path_buf();
-        // Only the CLI makes a database; the hook (ReadWriteFast) and
-        // readers find one or are told it is missing.
-        let exists = path.exists();
-        if !exists && mode != OpenMode::ReadWrite {
-            return Err(StoreError::Missing { path });
-        }
-        if !exists {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+        let mode = match mode {
+            OpenMode::Create => {
+                if !path.exists() {
+                    create(&path)?;
+                }
+                OpenMode::ReadWrite
             }
-        }
-        let flags = match mode {
-            OpenMode::ReadWrite => {
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-            }
-            // Read-write at the file level so WAL's shared memory can be set
-            // up; `query_only` below refuses every write in ReadOnly.
-            OpenMode::ReadWriteFast | OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_WRITE,
-        } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            _ if !path.exists() => return Err(StoreError::Missing { path }),
+            mode => mode,
+        };
+        // Never SQLITE_OPEN_CREATE: the file exists, and a database is only
+        // ever made whole, by `create`. Read-write at the file level even in
+        // ReadOnly, so that WAL's shared memory can be set up; `query_only`
+        // below refuses every write.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn =
-            Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
         let wait = if mode == OpenMode::ReadWriteFast {
             HOOK_BUSY_TIMEOUT
         } else {
             BUSY_TIMEOUT
         };
+        let write = mode != OpenMode::ReadOnly;
+        let conn = Connection::open_with_flags(&path, flags)
+            .map_err(|e| fault(&path, write, wait, "opening it", e))?;
         conn.busy_timeout(wait)
-            .map_err(|source| sql(&path, "setting the busy timeout", source))?;
-        let store = SqliteStore { path, conn, mode };
-        let version = store.check_identity()?;
-        store.prepare(version)?;
+            .map_err(|e| sql(&path, "setting the busy timeout", e))?;
+        let mut store = SqliteStore {
+            path,
+            conn,
+            mode,
+            wait,
+            found: 0,
+        };
+        store.found = store.check_identity()?;
+        store.prepare()?;
         Ok(store)
     }
 
-    /// Refuses foreign files and newer schemas, reading only.
-    /// Returns the schema version found.
+    /// Makes the database at `path` if there is none, else opens it
+    /// read-write and upgrades it; says which.
+    pub fn init(path: &Path) -> Result<(SqliteStore, Init), StoreError> {
+        let made = !path.exists() && create(path)?;
+        let store = SqliteStore::open(path, OpenMode::ReadWrite)?;
+        let init = if made {
+            Init::Created
+        } else if store.found < SCHEMA_VERSION {
+            Init::Upgraded { from: store.found }
+        } else {
+            Init::Current
+        };
+        Ok((store, init))
+    }
+
+    /// A failure of this connection, with its cause where it is one the
+    /// user can act on (a lock held too long, a file system that refuses).
+    fn fail(&self, what: &'static str, e: rusqlite::Error) -> StoreError {
+        fault(
+            &self.path,
+            self.mode != OpenMode::ReadOnly,
+            self.wait,
+            what,
+            e,
+        )
+    }
+
+    /// Refuses foreign files, empty ones, and schemas this build cannot
+    /// read, reading only. Returns the schema version found.
     ///
     /// The identity is read with SQL, never by opening the file a second
     /// time: closing any descriptor of a file drops every POSIX lock the
@@ -194,12 +224,10 @@ impl SqliteStore {
     /// checkpoint and delete a WAL this one still writes to (seen as hook
     /// events that vanished).
     fn check_identity(&self) -> Result<i64, StoreError> {
-        let not_ours = || StoreError::NotKvmroll {
-            path: self.path.clone(),
-        };
+        let path = || self.path.clone();
         // Plain pragmas, not the pragma_* table functions, which cost a
         // SELECT's planning each: the hook opens the database at every VM
-        // event. The table count is only needed for a file not stamped yet.
+        // event. The table count is only needed for a file not stamped.
         let read = |pragma: &str| -> rusqlite::Result<i64> {
             self.conn.query_row(pragma, [], |r| r.get(0))
         };
@@ -215,23 +243,24 @@ impl SqliteStore {
         };
         let (app_id, version, tables) = identity().map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                not_ours()
+                StoreError::NotKvmroll { path: path() }
             }
-            e => sql(&self.path, "reading its identity", e),
+            e => self.fail("reading its identity", e),
         })?;
-        if app_id != APPLICATION_ID && !(app_id == 0 && tables == 0) {
-            return Err(not_ours());
-        }
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: self.path.clone(),
-                found: version,
-                supported: SCHEMA_VERSION,
+        // A database is made whole, stamped, in a temporary file (`create`):
+        // an unstamped file here is someone else's, or one that lost its
+        // contents (truncated), never one to fill with an empty cluster.
+        if app_id != APPLICATION_ID {
+            return Err(if app_id == 0 && tables == 0 && version == 0 {
+                StoreError::Empty { path: path() }
+            } else {
+                StoreError::NotKvmroll { path: path() }
             });
         }
+        check_version(&self.path, version)?;
         if self.mode == OpenMode::ReadOnly && version < SCHEMA_VERSION {
             return Err(StoreError::NeedsUpgrade {
-                path: self.path.clone(),
+                path: path(),
                 found: version,
                 supported: SCHEMA_VERSION,
             });
@@ -250,8 +279,7 @@ impl SqliteStore {
         std::fs::metadata(&wal).map_or(0, |m| m.len().saturating_sub(32) / frame)
     }
 
-    fn prepare(&self, version: i64) -> Result<(), StoreError> {
-        let p = &self.path;
+    fn prepare(&self) -> Result<(), StoreError> {
         if self.mode != OpenMode::ReadWrite {
             // The last connection to close checkpoints the WAL into the
             // database and deletes it: four fsyncs and two unlinks, the bulk
@@ -262,75 +290,41 @@ impl SqliteStore {
                     rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                     true,
                 )
-                .map_err(|e| sql(p, "keeping the WAL at close", e))?;
+                .map_err(|e| self.fail("keeping the WAL at close", e))?;
         }
         match self.mode {
             // check_identity refused a read-only open of an old schema.
             OpenMode::ReadOnly => self
                 .conn
                 .execute_batch("PRAGMA query_only = ON")
-                .map_err(|e| sql(p, "making the connection read-only", e))?,
+                .map_err(|e| self.fail("making the connection read-only", e))?,
             // The hook: one statement per open, as it opens the database at
             // every VM event. It writes only events (no foreign keys), into a
             // database kvmroll's CLI made and put in WAL mode.
             OpenMode::ReadWriteFast => self
                 .conn
                 .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;")
-                .map_err(|e| sql(p, "setting up the connection", e))?,
-            OpenMode::ReadWrite => {
+                .map_err(|e| self.fail("setting up the connection", e))?,
+            OpenMode::ReadWrite | OpenMode::Create => {
                 let journal: String = self
                     .conn
                     .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                    .map_err(|e| sql(p, "switching to WAL", e))?;
+                    .map_err(|e| self.fail("switching to WAL", e))?;
                 if !journal.eq_ignore_ascii_case("wal") {
                     log::warn!(
                         "database {}: journal mode is {journal}, not wal",
-                        p.display()
+                        self.path.display()
                     );
                 }
                 self.conn
                     .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-                    .map_err(|e| sql(p, "setting up the connection", e))?;
+                    .map_err(|e| self.fail("setting up the connection", e))?;
             }
         }
-        if version < SCHEMA_VERSION {
-            self.migrate()?;
+        if self.found < SCHEMA_VERSION {
+            migrate(&self.conn, &self.path, self.wait)?;
         }
         Ok(())
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let p = &self.path;
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(|e| sql(p, "starting the upgrade", e))?;
-        // Another process may have upgraded it while we waited for the lock.
-        let mut version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| sql(p, "reading its schema version", e))?;
-        let fresh = version == 0;
-        while version < SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[version as usize])
-                .map_err(|e| sql(p, "upgrading the schema", e))?;
-            version += 1;
-            tx.pragma_update(None, "user_version", version)
-                .map_err(|e| sql(p, "recording the schema version", e))?;
-        }
-        if fresh {
-            tx.pragma_update(None, "application_id", APPLICATION_ID)
-                .map_err(|e| sql(p, "stamping the database", e))?;
-            let seeded = Cluster::seeded();
-            for a in &seeded.appliances {
-                tx.execute("INSERT INTO appliances (name) VALUES (?1)", [a])
-                    .map_err(|e| sql(p, "seeding appliances", e))?;
-            }
-            for (scope, attrs) in &seeded.attrs {
-                for (name, value) in attrs {
-                    put_attr(&tx, scope, name, value)
-                        .map_err(|e| sql(p, "seeding attributes", e))?;
-                }
-            }
-        }
-        tx.commit().map_err(|e| sql(p, "committing the upgrade", e))
     }
 
     fn load(&self, tx: &Transaction<'_>) -> Result<Cluster, StoreError> {
@@ -510,11 +504,250 @@ impl SqliteStore {
     }
 }
 
+/// Refuses a schema version this build cannot read: one newer than it
+/// knows, or one no kvmroll writes (zero or below, on a stamped file).
+fn check_version(path: &Path, version: i64) -> Result<(), StoreError> {
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        return Err(StoreError::UnknownSchema {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    Ok(())
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction; a database
+/// at version 0 (only ever a new one, in `create`) is stamped and seeded.
+/// `path` names the database in errors.
+fn migrate(conn: &Connection, path: &Path, wait: Duration) -> Result<(), StoreError> {
+    let fail = |what, e| fault(path, true, wait, what, e);
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(|e| fail("starting the upgrade", e))?;
+    // Another process may have upgraded it while we waited for the lock.
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| fail("reading its schema version", e))?;
+    let fresh = found == 0;
+    if !fresh {
+        check_version(path, found)?;
+    }
+    for to in found + 1..=SCHEMA_VERSION {
+        // check_version bounds `to` to 1..=MIGRATIONS.len(); `get` keeps an
+        // index that is wrong all the same from becoming a panic.
+        let step = usize::try_from(to - 1)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+            .ok_or_else(|| StoreError::UnknownSchema {
+                path: path.to_path_buf(),
+                found,
+            })?;
+        let failed = |source| StoreError::Upgrade {
+            path: path.to_path_buf(),
+            from: to - 1,
+            to,
+            source,
+        };
+        tx.execute_batch(step)
+            .map_err(|e| failed(Box::new(SqlFault(e))))?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(|e| failed(Box::new(SqlFault(e))))?;
+    }
+    if fresh {
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(|e| fail("stamping the database", e))?;
+        let seeded = Cluster::seeded();
+        for a in &seeded.appliances {
+            tx.execute("INSERT INTO appliances (name) VALUES (?1)", [a])
+                .map_err(|e| fail("seeding appliances", e))?;
+        }
+        for (scope, attrs) in &seeded.attrs {
+            for (name, value) in attrs {
+                put_attr(&tx, scope, name, value).map_err(|e| fail("seeding attributes", e))?;
+            }
+        }
+    }
+    tx.commit().map_err(|e| fail("committing the upgrade", e))
+}
+
+/// Makes a new database at `path`, whole: the schema is written, stamped
+/// and seeded in a temporary file beside it, which is then linked into
+/// place, so that no process ever finds a half-made or empty database there
+/// (and an empty file found there is never taken for a new one). Returns
+/// false when another process made it first.
+fn create(path: &Path) -> Result<bool, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    // Unique per call: threads of one process may make it at once.
+    let tmp = dir.join(format!(".{name}.{}.new", uuid::Uuid::new_v4().simple()));
+    let made = |source| StoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let result = (|| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(made)?;
+        {
+            let conn = Connection::open_with_flags(
+                &tmp,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| fault(path, true, BUSY_TIMEOUT, "making it", e))?;
+            conn.execute_batch("PRAGMA synchronous = FULL")
+                .map_err(|e| fault(path, true, BUSY_TIMEOUT, "making it", e))?;
+            migrate(&conn, path, BUSY_TIMEOUT)?;
+            // Switched last, so that closing checkpoints and removes this
+            // temporary's own -wal: the header says WAL from the start.
+            conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+                .map_err(|e| fault(path, true, BUSY_TIMEOUT, "making it", e))?;
+        }
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(made)?;
+        // link(2) fails where anything is already at `path`; rename would
+        // replace it.
+        let linked = match std::fs::hard_link(&tmp, path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(made(e)),
+        };
+        std::fs::remove_file(&tmp).map_err(made)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(made)?;
+        Ok(linked)
+    })();
+    if result.is_err() {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+        }
+    }
+    result
+}
+
+/// A SQLite failure as a [`StoreError`], with its cause where the user can
+/// act on it: a writer that held the lock past `wait`, or a file system that
+/// refuses the file or its folder (SQLite says only "unable to open database
+/// file" or "attempt to write a readonly database").
+fn fault(
+    path: &Path,
+    write: bool,
+    wait: Duration,
+    what: &'static str,
+    e: rusqlite::Error,
+) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy) => StoreError::Busy {
+            path: path.to_path_buf(),
+            waited: wait,
+            what,
+        },
+        Some(C::CannotOpen | C::ReadOnly | C::PermissionDenied | C::SystemIoFailure) => {
+            match access_problem(path, write) {
+                Some(why) => StoreError::NoAccess {
+                    path: path.to_path_buf(),
+                    why,
+                },
+                None => sql(path, what, e),
+            }
+        }
+        _ => sql(path, what, e),
+    }
+}
+
+/// What the file system refuses of the database at `path`, and what to do,
+/// if it refuses anything: reading it; writing it, when `write`; and making
+/// files in its folder, where WAL keeps its `-wal` and `-shm` files (readers
+/// need the `-shm` too).
+fn access_problem(path: &Path, write: bool) -> Option<String> {
+    use nix::errno::Errno;
+    use nix::unistd::{access, AccessFlags};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let denied = |e: Errno| matches!(e, Errno::EACCES | Errno::EPERM);
+    if let Err(e) = access(path, AccessFlags::R_OK) {
+        if denied(e) {
+            return Some("no permission to read it: run as its owner, or fix its mode".into());
+        }
+    }
+    if write {
+        match access(path, AccessFlags::W_OK) {
+            Err(Errno::EROFS) => {
+                return Some(
+                    "it is on a read-only file system: remount that read-write, or point \
+                     --db (KVMROLL_DB) at a copy on a writable one"
+                        .into(),
+                )
+            }
+            Err(e) if denied(e) => {
+                return Some(
+                    "no permission to write it: run as its owner (root), or fix its mode".into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    match access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+        Err(Errno::EROFS) => Some(format!(
+            "its folder {} is on a read-only file system, and the write-ahead log needs \
+             its -wal and -shm files there: remount it read-write",
+            dir.display()
+        )),
+        Err(e) if denied(e) => Some(format!(
+            "no permission to make files in its folder {}, where the write-ahead log keeps \
+             its -wal and -shm files: run as the folder's owner, or let them write there",
+            dir.display()
+        )),
+        _ => None,
+    }
+}
+
+/// A SQLite error on one line: SQLite's message without the statement it
+/// failed in (rusqlite's text of a failed batch carries the whole batch).
+#[derive(Debug)]
+struct SqlFault(rusqlite::Error);
+
+impl std::fmt::Display for SqlFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match &self.0 {
+            rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+            e => e.to_string(),
+        };
+        f.write_str(text.lines().next().unwrap_or_default().trim())
+    }
+}
+
+impl std::error::Error for SqlFault {}
+
 fn sql(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
     StoreError::Sql {
         path: path.to_path_buf(),
         what,
-        source,
+        source: Box::new(SqlFault(source)),
     }
 }
 
@@ -935,7 +1168,7 @@ impl Store for SqliteStore {
         }
         let p = &self.path;
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(|e| sql(p, "starting to record events", e))?;
+            .map_err(|e| self.fail("starting to record events", e))?;
         {
             let mut st = tx
                 .prepare_cached(
@@ -960,7 +1193,7 @@ impl Store for SqliteStore {
                 .map_err(|e| sql(p, "recording events", e))?;
             }
         }
-        tx.commit().map_err(|e| sql(p, "committing events", e))
+        tx.commit().map_err(|e| self.fail("committing events", e))
     }
 
     fn upkeep_due(&self) -> bool {
@@ -1026,6 +1259,27 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    fn status(&self) -> Result<StoreStatus, StoreError> {
+        let q = |e| sql(&self.path, "counting its rows", e);
+        let tx = self.conn.unchecked_transaction().map_err(q)?;
+        let count = |query: &str| -> Result<u64, StoreError> {
+            let n: i64 = tx.query_row(query, [], |r| r.get(0)).map_err(q)?;
+            Ok(n.max(0) as u64)
+        };
+        let status = StoreStatus {
+            engine: "sqlite",
+            location: self.path.display().to_string(),
+            schema_version: tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(q)?,
+            hosts: count("SELECT count(*) FROM hosts WHERE id NOT IN (SELECT host_id FROM vms)")?,
+            vms: count("SELECT count(*) FROM vms")?,
+            events: count("SELECT count(*) FROM events")?,
+        };
+        tx.finish().map_err(q)?;
+        Ok(status)
+    }
+
     fn prune_events(
         &mut self,
         before_ms: Option<i64>,
@@ -1036,8 +1290,8 @@ impl Store for SqliteStore {
         }
         let p = &self.path;
         let q = |e| sql(p, "pruning events", e);
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(q)?;
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.fail("starting to prune events", e))?;
         let mut gone = 0;
         if let Some(before) = before_ms {
             gone += tx
@@ -1077,7 +1331,7 @@ impl Store for SqliteStore {
             return Err(StoreError::ReadOnly);
         }
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(|e| sql(&self.path, "starting a write", e))?;
+            .map_err(|e| self.fail("starting a write", e))?;
         let before = self.load(&tx)?;
         let list = changes(&before)?;
         let plan = before.plan(&list)?;
@@ -1085,7 +1339,7 @@ impl Store for SqliteStore {
             write(&tx, change, &plan.after).map_err(|e| sql(&self.path, "writing a change", e))?;
         }
         tx.commit()
-            .map_err(|e| sql(&self.path, "committing a write", e))?;
+            .map_err(|e| self.fail("committing a write", e))?;
         Ok(plan)
     }
 }
@@ -1097,7 +1351,7 @@ mod tests {
 
     fn fresh() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("sub/k.db"), OpenMode::ReadWrite).unwrap();
+        let s = SqliteStore::open(&dir.path().join("sub/k.db"), OpenMode::Create).unwrap();
         (dir, s)
     }
 
@@ -1342,18 +1596,209 @@ mod tests {
     }
 
     #[test]
-    fn only_the_cli_makes_a_database() {
+    fn only_create_makes_a_database() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("sub/k.db");
-        for mode in [OpenMode::ReadWriteFast, OpenMode::ReadOnly] {
-            assert!(matches!(
-                SqliteStore::open(&db, mode),
-                Err(StoreError::Missing { .. })
-            ));
+        for mode in [
+            OpenMode::ReadWriteFast,
+            OpenMode::ReadOnly,
+            OpenMode::ReadWrite,
+        ] {
+            let err = SqliteStore::open(&db, mode).unwrap_err();
+            assert!(matches!(err, StoreError::Missing { .. }), "{mode:?}: {err}");
+            assert!(err.to_string().contains("`kvmroll db init` creates it"));
             assert!(!d.path().join("sub").exists(), "{mode:?} made something");
         }
-        SqliteStore::open(&db, OpenMode::ReadWrite).unwrap();
+        SqliteStore::open(&db, OpenMode::Create).unwrap();
         assert!(db.exists());
+        // Made whole in a temporary beside it, which is gone.
+        let names: Vec<_> = std::fs::read_dir(d.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with("k.db"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    const EVERY_MODE: [OpenMode; 4] = [
+        OpenMode::Create,
+        OpenMode::ReadWrite,
+        OpenMode::ReadOnly,
+        OpenMode::ReadWriteFast,
+    ];
+
+    /// Regression: a database truncated to 0 bytes (its -wal and -shm gone)
+    /// was taken for a new one and rebuilt empty, by the hook at `prepare
+    /// begin` and by `kvmroll vm list`.
+    #[test]
+    fn an_empty_database_file_is_refused_and_left_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("k.db");
+        std::fs::write(&db, b"").unwrap();
+        for mode in EVERY_MODE {
+            let err = SqliteStore::open(&db, mode).unwrap_err();
+            assert!(matches!(err, StoreError::Empty { .. }), "{mode:?}: {err}");
+            assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "{mode:?}");
+        }
+        assert!(matches!(
+            SqliteStore::init(&db),
+            Err(StoreError::Empty { .. })
+        ));
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // A SQLite file holding nothing is no kvmroll database either.
+        let bare = d.path().join("bare.db");
+        Connection::open(&bare)
+            .unwrap()
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(&bare, OpenMode::Create),
+            Err(StoreError::Empty { .. })
+        ));
+    }
+
+    /// Regression: `PRAGMA user_version = -1` made every open panic (index
+    /// out of bounds in migrate), the CLI's and the hook's alike.
+    #[test]
+    fn an_impossible_schema_version_is_refused_not_a_panic() {
+        for version in [-1, 0, i64::from(i32::MIN)] {
+            let (d, s) = fresh();
+            drop(s);
+            let db = d.path().join("sub/k.db");
+            Connection::open(&db)
+                .unwrap()
+                .pragma_update(None, "user_version", version)
+                .unwrap();
+            for mode in EVERY_MODE {
+                let err = SqliteStore::open(&db, mode).unwrap_err();
+                assert!(
+                    matches!(err, StoreError::UnknownSchema { found, .. } if found == version),
+                    "{version} {mode:?}: {err}"
+                );
+            }
+            // migrate itself never indexes its steps unchecked either.
+            let conn = Connection::open(&db).unwrap();
+            if version != 0 {
+                assert!(matches!(
+                    migrate(&conn, &db, Duration::from_secs(1)),
+                    Err(StoreError::UnknownSchema { .. })
+                ));
+            }
+        }
+    }
+
+    /// Regression: a failed upgrade printed the whole script of its step
+    /// (59 lines of CREATE TABLE), in the CLI and in the hook's refusal.
+    #[test]
+    fn a_failed_upgrade_is_one_line_naming_its_step() {
+        let (d, s) = fresh();
+        drop(s);
+        let db = d.path().join("sub/k.db");
+        // Schema 1 on paper, yet step 2's table is there: step 2 fails.
+        Connection::open(&db)
+            .unwrap()
+            .pragma_update(None, "user_version", 1)
+            .unwrap();
+        let err = SqliteStore::open(&db, OpenMode::ReadWrite).unwrap_err();
+        let said = crate::sys::error_chain(&err);
+        assert!(
+            matches!(err, StoreError::Upgrade { from: 1, to: 2, .. }),
+            "{said}"
+        );
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(said.contains("table events already exists"), "{said}");
+        assert!(!said.contains("CREATE"), "{said}");
+        // Nothing of the failed step stayed.
+        let version: i64 = Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1);
+    }
+
+    #[test]
+    fn init_says_whether_it_created_upgraded_or_found_the_database() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("k.db");
+        assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Created);
+        assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Current);
+        // Back to schema 1: step 2 makes the events table, step 3 the disk
+        // records.
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let (s, init) = SqliteStore::init(&db).unwrap();
+        assert_eq!(init, Init::Upgraded { from: 1 });
+        assert_eq!(s.status().unwrap().schema_version, SCHEMA_VERSION);
+        let junk = d.path().join("junk");
+        std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+        assert!(matches!(
+            SqliteStore::init(&junk),
+            Err(StoreError::NotKvmroll { .. })
+        ));
+    }
+
+    #[test]
+    fn many_first_writers_make_one_database() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("k.db");
+        let inits: Vec<Init> = std::thread::scope(|scope| {
+            let all: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| SqliteStore::init(&db).map(|(_, i)| i)))
+                .collect();
+            all.into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect()
+        });
+        assert_eq!(inits.iter().filter(|i| **i == Init::Created).count(), 1);
+        assert!(inits
+            .iter()
+            .all(|i| matches!(i, Init::Created | Init::Current)));
+    }
+
+    #[test]
+    fn status_counts_hosts_vms_and_events() {
+        let (_d, mut s) = fresh();
+        s.update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("c", "vm-container")),
+                Change::AddHost(Host::new("compute-0-0", "compute")),
+                Change::AddVm(vm("v", "c", 1)),
+            ])
+        })
+        .unwrap();
+        s.record_events(&[ok_event("v", 1)]).unwrap();
+        let st = s.status().unwrap();
+        assert_eq!(
+            (st.engine, st.schema_version, st.hosts, st.vms, st.events),
+            ("sqlite", SCHEMA_VERSION, 2, 1, 1)
+        );
+        assert!(st.location.ends_with("sub/k.db"));
+    }
+
+    /// A writer that holds the lock past the wait is said as such, with the
+    /// wait, not as a bare "database is locked".
+    #[test]
+    fn a_lock_held_past_the_wait_is_said_with_the_wait() {
+        let (d, s) = fresh();
+        drop(s);
+        let db = d.path().join("sub/k.db");
+        let mut hook = SqliteStore::open(&db, OpenMode::ReadWriteFast).unwrap();
+        hook.wait = Duration::from_secs(1);
+        hook.conn.busy_timeout(hook.wait).unwrap();
+        let holder = Connection::open(&db).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = hook.record_events(&[ok_event("v", 1)]).unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("was locked by another writer for 1 s"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1492,7 +1937,7 @@ mod tests {
         assert_eq!(std::fs::read(&other).unwrap(), bytes);
 
         let newer = dir.path().join("newer.db");
-        drop(SqliteStore::open(&newer, OpenMode::ReadWrite).unwrap());
+        drop(SqliteStore::open(&newer, OpenMode::Create).unwrap());
         Connection::open(&newer)
             .unwrap()
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)

@@ -13,12 +13,19 @@ use std::time::Duration;
 /// The database kvmroll uses when neither `--db` nor `KVMROLL_DB` names one.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/kvmroll/kvmroll.db";
 
-/// How a store is opened.
+/// How a store is opened. Only `Create` ever makes a database: every other
+/// mode finds one or says it is missing, and every mode refuses a file that
+/// is not a kvmroll database (an empty one included) without touching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Creates and upgrades the database as needed.
+    /// Read-write, making the database where none exists: through
+    /// [`open_store`], at the first write that a new database accepts (a
+    /// refused write makes nothing); `SqliteStore::open` makes it at once.
+    /// The CLI's commands that can start a cluster, and `kvmroll db init`.
+    Create,
+    /// Read-write on an existing database, upgrading its schema as needed.
     ReadWrite,
-    /// Refuses every write (plugins in read-only hook stages).
+    /// Refuses every write (reads, and plugins in read-only hook stages).
     ReadOnly,
     /// Read-write, but a commit is made durable at the next checkpoint rather
     /// than at once (SQLite's `synchronous=NORMAL` in WAL mode: the database
@@ -54,6 +61,10 @@ pub struct MadeImage {
     pub time_ms: i64,
 }
 
+/// A backend's own error, said on one line (SQLite's carry the statement's
+/// whole text, which is no use to a reader).
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,27 +74,48 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open database {path}")]
-    Open {
+    #[error("cannot create database {path}")]
+    Create {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: std::io::Error,
     },
+    /// The file system refuses what the database needs, with what to do.
+    #[error("cannot use database {path}: {why}")]
+    NoAccess { path: PathBuf, why: String },
     #[error("{path} is not a kvmroll database")]
     NotKvmroll { path: PathBuf },
+    #[error("{path} is empty, not a kvmroll database: restore it from a backup, or remove it and run `kvmroll db init`")]
+    Empty { path: PathBuf },
+    #[error("{path} is not a kvmroll database this kvmroll can read: its schema version {found} is one no kvmroll writes")]
+    UnknownSchema { path: PathBuf, found: i64 },
     #[error("database {path} has schema version {found}, newer than this kvmroll knows ({supported}); upgrade kvmroll")]
     NewerSchema {
         path: PathBuf,
         found: i64,
         supported: i64,
     },
-    #[error("database {path} does not exist")]
+    #[error("database {path} does not exist; `kvmroll db init` creates it")]
     Missing { path: PathBuf },
-    #[error("database {path} needs an upgrade from schema {found} to {supported}, which a read-only open cannot do")]
+    #[error("database {path} needs an upgrade from schema {found} to {supported}, which a read-only open cannot do; `kvmroll db init` upgrades it")]
     NeedsUpgrade {
         path: PathBuf,
         found: i64,
         supported: i64,
+    },
+    #[error("database {path}: upgrading the schema from version {from} to {to} failed")]
+    Upgrade {
+        path: PathBuf,
+        from: i64,
+        to: i64,
+        #[source]
+        source: BackendError,
+    },
+    #[error("database {path} was locked by another writer for {} s: {what}", waited.as_secs())]
+    Busy {
+        path: PathBuf,
+        waited: Duration,
+        what: &'static str,
     },
     #[error("the database is open read-only (KVMROLL_DB_READONLY is set): writes are refused in this stage")]
     ReadOnly,
@@ -92,12 +124,37 @@ pub enum StoreError {
         path: PathBuf,
         what: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     #[error("database {path} holds a row kvmroll cannot read: {what}")]
     Corrupt { path: PathBuf, what: String },
     #[error(transparent)]
     Refused(#[from] ClusterError),
+}
+
+/// What `kvmroll db init` found at the location, or did there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    Created,
+    Upgraded {
+        from: i64,
+    },
+    /// A kvmroll database at the current schema: nothing to do.
+    Current,
+}
+
+/// What `kvmroll db status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreStatus {
+    /// The backend: `sqlite`.
+    pub engine: &'static str,
+    /// Where it is: a path, or a URL without its password.
+    pub location: String,
+    pub schema_version: i64,
+    /// Physical hosts: every host row but the VMs' own.
+    pub hosts: u64,
+    pub vms: u64,
+    pub events: u64,
 }
 
 /// What kvmroll needs of a database.
@@ -160,6 +217,9 @@ pub trait Store {
         Ok(())
     }
 
+    /// The engine, location, schema version and row counts.
+    fn status(&self) -> Result<StoreStatus, StoreError>;
+
     /// Deletes, in one transaction, the events recorded before `before_ms`
     /// (milliseconds since the epoch) and all but the newest `keep`; returns
     /// how many went.
@@ -170,7 +230,167 @@ pub trait Store {
     ) -> Result<u64, StoreError>;
 }
 
-/// Opens the store at `path` (SQLite, the only backend so far).
+/// Opens the store at `path` (SQLite, the only backend so far). With
+/// [`OpenMode::Create`] and nothing at `path`, the database is made by the
+/// first write a new database accepts, so a refused write leaves nothing.
 pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
+    if mode == OpenMode::Create && !path.exists() {
+        return Ok(Box::new(Unmade {
+            path: path.to_path_buf(),
+            made: None,
+        }));
+    }
+    let mode = if mode == OpenMode::Create {
+        OpenMode::ReadWrite
+    } else {
+        mode
+    };
     Ok(Box::new(crate::sqlite::SqliteStore::open(path, mode)?))
+}
+
+/// Makes the database at `path` if there is none, or upgrades it: what
+/// `kvmroll db init` does. A file that is not a kvmroll database is refused.
+pub fn init_store(path: &Path) -> Result<(Box<dyn Store>, Init), StoreError> {
+    let (store, init) = crate::sqlite::SqliteStore::init(path)?;
+    Ok((Box::new(store), init))
+}
+
+/// A database not made yet: until it is, it reads as a new one would (the
+/// seeded cluster, no events), and the first write that such a cluster
+/// accepts makes it; from then on everything goes to the database made.
+struct Unmade {
+    path: PathBuf,
+    made: Option<Box<dyn Store>>,
+}
+
+impl Unmade {
+    fn made(&mut self) -> Result<&mut Box<dyn Store>, StoreError> {
+        let store = match self.made.take() {
+            Some(s) => s,
+            None => init_store(&self.path)?.0,
+        };
+        Ok(self.made.insert(store))
+    }
+}
+
+impl Store for Unmade {
+    fn snapshot(&self) -> Result<Cluster, StoreError> {
+        match &self.made {
+            Some(s) => s.snapshot(),
+            None => Ok(Cluster::seeded()),
+        }
+    }
+
+    fn update(
+        &mut self,
+        changes: &mut dyn FnMut(&Cluster) -> Result<Vec<Change>, ClusterError>,
+    ) -> Result<Plan, StoreError> {
+        if self.made.is_none() {
+            let new = Cluster::seeded();
+            new.plan(&changes(&new)?)?;
+        }
+        // Another process may have made it meanwhile: the changes are asked
+        // again, of what the database holds.
+        self.made()?.update(changes)
+    }
+
+    fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError> {
+        match &self.made {
+            Some(s) => s.vm_brief(name),
+            None => Ok(None),
+        }
+    }
+
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
+        match &self.made {
+            Some(s) => s.vm_disks(vm),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError> {
+        // A database not made yet has no VM to record anything of.
+        match &mut self.made {
+            Some(s) => s.record_disk_work(vm, container, made, grown),
+            None => Ok(()),
+        }
+    }
+
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
+        match &self.made {
+            Some(s) => s.made_images(vm),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
+        match &mut self.made {
+            Some(s) => s.grow_disk(vm, dev, size_gib),
+            None => Err(ClusterError::UnknownVm(vm.to_string()).into()),
+        }
+    }
+
+    fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        self.made()?.record_events(events)
+    }
+
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        match &self.made {
+            Some(s) => s.events(filter),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn status(&self) -> Result<StoreStatus, StoreError> {
+        match &self.made {
+            Some(s) => s.status(),
+            None => Err(StoreError::Missing {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    fn prune_events(
+        &mut self,
+        before_ms: Option<i64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match &mut self.made {
+            Some(s) => s.prune_events(before_ms, keep),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Host;
+
+    /// A first write makes the database only when a new database accepts
+    /// it: bad input to it leaves no file and no folder behind.
+    #[test]
+    fn a_refused_first_write_makes_no_database() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("sub/k.db");
+        let mut s = open_store(&db, OpenMode::Create).unwrap();
+        assert_eq!(s.snapshot().unwrap(), Cluster::seeded());
+        let err = s
+            .update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "no-such-appliance"))]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Refused(_)), "{err}");
+        assert!(!d.path().join("sub").exists());
+        s.update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "compute"))]))
+            .unwrap();
+        assert!(db.exists());
+        assert!(s.snapshot().unwrap().hosts.contains_key("h"));
+        let again = open_store(&db, OpenMode::ReadOnly).unwrap();
+        assert_eq!(again.status().unwrap().hosts, 1);
+    }
 }

@@ -1,9 +1,9 @@
 //! Small things every kvmroll binary needs of the system and of its errors:
-//! this machine's name, the database path rule, an error printed on one
+//! this machine's name, an error printed on one
 //! line, and a file written so that no reader ever sees half of it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// This machine's host name, as the kernel has it.
 pub fn local_hostname() -> String {
@@ -28,13 +28,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The database path: the `--db` flag, else `KVMROLL_DB`, else the default.
-pub fn db_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(crate::store::DEFAULT_DB_PATH))
-}
-
 /// An error and its sources on one line, as the binaries print it once.
+///
+/// The line is bounded (see [`crate::text::one_line`]): a source may carry
+/// outside text of any size, libvirt's error above all, which quotes the
+/// definition it refuses over hundreds of KB and many lines. Its first line
+/// says what is wrong; the note of the cut says how much more there was.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -43,7 +42,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         s.push_str(&cause.to_string());
         src = cause.source();
     }
-    s
+    crate::text::one_line(&s)
 }
 
 /// Writes `bytes` to `dest` through a temporary file beside it: written,
@@ -83,6 +82,23 @@ mod tests {
     fn chains_sources_on_one_line() {
         let e = std::io::Error::other(crate::store::StoreError::ReadOnly);
         assert!(error_chain(&e).contains("read-only"));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot define a domain")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_huge_source_is_cut_to_one_line() {
+        let libvirt = format!("XML error: bad\n{}\n", "<a>".repeat(250_000));
+        let e = Outer(std::io::Error::other(libvirt));
+        let line = error_chain(&e);
+        assert!(
+            line.starts_with("cannot define a domain: XML error: bad …"),
+            "{line}"
+        );
+        assert!(line.ends_with("(cut: 750040 bytes in all)"), "{line}");
+        assert_eq!(line.lines().count(), 1);
     }
 
     #[test]

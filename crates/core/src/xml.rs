@@ -7,9 +7,22 @@
 //! end `<cpu>` or `<devices>` early and smuggle elements elsewhere), and it holds
 //! no document type, processing instruction or entity other than XML's five and
 //! character references. Rocks pasted such values into the domain unchecked.
+//!
+//! Depth is bounded: libvirt parses a definition with libxml2, which refuses
+//! a document nested deeper than 256 elements ("Excessive depth in document:
+//! 256"), so a fragment is refused when the domain it goes into would be
+//! deeper, and a document (the hook's stdin, a plugin's output) when it is.
+//! The parser keeps open elements on a heap stack, never recursing; the
+//! bound also keeps the recursion of everything that walks a parsed tree
+//! (Drop, Debug, Clone, comparisons, the drift check) shallow.
 
+use crate::text::{clip, QUOTE_CHARS};
 use quick_xml::events::Event;
 use quick_xml::Reader;
+
+/// The deepest nesting accepted, counted from a document's root element
+/// (depth 1): libvirt's, which is libxml2's default limit.
+pub const MAX_DEPTH: usize = 256;
 
 /// Escapes text for an XML text node.
 pub fn escape_text(s: &str) -> String {
@@ -56,6 +69,9 @@ pub fn rocks_unescape(value: &str) -> String {
 }
 
 /// One element of a parsed fragment.
+///
+/// Walking a tree recurses (the derived Drop, Debug, Clone and PartialEq
+/// do): the parser builds none deeper than [`MAX_DEPTH`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     pub name: String,
@@ -79,18 +95,21 @@ impl Element {
         self.children.iter().find(|c| c.name == name)
     }
 
-    /// Every descendant (and self) named `name`, in document order.
+    /// Every descendant (and self) named `name`, in document order; walked
+    /// with a stack of its own, not by recursion.
     pub fn descendants<'a>(&'a self, name: &str, out: &mut Vec<&'a Element>) {
-        if self.name == name {
-            out.push(self);
-        }
-        for c in &self.children {
-            c.descendants(name, out);
+        let mut todo = vec![self];
+        while let Some(el) = todo.pop() {
+            if el.name == name {
+                out.push(el);
+            }
+            todo.extend(el.children.iter().rev());
         }
     }
 }
 
-/// Why a fragment was refused.
+/// Why a fragment was refused. What a variant quotes of the input (a name,
+/// a text) is clipped when the error is made: the input may be megabytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FragmentError {
     #[error("empty XML fragment")]
@@ -107,6 +126,14 @@ pub enum FragmentError {
     Forbidden(&'static str),
     #[error("invalid element or attribute name {0:?}")]
     BadName(String),
+    /// Deeper than libvirt accepts; `around` counts the elements of the
+    /// domain that a fragment goes into.
+    #[error("nested deeper than {} elements{}", MAX_DEPTH - around, if *around > 0 {
+        format!(" ({MAX_DEPTH} with the {around} of the domain around it)")
+    } else {
+        String::new()
+    })]
+    TooDeep { around: usize },
 }
 
 fn valid_name(name: &str) -> bool {
@@ -121,7 +148,7 @@ fn valid_name(name: &str) -> bool {
 fn malformed(reader: &Reader<&[u8]>, msg: impl ToString) -> FragmentError {
     FragmentError::Malformed {
         pos: reader.buffer_position(),
-        msg: msg.to_string(),
+        msg: clip(&msg.to_string(), 4 * QUOTE_CHARS),
     }
 }
 
@@ -131,14 +158,14 @@ fn element_from(
 ) -> Result<Element, FragmentError> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
     if !valid_name(&name) {
-        return Err(FragmentError::BadName(name));
+        return Err(FragmentError::BadName(clip(&name, QUOTE_CHARS)));
     }
     let mut attrs = Vec::new();
     for attr in start.attributes().with_checks(true) {
         let attr = attr.map_err(|e| malformed(reader, e))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
         if !valid_name(&key) {
-            return Err(FragmentError::BadName(key));
+            return Err(FragmentError::BadName(clip(&key, QUOTE_CHARS)));
         }
         let value = attr
             .unescape_value()
@@ -155,9 +182,17 @@ fn element_from(
 }
 
 /// Parses a fragment: zero or more elements (comments and whitespace between
-/// them allowed). Returns the top-level elements; refuses an empty fragment.
+/// them allowed). Returns the top-level elements; refuses an empty fragment
+/// and one nested deeper than [`MAX_DEPTH`].
 pub fn parse_fragment(fragment: &str) -> Result<Vec<Element>, FragmentError> {
-    let roots = parse_nodes(fragment)?;
+    parse_fragment_within(fragment, 0)
+}
+
+/// Parses a fragment that goes `around` elements deep into a domain (1 for
+/// a child of `<domain>`, 2 for one of `<devices>`): refused when the domain
+/// would be nested deeper than [`MAX_DEPTH`].
+pub fn parse_fragment_within(fragment: &str, around: usize) -> Result<Vec<Element>, FragmentError> {
+    let roots = parse_nodes(fragment, around.min(MAX_DEPTH - 1))?;
     if roots.is_empty() {
         return Err(FragmentError::Empty);
     }
@@ -176,18 +211,21 @@ pub fn parse_document(doc: &str) -> Result<Element, FragmentError> {
     } else {
         trimmed
     };
-    let mut roots = parse_nodes(body)?;
+    let mut roots = parse_nodes(body, 0)?;
     match roots.len() {
         0 => Err(FragmentError::Empty),
         1 => Ok(roots.remove(0)),
         _ => Err(FragmentError::StrayText(format!(
             "<{}> after the root element",
-            roots[1].name
+            clip(&roots[1].name, QUOTE_CHARS)
         ))),
     }
 }
 
-fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
+/// The parse itself: a loop over quick-xml's events with the open elements
+/// on a stack, refusing an element deeper than [`MAX_DEPTH`] counted from
+/// `around` elements up, before it is built.
+fn parse_nodes(fragment: &str, around: usize) -> Result<Vec<Element>, FragmentError> {
     let mut reader = Reader::from_str(fragment);
     reader.config_mut().check_end_names = true;
     reader.config_mut().check_comments = true;
@@ -198,9 +236,12 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
             reader.read_event().map_err(|e| match e {
                 quick_xml::Error::IllFormed(
                     quick_xml::errors::IllFormedError::UnmatchedEndTag(n),
-                ) if stack.is_empty() => FragmentError::ClosesParent(n),
+                ) if stack.is_empty() => FragmentError::ClosesParent(clip(&n, QUOTE_CHARS)),
                 e => malformed(&reader, e),
             })?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) && around + stack.len() >= MAX_DEPTH {
+            return Err(FragmentError::TooDeep { around });
+        }
         match event {
             Event::Start(start) => {
                 let el = element_from(&reader, &start)?;
@@ -216,7 +257,7 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
             Event::End(end) => {
                 let name = String::from_utf8_lossy(end.name().as_ref()).into_owned();
                 let Some(el) = stack.pop() else {
-                    return Err(FragmentError::ClosesParent(name));
+                    return Err(FragmentError::ClosesParent(clip(&name, QUOTE_CHARS)));
                 };
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
@@ -232,14 +273,14 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
                 match stack.last_mut() {
                     Some(parent) => parent.text.push_str(&value),
                     None if value.trim().is_empty() => {}
-                    None => return Err(FragmentError::StrayText(value.trim().to_string())),
+                    None => return Err(FragmentError::StrayText(clip(value.trim(), QUOTE_CHARS))),
                 }
             }
             Event::CData(data) => {
                 let value = String::from_utf8_lossy(data.as_ref()).into_owned();
                 match stack.last_mut() {
                     Some(parent) => parent.text.push_str(&value),
-                    None => return Err(FragmentError::StrayText(value)),
+                    None => return Err(FragmentError::StrayText(clip(&value, QUOTE_CHARS))),
                 }
             }
             Event::Comment(_) => {}
@@ -250,7 +291,7 @@ fn parse_nodes(fragment: &str) -> Result<Vec<Element>, FragmentError> {
         }
     }
     if let Some(open) = stack.pop() {
-        return Err(FragmentError::Unclosed(open.name));
+        return Err(FragmentError::Unclosed(clip(&open.name, QUOTE_CHARS)));
     }
     Ok(roots)
 }
@@ -328,6 +369,85 @@ mod tests {
         ] {
             assert!(parse_fragment(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+    }
+
+    #[test]
+    fn depth_is_bounded_as_libvirt_bounds_it() {
+        assert!(parse_document(&nested(MAX_DEPTH)).is_ok());
+        let e = parse_document(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(e, FragmentError::TooDeep { around: 0 });
+        assert_eq!(e.to_string(), "nested deeper than 256 elements");
+        // An empty element counts as much as an open one.
+        let deep_empty = format!("{}<b/>{}", "<a>".repeat(256), "</a>".repeat(256));
+        assert!(parse_document(&deep_empty).is_err());
+        assert!(parse_fragment(&nested(MAX_DEPTH + 1)).is_err());
+    }
+
+    #[test]
+    fn a_fragment_counts_the_domain_around_it() {
+        // A device goes into <domain><devices>.
+        assert!(parse_fragment_within(&nested(254), 2).is_ok());
+        let e = parse_fragment_within(&nested(255), 2).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "nested deeper than 254 elements (256 with the 2 of the domain around it)"
+        );
+    }
+
+    /// Runs `f` on a thread of `stack` bytes: a recursion as deep as the
+    /// input would overflow it.
+    fn on_stack(stack: usize, f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// Regression: 200,000 levels overflowed the stack (the tree's Drop
+    /// recursed) and killed the CLI and the hook with no message.
+    #[test]
+    fn input_200000_deep_is_one_error_even_on_a_small_stack() {
+        let deep = nested(200_000);
+        let unclosed = "<a>".repeat(200_000);
+        on_stack(64 << 10, move || {
+            assert_eq!(
+                parse_document(&deep),
+                Err(FragmentError::TooDeep { around: 0 })
+            );
+            assert!(parse_fragment(&deep).is_err());
+            assert!(parse_document(&unclosed).is_err());
+        });
+    }
+
+    /// The deepest tree accepted is walked, copied, compared, printed and
+    /// dropped in half a test thread's stack, even unoptimised (about 1 KB
+    /// a level there).
+    #[test]
+    fn the_deepest_tree_accepted_is_cheap_to_walk() {
+        on_stack(1 << 20, || {
+            let tree = parse_document(&nested(MAX_DEPTH)).unwrap();
+            let copy = tree.clone();
+            assert_eq!(copy, tree);
+            let mut all = Vec::new();
+            tree.descendants("a", &mut all);
+            assert_eq!(all.len(), MAX_DEPTH);
+            assert!(format!("{tree:?}").len() > MAX_DEPTH);
+        });
+    }
+
+    #[test]
+    fn errors_quote_little_of_a_huge_input() {
+        let junk = "z".repeat(16 << 20);
+        let e = parse_document(&junk).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+        let long_name = format!("<{}>", "n".repeat(1 << 20));
+        assert!(parse_fragment(&long_name).unwrap_err().to_string().len() < 200);
     }
 
     #[test]

@@ -223,8 +223,9 @@ pub trait Hypervisor: Send {
     fn delete_image(&self, path: &str) -> Result<bool, VirtError>;
 }
 
-/// Opens connections; a trait so callers can be handed one.
-pub trait Connector {
+/// Opens connections; a trait so callers can be handed one. `Sync`, so
+/// that threads can open connections to several hosts at once.
+pub trait Connector: Sync {
     fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError>;
 }
 

@@ -1,14 +1,20 @@
-//! The hook's configuration, `/etc/kvmroll/kvmroll.conf`: libvirtd gives its
-//! hooks an almost empty environment, so everything the hook needs beyond its
-//! arguments comes from this file (`KVMROLL_CONF` names another, for tests).
+//! A host's kvmroll configuration, `/etc/kvmroll/kvmroll.conf`
+//! (`KVMROLL_CONF` names another). libvirtd gives its hooks an almost empty
+//! environment, so everything the hook needs beyond its arguments comes from
+//! this file; and every binary finds the cluster database through its `db`
+//! line when neither `--db` nor `KVMROLL_DB` names one ([`db_location`]), so
+//! a container's CLI, save service and hook all reach the same database.
 //!
-//!     # kvmroll.conf
-//!     db = /var/lib/kvmroll/kvmroll.db   # the cluster database
-//!     root = /etc/kvmroll                # holds plugins/STAGE.d and vms/VM/STAGE.d
-//!     host = vm-container-0-0            # this container's name (default: host name)
-//!     kvmroll = /usr/local/bin/kvmroll   # the CLI, for plugins and refreshes
+//! ```text
+//! # kvmroll.conf
+//! db = /var/lib/kvmroll/kvmroll.db   # the cluster database
+//! root = /etc/kvmroll                # holds plugins/STAGE.d and vms/VM/STAGE.d
+//! host = vm-container-0-0            # this container's name (default: host name)
+//! kvmroll = /usr/local/bin/kvmroll   # the CLI, for plugins and refreshes
+//! passfile = /etc/kvmroll/db.pgpass  # a PostgreSQL database's credential (libpq format)
+//! ```
 
-use kvmroll_core::DEFAULT_DB_PATH;
+use crate::store::DEFAULT_DB_PATH;
 use std::path::{Path, PathBuf};
 
 /// Where the configuration is read from unless `KVMROLL_CONF` says otherwise.
@@ -37,6 +43,8 @@ pub struct Config {
     pub root: PathBuf,
     pub host: String,
     pub kvmroll: PathBuf,
+    /// The credential of a PostgreSQL database (a libpq passfile).
+    pub passfile: Option<PathBuf>,
 }
 
 /// The kvmroll CLI: the first that exists of /usr/local/bin and /usr/bin,
@@ -68,8 +76,9 @@ impl Config {
         Config {
             db: db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH)),
             root: root.unwrap_or_else(|| PathBuf::from("/etc/kvmroll")),
-            host: host.unwrap_or_else(kvmroll_core::sys::local_short_hostname),
+            host: host.unwrap_or_else(crate::sys::local_short_hostname),
             kvmroll: kvmroll.unwrap_or_else(default_kvmroll),
+            passfile: None,
         }
     }
 
@@ -88,6 +97,7 @@ impl Config {
     /// Parses `key = value` lines; `#` starts a comment.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let (mut db, mut root, mut host, mut kvmroll) = (None, None, None, None);
+        let mut passfile = None;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or_default().trim();
             if line.is_empty() {
@@ -113,11 +123,26 @@ impl Config {
                 "db" => db = Some(abs(value)?),
                 "root" => root = Some(abs(value)?),
                 "kvmroll" => kvmroll = Some(abs(value)?),
+                "passfile" => passfile = Some(abs(value)?),
                 "host" if !value.is_empty() => host = Some(value.to_string()),
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
-        Ok(Config::with(db, root, host, kvmroll))
+        Ok(Config {
+            passfile,
+            ..Config::with(db, root, host, kvmroll)
+        })
+    }
+}
+
+/// The cluster database, found in one order by every binary: the `--db`
+/// flag, else `KVMROLL_DB`, else the `db` line of the configuration file,
+/// else [`DEFAULT_DB_PATH`]. The file is read only when the first two are
+/// absent; a fault in it is an error, whoever reads it.
+pub fn db_location(flag: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    match flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from)) {
+        Some(db) => Ok(db),
+        None => Ok(Config::load()?.db),
     }
 }
 
