@@ -681,17 +681,29 @@ impl App<'_> {
                 })
             }
             VmCmd::Disk(DiskCmd::Resize { name, dev, size }) => self.resize_disk(&name, &dev, size),
-            VmCmd::Disk(DiskCmd::Remove { name, dev }) => self.edit_vm(&name, &mut |_, vm| {
-                let before = vm.disks.len();
-                vm.disks.retain(|d| d.dev != dev);
-                if vm.disks.len() == before {
-                    return Err(ClusterError::UnknownDisk {
-                        vm: vm.name.clone(),
-                        dev: dev.clone(),
-                    });
-                }
-                Ok(())
-            }),
+            VmCmd::Disk(DiskCmd::Remove { name, dev }) => {
+                let mut gone = Vec::new();
+                let outcome = self.edit_vm(&name, &mut |_, vm| {
+                    gone = vm
+                        .disks
+                        .iter()
+                        .filter(|d| d.dev == dev)
+                        .map(|d| d.path.clone())
+                        .collect();
+                    vm.disks.retain(|d| d.dev != dev);
+                    if gone.is_empty() {
+                        return Err(ClusterError::UnknownDisk {
+                            vm: vm.name.clone(),
+                            dev: dev.clone(),
+                        });
+                    }
+                    Ok(())
+                })?;
+                // A grow asked for it must not reach an image of the same
+                // path added again later.
+                self.store.record_disk_work(&name, "", &[], &gone)?;
+                Ok(outcome)
+            }
             VmCmd::Nic(NicCmd::Add { name, spec }) => {
                 let spec = NicSpec::parse(&spec)?;
                 self.edit_vm(&name, &mut |c, vm| {

@@ -1426,6 +1426,17 @@ fn disks_grow_and_never_shrink() {
         show.contains("qcow2:/var/lib/libvirt/images/g.qcow2,vda,virtio,5"),
         "{show}"
     );
+    // The grow waits for the next start; a disk removed takes it along, so
+    // the same path added again is not grown unasked.
+    let grows = || -> i64 {
+        rusqlite::Connection::open(&f.db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM disk_grows", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(grows(), 1);
+    f.ok(&["vm", "disk", "remove", "hosted-vm-0-0-0", "vda"]);
+    assert_eq!(grows(), 0);
 }
 
 #[test]
