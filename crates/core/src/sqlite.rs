@@ -6,7 +6,7 @@
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-use crate::store::{Init, OpenMode, Store, StoreError, StoreStatus, VmBrief};
+use crate::store::{Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk};
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
@@ -106,6 +106,23 @@ const MIGRATIONS: &[&str] = &[
         message     TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX events_vm ON events(vm, id);
+    "#,
+    // 3: the disk images kvmroll made (`vm remove --delete-disks` removes
+    // those and no others), and the grows waiting for a VM's next start.
+    r#"
+    CREATE TABLE made_images (
+        vm_id     INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        container TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        time_ms   INTEGER NOT NULL,
+        PRIMARY KEY (container, path)
+    );
+    CREATE INDEX made_images_vm ON made_images(vm_id);
+    CREATE TABLE disk_grows (
+        vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        path  TEXT NOT NULL,
+        PRIMARY KEY (vm_id, path)
+    );
     "#,
 ];
 
@@ -902,6 +919,16 @@ fn write(tx: &Transaction<'_>, change: &Change, after: &Cluster) -> rusqlite::Re
     Ok(())
 }
 
+/// The row id of a VM, by its name.
+fn vm_id(tx: &Transaction<'_>, vm: &str) -> rusqlite::Result<Option<i64>> {
+    tx.query_row(
+        "SELECT v.id FROM vms v JOIN hosts h ON h.id = v.host_id WHERE h.name = ?1",
+        [vm],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 const EVENT_COLUMNS: &str =
     "id, time_ms, vm, stage, op, subop, plugin, outcome, status, duration_ms, message";
 
@@ -967,6 +994,172 @@ impl Store for SqliteStore {
             container,
             attrs: found.into_iter().map(|(_, n, v)| (n, v)).collect(),
         }))
+    }
+
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "reading a VM's disks", e);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT d.type, d.path, d.dev, d.bus, d.size_gib, g.path IS NOT NULL
+                 FROM vm_disks d JOIN vms v ON v.id = d.vm_id JOIN hosts h ON h.id = v.host_id
+                 LEFT JOIN disk_grows g ON g.vm_id = d.vm_id AND g.path = d.path
+                 WHERE h.name = ?1 ORDER BY d.position",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([vm], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Disk {
+                        kind: DiskKind::File,
+                        path: r.get(1)?,
+                        dev: r.get(2)?,
+                        bus: r.get(3)?,
+                        size_gib: r.get(4)?,
+                    },
+                    r.get::<_, bool>(5)?,
+                ))
+            })
+            .map_err(q)?;
+        rows.map(|row| {
+            let (kind, mut disk, grow) = row.map_err(q)?;
+            disk.kind = DiskKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                path: p.clone(),
+                what: format!("disk type {kind}"),
+            })?;
+            Ok(VmDisk { disk, grow })
+        })
+        .collect()
+    }
+
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        if made.is_empty() && grown.is_empty() {
+            return Ok(());
+        }
+        let p = &self.path;
+        let q = |e| sql(p, "recording disk work", e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(q)?;
+        let Some(id) = vm_id(&tx, vm).map_err(q)? else {
+            return Ok(());
+        };
+        let now = crate::now_ms();
+        for path in made {
+            tx.execute(
+                "INSERT OR REPLACE INTO made_images (vm_id, container, path, time_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id, container, path, now],
+            )
+            .map_err(q)?;
+        }
+        for path in grown {
+            tx.execute(
+                "DELETE FROM disk_grows WHERE vm_id = ?1 AND path = ?2",
+                params![id, path],
+            )
+            .map_err(q)?;
+        }
+        tx.commit().map_err(q)
+    }
+
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "reading the images made for a VM", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT m.container, m.path, m.time_ms FROM made_images m
+                 JOIN vms v ON v.id = m.vm_id JOIN hosts h ON h.id = v.host_id
+                 WHERE h.name = ?1 ORDER BY m.time_ms, m.path",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([vm], |r| {
+                Ok(MadeImage {
+                    container: r.get(0)?,
+                    path: r.get(1)?,
+                    time_ms: r.get(2)?,
+                })
+            })
+            .map_err(q)?;
+        rows.collect::<Result<_, _>>().map_err(q)
+    }
+
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let p = &self.path;
+        let q = |e| sql(p, "growing a disk", e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(q)?;
+        let id = vm_id(&tx, vm)
+            .map_err(q)?
+            .ok_or_else(|| ClusterError::UnknownVm(vm.to_string()))?;
+        let found = tx
+            .query_row(
+                "SELECT type, path, bus, size_gib FROM vm_disks WHERE vm_id = ?1 AND dev = ?2",
+                params![id, dev],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<u32>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(q)?;
+        let Some((kind, path, bus, size)) = found else {
+            return Err(ClusterError::UnknownDisk {
+                vm: vm.to_string(),
+                dev: dev.to_string(),
+            }
+            .into());
+        };
+        let kind = DiskKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+            path: p.clone(),
+            what: format!("disk type {kind}"),
+        })?;
+        if let Some(from) = size.filter(|from| *from > size_gib) {
+            return Err(ClusterError::DiskShrink {
+                vm: vm.to_string(),
+                dev: dev.to_string(),
+                from,
+                to: size_gib,
+            }
+            .into());
+        }
+        tx.execute(
+            "UPDATE vm_disks SET size_gib = ?3 WHERE vm_id = ?1 AND dev = ?2",
+            params![id, dev, size_gib],
+        )
+        .map_err(q)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO disk_grows (vm_id, path) VALUES (?1, ?2)",
+            params![id, path],
+        )
+        .map_err(q)?;
+        tx.commit().map_err(q)?;
+        Ok(Disk {
+            kind,
+            path,
+            dev: dev.to_string(),
+            bus,
+            size_gib: size,
+        })
     }
 
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
@@ -1338,10 +1531,14 @@ mod tests {
         let db = d.path().join("k.db");
         assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Created);
         assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Current);
-        // Back to schema 1: step 2 makes the events table.
+        // Back to schema 1: step 2 makes the events table, step 3 the disk
+        // records.
         let conn = Connection::open(&db).unwrap();
-        conn.execute_batch("DROP TABLE events; PRAGMA user_version = 1;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(conn);
         let (s, init) = SqliteStore::init(&db).unwrap();
         assert_eq!(init, Init::Upgraded { from: 1 });

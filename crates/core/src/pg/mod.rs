@@ -28,7 +28,9 @@ use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::location::PgLocation;
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-use crate::store::{BackendError, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief};
+use crate::store::{
+    BackendError, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk,
+};
 use postgres::error::SqlState;
 use postgres::{Client, GenericClient, IsolationLevel};
 use schema::Found;
@@ -458,6 +460,16 @@ fn load(tx: &mut impl GenericClient) -> Result<Cluster, Fail> {
     Ok(c)
 }
 
+/// The row id of a VM, by its name.
+fn vm_id(tx: &mut impl GenericClient, vm: &str) -> Result<Option<i64>, postgres::Error> {
+    tx.query_opt(
+        "SELECT v.id FROM vms v JOIN hosts h ON h.id = v.host_id WHERE h.name = $1",
+        &[&vm],
+    )?
+    .map(|r| r.try_get(0))
+    .transpose()
+}
+
 fn vm_entry<'c>(
     c: &'c mut Cluster,
     by_id: &HashMap<i64, String>,
@@ -713,6 +725,149 @@ impl Store for PgStore {
                 container: row.try_get(4)?,
                 attrs,
             }))
+        })
+    }
+
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
+        self.reading("reading a VM's disks", |tx| {
+            let rows = tx.query(
+                "SELECT d.type, d.path, d.dev, d.bus, d.size_gib, g.path IS NOT NULL
+                 FROM vm_disks d JOIN vms v ON v.id = d.vm_id JOIN hosts h ON h.id = v.host_id
+                 LEFT JOIN disk_grows g ON g.vm_id = d.vm_id AND g.path = d.path
+                 WHERE h.name = $1 ORDER BY d.position",
+                &[&vm],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    let kind: String = r.try_get(0)?;
+                    let size_gib = match r.try_get::<_, Option<i64>>(4)? {
+                        Some(s) => Some(u32_of(s, "disk size")?),
+                        None => None,
+                    };
+                    Ok(VmDisk {
+                        disk: Disk {
+                            kind: DiskKind::parse(&kind)
+                                .ok_or_else(|| Fail::Corrupt(format!("disk type {kind}")))?,
+                            path: r.try_get(1)?,
+                            dev: r.try_get(2)?,
+                            bus: r.try_get(3)?,
+                            size_gib,
+                        },
+                        grow: r.try_get(5)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        if made.is_empty() && grown.is_empty() {
+            return Ok(());
+        }
+        let now = crate::now_ms();
+        self.writing("recording disk work", |tx| {
+            let Some(id) = vm_id(tx, vm)? else {
+                return Ok(());
+            };
+            for path in made {
+                tx.execute(
+                    "INSERT INTO made_images (vm_id, container, path, time_ms)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (container, path)
+                     DO UPDATE SET vm_id = excluded.vm_id, time_ms = excluded.time_ms",
+                    &[&id, &container, path, &now],
+                )?;
+            }
+            for path in grown {
+                tx.execute(
+                    "DELETE FROM disk_grows WHERE vm_id = $1 AND path = $2",
+                    &[&id, path],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
+        self.reading("reading the images made for a VM", |tx| {
+            let rows = tx.query(
+                "SELECT m.container, m.path, m.time_ms FROM made_images m
+                 JOIN vms v ON v.id = m.vm_id JOIN hosts h ON h.id = v.host_id
+                 WHERE h.name = $1 ORDER BY m.time_ms, m.path",
+                &[&vm],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(MadeImage {
+                        container: r.try_get(0)?,
+                        path: r.try_get(1)?,
+                        time_ms: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
+        self.writing("growing a disk", |tx| {
+            // A read, a check and a write of vm_disks, which `update`
+            // rewrites: writers take turns.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &LOCK_WRITERS],
+            )?;
+            let id = vm_id(tx, vm)?
+                .ok_or_else(|| Fail::Refused(ClusterError::UnknownVm(vm.to_string())))?;
+            let Some(row) = tx.query_opt(
+                "SELECT type, path, bus, size_gib FROM vm_disks WHERE vm_id = $1 AND dev = $2",
+                &[&id, &dev],
+            )?
+            else {
+                return Err(Fail::Refused(ClusterError::UnknownDisk {
+                    vm: vm.to_string(),
+                    dev: dev.to_string(),
+                }));
+            };
+            let kind: String = row.try_get(0)?;
+            let kind =
+                DiskKind::parse(&kind).ok_or_else(|| Fail::Corrupt(format!("disk type {kind}")))?;
+            let size = match row.try_get::<_, Option<i64>>(3)? {
+                Some(s) => Some(u32_of(s, "disk size")?),
+                None => None,
+            };
+            if let Some(from) = size.filter(|from| *from > size_gib) {
+                return Err(Fail::Refused(ClusterError::DiskShrink {
+                    vm: vm.to_string(),
+                    dev: dev.to_string(),
+                    from,
+                    to: size_gib,
+                }));
+            }
+            let path: String = row.try_get(1)?;
+            tx.execute(
+                "UPDATE vm_disks SET size_gib = $3 WHERE vm_id = $1 AND dev = $2",
+                &[&id, &dev, &i64::from(size_gib)],
+            )?;
+            tx.execute(
+                "INSERT INTO disk_grows (vm_id, path) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&id, &path],
+            )?;
+            Ok(Disk {
+                kind,
+                path,
+                dev: dev.to_string(),
+                bus: row.try_get(2)?,
+                size_gib: size,
+            })
         })
     }
 

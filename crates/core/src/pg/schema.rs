@@ -93,6 +93,23 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_vm ON events(vm, id);
     "#,
+    // 3: the disk images kvmroll made (`vm remove --delete-disks` removes
+    // those and no others), and the grows waiting for a VM's next start.
+    r#"
+    CREATE TABLE made_images (
+        vm_id     BIGINT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        container TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        time_ms   BIGINT NOT NULL,
+        PRIMARY KEY (container, path)
+    );
+    CREATE INDEX made_images_vm ON made_images(vm_id);
+    CREATE TABLE disk_grows (
+        vm_id BIGINT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        path  TEXT NOT NULL,
+        PRIMARY KEY (vm_id, path)
+    );
+    "#,
 ];
 
 /// The schema version this build writes: SQLite's, which the assertion
@@ -215,10 +232,12 @@ const VM_ATTRIBUTE: &str = "scope = 'host' AND target IN
 /// - read the whole cluster (every table; `kvmroll_meta` to open it);
 /// - record events (INSERT on `events` and its sequence); not prune them,
 ///   which the frontend does;
+/// - what the hook records of a VM's disks: the images it made
+///   (`made_images`) and the grows it did (`disk_grows`);
 /// - what allocate and shutdown plugins write through `kvmroll`: a VM's
 ///   placement and resources (UPDATE of `vms`' own columns, never its id,
 ///   host or UUID; a host's `cpus`, which follows its VM's vCPUs; its disks
-///   and NICs, rewritten whole), and the attributes of VMs (INSERT, UPDATE,
+///   and NICs, rewritten whole, and a disk's growth), and the attributes of VMs (INSERT, UPDATE,
 ///   DELETE on `attributes`, narrowed by row-level security to host-scoped
 ///   rows of VMs, so a container cannot set a global, appliance or
 ///   container attribute that the frontend acts on, such as the reinstall
@@ -235,8 +254,13 @@ fn grants(role: &str, database: &str, schema: &str, policies: &[String; 3]) -> V
         format!("GRANT USAGE ON SCHEMA {schema} TO {r}"),
         format!(
             "GRANT SELECT ON kvmroll_meta, appliances, hosts, attributes, vms, vm_disks, \
-             vm_nics, events TO {r}"
+             vm_nics, events, made_images, disk_grows TO {r}"
         ),
+        // The hook records the images it made and the grows it did; a
+        // plugin may ask a disk to grow (`kvmroll vm disk resize`).
+        format!("GRANT INSERT, UPDATE (vm_id, time_ms) ON made_images TO {r}"),
+        format!("GRANT INSERT, DELETE ON disk_grows TO {r}"),
+        format!("GRANT UPDATE (size_gib) ON vm_disks TO {r}"),
         format!("GRANT INSERT ON events TO {r}"),
         format!(
             "GRANT UPDATE (container_id, memory_mib, vcpus, cdrom, virt_type, stale) \

@@ -129,6 +129,9 @@ pub trait Engine: Sync {
 
     /// Whether there is a kvmroll database yet (something made one).
     fn made(&self) -> bool;
+
+    /// How many rows `table` holds, read behind the store's back.
+    fn rows(&self, table: &str) -> i64;
 }
 
 pub struct Sqlite {
@@ -150,6 +153,13 @@ impl Engine for Sqlite {
     fn made(&self) -> bool {
         self.path.exists()
     }
+
+    fn rows(&self, table: &str) -> i64 {
+        rusqlite::Connection::open(&self.path)
+            .unwrap()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
 }
 
 pub struct Postgres(pub TestDb);
@@ -167,6 +177,14 @@ impl Engine for Postgres {
         self.0
             .admin()
             .query_one("SELECT to_regclass('kvmroll_meta') IS NOT NULL", &[])
+            .unwrap()
+            .get(0)
+    }
+
+    fn rows(&self, table: &str) -> i64 {
+        self.0
+            .admin()
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .unwrap()
             .get(0)
     }

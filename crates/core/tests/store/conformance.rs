@@ -5,7 +5,7 @@
 use crate::common::{event, one_line, vm, Engine};
 use kvmroll_core::events::{EventFilter, Outcome};
 use kvmroll_core::model::{Disk, Mac, Nic, NicKind};
-use kvmroll_core::{Change, ClusterError, Host, Init, OpenMode, Scope, StoreError};
+use kvmroll_core::{Change, ClusterError, Host, Init, OpenMode, Scope, Store, StoreError};
 
 /// Each check becomes one test per engine. The PostgreSQL ones skip when no
 /// test server is given (and fail under KVMROLL_E2E=1).
@@ -37,6 +37,7 @@ on_both_engines!(
     status_counts_hosts_vms_and_events,
     two_writers_of_one_vm_lose_nothing,
     sixty_four_hook_events_at_once_are_all_recorded,
+    disk_grows_and_made_images_round_trip_and_go_with_their_vm,
 );
 
 fn a_new_database_is_seeded(e: &dyn Engine) {
@@ -419,4 +420,95 @@ fn status_counts_hosts_vms_and_events(e: &dyn Engine) {
     assert!(!st.location.contains(":kvmroll-test@"), "{}", st.location);
     assert_eq!(st.schema_version, kvmroll_core::sqlite::SCHEMA_VERSION);
     assert_eq!((st.hosts, st.vms, st.events), (2, 1, 2));
+}
+
+fn disk_grows_and_made_images_round_trip_and_go_with_their_vm(e: &dyn Engine) {
+    let mut s = e.init();
+    let mut v = vm("v", "c");
+    v.disks = vec![
+        Disk::parse("qcow2:/d/v.qcow2,vda,virtio,2").unwrap(),
+        Disk::parse("raw:/d/v.img,vdb,virtio").unwrap(),
+    ];
+    s.update(&mut |_| {
+        Ok(vec![
+            Change::AddHost(Host::new("c", "vm-container")),
+            Change::AddVm(v.clone()),
+        ])
+    })
+    .unwrap();
+    let grows =
+        |s: &dyn Store| -> Vec<bool> { s.vm_disks("v").unwrap().iter().map(|d| d.grow).collect() };
+    let disks = s.vm_disks("v").unwrap();
+    assert_eq!(
+        disks.iter().map(|d| &d.disk).collect::<Vec<_>>(),
+        v.disks.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(grows(&*s), [false, false]);
+    assert!(s.vm_disks("nobody").unwrap().is_empty());
+
+    // Grows: never smaller; a disk without a size gets one.
+    let was = s.grow_disk("v", "vda", 5).unwrap();
+    assert_eq!(was.size_gib, Some(2));
+    assert!(matches!(
+        s.grow_disk("v", "vda", 4),
+        Err(StoreError::Refused(ClusterError::DiskShrink {
+            from: 5,
+            to: 4,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        s.grow_disk("v", "vdz", 4),
+        Err(StoreError::Refused(ClusterError::UnknownDisk { .. }))
+    ));
+    assert!(matches!(
+        s.grow_disk("nobody", "vda", 4),
+        Err(StoreError::Refused(ClusterError::UnknownVm(_)))
+    ));
+    s.grow_disk("v", "vdb", 1).unwrap();
+    assert_eq!(grows(&*s), [true, true]);
+    let c = e.open(OpenMode::ReadOnly).unwrap().snapshot().unwrap();
+    let sizes: Vec<_> = c
+        .vm("v")
+        .unwrap()
+        .disks
+        .iter()
+        .map(|d| d.size_gib)
+        .collect();
+    assert_eq!(sizes, [Some(5), Some(1)]);
+
+    // The hook records what it made and grew.
+    let mut hook = e.open(OpenMode::ReadWriteFast).unwrap();
+    hook.record_disk_work("v", "c", &["/d/v.qcow2".into()], &["/d/v.img".into()])
+        .unwrap();
+    assert_eq!(grows(&*s), [true, false]);
+    let made = s.made_images("v").unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(
+        (made[0].container.as_str(), made[0].path.as_str()),
+        ("c", "/d/v.qcow2")
+    );
+    // Made again (a later start): one record still.
+    hook.record_disk_work("v", "c", &["/d/v.qcow2".into()], &[])
+        .unwrap();
+    assert_eq!(s.made_images("v").unwrap().len(), 1);
+    // A VM gone meanwhile records nothing, and fails nothing.
+    hook.record_disk_work("gone", "c", &["/d/x".into()], &[])
+        .unwrap();
+    let mut ro = e.open(OpenMode::ReadOnly).unwrap();
+    assert!(matches!(
+        ro.grow_disk("v", "vda", 9),
+        Err(StoreError::ReadOnly)
+    ));
+    assert!(matches!(
+        ro.record_disk_work("v", "c", &["/d/y".into()], &[]),
+        Err(StoreError::ReadOnly)
+    ));
+
+    // The records go with the VM.
+    s.update(&mut |_| Ok(vec![Change::RemoveVm("v".into())]))
+        .unwrap();
+    for table in ["made_images", "disk_grows"] {
+        assert_eq!(e.rows(table), 0, "{table} kept rows of a removed VM");
+    }
 }

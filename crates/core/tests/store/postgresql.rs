@@ -287,7 +287,8 @@ fn an_older_schema_is_upgraded_by_a_writer_and_not_by_a_reader() {
     // Back to version 1: no events table.
     db.admin()
         .batch_execute(
-            "DROP TABLE events; UPDATE kvmroll_meta SET value = '1' WHERE key = 'schema_version'",
+            "DROP TABLE events, made_images, disk_grows;
+             UPDATE kvmroll_meta SET value = '1' WHERE key = 'schema_version'",
         )
         .unwrap();
     let err = open(&db.location, OpenMode::ReadOnly).unwrap_err();
@@ -412,6 +413,9 @@ fn the_containers_role_reads_records_and_moves_vms_only() {
         Some("a")
     );
     ct.record_events(&[event("v", 1)]).unwrap();
+    // The hook records the images it made; a plugin asks a disk to grow.
+    ct.record_disk_work("v", "a", &["/d/v.img".into()], &[])
+        .unwrap_or_else(|e| panic!("{}", one_line(&e)));
     // An allocate plugin relocates the VM and sets one of its attributes.
     ct.update(&mut |c| {
         let mut v = c.vm("v").unwrap().clone();
@@ -428,6 +432,10 @@ fn the_containers_role_reads_records_and_moves_vms_only() {
         ])
     })
     .unwrap_or_else(|e| panic!("{}", one_line(&e)));
+    ct.grow_disk("v", "vdb", 3)
+        .unwrap_or_else(|e| panic!("{}", one_line(&e)));
+    ct.record_disk_work("v", "b", &[], &["/d/x".into()])
+        .unwrap_or_else(|e| panic!("{}", one_line(&e)));
     ct.update(&mut |_| {
         Ok(vec![Change::RemoveAttr {
             scope: Scope::Host("v".into()),
