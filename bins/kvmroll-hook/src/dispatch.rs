@@ -159,7 +159,10 @@ fn plugin_env(
         ("KVMROLL_OP".to_string(), call.op.clone()),
         ("KVMROLL_SUBOP".to_string(), call.subop.clone()),
         ("KVMROLL_EXTRA".to_string(), call.extra.clone()),
-        ("KVMROLL_DB".to_string(), conf.db.display().to_string()),
+        (
+            "KVMROLL_DB".to_string(),
+            conf.database().display().to_string(),
+        ),
         ("KVMROLL_HOST".to_string(), conf.host.clone()),
     ];
     if let Some(b) = brief {
@@ -293,7 +296,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         events: Vec::new(),
         started: Instant::now(),
     };
-    let opened = open_store(&conf.db, OpenMode::ReadWriteFast);
+    let opened = open_store(&conf.database(), OpenMode::ReadWriteFast);
     // A VM the database cannot know passes through untouched; the store
     // says Missing and creates nothing.
     if let Err(StoreError::Missing { path }) = &opened {
@@ -759,7 +762,7 @@ pub fn refresh_command(conf: &Config, vm: &str) -> (PathBuf, Vec<String>) {
         conf.kvmroll.clone(),
         vec![
             "--db".into(),
-            conf.db.display().to_string(),
+            conf.database().display().to_string(),
             "vm".into(),
             "sync".into(),
             vm.to_string(),
