@@ -17,7 +17,7 @@ use std::path::PathBuf;
     version,
     about,
     long_about,
-    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another. `kvmroll db init` makes it, as do host add, appliance add and attr set where nothing is at its path; no other command makes one, and a file that is not a kvmroll database is refused\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
+    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB (a path, sqlite:PATH or a postgresql:// URL), else the db line of /etc/kvmroll/kvmroll.conf, names another. `kvmroll db init` makes it, as do host add, appliance add and attr set where nothing is at its path; no other command makes one, and a file that is not a kvmroll database is refused\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
 )]
 pub struct Cli {
     /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
@@ -75,7 +75,33 @@ pub enum DbCmd {
     /// Besides this, only the commands that can start a cluster (`host add`,
     /// `appliance add`, `attr set`) make a database, when its path does not
     /// exist yet; reads never do.
-    Init,
+    ///
+    /// On PostgreSQL, --container-role also creates the role VM containers
+    /// connect as (or updates it), with only what containers need: read the
+    /// cluster, record events, and the writes of allocate and shutdown
+    /// plugins.
+    Init {
+        /// Create (or update) the containers' role, by default named
+        /// kvmroll_container (PostgreSQL only).
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "kvmroll_container")]
+        container_role: Option<String>,
+        /// The role's password: the first line of FILE, which only its
+        /// owner may read (never a command-line argument).
+        #[arg(long, value_name = "FILE", requires = "container_role")]
+        container_password_file: Option<PathBuf>,
+    },
+    /// Copy a whole cluster (hosts, appliances, attributes, VMs with their
+    /// disks and NICs, events, disk records) from one database to another,
+    /// SQLite or PostgreSQL either way, in one transaction on TO, then check
+    /// TO row for row against FROM. TO is made if it is a SQLite path that
+    /// does not exist, or a PostgreSQL database without kvmroll's tables; a
+    /// TO that holds a cluster already is refused. --db plays no part.
+    Copy {
+        /// The database to copy (a path, sqlite:PATH or postgresql://...).
+        from: String,
+        /// The database to fill.
+        to: String,
+    },
     /// The engine, location, schema version and how many hosts, VMs and
     /// events the database holds.
     Status {

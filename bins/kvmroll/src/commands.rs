@@ -7,7 +7,9 @@ use crate::cli::{
 };
 use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
 use kvmroll_core::disks::{self, Roots, ROOTS_ATTR};
+use kvmroll_core::location::Location;
 use kvmroll_core::model::{check_abs_path, check_name, BootAction, DiskKind};
+use kvmroll_core::pg::{PgEnv, PgStore};
 use kvmroll_core::{
     init_store, open_store, Change, Cluster, ClusterError, Disk, Host, Init, Mac, MadeImage, Nic,
     NicSpec, OpenMode, Plan, Scope, Store, StoreError, ValidationError, Vm,
@@ -67,7 +69,7 @@ fn open_mode(command: &Command) -> OpenMode {
         Command::Host(HostCmd::Add { .. })
         | Command::Appliance(ApplianceCmd::Add { .. })
         | Command::Attr(AttrCmd::Set { .. })
-        | Command::Db(DbCmd::Init) => OpenMode::Create,
+        | Command::Db(DbCmd::Init { .. } | DbCmd::Copy { .. }) => OpenMode::Create,
         Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
         | Command::Vm(
             VmCmd::Add { .. }
@@ -94,13 +96,20 @@ fn open_mode(command: &Command) -> OpenMode {
 }
 
 pub fn run(cli: Cli) -> Result<Outcome, Error> {
-    let path = kvmroll_core::db_location(cli.db)?;
     let mode = if env_flag("KVMROLL_DB_READONLY") {
         OpenMode::ReadOnly
     } else {
         open_mode(&cli.command)
     };
     let mut out = std::io::stdout().lock();
+    // Names its two databases itself.
+    if let Command::Db(DbCmd::Copy { from, to }) = cli.command {
+        if mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly.into());
+        }
+        return copy_db(&from, &to, &mut out);
+    }
+    let path = kvmroll_core::db_location(cli.db)?;
     if let Command::Db(cmd) = cli.command {
         return db(cmd, &path, mode, &mut out);
     }
@@ -137,16 +146,49 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     }
 }
 
-/// `kvmroll db init` and `kvmroll db status`.
+/// `kvmroll db init`, `db copy` and `db status`.
 fn db(cmd: DbCmd, path: &Path, mode: OpenMode, out: &mut dyn Write) -> Result<Outcome, Error> {
     match cmd {
-        DbCmd::Init => {
+        DbCmd::Init {
+            container_role,
+            container_password_file,
+        } => {
             if mode == OpenMode::ReadOnly {
                 return Err(StoreError::ReadOnly.into());
             }
-            let (store, init) = init_store(path)?;
-            let version = store.status()?.schema_version;
-            let shown = path.display();
+            // Everything is checked before the database is touched.
+            let location = location_of(path)?;
+            let role = match container_role {
+                Some(name) => {
+                    let Location::Postgres(pg) = &location else {
+                        return Err(refused(format!(
+                            "--container-role: {location} is a SQLite file; a role for \
+                             containers is made in a PostgreSQL database"
+                        )));
+                    };
+                    check_role_name(&name)?;
+                    let password = container_password_file
+                        .as_deref()
+                        .map(read_password_file)
+                        .transpose()?;
+                    Some((pg.clone(), name, password))
+                }
+                None => None,
+            };
+            let (store, init, role) = match role {
+                Some((pg, name, password)) => {
+                    let (mut store, init) = PgStore::init(&pg, &PgEnv::from_process())?;
+                    store.grant_container_role(&name, password.as_deref())?;
+                    let store: Box<dyn Store> = Box::new(store);
+                    (store, init, Some((name, password.is_some())))
+                }
+                None => {
+                    let (store, init) = init_store(path)?;
+                    (store, init, None)
+                }
+            };
+            let status = store.status()?;
+            let (shown, version) = (status.location, status.schema_version);
             match init {
                 Init::Created => writeln!(out, "created {shown}: schema {version}")?,
                 Init::Upgraded { from } => {
@@ -157,7 +199,20 @@ fn db(cmd: DbCmd, path: &Path, mode: OpenMode, out: &mut dyn Write) -> Result<Ou
                     "{shown} is a kvmroll database already, at schema {version}: nothing to do"
                 )?,
             }
+            if let Some((name, with_password)) = role {
+                let password = if with_password {
+                    "its password set"
+                } else {
+                    "no password set"
+                };
+                writeln!(
+                    out,
+                    "role {name} for VM containers: granted what containers need, {password}"
+                )?;
+            }
         }
+        // Answered in `run`, before any database location was read.
+        DbCmd::Copy { .. } => {}
         DbCmd::Status { json } => {
             let status = open_store(path, mode)?.status()?;
             if json.json {
@@ -178,6 +233,116 @@ fn db(cmd: DbCmd, path: &Path, mode: OpenMode, out: &mut dyn Write) -> Result<Ou
         }
     }
     Ok(Outcome::Done)
+}
+
+/// `kvmroll db copy FROM TO`.
+fn copy_db(from: &str, to: &str, out: &mut dyn Write) -> Result<Outcome, Error> {
+    let (from_at, to_at) = (location_of(Path::new(from))?, location_of(Path::new(to))?);
+    if same_database(&from_at, &to_at) {
+        return Err(refused(format!(
+            "{from_at} and {to_at} are the same database"
+        )));
+    }
+    let source = kvmroll_core::location::open(&from_at, OpenMode::ReadOnly)?;
+    // A SQLite file made here goes again if the copy fails.
+    let made_file = match &to_at {
+        Location::Sqlite(p) if !p.exists() => Some(p.clone()),
+        _ => None,
+    };
+    let copied = kvmroll_core::location::init(&to_at).and_then(|(mut target, _)| {
+        kvmroll_core::copy::copy(source.as_ref(), target.as_mut(), &to_at.to_string())
+    });
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(file) = made_file {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    let n = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    writeln!(
+        out,
+        "copied {from_at} to {to_at}: {}, {}, {}, {} ({}), checked row for row",
+        n(copied.hosts, "host"),
+        n(copied.vms, "VM"),
+        n(copied.attributes, "attribute"),
+        n(copied.events, "event"),
+        n(copied.rows, "row")
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// The location a `--db` value or a `db copy` argument names; a relative
+/// path is taken against the current folder.
+fn location_of(path: &Path) -> Result<Location, Error> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| refused(format!("database location {} is not UTF-8", path.display())))?;
+    let cwd = std::env::current_dir()?;
+    Ok(Location::parse(text, &cwd)?)
+}
+
+/// Whether two locations name one database (a SQLite file through another
+/// path included).
+fn same_database(a: &Location, b: &Location) -> bool {
+    match (a, b) {
+        (Location::Sqlite(x), Location::Sqlite(y)) => {
+            x == y || matches!((x.canonicalize(), y.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => a.to_string() == b.to_string(),
+    }
+}
+
+/// A PostgreSQL role name kvmroll makes: letters, digits and `_`, not
+/// starting with a digit nor `pg_` (PostgreSQL's own), at most 63 bytes.
+fn check_role_name(name: &str) -> Result<(), Error> {
+    let fine = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.starts_with("pg_")
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if fine {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "--container-role {name:?}: a role name is letters, digits and _, at most 63,              not starting with a digit or pg_"
+        )))
+    }
+}
+
+/// The first line of a password file that only its owner can read.
+fn read_password_file(path: &Path) -> Result<String, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| refused(format!("cannot read password file {shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(refused(format!("password file {shown} is not a file")));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(refused(format!(
+            "password file {shown} is not used: group or others have access to it \
+             (mode {mode:o}; chmod 0600 {shown})"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| refused(format!("cannot read password file {shown}: {e}")))?;
+    let password = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
+    if password.is_empty() {
+        return Err(refused(format!(
+            "password file {shown} holds no password on its first line"
+        )));
+    }
+    Ok(password.to_string())
 }
 
 fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> {

@@ -1,25 +1,142 @@
 //! Runs the real `kvmroll` binary against a fresh database per test, as a
 //! user would: every bad input exits non-zero with one line on stderr and
-//! leaves the database byte for byte as it was.
+//! leaves the database as it was (byte for byte on SQLite, row for row on
+//! PostgreSQL).
+//!
+//! Each test of a cluster runs on both engines ([`on_both_engines!`]): on
+//! SQLite in a file of its own, and on PostgreSQL in a database of its own
+//! on the private server that `KVMROLL_TEST_PG` names (its superuser URL;
+//! `scripts/pg-test-server.sh start DIR` starts one and prints it). Without
+//! it the PostgreSQL runs skip with a message, except under `KVMROLL_E2E=1`,
+//! where they fail. The tests about SQLite files themselves run on SQLite
+//! only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Each test becomes one per engine: `on_sqlite::NAME` and
+/// `on_postgresql::NAME`.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $test() { super::$test(super::Engine::Sqlite) })*
+        }
+        mod on_postgresql {
+            $(#[test] fn $test() {
+                if super::pg_server().is_some() {
+                    super::$test(super::Engine::Postgres)
+                }
+            })*
+        }
+    };
+}
+
+/// The superuser URL of the private PostgreSQL test server, or `None`
+/// (said on stderr) when there is none; under `KVMROLL_E2E=1` a missing
+/// server fails the test.
+fn pg_server() -> Option<String> {
+    match std::env::var("KVMROLL_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("KVMROLL_E2E").as_deref() == Ok("1") => panic!(
+            "KVMROLL_TEST_PG is not set, and KVMROLL_E2E=1 requires the PostgreSQL runs \
+             (scripts/pg-test-server.sh start DIR prints one)"
+        ),
+        _ => {
+            eprintln!("skipped on PostgreSQL: KVMROLL_TEST_PG is not set");
+            None
+        }
+    }
+}
+
+/// `url` naming the database `name` instead of its own.
+fn with_dbname(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgresql:// URL");
+    let (netloc, query) = match rest.split_once('?') {
+        Some((before, q)) => (before, Some(q)),
+        None => (rest, None),
+    };
+    let netloc = netloc.split('/').next().unwrap_or_default();
+    match query {
+        Some(q) => format!("{scheme}://{netloc}/{name}?{q}"),
+        None => format!("{scheme}://{netloc}/{name}"),
+    }
+}
+
+/// A superuser connection to `url`.
+fn pg_client(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).expect("connecting to KVMROLL_TEST_PG")
+}
+
+/// A database of one test's own on the test server, dropped with it.
+struct PgDb {
+    server: String,
+    name: String,
+}
+
+impl PgDb {
+    fn create() -> PgDb {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server = pg_server().expect("KVMROLL_TEST_PG");
+        let name = format!(
+            "kvmroll_cli_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        pg_client(&server)
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap();
+        PgDb { server, name }
+    }
+
+    fn url(&self) -> String {
+        with_dbname(&self.server, &self.name)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let dropped = pg_client(&self.server).batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ));
+        if let Err(e) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// What a refused command must leave as it was: a SQLite file's bytes (its
+/// WAL included), or every row of every table of a PostgreSQL database.
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Bytes(Vec<u8>),
+    Rows(Vec<String>),
+}
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
+    engine: Engine,
+    /// The test's own folder: the SQLite file, value files, configuration.
+    dir: tempfile::TempDir,
+    /// The database, as given to `--db`: a path, or a URL with the
+    /// superuser's password.
+    db: String,
+    pg: Option<PgDb>,
 }
 
 impl Fixture {
     /// A container with 4 CPUs, a plain compute host and one VM; libvirt is
     /// libvirt's own test driver, which never has these VMs defined.
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let f = Fixture {
-            db: dir.path().join("kvmroll.db"),
-            _dir: dir,
-        };
+    fn on(engine: Engine) -> Fixture {
+        let f = Fixture::empty(engine);
         f.ok(&[
             "host",
             "add",
@@ -43,13 +160,49 @@ impl Fixture {
         f
     }
 
+    /// No database yet: a path where none is, or an empty PostgreSQL
+    /// database.
+    fn empty(engine: Engine) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, pg) = match engine {
+            Engine::Sqlite => (dir.path().join("kvmroll.db").display().to_string(), None),
+            Engine::Postgres => {
+                let pg = PgDb::create();
+                (pg.url(), Some(pg))
+            }
+        };
+        Fixture {
+            engine,
+            dir,
+            db,
+            pg,
+        }
+    }
+
+    /// The database as kvmroll shows it: the path, or the URL without its
+    /// password.
+    fn shown(&self) -> String {
+        match self.engine {
+            Engine::Sqlite => self.db.clone(),
+            Engine::Postgres => kvmroll_core::location::Location::parse(&self.db, Path::new("/"))
+                .unwrap()
+                .to_string(),
+        }
+    }
+
+    /// A file in the test's folder.
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kvmroll"));
         c.arg("--db")
             .arg(&self.db)
             .env_remove("KVMROLL_DB")
             .env_remove("KVMROLL_DB_READONLY")
-            .env_remove("KVMROLL_STAGE");
+            .env_remove("KVMROLL_STAGE")
+            .env_remove("PGPASSWORD");
         c
     }
 
@@ -85,18 +238,43 @@ impl Fixture {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs SQL statements behind kvmroll's back.
+    fn execute(&self, sql: &str) {
+        match &self.pg {
+            None => rusqlite::Connection::open(&self.db)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Some(pg) => pg_client(&pg.url()).batch_execute(sql).unwrap(),
+        }
+    }
+
+    /// How many rows `table` holds, read behind kvmroll's back.
+    fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match &self.pg {
+            None => rusqlite::Connection::open(&self.db)
+                .unwrap()
+                .query_row(&sql, [], |r| r.get(0))
+                .unwrap(),
+            Some(pg) => pg_client(&pg.url()).query_one(&sql, &[]).unwrap().get(0),
+        }
+    }
+
     /// Writes `version` as the database's schema version, behind kvmroll's back.
     fn set_schema_version(&self, version: i64) {
-        rusqlite::Connection::open(&self.db)
-            .unwrap()
-            .pragma_update(None, "user_version", version)
-            .unwrap();
+        match self.engine {
+            Engine::Sqlite => self.execute(&format!("PRAGMA user_version = {version}")),
+            Engine::Postgres => self.execute(&format!(
+                "UPDATE kvmroll_meta SET value = '{version}' WHERE key = 'schema_version'"
+            )),
+        }
     }
 
     /// `attr set VM NAME --value-file FILE`, `value` written to FILE first:
     /// for values larger than one argument may be (128 KiB).
     fn attr_from_file(&self, vm: &str, name: &str, value: &str) -> [String; 6] {
-        let file = self.db.with_file_name(format!("{name}.value"));
+        let file = self.file(&format!("{name}.value"));
         std::fs::write(&file, value).unwrap();
         [
             "attr",
@@ -109,19 +287,50 @@ impl Fixture {
         .map(String::from)
     }
 
-    fn bytes(&self) -> Vec<u8> {
-        let mut b = std::fs::read(&self.db).unwrap();
-        let wal = PathBuf::from(format!("{}-wal", self.db.display()));
-        if let Ok(w) = std::fs::read(wal) {
-            b.extend(w);
+    /// The database as it stands: the file's bytes, or a dump of every
+    /// row of every table (each row as text, sorted within its table).
+    fn state(&self) -> State {
+        match &self.pg {
+            None => {
+                let mut b = std::fs::read(&self.db).unwrap();
+                if let Ok(w) = std::fs::read(format!("{}-wal", self.db)) {
+                    b.extend(w);
+                }
+                State::Bytes(b)
+            }
+            Some(pg) => {
+                let mut client = pg_client(&pg.url());
+                let tables: Vec<String> = client
+                    .query(
+                        "SELECT tablename::text FROM pg_tables
+                         WHERE schemaname = current_schema() ORDER BY 1",
+                        &[],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut dump = Vec::new();
+                for t in tables {
+                    let mut rows: Vec<String> = client
+                        .query(&format!("SELECT t::text FROM \"{t}\" t"), &[])
+                        .unwrap()
+                        .iter()
+                        .map(|r| format!("{t} {}", r.get::<_, String>(0)))
+                        .collect();
+                    rows.sort();
+                    dump.push(format!("{t}: {} rows", rows.len()));
+                    dump.extend(rows);
+                }
+                State::Rows(dump)
+            }
         }
-        b
     }
 
     /// Runs a command that must be refused: status 1, one line naming
     /// `expect`, and no change to the database.
     fn refused(&self, args: &[&str], expect: &str) {
-        let before = self.bytes();
+        let before = self.state();
         let out = self.run(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "kvmroll {args:?}: {err}");
@@ -137,15 +346,46 @@ impl Fixture {
         );
         assert!(out.stdout.is_empty(), "kvmroll {args:?} printed to stdout");
         assert!(
-            self.bytes() == before,
+            self.state() == before,
             "kvmroll {args:?} changed the database"
         );
     }
 }
 
-#[test]
-fn unknown_host_or_vm() {
-    let f = Fixture::new();
+on_both_engines!(
+    unknown_host_or_vm,
+    duplicate_names,
+    hostile_vm_names,
+    relative_or_hostile_cdrom_path,
+    malformed_cpu_mode,
+    malformed_pinning_and_devices,
+    impossible_pinning,
+    pruning_events_by_age_and_count,
+    booleans,
+    bad_disk_and_nic_specs,
+    duplicate_mac,
+    container_must_be_a_kvm_host,
+    a_newer_database_is_refused_untouched,
+    resolution_shows_the_winning_scope,
+    values_from_files_and_stdin_and_rocks_escaping,
+    vm_uuid_is_kept_and_macs_are_unique,
+    read_only_mode_refuses_every_write,
+    an_impossible_schema_version_is_one_line_not_an_abort,
+    a_failed_upgrade_is_one_line,
+    db_status_shows_engine_location_schema_and_counts,
+    unreachable_container_is_said_plainly_and_marks_the_vm_stale,
+    the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf,
+    a_plugin_time_limit_over_the_cap_is_refused,
+    fragments_nested_deeper_than_libvirt_takes_are_refused,
+    a_huge_libvirt_error_is_cut_to_a_line,
+    every_cpuset_of_a_pinning_fragment_is_checked,
+    disk_paths_outside_kvm_disk_roots_are_refused_unless_forced,
+    disks_grow_and_never_shrink,
+    a_removed_vm_says_where_its_images_stay,
+);
+
+fn unknown_host_or_vm(e: Engine) {
+    let f = Fixture::on(e);
     f.refused(&["host", "remove", "nosuch"], "unknown host \"nosuch\"");
     f.refused(&["host", "show", "nosuch"], "unknown host");
     f.refused(&["vm", "show", "nosuch"], "unknown VM \"nosuch\"");
@@ -164,9 +404,8 @@ fn unknown_host_or_vm() {
     f.refused(&["vm", "define", "hosted-vm-0-0-0", "nosuch"], "unknown VM");
 }
 
-#[test]
-fn duplicate_names() {
-    let f = Fixture::new();
+fn duplicate_names(e: Engine) {
+    let f = Fixture::on(e);
     f.refused(
         &["host", "add", "compute-0-0"],
         "host \"compute-0-0\" already exists",
@@ -193,9 +432,8 @@ fn duplicate_names() {
     );
 }
 
-#[test]
-fn hostile_vm_names() {
-    let f = Fixture::new();
+fn hostile_vm_names(e: Engine) {
+    let f = Fixture::on(e);
     for (name, why) in [
         ("a/b", "contains '/'"),
         ("../etc", "contains '/'"),
@@ -211,9 +449,8 @@ fn hostile_vm_names() {
     }
 }
 
-#[test]
-fn relative_or_hostile_cdrom_path() {
-    let f = Fixture::new();
+fn relative_or_hostile_cdrom_path(e: Engine) {
+    let f = Fixture::on(e);
     f.refused(
         &["vm", "cdrom", "hosted-vm-0-0-0", "rescue.iso"],
         "must be absolute",
@@ -228,9 +465,8 @@ fn relative_or_hostile_cdrom_path() {
     );
 }
 
-#[test]
-fn malformed_cpu_mode() {
-    let f = Fixture::new();
+fn malformed_cpu_mode(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
     f.refused(
         &["attr", "set", vm, "cpu_mode", "passthrough"],
@@ -266,9 +502,8 @@ fn malformed_cpu_mode() {
     );
 }
 
-#[test]
-fn malformed_pinning_and_devices() {
-    let f = Fixture::new();
+fn malformed_pinning_and_devices(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
     f.refused(
         &["attr", "set", vm, "kvm_cpu_pinning", "pin_some"],
@@ -318,9 +553,8 @@ fn malformed_pinning_and_devices() {
     );
 }
 
-#[test]
-fn impossible_pinning() {
-    let f = Fixture::new();
+fn impossible_pinning(e: Engine) {
+    let f = Fixture::on(e);
     f.ok(&[
         "vm",
         "add",
@@ -383,33 +617,27 @@ fn impossible_pinning() {
     );
 }
 
-#[test]
-fn pruning_events_by_age_and_count() {
-    let f = Fixture::new();
+fn pruning_events_by_age_and_count(e: Engine) {
+    let f = Fixture::on(e);
     // Events as the hook records them: two a year old, three from now.
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
+    for (i, t) in [
+        now_ms - 365 * 86_400_000,
+        now_ms - 364 * 86_400_000,
+        now_ms,
+        now_ms,
+        now_ms,
+    ]
+    .iter()
+    .enumerate()
     {
-        let conn = rusqlite::Connection::open(&f.db).unwrap();
-        for (i, t) in [
-            now_ms - 365 * 86_400_000,
-            now_ms - 364 * 86_400_000,
-            now_ms,
-            now_ms,
-            now_ms,
-        ]
-        .iter()
-        .enumerate()
-        {
-            conn.execute(
-                "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message)
-                 VALUES (?1, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, ?2)",
-                rusqlite::params![t, format!("event {i}")],
-            )
-            .unwrap();
-        }
+        f.execute(&format!(
+            "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message)
+             VALUES ({t}, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, 'event {i}')"
+        ));
     }
     let count = || {
         f.ok(&["events", "--limit", "100", "--json"])
@@ -423,13 +651,13 @@ fn pruning_events_by_age_and_count() {
         &["events", "prune", "--keep", "some"][..],
         &["events", "prune", "--vm", "x"][..],
     ] {
-        let before = f.bytes();
+        let before = f.state();
         let out = f.run(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("kvmroll: "), "{err}");
-        assert!(f.bytes() == before, "{args:?} changed the database");
+        assert!(f.state() == before, "{args:?} changed the database");
     }
     f.refused(
         &["attr", "set", "--global", "kvm_events_keep_days", "forever"],
@@ -454,9 +682,8 @@ fn pruning_events_by_age_and_count() {
     assert_eq!(count(), 1);
 }
 
-#[test]
-fn booleans() {
-    let f = Fixture::new();
+fn booleans(e: Engine) {
+    let f = Fixture::on(e);
     f.refused(
         &[
             "attr",
@@ -478,9 +705,8 @@ fn booleans() {
     );
 }
 
-#[test]
-fn bad_disk_and_nic_specs() {
-    let f = Fixture::new();
+fn bad_disk_and_nic_specs(e: Engine) {
+    let f = Fixture::on(e);
     for spec in [
         "file:relative.img,vda,virtio",
         "nfs:/a,vda,virtio",
@@ -526,9 +752,8 @@ fn bad_disk_and_nic_specs() {
     }
 }
 
-#[test]
-fn duplicate_mac() {
-    let f = Fixture::new();
+fn duplicate_mac(e: Engine) {
+    let f = Fixture::on(e);
     f.ok(&[
         "vm",
         "nic",
@@ -560,9 +785,8 @@ fn duplicate_mac() {
     );
 }
 
-#[test]
-fn container_must_be_a_kvm_host() {
-    let f = Fixture::new();
+fn container_must_be_a_kvm_host(e: Engine) {
+    let f = Fixture::on(e);
     f.refused(
         &["vm", "add", "new", "--container", "nowhere"],
         "unknown host \"nowhere\"",
@@ -591,7 +815,7 @@ fn container_must_be_a_kvm_host() {
 }
 
 #[test]
-fn foreign_and_newer_databases_are_refused_untouched() {
+fn a_foreign_file_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
@@ -608,8 +832,10 @@ fn foreign_and_newer_databases_are_refused_untouched() {
         format!("kvmroll: {} is not a kvmroll database", junk.display())
     );
     assert_eq!(std::fs::read(&junk).unwrap(), vec![b'x'; 4096]);
+}
 
-    let f = Fixture::new();
+fn a_newer_database_is_refused_untouched(e: Engine) {
+    let f = Fixture::on(e);
     f.set_schema_version(99);
     f.refused(
         &["host", "list"],
@@ -618,9 +844,8 @@ fn foreign_and_newer_databases_are_refused_untouched() {
     f.refused(&["host", "add", "x"], "newer than this kvmroll knows");
 }
 
-#[test]
-fn resolution_shows_the_winning_scope() {
-    let f = Fixture::new();
+fn resolution_shows_the_winning_scope(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
     f.ok(&["attr", "set", "--global", "x", "global"]);
     assert_eq!(f.ok(&["attr", "get", vm, "x"]), "global\n");
@@ -660,11 +885,10 @@ fn resolution_shows_the_winning_scope() {
     );
 }
 
-#[test]
-fn values_from_files_and_stdin_and_rocks_escaping() {
-    let f = Fixture::new();
+fn values_from_files_and_stdin_and_rocks_escaping(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
-    let file = f.db.with_file_name("gpu.xml");
+    let file = f.file("gpu.xml");
     std::fs::write(
         &file,
         "<hostdev mode='subsystem' type='pci' managed='yes'>\n  <source><address domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></source>\n</hostdev>\n",
@@ -709,9 +933,8 @@ fn values_from_files_and_stdin_and_rocks_escaping() {
     );
 }
 
-#[test]
-fn vm_uuid_is_kept_and_macs_are_unique() {
-    let f = Fixture::new();
+fn vm_uuid_is_kept_and_macs_are_unique(e: Engine) {
+    let f = Fixture::on(e);
     let show = |f: &Fixture| -> serde_json::Value {
         serde_json::from_str(&f.ok(&["vm", "show", "hosted-vm-0-0-0", "--json"])).unwrap()
     };
@@ -763,10 +986,9 @@ fn vm_uuid_is_kept_and_macs_are_unique() {
     assert!(macs.iter().all(|m| m.starts_with("52:54:00:")));
 }
 
-#[test]
-fn read_only_mode_refuses_every_write() {
-    let f = Fixture::new();
-    let before = f.bytes();
+fn read_only_mode_refuses_every_write(e: Engine) {
+    let f = Fixture::on(e);
+    let before = f.state();
     let out = f
         .cmd()
         .env("KVMROLL_DB_READONLY", "1")
@@ -775,7 +997,7 @@ fn read_only_mode_refuses_every_write() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("open read-only"));
-    assert!(f.bytes() == before);
+    assert!(f.state() == before);
     let out = f
         .cmd()
         .env("KVMROLL_DB_READONLY", "1")
@@ -888,9 +1110,9 @@ fn a_refused_first_write_makes_no_database() {
 /// was rebuilt empty by `kvmroll vm list`, which showed an empty cluster.
 #[test]
 fn an_empty_database_file_is_refused_by_reads_writes_and_init() {
-    let f = Fixture::new();
+    let f = Fixture::on(Engine::Sqlite);
     for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", f.db.display()));
+        let _ = std::fs::remove_file(format!("{}{suffix}", f.db));
     }
     std::fs::write(&f.db, b"").unwrap();
     for args in [
@@ -907,9 +1129,8 @@ fn an_empty_database_file_is_refused_by_reads_writes_and_init() {
 
 /// Regression: `PRAGMA user_version=-1` made `kvmroll vm list` abort (exit
 /// 134, an index out of bounds in the store's upgrade).
-#[test]
-fn an_impossible_schema_version_is_one_line_not_an_abort() {
-    let f = Fixture::new();
+fn an_impossible_schema_version_is_one_line_not_an_abort(e: Engine) {
+    let f = Fixture::on(e);
     f.set_schema_version(-1);
     for args in [&["vm", "list"][..], &["host", "add", "h"], &["db", "init"]] {
         f.refused(args, "schema version -1 is one no kvmroll writes");
@@ -918,14 +1139,17 @@ fn an_impossible_schema_version_is_one_line_not_an_abort() {
 
 /// Regression: a failed schema upgrade printed its whole CREATE TABLE
 /// script, 59 lines.
-#[test]
-fn a_failed_upgrade_is_one_line() {
-    let f = Fixture::new();
+fn a_failed_upgrade_is_one_line(e: Engine) {
+    let f = Fixture::on(e);
     // Schema 1 on paper while step 2's table is there: step 2 fails.
     f.set_schema_version(1);
+    let exists = match e {
+        Engine::Sqlite => "table events already exists",
+        Engine::Postgres => "relation \"events\" already exists",
+    };
     f.refused(
         &["host", "add", "h"],
-        "upgrading the schema from version 1 to 2 failed: table events already exists",
+        &format!("upgrading the schema from version 1 to 2 failed: {exists}"),
     );
     f.refused(&["vm", "list"], "`kvmroll db init` upgrades it");
 }
@@ -973,13 +1197,16 @@ fn db_init_makes_upgrades_or_leaves_a_database_and_refuses_a_foreign_file() {
     assert!(!dir.path().join("ro.db").exists());
 }
 
-#[test]
-fn db_status_shows_engine_location_schema_and_counts() {
-    let f = Fixture::new();
+fn db_status_shows_engine_location_schema_and_counts(e: Engine) {
+    let f = Fixture::on(e);
     let text = f.ok(&["db", "status"]);
+    let engine = match e {
+        Engine::Sqlite => "sqlite",
+        Engine::Postgres => "postgresql",
+    };
     for want in [
-        "engine    sqlite".to_string(),
-        format!("location  {}", f.db.display()),
+        format!("engine    {engine}"),
+        format!("location  {}", f.shown()),
         "schema    3".into(),
         "hosts     2".into(),
         "vms       1".into(),
@@ -988,7 +1215,7 @@ fn db_status_shows_engine_location_schema_and_counts() {
         assert!(text.lines().any(|l| l == want), "{want:?} not in {text}");
     }
     let json: serde_json::Value = serde_json::from_str(&f.ok(&["db", "status", "--json"])).unwrap();
-    assert_eq!(json["engine"], "sqlite");
+    assert_eq!(json["engine"], engine);
     assert_eq!(json["vms"], 1);
     assert_eq!(json["hosts"], 2);
 }
@@ -997,11 +1224,11 @@ fn db_status_shows_engine_location_schema_and_counts() {
 /// refused said "unable to open database file", with no cause and no fix.
 #[test]
 fn a_refusing_file_system_is_named_with_what_to_do() {
-    let f = Fixture::new();
-    let dir = f.db.parent().unwrap();
+    let f = Fixture::on(Engine::Sqlite);
+    let dir = f.dir.path();
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let kvmroll = env!("CARGO_BIN_EXE_kvmroll");
-    let db = f.db.display();
+    let db = &f.db;
     // The folder made read-only, in a mount namespace of the test's own.
     let script = format!(
         "mount --bind {d} {d} && mount -o remount,ro,bind {d} || exit 77
@@ -1056,9 +1283,8 @@ fn a_refusing_file_system_is_named_with_what_to_do() {
     }
 }
 
-#[test]
-fn unreachable_container_is_said_plainly_and_marks_the_vm_stale() {
-    let f = Fixture::new();
+fn unreachable_container_is_said_plainly_and_marks_the_vm_stale(e: Engine) {
+    let f = Fixture::on(e);
     f.ok(&[
         "attr",
         "set",
@@ -1093,12 +1319,11 @@ fn the_event_pruning_units_run_prune_daily() {
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
 }
 
-#[test]
-fn the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf() {
-    let f = Fixture::new();
-    let dir = f.db.parent().unwrap();
+fn the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf(e: Engine) {
+    let f = Fixture::on(e);
+    let dir = f.dir.path();
     let conf = dir.join("kvmroll.conf");
-    std::fs::write(&conf, format!("# test\ndb = {}\n", f.db.display())).unwrap();
+    std::fs::write(&conf, format!("# test\ndb = {}\n", f.db)).unwrap();
     let bare = |bin: &str| {
         let mut c = Command::new(bin);
         c.env_remove("KVMROLL_DB")
@@ -1155,9 +1380,8 @@ fn the_database_is_the_flag_then_kvmroll_db_then_kvmroll_conf() {
     );
 }
 
-#[test]
-fn a_plugin_time_limit_over_the_cap_is_refused() {
-    let f = Fixture::new();
+fn a_plugin_time_limit_over_the_cap_is_refused(e: Engine) {
+    let f = Fixture::on(e);
     f.refused(
         &[
             "attr",
@@ -1184,9 +1408,8 @@ fn nested(depth: usize) -> String {
 /// Regression: a fragment 300 levels deep was stored and libvirt then
 /// refused the definition ("Excessive depth in document: 256"); 120,000
 /// levels overflowed the CLI's stack (exit 134, no message).
-#[test]
-fn fragments_nested_deeper_than_libvirt_takes_are_refused() {
-    let f = Fixture::new();
+fn fragments_nested_deeper_than_libvirt_takes_are_refused(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
     let deep = format!("<hostdev>{}</hostdev>", nested(300));
     f.refused(
@@ -1222,9 +1445,8 @@ fn fragments_nested_deeper_than_libvirt_takes_are_refused() {
 
 /// Regression: a `vm define` that libvirt refused echoed libvirt's whole
 /// error, 700 KB over many lines.
-#[test]
-fn a_huge_libvirt_error_is_cut_to_a_line() {
-    let f = Fixture::new();
+fn a_huge_libvirt_error_is_cut_to_a_line(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
     // libvirt quotes the model it does not know, newlines and all.
     let model = "A&#10;".repeat(120_000);
@@ -1249,9 +1471,8 @@ fn a_huge_libvirt_error_is_cut_to_a_line() {
 }
 
 /// Regression: `kvm_cpu_pinning` was checked for `<vcpupin>` only.
-#[test]
-fn every_cpuset_of_a_pinning_fragment_is_checked() {
-    let f = Fixture::new();
+fn every_cpuset_of_a_pinning_fragment_is_checked(e: Engine) {
+    let f = Fixture::on(e);
     let vm = "hosted-vm-0-0-0";
     for (fragment, why) in [
         (
@@ -1290,9 +1511,8 @@ fn every_cpuset_of_a_pinning_fragment_is_checked() {
     f.ok(&["vm", "define", vm]);
 }
 
-#[test]
-fn disk_paths_outside_kvm_disk_roots_are_refused_unless_forced() {
-    let f = Fixture::new();
+fn disk_paths_outside_kvm_disk_roots_are_refused_unless_forced(e: Engine) {
+    let f = Fixture::on(e);
     let add = |spec: &str, force: bool| -> Vec<String> {
         let mut a: Vec<String> = ["vm", "add", "nd-0", "--container", "vm-container-0-0"]
             .iter()
@@ -1367,9 +1587,8 @@ fn disk_paths_outside_kvm_disk_roots_are_refused_unless_forced() {
     );
 }
 
-#[test]
-fn disks_grow_and_never_shrink() {
-    let f = Fixture::new();
+fn disks_grow_and_never_shrink(e: Engine) {
+    let f = Fixture::on(e);
     f.ok(&[
         "vm",
         "disk",
@@ -1428,20 +1647,14 @@ fn disks_grow_and_never_shrink() {
     );
     // The grow waits for the next start; a disk removed takes it along, so
     // the same path added again is not grown unasked.
-    let grows = || -> i64 {
-        rusqlite::Connection::open(&f.db)
-            .unwrap()
-            .query_row("SELECT count(*) FROM disk_grows", [], |r| r.get(0))
-            .unwrap()
-    };
+    let grows = || f.count("disk_grows");
     assert_eq!(grows(), 1);
     f.ok(&["vm", "disk", "remove", "hosted-vm-0-0-0", "vda"]);
     assert_eq!(grows(), 0);
 }
 
-#[test]
-fn a_removed_vm_says_where_its_images_stay() {
-    let f = Fixture::new();
+fn a_removed_vm_says_where_its_images_stay(e: Engine) {
+    let f = Fixture::on(e);
     f.ok(&[
         "vm",
         "disk",
@@ -1466,4 +1679,269 @@ fn a_removed_vm_says_where_its_images_stay() {
         err.contains("images stay on vm-container-0-0: /var/lib/libvirt/images/r.qcow2"),
         "{err}"
     );
+}
+
+/// A PostgreSQL role made by a test, dropped (after the databases it has
+/// privileges in) when it goes.
+struct PgRole {
+    server: String,
+    name: String,
+}
+
+impl PgRole {
+    fn new(tag: &str) -> PgRole {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        PgRole {
+            server: pg_server().expect("KVMROLL_TEST_PG"),
+            name: format!(
+                "kvmroll_{tag}_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        let _ =
+            pg_client(&self.server).batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
+    }
+}
+
+/// `postgresql://USER:PASSWORD@HOST:PORT/DB` from the test server's URL.
+fn as_user(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+/// Regression: `kvmroll db init` on PostgreSQL printed `created
+/// postgresql://postgres:PASSWORD@...`. It shows the location without the
+/// password, and with --container-role makes the role containers log in as,
+/// its password read from a file only its owner can read.
+#[test]
+fn db_init_on_postgresql_shows_no_password_and_makes_the_containers_role() {
+    if pg_server().is_none() {
+        return;
+    }
+    let role = PgRole::new("ct");
+    let f = Fixture::empty(Engine::Postgres);
+    let server_password = f.db.split_once("://").unwrap().1.split_once('@').unwrap().0;
+    let server_password = server_password.split_once(':').unwrap().1.to_string();
+    let pw = f.file("container.pw");
+    std::fs::write(&pw, "c0ntainer s3cret\n").unwrap();
+    let pw_arg = pw.to_str().unwrap();
+    let init = ["db", "init", "--container-role", &role.name];
+    let with_pw = [&init[..], &["--container-password-file", pw_arg]].concat();
+
+    // Refused before anything is made: a password file others can read, an
+    // empty one, a bad role name; the database stays empty.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let empty = f.state();
+    f.refused(&with_pw, "group or others have access to it");
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let blank = f.file("blank.pw");
+    std::fs::write(&blank, "\n").unwrap();
+    std::os::unix::fs::chown(&blank, None, None).unwrap();
+    std::fs::set_permissions(&blank, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    f.refused(
+        &[
+            &init[..],
+            &["--container-password-file", blank.to_str().unwrap()],
+        ]
+        .concat(),
+        "holds no password",
+    );
+    f.refused(
+        &["db", "init", "--container-role", "pg_x"],
+        "a role name is",
+    );
+    f.refused(&["db", "init", "--container-role", "a;b"], "a role name is");
+    assert!(f.state() == empty, "a refused init made something");
+    // The password file needs the role.
+    let out = f.run(&["db", "init", "--container-password-file", pw_arg]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = f.ok(&with_pw);
+    assert!(
+        out.starts_with(&format!("created {}: schema 3\n", f.shown())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("role {} for VM containers", role.name)),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&server_password) && !out.contains("s3cret"),
+        "{out}"
+    );
+    assert!(!f.shown().contains(&server_password));
+    // Again: nothing to do, and the role kept.
+    let again = f.ok(&with_pw);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    // The role logs in with that password, reads the cluster, records what
+    // plugins write, and may not add a host.
+    f.ok(&[
+        "--no-sync",
+        "host",
+        "add",
+        "c",
+        "--appliance",
+        "vm-container",
+    ]);
+    f.ok(&[
+        "--no-sync",
+        "vm",
+        "add",
+        "v",
+        "--container",
+        "c",
+        "--mem",
+        "64",
+    ]);
+    let container = as_user(&f.db, &role.name, "c0ntainer%20s3cret");
+    let as_container = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+            .args(["--no-sync", "--db", &container])
+            .args(args)
+            .env_remove("KVMROLL_DB")
+            .env_remove("KVMROLL_DB_READONLY")
+            .env_remove("KVMROLL_STAGE")
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let list = as_container(&["vm", "list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(String::from_utf8_lossy(&list.stdout).contains("v "));
+    let set = as_container(&["vm", "set", "v", "--mem", "128"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let add = as_container(&["host", "add", "intruder"]);
+    assert_refused(&add, "permission denied");
+    let wrong = as_user(&f.db, &role.name, "wrong");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .args(["--db", &wrong, "vm", "list"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert_refused(&out, &format!("refused the password of user {}", role.name));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong"));
+}
+
+#[test]
+fn a_containers_role_is_refused_on_sqlite_having_made_nothing() {
+    let f = Fixture::empty(Engine::Sqlite);
+    let out = f.run(&["db", "init", "--container-role"]);
+    assert_refused(
+        &out,
+        "is a SQLite file; a role for containers is made in a PostgreSQL database",
+    );
+    assert!(!Path::new(&f.db).exists());
+}
+
+/// `db copy`: a cluster from SQLite to PostgreSQL and back, each copy
+/// checked row for row and shown without passwords; a target that holds a
+/// cluster, a missing source and the source itself are refused in one line,
+/// having changed nothing.
+#[test]
+fn db_copy_takes_a_cluster_from_sqlite_to_postgresql_and_back() {
+    let sqlite = Fixture::on(Engine::Sqlite);
+    sqlite.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    sqlite.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "hosted-vm-0-0-0",
+        "qcow2:/var/lib/libvirt/images/c.qcow2,vda,virtio,2",
+    ]);
+    sqlite.ok(&["vm", "nic", "add", "hosted-vm-0-0-0", "bridge:br0,vlan=7"]);
+    sqlite.execute(
+        "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message)
+         VALUES (1, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, 'copied')",
+    );
+    let copy = |from: &str, to: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+            .args(["db", "copy", from, to])
+            .env_remove("KVMROLL_DB")
+            .env_remove("KVMROLL_DB_READONLY")
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let show = |f: &Fixture| {
+        [
+            f.ok(&["vm", "show", "hosted-vm-0-0-0", "--json"]),
+            f.ok(&["host", "list"]),
+            f.ok(&["attr", "list", "hosted-vm-0-0-0"]),
+            f.ok(&["events", "--json"]),
+        ]
+    };
+    let missing = sqlite.file("missing.db");
+    assert_refused(
+        &copy(
+            missing.to_str().unwrap(),
+            sqlite.file("x.db").to_str().unwrap(),
+        ),
+        "does not exist",
+    );
+    assert!(!sqlite.file("x.db").exists());
+    assert_refused(&copy(&sqlite.db, &sqlite.db), "are the same database");
+
+    let back = Fixture::empty(Engine::Sqlite);
+    if pg_server().is_none() {
+        // SQLite to SQLite, at least.
+        let out = copy(&sqlite.db, &back.db);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(show(&back), show(&sqlite));
+        return;
+    }
+    let pg = Fixture::empty(Engine::Postgres);
+    let out = copy(&sqlite.db, &pg.db);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        said,
+        format!(
+            "copied {} to {}: 2 hosts, 1 VM, 3 attributes, 1 event (14 rows), checked row for row\n",
+            sqlite.db,
+            pg.shown()
+        )
+    );
+    assert_eq!(show(&pg), show(&sqlite));
+    let out = copy(&pg.db, &back.db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(show(&back), show(&sqlite));
+
+    // Into a database that holds a cluster: refused, unchanged.
+    let before = pg.state();
+    assert_refused(
+        &copy(&back.db, &pg.db),
+        "is not empty (it holds 2 hosts, 1 VM, 1 event, 3 attributes)",
+    );
+    assert!(pg.state() == before);
+    let before = back.state();
+    assert_refused(&copy(&pg.db, &back.db), "is not empty");
+    assert!(back.state() == before);
 }

@@ -7,6 +7,7 @@
 pub mod attrs;
 pub mod cluster;
 pub mod conf;
+pub mod copy;
 pub mod cpuset;
 pub mod disks;
 pub mod drift;

@@ -4,6 +4,7 @@
 //! locked", and a schema upgraded by numbered migrations.
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
+use crate::copy::{Cell, Rows, TABLES};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
 use crate::store::{Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk};
@@ -502,6 +503,55 @@ impl SqliteStore {
         }
         Ok(c)
     }
+}
+
+/// Column names, double-quoted and joined for SQL.
+fn quoted(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every row of every kvmroll table, read in `tx`.
+fn read_rows(tx: &Transaction<'_>, path: &Path) -> Result<Rows, StoreError> {
+    let q = |e| sql(path, "reading every row", e);
+    let mut rows = Rows::default();
+    for table in TABLES {
+        let columns: Vec<String> = tx
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+            .and_then(|mut st| {
+                st.query_map([table], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(q)?;
+        let mut st = tx
+            .prepare(&format!("SELECT {} FROM \"{table}\"", quoted(&columns)))
+            .map_err(q)?;
+        let mut cursor = st.query([]).map_err(q)?;
+        let mut cells = Vec::new();
+        while let Some(r) = cursor.next().map_err(q)? {
+            let mut row = Vec::with_capacity(columns.len());
+            for (i, column) in columns.iter().enumerate() {
+                use rusqlite::types::ValueRef;
+                row.push(match r.get_ref(i).map_err(q)? {
+                    ValueRef::Null => Cell::Null,
+                    ValueRef::Integer(n) => Cell::Int(n),
+                    ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Real(_) | ValueRef::Blob(_) => {
+                        return Err(StoreError::Corrupt {
+                            path: path.to_path_buf(),
+                            what: format!("{table}.{column} holds a value kvmroll never writes"),
+                        })
+                    }
+                });
+            }
+            cells.push(row);
+        }
+        rows.push(table, columns, cells);
+    }
+    Ok(rows)
 }
 
 /// Refuses a schema version this build cannot read: one newer than it
@@ -1310,6 +1360,55 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(q)?;
         Ok(gone as u64)
+    }
+
+    fn rows(&self) -> Result<Rows, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| sql(&self.path, "starting a read", e))?;
+        let rows = read_rows(&tx, &self.path)?;
+        tx.finish()
+            .map_err(|e| sql(&self.path, "ending a read", e))?;
+        Ok(rows)
+    }
+
+    fn fill(&mut self, rows: &Rows) -> Result<(), StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let p = &self.path;
+        let location = p.display().to_string();
+        let q = |e| sql(p, "copying rows in", e);
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.fail("starting the copy", e))?;
+        let here = read_rows(&tx, p)?;
+        if let Some(holds) = here.occupied() {
+            return Err(StoreError::NotEmpty { location, holds });
+        }
+        rows.check_columns(&here, &location)?;
+        // The seed goes: the source's appliances and attributes replace it.
+        tx.execute_batch("DELETE FROM attributes; DELETE FROM appliances;")
+            .map_err(q)?;
+        for table in &rows.tables {
+            let marks: Vec<String> = (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
+            let insert = format!(
+                "INSERT INTO \"{}\" ({}) VALUES ({})",
+                table.name,
+                quoted(&table.columns),
+                marks.join(", ")
+            );
+            let mut st = tx.prepare(&insert).map_err(q)?;
+            for row in &table.rows {
+                let values = row.iter().map(|c| match c {
+                    Cell::Null => rusqlite::types::Value::Null,
+                    Cell::Int(i) => rusqlite::types::Value::Integer(*i),
+                    Cell::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                });
+                st.execute(rusqlite::params_from_iter(values)).map_err(q)?;
+            }
+        }
+        tx.commit().map_err(|e| self.fail("committing the copy", e))
     }
 
     fn snapshot(&self) -> Result<Cluster, StoreError> {

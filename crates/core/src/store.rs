@@ -3,6 +3,7 @@
 //! SQLite's place without touching them.
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
+use crate::copy::Rows;
 use crate::events::{Event, EventFilter};
 use crate::model::Disk;
 use serde::Serialize;
@@ -157,6 +158,12 @@ pub enum StoreError {
         what: &'static str,
         tries: u32,
     },
+    #[error("database {location} is not empty (it holds {holds}): a copy goes only into a database that holds no cluster yet")]
+    NotEmpty { location: String, holds: String },
+    #[error("cannot copy into database {location}: {why}")]
+    CopyRefused { location: String, why: String },
+    #[error("the copy at {location} does not match its source: {what}")]
+    CopyDiffers { location: String, what: String },
 }
 
 /// What `kvmroll db init` found at the location, or did there.
@@ -255,6 +262,16 @@ pub trait Store {
         before_ms: Option<i64>,
         keep: Option<u64>,
     ) -> Result<u64, StoreError>;
+
+    /// Every row of every kvmroll table, read in one transaction
+    /// (`kvmroll db copy`'s source, and its check).
+    fn rows(&self) -> Result<Rows, StoreError>;
+
+    /// Writes `rows` (another database's [`Store::rows`]) into this one, in
+    /// one transaction, ids included; refused, having written nothing,
+    /// where this database holds more than a new one is seeded with
+    /// ([`StoreError::NotEmpty`]).
+    fn fill(&mut self, rows: &Rows) -> Result<(), StoreError>;
 }
 
 /// Opens the store at `path` (SQLite, the only backend so far). With
@@ -404,6 +421,19 @@ impl Store for Unmade {
             Some(s) => s.prune_events(before_ms, keep),
             None => Ok(0),
         }
+    }
+
+    fn rows(&self) -> Result<Rows, StoreError> {
+        match &self.made {
+            Some(s) => s.rows(),
+            None => Err(StoreError::Missing {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    fn fill(&mut self, rows: &Rows) -> Result<(), StoreError> {
+        self.made()?.fill(rows)
     }
 }
 

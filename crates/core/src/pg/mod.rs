@@ -25,6 +25,7 @@ pub use connect::{PgEnv, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_DIR};
 pub use schema::SCHEMA_VERSION;
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
+use crate::copy::{Cell, Rows, TABLES};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::location::PgLocation;
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
@@ -51,6 +52,11 @@ const TRIES: u32 = 8;
 #[derive(Debug)]
 enum Fail {
     Pg(postgres::Error),
+    /// A migration step (the one that makes schema `to`) failed.
+    Step {
+        to: i64,
+        error: postgres::Error,
+    },
     Corrupt(String),
     Refused(ClusterError),
 }
@@ -174,6 +180,7 @@ impl PgStore {
         let version = match found {
             Found::Foreign => return Err(self.foreign()),
             Found::Version(v) if v > SCHEMA_VERSION => return Err(self.too_new(v)),
+            Found::Version(v) if v < 1 => return Err(self.unknown(v)),
             Found::Version(v) if v == SCHEMA_VERSION => return Ok(found),
             Found::Empty if self.mode != OpenMode::Create => {
                 return Err(StoreError::NoSchema {
@@ -193,7 +200,17 @@ impl PgStore {
         match schema::migrate(&mut client) {
             Ok(Found::Foreign) => Err(self.foreign()),
             Ok(Found::Version(v)) if v > SCHEMA_VERSION => Err(self.too_new(v)),
+            Ok(Found::Version(v)) if v < 1 => Err(self.unknown(v)),
             Ok(_) => Ok(found),
+            // A step's own failure names the step, as SQLite's do.
+            Err(Fail::Step { to, error }) if error.as_db_error().is_some() => {
+                Err(StoreError::Upgrade {
+                    path: self.shown.clone().into(),
+                    from: to - 1,
+                    to,
+                    source: one_line(&error),
+                })
+            }
             // A role that may not change the schema (a container's) says so
             // here, as any other failure of the upgrade.
             Err(Fail::Pg(e)) if e.as_db_error().is_some() => Err(StoreError::Upgrade {
@@ -209,6 +226,14 @@ impl PgStore {
     fn foreign(&self) -> StoreError {
         StoreError::NotKvmroll {
             path: self.shown.clone().into(),
+        }
+    }
+
+    /// A stamped database whose schema version no kvmroll writes.
+    fn unknown(&self, found: i64) -> StoreError {
+        StoreError::UnknownSchema {
+            path: self.shown.clone().into(),
+            found,
         }
     }
 
@@ -243,27 +268,32 @@ impl PgStore {
 
     /// The failure `f` of `what`, as users are told it.
     fn fail(&self, what: &'static str, f: Fail) -> StoreError {
-        match f {
-            Fail::Refused(e) => StoreError::Refused(e),
-            Fail::Corrupt(what) => StoreError::Corrupt {
-                path: self.shown.clone().into(),
-                what,
-            },
-            // The server went away after the connection was made.
-            Fail::Pg(e) if e.as_db_error().is_none() && (e.is_closed() || io_failed(&e)) => {
-                StoreError::Unreachable {
-                    host: self.host.clone(),
-                    port: self.port,
-                    source: one_line(&e),
+        let e = match f {
+            Fail::Pg(e) | Fail::Step { error: e, .. } => e,
+            Fail::Refused(e) => return StoreError::Refused(e),
+            Fail::Corrupt(what) => {
+                return StoreError::Corrupt {
+                    path: self.shown.clone().into(),
+                    what,
                 }
             }
-            Fail::Pg(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => StoreError::Busy {
+        };
+        // The server went away after the connection was made.
+        if e.as_db_error().is_none() && (e.is_closed() || io_failed(&e)) {
+            return StoreError::Unreachable {
+                host: self.host.clone(),
+                port: self.port,
+                source: one_line(&e),
+            };
+        }
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            return StoreError::Busy {
                 path: self.shown.clone().into(),
                 waited: self.wait,
                 what,
-            },
-            Fail::Pg(e) => backend(&self.shown, what, &e),
+            };
         }
+        backend(&self.shown, what, &e)
     }
 
     /// Runs `work` in a transaction of its making, again while it fails
@@ -666,6 +696,94 @@ fn write(
     Ok(())
 }
 
+/// A column's PostgreSQL type, as far as kvmroll's schema uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnType {
+    BigInt,
+    Int,
+    Bool,
+    Text,
+}
+
+/// Each (table, column)'s type.
+type ColumnTypes = HashMap<(String, String), ColumnType>;
+
+/// Every row of every kvmroll table, read in `tx`, with each table's
+/// column types (in the order of the engine's columns, before
+/// [`Rows::push`] sorts them by name).
+fn read_rows(
+    tx: &mut impl GenericClient,
+) -> Result<(Rows, ColumnTypes), Fail> {
+    let mut rows = Rows::default();
+    let mut types = HashMap::new();
+    for table in TABLES {
+        let mut columns = Vec::new();
+        let mut kinds = Vec::new();
+        for r in tx.query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            &[table],
+        )? {
+            let (name, data_type): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let kind = match data_type.as_str() {
+                "bigint" => ColumnType::BigInt,
+                "integer" => ColumnType::Int,
+                "boolean" => ColumnType::Bool,
+                "text" => ColumnType::Text,
+                other => {
+                    return Err(Fail::Corrupt(format!(
+                        "column {table}.{name} is of type {other}, which kvmroll never makes"
+                    )))
+                }
+            };
+            types.insert((table.to_string(), name.clone()), kind);
+            columns.push(name);
+            kinds.push(kind);
+        }
+        let list: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+        let mut cells = Vec::new();
+        for r in tx.query(&format!("SELECT {} FROM \"{table}\"", list.join(", ")), &[])? {
+            let row = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| {
+                    Ok(match kind {
+                        ColumnType::BigInt => r.try_get::<_, Option<i64>>(i)?.map(Cell::Int),
+                        ColumnType::Int => r
+                            .try_get::<_, Option<i32>>(i)?
+                            .map(|n| Cell::Int(i64::from(n))),
+                        ColumnType::Bool => r
+                            .try_get::<_, Option<bool>>(i)?
+                            .map(|b| Cell::Int(i64::from(b))),
+                        ColumnType::Text => r.try_get::<_, Option<String>>(i)?.map(Cell::Text),
+                    }
+                    .unwrap_or(Cell::Null))
+                })
+                .collect::<Result<Vec<_>, Fail>>()?;
+            cells.push(row);
+        }
+        rows.push(table, columns, cells);
+    }
+    Ok((rows, types))
+}
+
+/// A cell as a parameter of a column of type `kind`.
+fn param(cell: &Cell, kind: ColumnType) -> Result<Box<dyn postgres::types::ToSql + Sync>, Fail> {
+    let bad = || Fail::Corrupt(format!("the value {cell} does not fit a {kind:?} column"));
+    Ok(match (cell, kind) {
+        (Cell::Null, ColumnType::BigInt) => Box::new(None::<i64>),
+        (Cell::Null, ColumnType::Int) => Box::new(None::<i32>),
+        (Cell::Null, ColumnType::Bool) => Box::new(None::<bool>),
+        (Cell::Null, ColumnType::Text) => Box::new(None::<String>),
+        (Cell::Int(n), ColumnType::BigInt) => Box::new(*n),
+        (Cell::Int(n), ColumnType::Int) => Box::new(i32::try_from(*n).map_err(|_| bad())?),
+        (Cell::Int(0), ColumnType::Bool) => Box::new(false),
+        (Cell::Int(1), ColumnType::Bool) => Box::new(true),
+        (Cell::Text(t), ColumnType::Text) => Box::new(t.clone()),
+        _ => return Err(bad()),
+    })
+}
+
 impl Store for PgStore {
     fn snapshot(&self) -> Result<Cluster, StoreError> {
         self.reading("reading the cluster", |tx| load(tx))
@@ -954,6 +1072,77 @@ impl Store for PgStore {
                 events: count(3)?,
             })
         })
+    }
+
+    fn rows(&self) -> Result<Rows, StoreError> {
+        self.reading("reading every row", |tx| Ok(read_rows(tx)?.0))
+    }
+
+    fn fill(&mut self, rows: &Rows) -> Result<(), StoreError> {
+        let location = self.shown.clone();
+        let mut refusal = None;
+        let filled = self.writing("copying rows in", |tx| {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &LOCK_WRITERS],
+            )?;
+            let (here, types) = read_rows(tx)?;
+            if let Some(holds) = here.occupied() {
+                refusal = Some(StoreError::NotEmpty {
+                    location: location.clone(),
+                    holds,
+                });
+                return Ok(false);
+            }
+            if let Err(e) = rows.check_columns(&here, &location) {
+                refusal = Some(e);
+                return Ok(false);
+            }
+            // The seed goes: the source's appliances and attributes replace it.
+            tx.batch_execute("DELETE FROM attributes; DELETE FROM appliances;")?;
+            for table in &rows.tables {
+                let kinds: Vec<ColumnType> = table
+                    .columns
+                    .iter()
+                    .map(|c| types[&(table.name.clone(), c.clone())])
+                    .collect();
+                let list: Vec<String> = table.columns.iter().map(|c| format!("\"{c}\"")).collect();
+                let marks: Vec<String> = (1..=list.len()).map(|i| format!("${i}")).collect();
+                let insert = tx.prepare(&format!(
+                    "INSERT INTO \"{}\" ({}) VALUES ({})",
+                    table.name,
+                    list.join(", "),
+                    marks.join(", ")
+                ))?;
+                for row in &table.rows {
+                    let params = row
+                        .iter()
+                        .zip(&kinds)
+                        .map(|(cell, kind)| param(cell, *kind))
+                        .collect::<Result<Vec<_>, Fail>>()?;
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        params.iter().map(|p| p.as_ref()).collect();
+                    tx.execute(&insert, &refs)?;
+                }
+                // Ids were copied as they were: a table's sequence goes on
+                // after its highest.
+                if table.column("id").is_some() {
+                    tx.execute(
+                        &format!(
+                            "SELECT setval(seq::regclass, COALESCE((SELECT max(id) FROM \"{0}\"), 0) + 1, false)
+                             FROM pg_get_serial_sequence($1, 'id') AS seq WHERE seq IS NOT NULL",
+                            table.name
+                        ),
+                        &[&table.name],
+                    )?;
+                }
+            }
+            Ok(true)
+        })?;
+        match (filled, refusal) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn prune_events(

@@ -184,7 +184,8 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<Found, Fail> {
     let found = identify(&mut tx)?;
     let mut version = match found {
         Found::Foreign => return Ok(found),
-        Found::Version(v) if v >= SCHEMA_VERSION => return Ok(found),
+        // Newer, or a version no kvmroll writes: the caller refuses it.
+        Found::Version(v) if !(1..SCHEMA_VERSION).contains(&v) => return Ok(found),
         Found::Version(v) => v,
         Found::Empty => {
             tx.batch_execute(
@@ -200,7 +201,11 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<Found, Fail> {
     };
     let fresh = version == 0;
     while version < SCHEMA_VERSION {
-        tx.batch_execute(MIGRATIONS[version as usize])?;
+        tx.batch_execute(MIGRATIONS[version as usize])
+            .map_err(|error| Fail::Step {
+                to: version + 1,
+                error,
+            })?;
         version += 1;
         tx.execute(
             "UPDATE kvmroll_meta SET value = $1 WHERE key = 'schema_version'",

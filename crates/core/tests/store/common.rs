@@ -145,6 +145,13 @@ pub fn sqlite() -> Sqlite {
     Sqlite { _dir: dir, path }
 }
 
+impl Sqlite {
+    /// The database file (made by the first write or `init`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Engine for Sqlite {
     fn location(&self) -> Location {
         Location::Sqlite(self.path.clone())
