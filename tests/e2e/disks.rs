@@ -7,12 +7,9 @@
 //! process and test, its disks live in a temporary folder that only its own
 //! `kvm_disk_roots` (set on the VM) names, and its guard removes it all.
 //!
-//! Still to do on the cluster rig (tests/src/rig, with a node's disk root
-//! as its `private_dir`): a VM defined from the frontend gets its disk made
-//! on its container, not on the frontend. The hook makes disks where it
-//! runs, which is the container; the PostgreSQL store will need the four
-//! disk methods of the store trait (vm_disks, record_disk_work, made_images,
-//! grow_disk) and schema 3's two tables.
+//! On the cluster rig, a VM defined from the frontend gets its disk made
+//! on its container, not on the frontend: tests/e2e/cluster.rs
+//! (`a_missing_disk_is_made_on_its_container_not_on_the_frontend`).
 
 use kvmroll_tests::{bin, installed_hook, ok, prefix, virsh, virsh_ok, Kvmroll};
 use std::os::unix::fs::MetadataExt;

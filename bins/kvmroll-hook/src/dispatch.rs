@@ -99,6 +99,9 @@ struct Run<'a> {
     call: &'a Call,
     stage: Stage,
     conf: &'a Config,
+    /// An allocate plugin moved the VM to another container: its
+    /// definition is to follow it there.
+    relocated: bool,
     events: Vec<Event>,
     started: Instant,
 }
@@ -293,6 +296,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         call,
         stage: stage.clone(),
         conf,
+        relocated: false,
         events: Vec::new(),
         started: Instant::now(),
     };
@@ -371,7 +375,12 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
                 && store.is_some()
                 && brief.as_ref().and_then(|b| b.container.as_deref()) == Some(conf.host.as_str());
         }
-        Err(reason) => answer.refusal = Some(reason),
+        Err(reason) => {
+            // The refresh moves the definition to the VM's new container
+            // (`kvmroll vm sync --from`), once libvirt is done with it here.
+            answer.refresh = run.relocated;
+            answer.refusal = Some(reason);
+        }
     }
     let events = run.events.len() + 1;
     match run.finish(store.as_mut(), &answer) {
@@ -602,6 +611,7 @@ fn stage_body(
                 match container {
                     Some(c) if c == conf.host => {}
                     Some(c) if Some(&c) != before.as_ref() => {
+                        run.relocated = true;
                         return Err(format!("VM {vm} was moved to container {c} by an allocate plugin; start it there"));
                     }
                     Some(c) => {
@@ -766,6 +776,9 @@ pub fn refresh_command(conf: &Config, vm: &str) -> (PathBuf, Vec<String>) {
             "vm".into(),
             "sync".into(),
             vm.to_string(),
+            // A VM that now belongs elsewhere takes its definition along.
+            "--from".into(),
+            conf.host.clone(),
         ],
     )
 }

@@ -266,6 +266,12 @@ pub enum VmCmd {
         /// Every placed VM.
         #[arg(long, conflicts_with = "names")]
         all: bool,
+        /// Also move the definition of each VM that CONTAINER's libvirt has
+        /// but that now belongs to another container: defined there, then
+        /// undefined on CONTAINER (unless it runs or has a saved image
+        /// there). The hook runs this after an allocate plugin moved a VM.
+        #[arg(long, value_name = "CONTAINER")]
+        from: Option<String>,
     },
     /// Render VMs and define them in the libvirt of their container.
     Define {

@@ -892,7 +892,7 @@ impl App<'_> {
                     Ok(())
                 })
             }
-            VmCmd::Sync { names, all } => {
+            VmCmd::Sync { names, all, from } => {
                 let c = self.store.snapshot()?;
                 let names: Vec<String> = if all {
                     c.vms
@@ -903,7 +903,10 @@ impl App<'_> {
                 } else {
                     names
                 };
-                self.sync_vms(&c, &names)
+                if let Some(from) = &from {
+                    c.host(from)?;
+                }
+                self.sync_vms(&c, &names, from.as_deref())
             }
             VmCmd::Define {
                 names,
@@ -1005,13 +1008,38 @@ impl App<'_> {
 
     /// Redefines each VM whose libvirt definition differs from its rendering
     /// (or that is marked stale); leaves alone those libvirt does not have.
-    fn sync_vms(&mut self, c: &Cluster, names: &[String]) -> Result<Outcome, Error> {
+    /// With `from`, a VM defined on that container but placed on another is
+    /// moved there first ([`App::move_definition`]).
+    fn sync_vms(
+        &mut self,
+        c: &Cluster,
+        names: &[String],
+        from: Option<&str>,
+    ) -> Result<Outcome, Error> {
         let jobs = self.render_all(c, names, "sync", false)?;
         let mut in_step = BTreeSet::new();
         let mut failed = 0;
         for (name, container, xml) in jobs {
             let stale = c.vm(&name)?.stale;
             let uri = c.libvirt_uri(&container);
+            if let Some(old) = from.filter(|old| *old != container) {
+                match self.move_definition(c, &name, old, &container, &xml) {
+                    Ok(Some(what)) => {
+                        eprintln!("kvmroll: VM {name}: {what}");
+                        in_step.insert(name);
+                        continue;
+                    }
+                    // Not defined there: synced where it belongs, as any.
+                    Ok(None) => {}
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!(
+                            "kvmroll: VM {name}: cannot move it from {old} to {container}: {e}"
+                        );
+                        continue;
+                    }
+                }
+            }
             let result = self.sync.conn(&uri).and_then(|hv| {
                 if hv.domain(&name).map_err(|e| chain(&e))?.is_none() {
                     return Ok("not defined in libvirt; nothing to refresh".to_string());
@@ -1041,6 +1069,48 @@ impl App<'_> {
             }
         }
         self.settle(&in_step, failed, names.len(), "synced")
+    }
+
+    /// Moves a VM's definition from container `old`, whose libvirt has it,
+    /// to `new`, where the database now places it: defines `xml` on `new`,
+    /// then undefines it on `old`. A VM running or saved on `old` is left
+    /// there. `None` when `old` does not have it.
+    fn move_definition(
+        &mut self,
+        c: &Cluster,
+        name: &str,
+        old: &str,
+        new: &str,
+        xml: &str,
+    ) -> Result<Option<String>, String> {
+        let (old_uri, new_uri) = (c.libvirt_uri(old), c.libvirt_uri(new));
+        let Some(there) = self
+            .sync
+            .conn(&old_uri)?
+            .domain(name)
+            .map_err(|e| chain(&e))?
+        else {
+            return Ok(None);
+        };
+        if there.state != DomainState::ShutOff {
+            return Err(format!("it runs on {old}"));
+        }
+        if there.has_managed_save {
+            return Err(format!(
+                "it has a saved image on {old}, which it needs to resume"
+            ));
+        }
+        self.sync
+            .conn(&new_uri)?
+            .define(xml)
+            .map_err(|e| format!("defining it on {new} ({new_uri}): {}", chain(&e)))?;
+        self.sync.conn(&old_uri)?.undefine(name).map_err(|e| {
+            format!(
+                "defined on {new}, but undefining it on {old}: {}",
+                chain(&e)
+            )
+        })?;
+        Ok(Some(format!("moved from {old} to {new} ({new_uri})")))
     }
 
     /// `events prune`: by age (given, or the global kvm_events_keep_days,

@@ -382,6 +382,7 @@ on_both_engines!(
     disk_paths_outside_kvm_disk_roots_are_refused_unless_forced,
     disks_grow_and_never_shrink,
     a_removed_vm_says_where_its_images_stay,
+    sync_from_moves_a_definition_to_the_new_container,
 );
 
 fn unknown_host_or_vm(e: Engine) {
@@ -1944,4 +1945,82 @@ fn db_copy_takes_a_cluster_from_sqlite_to_postgresql_and_back() {
     let before = back.state();
     assert_refused(&copy(&pg.db, &back.db), "is not empty");
     assert!(back.state() == before);
+}
+
+/// A libvirt test-driver node file holding `vm`, running or shut off.
+fn test_node(f: &Fixture, file: &str, vm: &str, running: bool) -> String {
+    let state = if running { 1 } else { 5 };
+    let path = f.file(file);
+    std::fs::write(
+        &path,
+        format!(
+            "<node><domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\
+             <name>{vm}</name><memory>65536</memory><os><type>hvm</type></os>\
+             <test:runstate>{state}</test:runstate></domain></node>"
+        ),
+    )
+    .unwrap();
+    format!("test://{}", path.display())
+}
+
+/// `vm sync VM --from OLD` (the hook's refresh after an allocate plugin
+/// moved a VM): the definition goes from OLD's libvirt to the VM's new
+/// container; a VM running on OLD stays there, said in one line.
+fn sync_from_moves_a_definition_to_the_new_container(e: Engine) {
+    let f = Fixture::on(e);
+    let vm = "hosted-vm-0-0-0";
+    f.ok(&[
+        "host",
+        "add",
+        "vm-container-0-1",
+        "--appliance",
+        "vm-container",
+        "--cpus",
+        "4",
+    ]);
+    f.ok(&[
+        "--no-sync",
+        "vm",
+        "set",
+        vm,
+        "--container",
+        "vm-container-0-1",
+    ]);
+    let old = test_node(&f, "old.xml", vm, false);
+    f.ok(&["attr", "set", "vm-container-0-0", "libvirt_uri", &old]);
+    let out = f.run(&["vm", "sync", vm, "--from", "vm-container-0-0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "kvmroll: VM {vm}: moved from vm-container-0-0 to vm-container-0-1 (test:///default)"
+        )
+    );
+    let old = test_node(&f, "old.xml", vm, true);
+    f.ok(&["attr", "set", "vm-container-0-0", "libvirt_uri", &old]);
+    let out = f.run(&["vm", "sync", vm, "--from", "vm-container-0-0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().next().unwrap_or_default().ends_with(
+            "cannot move it from vm-container-0-0 to vm-container-0-1: it runs on vm-container-0-0"
+        ),
+        "{err}"
+    );
+    // Where the old container does not have it, a plain sync; an unknown
+    // container is refused.
+    f.ok(&[
+        "attr",
+        "set",
+        "vm-container-0-0",
+        "libvirt_uri",
+        "test:///default",
+    ]);
+    let out = f.run(&["vm", "sync", vm, "--from", "vm-container-0-0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not defined in libvirt"));
+    f.refused(
+        &["vm", "sync", vm, "--from", "nosuch"],
+        "unknown host \"nosuch\"",
+    );
 }

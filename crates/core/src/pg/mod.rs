@@ -711,9 +711,7 @@ type ColumnTypes = HashMap<(String, String), ColumnType>;
 /// Every row of every kvmroll table, read in `tx`, with each table's
 /// column types (in the order of the engine's columns, before
 /// [`Rows::push`] sorts them by name).
-fn read_rows(
-    tx: &mut impl GenericClient,
-) -> Result<(Rows, ColumnTypes), Fail> {
+fn read_rows(tx: &mut impl GenericClient) -> Result<(Rows, ColumnTypes), Fail> {
     let mut rows = Rows::default();
     let mut types = HashMap::new();
     for table in TABLES {
