@@ -2024,3 +2024,47 @@ fn sync_from_moves_a_definition_to_the_new_container(e: Engine) {
         "unknown host \"nosuch\"",
     );
 }
+
+/// PostgreSQL's twin of the SQLite file tests above: reads, and writes
+/// that need a cluster, make no tables in an empty database; a first write
+/// that a new cluster refuses makes none either; `db init` makes them, says
+/// there is nothing to do the second time, and refuses a database that
+/// holds tables of others.
+#[test]
+fn a_postgresql_database_gets_kvmroll_tables_only_on_purpose() {
+    if pg_server().is_none() {
+        return;
+    }
+    let f = Fixture::empty(Engine::Postgres);
+    let empty = f.state();
+    for args in [
+        &["host", "list"][..],
+        &["vm", "show", "v"],
+        &["db", "status"],
+        &["events"],
+        &["vm", "set", "v", "--mem", "512"],
+        &["events", "prune", "--keep", "1"],
+    ] {
+        f.refused(
+            args,
+            "holds no kvmroll schema yet; `kvmroll db init` makes it",
+        );
+    }
+    f.refused(
+        &["host", "add", "h", "--appliance", "nope"],
+        "unknown appliance",
+    );
+    assert!(f.state() == empty, "made something");
+    assert!(f.ok(&["db", "init"]).starts_with("created "));
+    assert!(f.ok(&["db", "init"]).contains("nothing to do"));
+
+    let other = Fixture::empty(Engine::Postgres);
+    other.execute("CREATE TABLE theirs (x int); INSERT INTO theirs VALUES (1);");
+    let before = other.state();
+    other.refused(&["db", "init"], "is not a kvmroll database");
+    other.refused(
+        &["attr", "set", "--global", "x", "1"],
+        "is not a kvmroll database",
+    );
+    assert!(other.state() == before);
+}

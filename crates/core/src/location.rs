@@ -205,15 +205,27 @@ impl Location {
     }
 }
 
-/// Opens the store at `location` with the engine it names.
+/// Opens the store at `location` with the engine it names. With
+/// [`OpenMode::Create`], a database not made yet (no SQLite file, or a
+/// PostgreSQL database without kvmroll's tables) is made by the first write
+/// that a new cluster accepts: a refused one leaves nothing, on either
+/// engine.
 pub fn open(location: &Location, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
     Ok(match location {
         Location::Sqlite(path) => crate::store::open_sqlite(path, mode)?,
-        Location::Postgres(pg) => Box::new(crate::pg::PgStore::open(
-            pg,
-            mode,
-            &crate::pg::PgEnv::from_process(),
-        )?),
+        Location::Postgres(pg) => {
+            let env = crate::pg::PgEnv::from_process();
+            let first = match mode {
+                OpenMode::Create => OpenMode::ReadWrite,
+                mode => mode,
+            };
+            match crate::pg::PgStore::open(pg, first, &env) {
+                Err(StoreError::NoSchema { .. }) if mode == OpenMode::Create => {
+                    crate::store::unmade(location.clone())
+                }
+                opened => Box::new(opened?),
+            }
+        }
     })
 }
 

@@ -5,6 +5,7 @@
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::copy::Rows;
 use crate::events::{Event, EventFilter};
+use crate::location::Location;
 use crate::model::Disk;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -288,10 +289,7 @@ pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreEr
 /// [`open_store`] for a SQLite file.
 pub(crate) fn open_sqlite(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
     if mode == OpenMode::Create && !path.exists() {
-        return Ok(Box::new(Unmade {
-            path: path.to_path_buf(),
-            made: None,
-        }));
+        return Ok(unmade(Location::Sqlite(path.to_path_buf())));
     }
     let mode = if mode == OpenMode::Create {
         OpenMode::ReadWrite
@@ -311,21 +309,40 @@ pub fn init_store(path: &Path) -> Result<(Box<dyn Store>, Init), StoreError> {
     Ok((Box::new(store), init))
 }
 
-/// A database not made yet: until it is, it reads as a new one would (the
+/// A database not made yet (no SQLite file, or a PostgreSQL database
+/// without kvmroll's tables): until it is, it reads as a new one would (the
 /// seeded cluster, no events), and the first write that such a cluster
 /// accepts makes it; from then on everything goes to the database made.
 struct Unmade {
-    path: PathBuf,
+    location: Location,
     made: Option<Box<dyn Store>>,
+}
+
+/// The store of `location`, where nothing is made yet, for [`OpenMode::Create`].
+pub(crate) fn unmade(location: Location) -> Box<dyn Store> {
+    Box::new(Unmade {
+        location,
+        made: None,
+    })
 }
 
 impl Unmade {
     fn made(&mut self) -> Result<&mut Box<dyn Store>, StoreError> {
         let store = match self.made.take() {
             Some(s) => s,
-            None => init_store(&self.path)?.0,
+            None => crate::location::init(&self.location)?.0,
         };
         Ok(self.made.insert(store))
+    }
+
+    /// What a read that needs the database made says.
+    fn missing(&self) -> StoreError {
+        match &self.location {
+            Location::Sqlite(path) => StoreError::Missing { path: path.clone() },
+            Location::Postgres(pg) => StoreError::NoSchema {
+                location: pg.to_string(),
+            },
+        }
     }
 }
 
@@ -406,9 +423,7 @@ impl Store for Unmade {
     fn status(&self) -> Result<StoreStatus, StoreError> {
         match &self.made {
             Some(s) => s.status(),
-            None => Err(StoreError::Missing {
-                path: self.path.clone(),
-            }),
+            None => Err(self.missing()),
         }
     }
 
@@ -426,9 +441,7 @@ impl Store for Unmade {
     fn rows(&self) -> Result<Rows, StoreError> {
         match &self.made {
             Some(s) => s.rows(),
-            None => Err(StoreError::Missing {
-                path: self.path.clone(),
-            }),
+            None => Err(self.missing()),
         }
     }
 

@@ -305,12 +305,18 @@ fn only_create_makes_a_database(e: &dyn Engine) {
         one_line(&err);
         assert!(!e.made(), "{mode:?} made a database");
     }
-    // SQLite makes its file at the first write, PostgreSQL its tables at
-    // once: either way, a database from then on.
-    e.open(OpenMode::Create)
-        .unwrap()
-        .record_events(&[event("v", 1)])
-        .unwrap();
+    // Each engine makes it at the first write that a new cluster accepts
+    // (SQLite its file, PostgreSQL its tables): a refused one leaves
+    // nothing.
+    let mut first = e.open(OpenMode::Create).unwrap();
+    assert_eq!(first.snapshot().unwrap(), kvmroll_core::Cluster::seeded());
+    let refused = first.update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "nope"))]));
+    assert!(
+        matches!(refused, Err(StoreError::Refused(_))),
+        "{refused:?}"
+    );
+    assert!(!e.made(), "a refused first write made a database");
+    first.record_events(&[event("v", 1)]).unwrap();
     assert!(e.made());
     e.open(OpenMode::ReadWriteFast).unwrap();
     e.open(OpenMode::ReadOnly).unwrap();
