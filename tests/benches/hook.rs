@@ -21,7 +21,7 @@
 use kvmroll_core::location::Location;
 use kvmroll_core::sqlite::SqliteStore;
 use kvmroll_core::{Change, Host, OpenMode, Store, Vm};
-use kvmroll_tests::rig::{self, Postgres, Role};
+use kvmroll_tests::rig::{self, Postgres};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -229,22 +229,10 @@ fn main() {
     }
 }
 
-/// A private PostgreSQL server (its data on disk, as a frontend's) holding
-/// `cluster`, and the URL of its database over TCP; `None`, said why, where
-/// the rig cannot run.
+/// A private PostgreSQL server holding `cluster`, and the URL of its
+/// database over TCP; `None` where the rig cannot run one.
 fn postgres_cluster(cluster: &[Change]) -> Option<(Postgres, String)> {
-    if !nix::unistd::geteuid().is_root() || rig::pg_bin_dir().is_none() {
-        println!("PostgreSQL case skipped: it needs root and a PostgreSQL server");
-        return None;
-    }
-    let role = Role::login("kvmroll", "bench pass");
-    let pg = Postgres::builder()
-        .role(role.clone())
-        .database("kvmroll", "kvmroll")
-        .durable()
-        .start()
-        .unwrap_or_else(|e| panic!("PostgreSQL: {}", rig::chain(&e)));
-    let url = pg.url_tcp(&role, "kvmroll");
+    let (pg, url) = rig::bench_server("the PostgreSQL case")?;
     let location = Location::parse(&url, Path::new("/")).expect("URL");
     let (mut store, _) = kvmroll_core::location::init(&location).expect("db init");
     store.update(&mut |_| Ok(cluster.to_vec())).expect("write");

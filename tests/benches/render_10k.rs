@@ -12,7 +12,7 @@
 use kvmroll_core::model::NicKind;
 use kvmroll_core::sqlite::SqliteStore;
 use kvmroll_core::{Change, Disk, Host, Mac, Nic, OpenMode, Scope, Store, Vm};
-use kvmroll_tests::rig::{self, Postgres, Role};
+use kvmroll_tests::rig;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ fn main() {
 
     let sqlite = db.display().to_string();
     // The same cluster on PostgreSQL, through `kvmroll db copy`.
-    let pg = postgres();
+    let pg = rig::bench_server("the PostgreSQL runs");
     if let Some((_, url)) = &pg {
         let t = Instant::now();
         let out = Command::new(kvmroll_tests::bin_dir().join("kvmroll"))
@@ -169,22 +169,4 @@ fn main() {
             );
         }
     }
-}
-
-/// A private PostgreSQL server with an empty database, and its URL over
-/// TCP; `None`, said why, where the rig cannot run.
-fn postgres() -> Option<(Postgres, String)> {
-    if !nix::unistd::geteuid().is_root() || rig::pg_bin_dir().is_none() {
-        println!("PostgreSQL runs skipped: they need root and a PostgreSQL server");
-        return None;
-    }
-    let role = Role::login("kvmroll", "bench pass");
-    let pg = Postgres::builder()
-        .role(role.clone())
-        .database("kvmroll", "kvmroll")
-        .durable()
-        .start()
-        .unwrap_or_else(|e| panic!("PostgreSQL: {}", rig::chain(&e)));
-    let url = pg.url_tcp(&role, "kvmroll");
-    Some((pg, url))
 }

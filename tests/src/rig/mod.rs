@@ -310,6 +310,27 @@ pub fn available(test: &str) -> bool {
     false
 }
 
+/// A server for a benchmark, its data on disk and synced as a frontend's
+/// ([`PostgresBuilder::durable`]), with a database `kvmroll` owned by a
+/// login role `kvmroll`, and that database's URL over TCP; `None`, said on
+/// stdout, where this machine cannot run one (root and a PostgreSQL server
+/// are needed).
+pub fn bench_server(what: &str) -> Option<(Postgres, String)> {
+    if !nix::unistd::geteuid().is_root() || pg_bin_dir().is_none() {
+        println!("{what} skipped: it needs root and a PostgreSQL server (scripts/deps.sh)");
+        return None;
+    }
+    let role = Role::login("kvmroll", "bench pass");
+    let pg = Postgres::builder()
+        .role(role.clone())
+        .database("kvmroll", "kvmroll")
+        .durable()
+        .start()
+        .unwrap_or_else(|e| panic!("PostgreSQL: {}", chain(&e)));
+    let url = pg.url_tcp(&role, "kvmroll");
+    Some((pg, url))
+}
+
 /// Makes an I/O error into [`RigError::Io`] about `path`.
 pub(crate) fn io(
     what: &'static str,
