@@ -15,6 +15,8 @@ pub mod hostfiles;
 pub mod model;
 pub mod plugins;
 pub mod render;
+pub mod rocksdump;
+pub mod rocksimport;
 pub mod spool;
 pub mod sqlite;
 pub mod store;
