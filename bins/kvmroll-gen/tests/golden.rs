@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::diff;
 
 const CONTAINER: &str = "vm-container-0-0";
 
@@ -190,7 +189,6 @@ fn golden_dir() -> PathBuf {
 
 #[test]
 fn domain_xml_matches_the_golden_files() {
-    let update = std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     for (case, changes) in cases() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,20 +208,8 @@ fn domain_xml_matches_the_golden_files() {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = String::from_utf8(out.stdout).unwrap();
-        let file = golden_dir().join(format!("{case}.xml"));
-        if update {
-            std::fs::create_dir_all(golden_dir()).unwrap();
-            std::fs::write(&file, &got).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (KVMROLL_UPDATE_GOLDEN=1 writes it)",
-                file.display()
-            )
-        });
-        if expected != got {
-            failures.push(format!("{case}: {}", diff(&expected, &got)));
+        if let Some(d) = common::check(&golden_dir().join(format!("{case}.xml")), &got) {
+            failures.push(format!("{case}: {d}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -342,7 +328,6 @@ fn gen(db: &Path, args: &[&str]) -> std::process::Output {
 fn host_files_match_the_golden_files() {
     let dir = tempfile::tempdir().unwrap();
     let db = host_files_db(dir.path());
-    let update = std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some();
     let gold = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/host");
     let cases: [(&str, Vec<&str>); 4] = [
         (
@@ -367,16 +352,8 @@ fn host_files_match_the_golden_files() {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = String::from_utf8(out.stdout).unwrap();
-        let path = gold.join(file);
-        if update {
-            std::fs::create_dir_all(&gold).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let expected =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if expected != got {
-            failures.push(format!("{file}: {}", diff(&expected, &got)));
+        if let Some(d) = common::check(&gold.join(file), &got) {
+            failures.push(format!("{file}: {d}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

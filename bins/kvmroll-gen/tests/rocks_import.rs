@@ -56,7 +56,6 @@ fn imported_rocks_vms_render_as_the_golden_files() {
             "hosted-vm-0-1-0"
         ]
     );
-    let update = std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     for vm in &names {
         let out = Command::new(env!("CARGO_BIN_EXE_kvmroll-gen"))
@@ -71,20 +70,8 @@ fn imported_rocks_vms_render_as_the_golden_files() {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = String::from_utf8(out.stdout).unwrap();
-        let file = golden_dir().join(format!("{vm}.xml"));
-        if update {
-            std::fs::create_dir_all(golden_dir()).unwrap();
-            std::fs::write(&file, &got).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (KVMROLL_UPDATE_GOLDEN=1 writes it)",
-                file.display()
-            )
-        });
-        if expected != got {
-            failures.push(format!("{vm}: {}", common::diff(&expected, &got)));
+        if let Some(d) = common::check(&golden_dir().join(format!("{vm}.xml")), &got) {
+            failures.push(format!("{vm}: {d}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

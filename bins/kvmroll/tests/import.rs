@@ -7,7 +7,10 @@
 //! VMs are pinned by kvmroll-gen's golden files (`tests/rocks_import.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{assert_refused, kvmroll_at};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,15 +37,7 @@ impl Db {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kvmroll"))
-            .arg("--db")
-            .arg(&self.path)
-            .args(args)
-            .env_remove("KVMROLL_DB")
-            .env_remove("KVMROLL_DB_READONLY")
-            .env_remove("KVMROLL_STAGE")
-            .output()
-            .unwrap()
+        kvmroll_at(&self.path, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -68,6 +63,17 @@ impl Db {
         self.run(&args)
     }
 
+    /// An import that must succeed; what it printed.
+    fn imported(&self, dump: &str, more: &[&str]) -> String {
+        let out = self.import(dump, more);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// The database and its write-ahead log, byte for byte.
     fn bytes(&self) -> Vec<u8> {
         let mut b = std::fs::read(&self.path).unwrap();
@@ -76,18 +82,6 @@ impl Db {
         }
         b
     }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A refusal: exit 1, one line on stderr holding `expect`.
-fn assert_refused(out: &Output, expect: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(expect), "{expect:?} not in: {err}");
 }
 
 /// The fixture with the first line holding `from` changed to hold `to`,
@@ -115,16 +109,10 @@ fn with_line_changed(from: &str, to: &str) -> (Vec<u8>, usize) {
 #[test]
 fn the_rocks_fixture_imports_with_its_vms() {
     let db = Db::new();
-    let out = db.import(
+    let said = db.imported(
         fixture("cluster.dump").to_str().unwrap(),
         &["--vm-list", fixture("vm-list.txt").to_str().unwrap()],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = stdout(&out);
     for line in [
         "1 appliance, 5 hosts (the frontend is hpc-fe), 4 VMs, 18 attributes (5 global, 1 os, 2 appliance, 10 host)",
         "passed over 34 lines of verbs that are not kvmroll's: add firewall 1, add host key 1, add host route 1, add network 3, add route 1, run reconfigure 1, set host interface ip 12, set host interface name 12, set host roll 2",
@@ -198,10 +186,7 @@ fn the_rocks_fixture_imports_with_its_vms() {
 #[test]
 fn a_value_full_of_shell_hostile_characters_and_newlines_round_trips_exactly() {
     let db = Db::new();
-    assert!(db
-        .import(fixture("cluster.dump").to_str().unwrap(), &[])
-        .status
-        .success());
+    db.imported(fixture("cluster.dump").to_str().unwrap(), &[]);
     let expected = std::fs::read_to_string(fixture("hostile-value.txt")).unwrap();
     assert_eq!(
         db.ok(&["attr", "get", "nas-0-0", "site_note"]),
@@ -224,12 +209,7 @@ fn a_value_full_of_shell_hostile_characters_and_newlines_round_trips_exactly() {
     line.push(b'\n');
     let other = Db::new();
     let dump = other.dump("motd.dump", &line);
-    let out = other.import(&dump, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    other.imported(&dump, &[]);
     // A global attribute, read through a host that resolves it.
     other.ok(&["host", "add", "h"]);
     assert_eq!(
@@ -299,13 +279,7 @@ fn a_refused_value_names_host_attribute_and_line_unless_skipped() {
     );
     assert_eq!(db.bytes(), before);
 
-    let out = db.import(&dump, &["--skip-invalid"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = stdout(&out);
+    let said = db.imported(&dump, &["--skip-invalid"]);
     assert!(said.contains("4 VMs, 17 attributes"), "{said}");
     assert!(
         said.contains(&format!(
@@ -331,8 +305,7 @@ fn a_refused_value_names_host_attribute_and_line_unless_skipped() {
         &fresh.import(&dump, &[]),
         &format!("line {line} (VM hosted-vm-0-0-0): disk vda: type \"qed\" has no kvmroll kind"),
     );
-    let out = fresh.import(&dump, &["--skip-invalid"]);
-    let said = stdout(&out);
+    let said = fresh.imported(&dump, &["--skip-invalid"]);
     assert!(said.contains("3 VMs"), "{said}");
     assert!(
         said.contains(&format!(
@@ -349,7 +322,7 @@ fn a_refused_value_names_host_attribute_and_line_unless_skipped() {
 #[test]
 fn a_dry_run_says_what_it_would_make_and_changes_nothing() {
     let db = Db::new();
-    let out = db.import(
+    let said = db.imported(
         fixture("cluster.dump").to_str().unwrap(),
         &[
             "--dry-run",
@@ -357,12 +330,6 @@ fn a_dry_run_says_what_it_would_make_and_changes_nothing() {
             fixture("vm-list.txt").to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = stdout(&out);
     for line in [
         "would add appliance nas\n",
         "would add host vm-container-0-0: appliance vm-container, rack 0, rank 0, 8 CPUs, os linux, boot os\n",
@@ -376,10 +343,7 @@ fn a_dry_run_says_what_it_would_make_and_changes_nothing() {
     assert!(!db.path.exists(), "a dry run made a database");
     db.ok(&["db", "init"]);
     let before = db.bytes();
-    assert!(db
-        .import(fixture("cluster.dump").to_str().unwrap(), &["--dry-run"])
-        .status
-        .success());
+    db.imported(fixture("cluster.dump").to_str().unwrap(), &["--dry-run"]);
     assert_eq!(db.bytes(), before);
 }
 
@@ -396,24 +360,13 @@ fn merge_is_needed_for_a_database_with_hosts_and_refuses_every_conflict() {
     );
     assert_eq!(db.bytes(), before);
     // The same host with the dump's values merges.
-    let out = db.import(dump, &["--merge"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout(&out).contains("4 hosts (the frontend is hpc-fe)"),
-        "{}",
-        stdout(&out)
-    );
+    let said = db.imported(dump, &["--merge"]);
+    assert!(said.contains("4 hosts (the frontend is hpc-fe)"), "{said}");
     // Again: everything is there already.
-    let out = db.import(dump, &["--merge"]);
+    let said = db.imported(dump, &["--merge"]);
     assert!(
-        stdout(&out)
-            .contains("0 appliances, 0 hosts (the frontend is hpc-fe), 0 VMs, 0 attributes"),
-        "{}",
-        stdout(&out)
+        said.contains("0 appliances, 0 hosts (the frontend is hpc-fe), 0 VMs, 0 attributes"),
+        "{said}"
     );
 
     let other = Db::new();

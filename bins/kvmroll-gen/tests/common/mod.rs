@@ -1,11 +1,30 @@
-//! What the golden tests share: a readable diff, and libvirt's own schema
-//! check of a domain (`virt-xml-validate`).
+//! What the golden tests share: the comparison with a golden file (which
+//! `KVMROLL_UPDATE_GOLDEN=1` rewrites instead), a readable diff, and
+//! libvirt's own schema check of a domain (`virt-xml-validate`).
 
 use std::path::Path;
 use std::process::Command;
 
+/// Compares `got` with the golden file `file`: `None` when they are the
+/// same, else a readable diff. Under `KVMROLL_UPDATE_GOLDEN` the file is
+/// written with `got` instead.
+pub fn check(file: &Path, got: &str) -> Option<String> {
+    if std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, got).unwrap();
+        return None;
+    }
+    let expected = std::fs::read_to_string(file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (KVMROLL_UPDATE_GOLDEN=1 writes it)",
+            file.display()
+        )
+    });
+    (expected != got).then(|| diff(&expected, got))
+}
+
 /// A readable diff: the first differing line with context.
-pub fn diff(expected: &str, got: &str) -> String {
+fn diff(expected: &str, got: &str) -> String {
     let (e, g): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
     let at = e
         .iter()
