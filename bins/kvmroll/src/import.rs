@@ -134,6 +134,27 @@ fn print_report(out: &mut dyn Write, r: &Report, dry_run: bool, dump: &Path) -> 
     if dry_run {
         print_items(out, r)?;
     }
+    print_summary(out, r, dry_run, dump)?;
+    print_passed_over(out, r)?;
+    if !dry_run && !r.vms.is_empty() {
+        writeln!(
+            out,
+            "libvirt is untouched: `kvmroll vm define --all` defines the imported VMs on their containers"
+        )?;
+    }
+    if dry_run {
+        writeln!(out, "nothing was changed (--dry-run)")?;
+    }
+    Ok(())
+}
+
+/// One line of what was made.
+fn print_summary(
+    out: &mut dyn Write,
+    r: &Report,
+    dry_run: bool,
+    dump: &Path,
+) -> std::io::Result<()> {
     let mut by_scope: BTreeMap<&str, usize> = BTreeMap::new();
     for (scope, _, _) in &r.attrs {
         *by_scope.entry(scope.kind()).or_default() += 1;
@@ -161,6 +182,11 @@ fn print_report(out: &mut dyn Write, r: &Report, dry_run: bool, dump: &Path) -> 
             format!(" ({})", scopes.join(", "))
         }
     )?;
+    Ok(())
+}
+
+/// What the import passed over, adjusted or left out.
+fn print_passed_over(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
     if r.unchanged > 0 {
         writeln!(
             out,
@@ -212,15 +238,6 @@ fn print_report(out: &mut dyn Write, r: &Report, dry_run: bool, dump: &Path) -> 
             s.subject,
             error_chain(&s.fault)
         )?;
-    }
-    if !dry_run && !r.vms.is_empty() {
-        writeln!(
-            out,
-            "libvirt is untouched: `kvmroll vm define --all` defines the imported VMs on their containers"
-        )?;
-    }
-    if dry_run {
-        writeln!(out, "nothing was changed (--dry-run)")?;
     }
     Ok(())
 }

@@ -158,37 +158,22 @@ fn shown_byte(b: u8) -> String {
     }
 }
 
+/// Exactly `n` positional arguments (`names` says which), or why not.
+fn positional<'a>(rest: &'a [String], n: usize, names: &str) -> Result<&'a [String], String> {
+    if rest.len() == n {
+        Ok(rest)
+    } else {
+        Err(format!(
+            "expected {n} arguments ({names}), found {}",
+            rest.len()
+        ))
+    }
+}
+
 /// Reads a command's arguments by position.
 fn read(verb: Verb, usage: &str, rest: &[String]) -> Result<Command, String> {
-    let positional = |n: usize, names: &str| -> Result<&[String], String> {
-        if rest.len() == n {
-            Ok(rest)
-        } else {
-            Err(format!(
-                "expected {n} arguments ({names}), found {}",
-                rest.len()
-            ))
-        }
-    };
     Ok(match verb {
-        Verb::Attr(AttrAt::Global) => {
-            let a = positional(2, "NAME VALUE")?;
-            attr(Scope::Global, &a[0], &a[1])
-        }
-        Verb::Attr(at) => {
-            let a = match at {
-                AttrAt::Os => positional(3, "OS NAME VALUE")?,
-                AttrAt::Appliance => positional(3, "APPLIANCE NAME VALUE")?,
-                _ => positional(3, "HOST NAME VALUE")?,
-            };
-            let target = a[0].clone();
-            let scope = match at {
-                AttrAt::Os => Scope::Os(target),
-                AttrAt::Appliance => Scope::Appliance(target),
-                _ => Scope::Host(target),
-            };
-            attr(scope, &a[1], &a[2])
-        }
+        Verb::Attr(at) => read_attr(at, rest)?,
         Verb::Appliance => {
             let (name, opts) = split_first(rest, "APPLIANCE")?;
             let o = options(
@@ -200,52 +185,15 @@ fn read(verb: Verb, usage: &str, rest: &[String]) -> Result<Command, String> {
                 membership: o.get("membership").cloned(),
             }
         }
-        Verb::Host => {
-            let (name, opts) = split_first(rest, "HOST")?;
-            let o = options(opts, &["cpus", "rack", "rank", "membership", "os"])?;
-            // bin/rocks' `add host` needs membership, rack and rank, and
-            // defaults cpus to 1 and os to linux.
-            let need = |k: &str| {
-                o.get(k)
-                    .cloned()
-                    .ok_or_else(|| format!("no {k}= (Rocks' add host needs it)"))
-            };
-            Command::Host(HostEntry {
-                name,
-                cpus: number("cpus", o.get("cpus").map_or("1", String::as_str))?,
-                rack: number("rack", &need("rack")?)?,
-                rank: number("rank", &need("rank")?)?,
-                membership: need("membership")?,
-                os: o.get("os").cloned().unwrap_or_else(|| "linux".into()),
-            })
-        }
+        Verb::Host => Command::Host(read_host(rest)?),
         Verb::Interface => {
-            let args = positional(2, "HOST IFACE")?;
+            let args = positional(rest, 2, "HOST IFACE")?;
             Command::Interface {
                 host: args[0].clone(),
                 iface: args[1].clone(),
             }
         }
-        Verb::Field(field) => {
-            let args = positional(3, "HOST IFACE VALUE")?;
-            let mut value = args[2].clone();
-            if field == IfaceField::Options {
-                // `options="%s"` (dump/host/interface): the value comes
-                // with its parameter name.
-                if let Some(v) = value.strip_prefix("options=") {
-                    value = v.to_string();
-                }
-            }
-            if field == IfaceField::Vlan {
-                number("vlan", &value)?;
-            }
-            Command::InterfaceField {
-                host: args[0].clone(),
-                iface: args[1].clone(),
-                field,
-                value,
-            }
-        }
+        Verb::Field(field) => read_field(field, rest)?,
         Verb::Action(kind) => {
             let (host, opts) = split_first(rest, "HOST")?;
             let o = options(opts, &["action"])?;
@@ -257,6 +205,64 @@ fn read(verb: Verb, usage: &str, rest: &[String]) -> Result<Command, String> {
         }
         Verb::Vm => Command::Vm(read_vm(rest)?),
         Verb::Other => return Err(format!("{usage} is not a command kvmroll reads")),
+    })
+}
+
+/// `add attr NAME VALUE`, or `add os|appliance|host attr TARGET NAME VALUE`.
+fn read_attr(at: AttrAt, rest: &[String]) -> Result<Command, String> {
+    if at == AttrAt::Global {
+        let a = positional(rest, 2, "NAME VALUE")?;
+        return Ok(attr(Scope::Global, &a[0], &a[1]));
+    }
+    let (names, scope): (&str, fn(String) -> Scope) = match at {
+        AttrAt::Os => ("OS NAME VALUE", Scope::Os),
+        AttrAt::Appliance => ("APPLIANCE NAME VALUE", Scope::Appliance),
+        _ => ("HOST NAME VALUE", Scope::Host),
+    };
+    let a = positional(rest, 3, names)?;
+    Ok(attr(scope(a[0].clone()), &a[1], &a[2]))
+}
+
+/// `"add host" HOST cpus=N rack=R rank=R membership=M os=OS`: bin/rocks'
+/// `add host` needs membership, rack and rank, and defaults cpus to 1 and
+/// os to linux.
+fn read_host(rest: &[String]) -> Result<HostEntry, String> {
+    let (name, opts) = split_first(rest, "HOST")?;
+    let o = options(opts, &["cpus", "rack", "rank", "membership", "os"])?;
+    let need = |k: &str| {
+        o.get(k)
+            .cloned()
+            .ok_or_else(|| format!("no {k}= (Rocks' add host needs it)"))
+    };
+    Ok(HostEntry {
+        name,
+        cpus: number("cpus", o.get("cpus").map_or("1", String::as_str))?,
+        rack: number("rack", &need("rack")?)?,
+        rank: number("rank", &need("rank")?)?,
+        membership: need("membership")?,
+        os: o.get("os").cloned().unwrap_or_else(|| "linux".into()),
+    })
+}
+
+/// `set host interface FIELD HOST IFACE VALUE`.
+fn read_field(field: IfaceField, rest: &[String]) -> Result<Command, String> {
+    let args = positional(rest, 3, "HOST IFACE VALUE")?;
+    let mut value = args[2].clone();
+    if field == IfaceField::Options {
+        // `options="%s"` (dump/host/interface): the value comes with its
+        // parameter name.
+        if let Some(v) = value.strip_prefix("options=") {
+            value = v.to_string();
+        }
+    }
+    if field == IfaceField::Vlan {
+        number("vlan", &value)?;
+    }
+    Ok(Command::InterfaceField {
+        host: args[0].clone(),
+        iface: args[1].clone(),
+        field,
+        value,
     })
 }
 

@@ -15,107 +15,142 @@ pub(super) struct Words {
 /// Splits the text into commands the way a shell reads words, with the
 /// differences the module doc lists.
 pub(super) fn split(text: &[u8]) -> (Vec<Words>, Vec<Unreadable>) {
+    let mut reader = Reader {
+        text,
+        at: 0,
+        line: 1,
+    };
     let mut out = Vec::new();
     let mut bad = Vec::new();
-    let mut line = 1;
-    let mut i = 0;
-    while i < text.len() {
-        let start = line;
+    while reader.at < text.len() {
+        match reader.command() {
+            Ok(c) if c.words.is_empty() => {}
+            Ok(c) => out.push(c),
+            Err(e) => bad.push(e),
+        }
+    }
+    (out, bad)
+}
+
+/// Where the reading is: a byte offset and its line.
+struct Reader<'t> {
+    text: &'t [u8],
+    at: usize,
+    line: usize,
+}
+
+impl Reader<'_> {
+    /// One command: up to a newline outside quotes, or the end. A broken
+    /// one is refused whole, and the reading goes on after it.
+    fn command(&mut self) -> Result<Words, Unreadable> {
+        let start = self.line;
         let mut words: Vec<Vec<u8>> = Vec::new();
         let mut word: Option<Vec<u8>> = None;
         let mut active = None;
         let mut broken = None;
-        // One command: up to a newline outside quotes, or the end.
-        while i < text.len() {
-            let b = text[i];
+        while let Some(&b) = self.text.get(self.at) {
             match b {
                 b'\n' => {
-                    i += 1;
-                    line += 1;
+                    self.at += 1;
+                    self.line += 1;
                     break;
                 }
                 b' ' | b'\t' => {
                     words.extend(word.take());
-                    i += 1;
+                    self.at += 1;
                 }
-                b'#' if word.is_none() => {
-                    while i < text.len() && text[i] != b'\n' {
-                        i += 1;
-                    }
-                }
-                b'\\' => {
-                    let w = word.get_or_insert_with(Vec::new);
-                    match text.get(i + 1) {
-                        Some(&next) => {
-                            // Backslash-newline is a newline of the value:
-                            // what quote() wrote it for.
-                            if next == b'\n' {
-                                line += 1;
-                            }
-                            w.push(next);
-                            i += 2;
-                        }
-                        None => {
-                            w.push(b'\\');
-                            i += 1;
-                        }
-                    }
-                }
+                b'#' if word.is_none() => self.skip_line(),
+                b'\\' => self.escaped(word.get_or_insert_with(Vec::new)),
                 b'\'' => {
-                    let w = word.get_or_insert_with(Vec::new);
-                    let rest = &text[i + 1..];
-                    match rest.iter().position(|&c| c == b'\'' || c == b'\n') {
-                        Some(end) if rest[end] == b'\'' => {
-                            w.extend_from_slice(&rest[..end]);
-                            i += end + 2;
-                        }
-                        _ => {
-                            broken = Some("a ' quote is not closed on its line".to_string());
-                            while i < text.len() && text[i] != b'\n' {
-                                i += 1;
-                            }
-                        }
+                    if let Err(why) = self.single_quoted(word.get_or_insert_with(Vec::new)) {
+                        broken.get_or_insert(why);
                     }
                 }
                 b'"' => {
-                    let w = word.get_or_insert_with(Vec::new);
-                    match double_quoted(&text[i + 1..], w) {
-                        Some((used, newlines)) => {
-                            i += used + 1;
-                            line += newlines;
-                        }
-                        None => {
-                            broken = Some(format!(
-                                "the \" quote opened on line {line} is never closed (the rest of the file is inside it)"
-                            ));
-                            line += text[i..].iter().filter(|&&c| c == b'\n').count();
-                            i = text.len();
-                        }
+                    if let Err(why) = self.double_quoted(word.get_or_insert_with(Vec::new)) {
+                        broken.get_or_insert(why);
                     }
                 }
-                b'$' | b'`' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')' | b'\r' => {
-                    active.get_or_insert(b);
-                    word.get_or_insert_with(Vec::new).push(b);
-                    i += 1;
-                }
                 _ => {
+                    if b"$`;&|<>()\r".contains(&b) {
+                        active.get_or_insert(b);
+                    }
                     word.get_or_insert_with(Vec::new).push(b);
-                    i += 1;
+                    self.at += 1;
                 }
             }
         }
         words.extend(word.take());
         match broken {
-            Some(why) => bad.push(Unreadable { line: start, why }),
-            None if words.is_empty() => {}
-            None => out.push(Words {
+            Some(why) => Err(Unreadable { line: start, why }),
+            None => Ok(Words {
                 line: start,
                 words,
                 active,
             }),
         }
     }
-    (out, bad)
+
+    /// Up to the newline that ends the line, which stays to be read.
+    fn skip_line(&mut self) {
+        while self.at < self.text.len() && self.text[self.at] != b'\n' {
+            self.at += 1;
+        }
+    }
+
+    /// A backslash and the byte it escapes. Backslash-newline is a newline
+    /// of the value: what quote() wrote it for.
+    fn escaped(&mut self, w: &mut Vec<u8>) {
+        match self.text.get(self.at + 1) {
+            Some(&next) => {
+                if next == b'\n' {
+                    self.line += 1;
+                }
+                w.push(next);
+                self.at += 2;
+            }
+            None => {
+                w.push(b'\\');
+                self.at += 1;
+            }
+        }
+    }
+
+    /// A single-quoted string, which must close on its line.
+    fn single_quoted(&mut self, w: &mut Vec<u8>) -> Result<(), String> {
+        let rest = &self.text[self.at + 1..];
+        match rest.iter().position(|&c| c == b'\'' || c == b'\n') {
+            Some(end) if rest[end] == b'\'' => {
+                w.extend_from_slice(&rest[..end]);
+                self.at += end + 2;
+                Ok(())
+            }
+            _ => {
+                self.skip_line();
+                Err("a ' quote is not closed on its line".into())
+            }
+        }
+    }
+
+    /// A double-quoted string, which may span lines (host keys do).
+    fn double_quoted(&mut self, w: &mut Vec<u8>) -> Result<(), String> {
+        match double_quoted(&self.text[self.at + 1..], w) {
+            Some((used, newlines)) => {
+                self.at += used + 1;
+                self.line += newlines;
+                Ok(())
+            }
+            None => {
+                let why = format!(
+                    "the \" quote opened on line {} is never closed (the rest of the file is inside it)",
+                    self.line
+                );
+                self.line += self.text[self.at..].iter().filter(|&&c| c == b'\n').count();
+                self.at = self.text.len();
+                Err(why)
+            }
+        }
+    }
 }
 
 /// Reads a double-quoted string after its opening quote as bash does

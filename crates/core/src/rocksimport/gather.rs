@@ -82,76 +82,82 @@ impl<'a> Gathered<'a> {
             }
         }
         for c in &dump.commands {
-            let line = c.line;
-            match &c.command {
-                Command::Attr { scope, name, value } => {
-                    let scope = match scope {
-                        Scope::Host(h) => Scope::Host(g.resolved(h)),
-                        s => s.clone(),
-                    };
-                    g.attrs.push((line, scope, name, value));
-                }
-                Command::Appliance { name, membership } => {
-                    if let Some(m) = membership {
-                        g.memberships.insert(m.clone(), name.clone());
-                    }
-                    g.appliances.push((line, name.clone()));
-                }
-                Command::Host(host) => g.hosts.push(HostLine {
-                    line,
-                    host: host.clone(),
-                }),
-                Command::Action { host, kind, action } => {
-                    let a = g.actions.entry(g.resolved(host)).or_default();
-                    match kind {
-                        ActionKind::Run => a.run = Some(action.clone()),
-                        ActionKind::Install => a.install = Some(action.clone()),
-                        ActionKind::Boot => a.boot = Some((line, action.clone())),
-                    }
-                }
-                Command::Interface { host, iface } => {
-                    g.iface(host, iface, line);
-                }
-                Command::InterfaceField {
-                    host,
-                    iface,
-                    field,
-                    value,
-                } => {
-                    let i = g.iface(host, iface, line);
-                    let v = Some(value.clone());
-                    match field {
-                        IfaceField::Mac => i.mac = v,
-                        IfaceField::Subnet => i.subnet = v,
-                        IfaceField::Vlan => i.vlan = value.parse().ok(),
-                        IfaceField::Module => i.module = v,
-                        IfaceField::Options => i.options = v,
-                    }
-                }
-                Command::Vm(vm) => {
-                    let physnode = vm.physnode.as_deref().map(|p| g.resolved(p));
-                    let entry = g
-                        .vms
-                        .entry(vm.host.clone())
-                        .or_insert_with(|| (line, VmLine::default()));
-                    // A later line sets what it names, as `rocks set host vm`.
-                    let e = &mut entry.1;
-                    e.host = vm.host.clone();
-                    if physnode.is_some() {
-                        e.physnode = physnode;
-                    }
-                    if vm.disks.is_some() {
-                        e.disks = vm.disks.clone();
-                    }
-                    e.mem_mb = vm.mem_mb.or(e.mem_mb);
-                    e.virt_type = vm.virt_type.clone().or(e.virt_type.take());
-                }
-            }
+            g.take(c.line, &c.command);
         }
         if let Some(rows) = vm_list {
             g.read_vm_list(rows)?;
         }
         Ok(g)
+    }
+
+    /// Files one command of the dump under its subject.
+    fn take(&mut self, line: usize, command: &'a Command) {
+        match command {
+            Command::Attr { scope, name, value } => {
+                let scope = match scope {
+                    Scope::Host(h) => Scope::Host(self.resolved(h)),
+                    s => s.clone(),
+                };
+                self.attrs.push((line, scope, name, value));
+            }
+            Command::Appliance { name, membership } => {
+                if let Some(m) = membership {
+                    self.memberships.insert(m.clone(), name.clone());
+                }
+                self.appliances.push((line, name.clone()));
+            }
+            Command::Host(host) => self.hosts.push(HostLine {
+                line,
+                host: host.clone(),
+            }),
+            Command::Action { host, kind, action } => {
+                let a = self.actions.entry(self.resolved(host)).or_default();
+                match kind {
+                    ActionKind::Run => a.run = Some(action.clone()),
+                    ActionKind::Install => a.install = Some(action.clone()),
+                    ActionKind::Boot => a.boot = Some((line, action.clone())),
+                }
+            }
+            Command::Interface { host, iface } => {
+                self.iface(host, iface, line);
+            }
+            Command::InterfaceField {
+                host,
+                iface,
+                field,
+                value,
+            } => {
+                let i = self.iface(host, iface, line);
+                let v = Some(value.clone());
+                match field {
+                    IfaceField::Mac => i.mac = v,
+                    IfaceField::Subnet => i.subnet = v,
+                    IfaceField::Vlan => i.vlan = value.parse().ok(),
+                    IfaceField::Module => i.module = v,
+                    IfaceField::Options => i.options = v,
+                }
+            }
+            Command::Vm(vm) => self.take_vm(line, vm),
+        }
+    }
+
+    /// A `set host vm` line; a later one sets what it names, as a second
+    /// `rocks set host vm` would.
+    fn take_vm(&mut self, line: usize, vm: &VmLine) {
+        let physnode = vm.physnode.as_deref().map(|p| self.resolved(p));
+        let (_, e) = self
+            .vms
+            .entry(vm.host.clone())
+            .or_insert_with(|| (line, VmLine::default()));
+        e.host = vm.host.clone();
+        if physnode.is_some() {
+            e.physnode = physnode;
+        }
+        if vm.disks.is_some() {
+            e.disks = vm.disks.clone();
+        }
+        e.mem_mb = vm.mem_mb.or(e.mem_mb);
+        e.virt_type = vm.virt_type.clone().or(e.virt_type.take());
     }
 
     /// The frontend's name for `localhost`, where the dump gives one.

@@ -17,8 +17,8 @@
 //!   clear=1`, the dump's last line): it is counted, not imported.
 //! - **VMs**: a host with a `set host vm` line. vCPUs are its host's CPUs,
 //!   memory `mem`, disks `disk`/`disksize`, the cdrom from the VM list, and
-//!   NICs placed as `rocks report host vm config` placed them (see
-//!   [`rocks_nics`]), with the dump's MACs. A VM gets a new UUID, which it
+//!   NICs placed as `rocks report host vm config` placed them (see the
+//!   `vm` module), with the dump's MACs. A VM gets a new UUID, which it
 //!   keeps (Rocks made one at every start).
 //!
 //! Each value goes through [`Cluster::apply`] and every VM is rendered, as
@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use gather::Gathered;
-use steps::{build, render_check, Built, Unit};
+use steps::{build, render_check, Blame, Built, Unit};
 
 /// How the import treats what it cannot take.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -215,45 +215,17 @@ pub fn translate(
         if !built.conflicts.is_empty() {
             return Err(ImportError::Conflicts(built.conflicts));
         }
-        let mut work = base.clone();
-        let mut applied = Vec::new();
-        let mut left_out: BTreeMap<Unit, usize> = BTreeMap::new();
-        let mut failure = None;
-        for (k, step) in built.steps.iter().enumerate() {
-            let needed = step.needs.clone().map(Unit::Host);
-            if let Some(unit) = [Some(step.unit.clone()), needed]
-                .into_iter()
-                .flatten()
-                .find(|u| drop.contains(u))
-            {
-                *left_out.entry(unit).or_default() += 1;
-                continue;
-            }
-            let result = match &step.change {
-                Ok(change) => work.apply(change).map_err(Fault::from),
-                Err(fault) => Err(fault.clone()),
-            };
-            if let Err(fault) = result {
-                failure = Some((step.blame(), fault));
-                break;
-            }
-            applied.push(k);
-        }
-        if failure.is_none() {
-            failure = render_check(base, &work, &built.steps, &applied, &g);
-        }
-        match failure {
+        let pass = run_pass(base, &built, &drop, &g);
+        match pass.failure {
             Some((blame, fault)) if opts.skip_invalid && !drop.contains(&blame.unit) => {
                 drop.insert(blame.unit.clone());
-                skipped.push((
-                    blame.unit,
-                    Skipped {
-                        origin: blame.origin,
-                        subject: blame.subject,
-                        fault,
-                        with_it: 0,
-                    },
-                ));
+                let s = Skipped {
+                    origin: blame.origin,
+                    subject: blame.subject,
+                    fault,
+                    with_it: 0,
+                };
+                skipped.push((blame.unit, s));
             }
             Some((blame, fault)) => {
                 return Err(ImportError::Refused {
@@ -263,7 +235,7 @@ pub fn translate(
                 })
             }
             None => {
-                let mut report = report_of(&work, &built, &applied, &g);
+                let mut report = report_of(&pass.work, &built, &pass.applied, &g);
                 if base.hosts.is_empty() {
                     // A new database's seeded appliances and attribute are
                     // no news.
@@ -273,13 +245,15 @@ pub fn translate(
                 report.skipped = skipped
                     .into_iter()
                     .map(|(unit, mut s)| {
-                        // The failed change itself was left out too.
-                        s.with_it = left_out.get(&unit).copied().unwrap_or(1).saturating_sub(1);
+                        // Counted with the rest: the failed change itself.
+                        let n = pass.left_out.get(&unit).copied().unwrap_or(1);
+                        s.with_it = n.saturating_sub(1);
                         s
                     })
                     .collect();
                 report.skipped.sort_by_key(|s| s.origin);
-                let changes = applied
+                let changes = pass
+                    .applied
                     .iter()
                     .filter_map(|&k| built.steps[k].change.clone().ok())
                     .collect();
@@ -287,6 +261,52 @@ pub fn translate(
             }
         }
     }
+}
+
+/// What one pass over the steps did.
+struct Pass {
+    /// The cluster with the changes applied.
+    work: Cluster,
+    /// The steps applied, by index.
+    applied: Vec<usize>,
+    /// How many steps each dropped unit left out.
+    left_out: BTreeMap<Unit, usize>,
+    /// The first refusal, and who answers for it.
+    failure: Option<(Blame, Fault)>,
+}
+
+/// Applies the steps `drop` leaves in to a copy of `base`, one by one as
+/// [`Cluster::plan`] does, then renders every VM; stops at the first
+/// refusal.
+fn run_pass(base: &Cluster, built: &Built, drop: &BTreeSet<Unit>, g: &Gathered<'_>) -> Pass {
+    let mut pass = Pass {
+        work: base.clone(),
+        applied: Vec::new(),
+        left_out: BTreeMap::new(),
+        failure: None,
+    };
+    for (k, step) in built.steps.iter().enumerate() {
+        let needed = step.needs.clone().map(Unit::Host);
+        if let Some(unit) = [Some(step.unit.clone()), needed]
+            .into_iter()
+            .flatten()
+            .find(|u| drop.contains(u))
+        {
+            *pass.left_out.entry(unit).or_default() += 1;
+            continue;
+        }
+        let result = match &step.change {
+            Ok(change) => pass.work.apply(change).map_err(Fault::from),
+            Err(fault) => Err(fault.clone()),
+        };
+        if let Err(fault) = result {
+            pass.failure = Some((step.blame(), fault));
+            return pass;
+        }
+        pass.applied.push(k);
+    }
+    pass.failure = render_check(base, &pass.work, &built.steps, &pass.applied, g);
+    pass
 }
 
 fn report_of(work: &Cluster, built: &Built, applied: &[usize], g: &Gathered<'_>) -> Report {

@@ -69,7 +69,9 @@ pub(super) fn attr_subject(scope: &Scope, name: &str) -> String {
     }
 }
 
-/// Builds the steps of one pass, leaving out what `drop` names.
+/// Builds the steps of one pass, leaving out what `drop` names: appliances,
+/// hosts, their attributes, then VMs and theirs (a VM needs its container
+/// and its container's `kvm`).
 pub(super) fn build(
     g: &Gathered<'_>,
     base: &Cluster,
@@ -77,64 +79,12 @@ pub(super) fn build(
     uuid: &mut dyn FnMut() -> String,
 ) -> Built {
     let mut b = Built::default();
-    let mut made: BTreeSet<String> = BTreeSet::new();
-    let mut add_appliance = |b: &mut Built, name: &str, origin: Origin, unit: Unit| {
-        if base.appliances.contains(name) {
-            b.unchanged += 1;
-        } else if made.insert(name.to_string()) {
-            b.steps.push(Step {
-                origin,
-                subject: format!("appliance {name}"),
-                unit,
-                needs: None,
-                change: Ok(Change::AddAppliance(name.to_string())),
-            });
-        }
-    };
-    for (line, name) in &g.appliances {
-        let origin = Origin::Line(*line);
-        add_appliance(&mut b, name, origin, Unit::Line(origin));
-    }
-    for h in &g.hosts {
-        if !g.memberships.contains_key(&h.host.membership) {
-            let name = appliance_by_rule(&h.host.membership);
-            add_appliance(
-                &mut b,
-                &name,
-                Origin::Line(h.line),
-                Unit::Host(h.host.name.clone()),
-            );
-        }
-    }
-    // The frontend, unless an "add host" line gives it after all.
-    if let Some((line, fe)) = &g.frontend {
-        if !g.hosts.iter().any(|h| &h.host.name == fe) {
-            let mut host = Host::new(fe, &g.appliance_of("Frontend"));
-            let change = g.with_actions(&mut host).map(|()| host);
-            let stated = g.stated(fe, &["appliance"]);
-            host_step(
-                &mut b,
-                base,
-                Origin::Line(*line),
-                "frontend",
-                change,
-                &stated,
-            );
-            b.notes.push(format!(
-                "the frontend {fe} is given 1 CPU, as the dump holds no row of it: `kvmroll host set {fe} --cpus N` corrects it"
-            ));
-        }
-    }
+    appliance_steps(&mut b, g, base);
+    frontend_step(&mut b, g, base);
     for h in g.hosts.iter().filter(|h| !g.vms.contains_key(&h.host.name)) {
         let stated = g.stated(&h.host.name, &HOST_LINE_FIELDS);
-        host_step(
-            &mut b,
-            base,
-            Origin::Line(h.line),
-            "host",
-            g.host_row(h),
-            &stated,
-        );
+        let row = g.host_row(h);
+        host_step(&mut b, base, Origin::Line(h.line), "host", row, &stated);
     }
     let is_vm = |scope: &Scope| matches!(scope, Scope::Host(h) if g.vms.contains_key(h));
     for (line, scope, name, value) in g.attrs.iter().filter(|a| !is_vm(&a.1)) {
@@ -162,6 +112,60 @@ pub(super) fn build(
     }
     b.notes.extend(g.notes.iter().cloned());
     b
+}
+
+/// The appliances of `add appliance` lines, and of memberships no such
+/// line names, that the database lacks.
+fn appliance_steps(b: &mut Built, g: &Gathered<'_>, base: &Cluster) {
+    let mut wanted: Vec<(String, Origin, Unit)> = g
+        .appliances
+        .iter()
+        .map(|(line, name)| {
+            (
+                name.clone(),
+                Origin::Line(*line),
+                Unit::Line(Origin::Line(*line)),
+            )
+        })
+        .collect();
+    for h in &g.hosts {
+        if !g.memberships.contains_key(&h.host.membership) {
+            let name = appliance_by_rule(&h.host.membership);
+            wanted.push((name, Origin::Line(h.line), Unit::Host(h.host.name.clone())));
+        }
+    }
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    for (name, origin, unit) in wanted {
+        if base.appliances.contains(&name) {
+            b.unchanged += 1;
+        } else if made.insert(name.clone()) {
+            b.steps.push(Step {
+                origin,
+                subject: format!("appliance {name}"),
+                unit,
+                needs: None,
+                change: Ok(Change::AddAppliance(name)),
+            });
+        }
+    }
+}
+
+/// The frontend, which `rocks dump host` leaves out, unless an `"add host"`
+/// line gives it after all.
+fn frontend_step(b: &mut Built, g: &Gathered<'_>, base: &Cluster) {
+    let Some((line, fe)) = &g.frontend else {
+        return;
+    };
+    if g.hosts.iter().any(|h| &h.host.name == fe) {
+        return;
+    }
+    let mut host = Host::new(fe, &g.appliance_of("Frontend"));
+    let change = g.with_actions(&mut host).map(|()| host);
+    let stated = g.stated(fe, &["appliance"]);
+    host_step(b, base, Origin::Line(*line), "frontend", change, &stated);
+    b.notes.push(format!(
+        "the frontend {fe} is given 1 CPU, as the dump holds no row of it: `kvmroll host set {fe} --cpus N` corrects it"
+    ));
 }
 
 /// The fields of a host row an `"add host"` line gives.
