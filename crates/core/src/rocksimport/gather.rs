@@ -142,13 +142,14 @@ impl<'a> Gathered<'a> {
     }
 
     /// A `set host vm` line; a later one sets what it names, as a second
-    /// `rocks set host vm` would.
+    /// `rocks set host vm` would, and is the line a refusal names.
     fn take_vm(&mut self, line: usize, vm: &VmLine) {
         let physnode = vm.physnode.as_deref().map(|p| self.resolved(p));
-        let (_, e) = self
+        let (at, e) = self
             .vms
             .entry(vm.host.clone())
             .or_insert_with(|| (line, VmLine::default()));
+        *at = line;
         e.host = vm.host.clone();
         if physnode.is_some() {
             e.physnode = physnode;

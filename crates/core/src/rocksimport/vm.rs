@@ -158,7 +158,8 @@ impl Placed {
 /// Rocks' test for a logical VLAN device: MySQL's `LIKE 'vlan%'`, which
 /// ignores case.
 pub(super) fn is_vlan_device(name: &str) -> bool {
-    name.len() >= 4 && name[..4].eq_ignore_ascii_case("vlan")
+    name.get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("vlan"))
 }
 
 /// The NICs `rocks report host vm config` rendered for a VM, from its
@@ -238,4 +239,165 @@ pub(super) fn rocks_nics<'i>(
     }
     let unplaced = vm.iter().filter(|i| !used.contains(&i.line)).collect();
     (placed, unplaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NicKind;
+
+    fn iface(line: usize, name: &str, subnet: &str, vlan: Option<u32>) -> Iface {
+        Iface {
+            line,
+            name: name.into(),
+            mac: Some(format!("52:54:00:00:00:{line:02x}")),
+            subnet: Some(subnet.into()),
+            vlan,
+            ..Iface::default()
+        }
+    }
+
+    /// A placed NIC as (direct, source, vlan, the VM interface's line).
+    type Shown = (bool, String, Option<u32>, usize);
+
+    /// Each NIC placed, and the lines of the VM interfaces that got none.
+    fn placed(vm: &[Iface], container: &[Iface]) -> (Vec<Shown>, Vec<usize>) {
+        let (nics, none) = rocks_nics(vm, container);
+        (
+            nics.iter()
+                .map(|p| (p.direct, p.source.clone(), p.vlan, p.line))
+                .collect(),
+            none.iter().map(|i| i.line).collect(),
+        )
+    }
+
+    /// vm-container-0-0 of Rocks' KVM networking guide: eth0 on private, a
+    /// logical vlan7 on private, eth1 on storage.
+    fn container() -> Vec<Iface> {
+        let mut c = vec![
+            iface(100, "eth0", "private", None),
+            iface(101, "vlan7", "private", Some(7)),
+            iface(102, "eth1", "storage", None),
+        ];
+        c[1].mac = None;
+        c
+    }
+
+    #[test]
+    fn vlan_nics_go_first_on_the_physical_device_then_bridges_by_subnet() {
+        let vm = [
+            iface(1, "eth0", "private", None),
+            iface(2, "eth1", "private", Some(7)),
+            iface(3, "eth2", "storage", None),
+        ];
+        assert_eq!(
+            placed(&vm, &container()),
+            (
+                vec![
+                    (true, "peth0".into(), Some(7), 2),
+                    (false, "eth0".into(), None, 1),
+                    (false, "eth1".into(), None, 3),
+                ],
+                vec![]
+            )
+        );
+        // The macvtap NIC renders on peth0.7, through the typed validation.
+        let (nics, _) = rocks_nics(&vm, &container());
+        let nic = nics[0].nic().unwrap();
+        assert_eq!(
+            (nic.kind, nic.source.as_str(), nic.vlan, nic.mac.as_str()),
+            (NicKind::Direct, "peth0", Some(7), "52:54:00:00:00:02")
+        );
+    }
+
+    #[test]
+    fn vlan_zero_meets_no_vlan_and_other_subnets_or_vlans_get_nothing() {
+        let vm = [
+            iface(1, "eth0", "private", Some(0)),
+            iface(2, "eth1", "public", None),
+            iface(3, "eth2", "private", Some(9)),
+        ];
+        assert_eq!(
+            placed(&vm, &container()),
+            (vec![(false, "eth0".into(), None, 1)], vec![2, 3])
+        );
+    }
+
+    #[test]
+    fn a_later_nic_on_the_same_vlan_takes_the_vlan_as_in_rocks_dict() {
+        let vm = [
+            iface(1, "eth1", "private", Some(7)),
+            iface(2, "eth2", "private", Some(7)),
+        ];
+        assert_eq!(
+            placed(&vm, &container()),
+            (vec![(true, "peth0".into(), Some(7), 2)], vec![1])
+        );
+    }
+
+    #[test]
+    fn rocks_7_novtap_and_ovs_link_and_vlan_names_in_any_case() {
+        let mut c = container();
+        c[0].options = Some("novtap".into());
+        c[1].name = "VLAN7".into();
+        c[2].module = Some("ovs-link".into());
+        let vm = [
+            iface(1, "eth1", "private", Some(7)),
+            iface(2, "eth2", "storage", None),
+        ];
+        assert_eq!(
+            placed(&vm, &c),
+            (vec![(true, "eth0".into(), Some(7), 1)], vec![2])
+        );
+    }
+
+    /// Regression: the name was cut at byte 4, which panicked inside a
+    /// character ("vla\u{e9}" from a dump's interface line).
+    #[test]
+    fn an_interface_name_with_a_wide_character_is_no_vlan_and_no_panic() {
+        assert!(!is_vlan_device("vla\u{e9}0"));
+        assert!(is_vlan_device("Vlan\u{e9}"));
+    }
+
+    #[test]
+    fn a_nic_without_a_mac_is_refused() {
+        let mut vm = [iface(1, "eth0", "private", None)];
+        vm[0].mac = None;
+        let (nics, _) = rocks_nics(&vm, &container());
+        let e = nics[0].nic().unwrap_err();
+        assert!(e.to_string().contains("no MAC"), "{e}");
+    }
+
+    fn disk(vbd_type: &str, path: &str, dev: &str, mode: &str, size_gb: u32) -> RocksDisk {
+        RocksDisk {
+            vbd_type: vbd_type.into(),
+            path: path.into(),
+            dev: dev.into(),
+            mode: mode.into(),
+            size_gb,
+        }
+    }
+
+    #[test]
+    fn disks_as_get_disks_reads_them() {
+        let spec = |d: RocksDisk| disk_of(&d).map(|d| d.spec()).map_err(|e| e.to_string());
+        assert_eq!(
+            spec(disk("file", "/state/a.vda", "vda", "w", 36)),
+            Ok("file:/state/a.vda,vda,virtio,36".into())
+        );
+        assert_eq!(
+            spec(disk("phy", "/dev/vg0/lv", "sda", "scsi", 0)),
+            Ok("block:/dev/vg0/lv,sda,scsi".into())
+        );
+        assert_eq!(
+            spec(disk("qcow2", "/state/a.qcow2", "hda", "ide", 4)),
+            Ok("qcow2:/state/a.qcow2,hda,ide,4".into())
+        );
+        let e = spec(disk("qed", "/state/a.qed", "vda", "virtio", 4)).unwrap_err();
+        assert!(e.contains("type \"qed\" has no kvmroll kind"), "{e}");
+        let e = spec(disk("file", "/state/a.img", "vda", "pci", 4)).unwrap_err();
+        assert!(e.contains("unknown bus \"pci\""), "{e}");
+        let e = spec(disk("file", "state/a.img", "vda", "virtio", 4)).unwrap_err();
+        assert!(e.contains("must be absolute"), "{e}");
+    }
 }
