@@ -133,7 +133,7 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-pub(super) fn count(n: usize, what: &str) -> String {
+fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -591,6 +591,35 @@ mod tests {
             e,
             "line 12 (VM v): \"c-0-0\" is not a VM container: its resolved kvm attribute is not true"
         );
+    }
+
+    #[test]
+    fn a_host_refused_for_its_boot_action_takes_its_attributes_along() {
+        let more = [
+            "set host boot vm-container-0-0 action=run",
+            "add host attr vm-container-0-0 site z",
+        ];
+        let e = refused(&more);
+        assert!(
+            e.starts_with("line 11 (host vm-container-0-0): invalid value \"run\" for boot action"),
+            "{e}"
+        );
+        let t = imported(&more, SKIP);
+        let skipped: Vec<(Origin, &str, usize)> = t
+            .report
+            .skipped
+            .iter()
+            .map(|s| (s.origin, s.subject.as_str(), s.with_it))
+            .collect();
+        // Its VM, placed on it, is refused in turn.
+        assert_eq!(
+            skipped,
+            [
+                (Origin::Line(10), "VM v", 1),
+                (Origin::Line(11), "host vm-container-0-0", 1)
+            ]
+        );
+        assert!(t.report.hosts.iter().all(|h| h.name != "vm-container-0-0"));
     }
 
     #[test]

@@ -84,7 +84,8 @@ pub(super) fn build(
     for h in g.hosts.iter().filter(|h| !g.vms.contains_key(&h.host.name)) {
         let stated = g.stated(&h.host.name, &HOST_LINE_FIELDS);
         let row = g.host_row(h);
-        host_step(&mut b, base, Origin::Line(h.line), "host", row, &stated);
+        let at = Origin::Line(h.line);
+        host_step(&mut b, base, ("host", &h.host.name), at, row, &stated);
     }
     let is_vm = |scope: &Scope| matches!(scope, Scope::Host(h) if g.vms.contains_key(h));
     for (line, scope, name, value) in g.attrs.iter().filter(|a| !is_vm(&a.1)) {
@@ -162,7 +163,14 @@ fn frontend_step(b: &mut Built, g: &Gathered<'_>, base: &Cluster) {
     let mut host = Host::new(fe, &g.appliance_of("Frontend"));
     let change = g.with_actions(&mut host).map(|()| host);
     let stated = g.stated(fe, &["appliance"]);
-    host_step(b, base, Origin::Line(*line), "frontend", change, &stated);
+    host_step(
+        b,
+        base,
+        ("frontend", fe),
+        Origin::Line(*line),
+        change,
+        &stated,
+    );
     b.notes.push(format!(
         "the frontend {fe} is given 1 CPU, as the dump holds no row of it: `kvmroll host set {fe} --cpus N` corrects it"
     ));
@@ -176,29 +184,20 @@ pub(super) const HOST_LINE_FIELDS: [&str; 5] = ["appliance", "rack", "rank", "cp
 pub(super) fn host_step(
     b: &mut Built,
     base: &Cluster,
+    (kind, name): (&str, &str),
     origin: Origin,
-    kind: &str,
     host: Result<Host, (Origin, Fault)>,
     stated: &[&'static str],
 ) {
+    // A refused row names the line of the value refused (a boot action).
     let (origin, host) = match host {
         Ok(h) => (origin, Ok(h)),
         Err((at, fault)) => (at, Err(fault)),
     };
-    let Ok(name) = host.as_ref().map(|h| h.name.clone()) else {
-        b.steps.push(Step {
-            origin,
-            subject: kind.to_string(),
-            unit: Unit::Line(origin),
-            needs: None,
-            change: host.map(Change::AddHost),
-        });
-        return;
-    };
     let subject = format!("{kind} {name}");
-    if let (Ok(new), Some(old)) = (&host, base.hosts.get(&name)) {
+    if let (Ok(new), Some(old)) = (&host, base.hosts.get(name)) {
         let differs = host_differences(old, new, stated);
-        if base.vms.contains_key(&name) {
+        if base.vms.contains_key(name) {
             b.conflicts
                 .push(format!("host {name} (a VM in the database)"));
         } else if differs.is_empty() {
@@ -212,7 +211,7 @@ pub(super) fn host_step(
     b.steps.push(Step {
         origin,
         subject,
-        unit: Unit::Host(name),
+        unit: Unit::Host(name.to_string()),
         needs: None,
         change: host.map(Change::AddHost),
     });
