@@ -114,7 +114,7 @@ fn the_rocks_fixture_imports_with_its_vms() {
         &["--vm-list", fixture("vm-list.txt").to_str().unwrap()],
     );
     for line in [
-        "1 appliance, 5 hosts (the frontend is hpc-fe), 4 VMs, 18 attributes (5 global, 1 os, 2 appliance, 10 host)",
+        "1 appliance, 5 hosts (the frontend is hpc-fe), 4 VMs, 20 attributes (7 global, 1 os, 2 appliance, 10 host)",
         "passed over 34 lines of verbs that are not kvmroll's: add firewall 1, add host key 1, add host route 1, add network 3, add route 1, run reconfigure 1, set host interface ip 12, set host interface name 12, set host roll 2",
         "passed over 2 attributes NAME_old beside its NAME",
         "disks outside kvm_disk_roots, taken as vm add --force takes them (used as they are, never made): compute-vm-0-0-0 /export/vm-images/compute-vm-0-0-0.img",
@@ -280,7 +280,7 @@ fn a_refused_value_names_host_attribute_and_line_unless_skipped() {
     assert_eq!(db.bytes(), before);
 
     let said = db.imported(&dump, &["--skip-invalid"]);
-    assert!(said.contains("4 VMs, 17 attributes"), "{said}");
+    assert!(said.contains("4 VMs, 19 attributes"), "{said}");
     assert!(
         said.contains(&format!(
             "skipped line {pin_line} (attribute kvm_cpu_pinning of host hosted-vm-0-0-0): VM"

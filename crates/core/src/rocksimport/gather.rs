@@ -84,10 +84,44 @@ impl<'a> Gathered<'a> {
         for c in &dump.commands {
             g.take(c.line, &c.command);
         }
+        g.frontend_interfaces();
         if let Some(rows) = vm_list {
             g.read_vm_list(rows)?;
         }
         Ok(g)
+    }
+
+    /// The frontend's private and public interfaces, which `rocks dump host
+    /// interface` leaves out for the installer to make again: it adds
+    /// `Kickstart_PrivateInterface` on subnet private and
+    /// `Kickstart_PublicInterface` on public (core's
+    /// `nodes/database-data.xml`). A VM on the frontend is bridged to them.
+    fn frontend_interfaces(&mut self) {
+        let Some((_, fe)) = self.frontend.clone() else {
+            return;
+        };
+        for (attr, subnet) in [
+            ("Kickstart_PrivateInterface", "private"),
+            ("Kickstart_PublicInterface", "public"),
+        ] {
+            let Some(&(line, _, _, name)) = self
+                .attrs
+                .iter()
+                .rev()
+                .find(|(_, scope, n, _)| *scope == Scope::Global && *n == attr)
+            else {
+                continue;
+            };
+            let list = self.ifaces.entry(fe.clone()).or_default();
+            if !list.iter().any(|i| i.subnet.as_deref() == Some(subnet)) {
+                list.push(Iface {
+                    line,
+                    name: name.to_string(),
+                    subnet: Some(subnet.to_string()),
+                    ..Iface::default()
+                });
+            }
+        }
     }
 
     /// Files one command of the dump under its subject.

@@ -623,6 +623,29 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_on_the_frontend_is_bridged_to_the_interfaces_its_installer_makes() {
+        let t = imported(
+            &[
+                "add attr Kickstart_PrivateInterface eth0",
+                "add attr Kickstart_PublicInterface eth1",
+                "add host attr localhost kvm true",
+                "\"add host\" w cpus=1 rack=0 rank=0 membership=Hosted\\ VM os=linux",
+                "add host interface w eth0",
+                "set host interface mac w eth0 52:54:00:00:00:02",
+                "set host interface subnet w eth0 public",
+                "set host vm w physnode='localhost' disk='' disksize='' mem='512' slice='0' virt-type='hvm'",
+            ],
+            Options::default(),
+        );
+        let w = t.report.vms.iter().find(|v| v.name == "w").unwrap();
+        assert_eq!(w.container.as_deref(), Some("fe"));
+        assert_eq!(
+            w.nics.iter().map(|n| n.source.as_str()).collect::<Vec<_>>(),
+            ["eth1"]
+        );
+    }
+
+    #[test]
     fn a_merge_keeps_what_is_equal_and_refuses_what_differs() {
         let first = imported(&["add attr site x"], Options::default());
         let mut base = Cluster::seeded();
