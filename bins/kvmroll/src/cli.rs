@@ -89,8 +89,9 @@ pub enum DbCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCmd {
-    /// Import a Rocks cluster from the output of `rocks dump`: appliances,
-    /// hosts (the frontend under its Kickstart_PrivateHostname), every
+    /// Import a Rocks cluster from the output of `rocks dump`.
+    ///
+    /// Appliances, hosts (the frontend under its Kickstart_PrivateHostname), every
     /// attribute at its scope, and the VMs with their disks, NICs and MACs,
     /// in one transaction. Each value is checked as if it were typed; a
     /// refused one stops the import naming its line. Lines of other verbs
