@@ -87,6 +87,10 @@ pub fn check_abs_path(path: &str) -> Result<(), ValidationError> {
     if path.chars().any(char::is_control) {
         return bad("it contains control characters");
     }
+    // The path is written into the domain XML.
+    if !path.chars().all(crate::xml::is_xml_char) {
+        return bad("it contains a character XML cannot carry (U+FFFE or U+FFFF)");
+    }
     if path.len() > 4096 {
         return bad("it is too long");
     }
@@ -515,6 +519,21 @@ mod tests {
             assert!(check_name("VM", bad).is_err(), "accepted {bad:?}");
         }
         assert!(check_name("VM", &"a".repeat(64)).is_err());
+    }
+
+    /// Regression: U+FFFE in a disk path, a cdrom or `kvm_emulator` was
+    /// accepted and rendered, and libvirt refused the whole definition
+    /// ("Char 0xFFFE out of allowed range").
+    #[test]
+    fn a_path_with_a_character_xml_cannot_carry_is_refused() {
+        for bad in ["/a\u{FFFE}b", "/a\u{FFFF}"] {
+            let e = check_abs_path(bad).unwrap_err().to_string();
+            assert!(e.contains("a character XML cannot carry"), "{e}");
+            assert!(Disk::parse(&format!("file:{bad},vda,virtio")).is_err());
+            assert!(crate::attrs::normalize("kvm_emulator", bad).is_err());
+        }
+        // What XML carries is fine, however unusual.
+        check_abs_path("/a\u{200B}b/\u{e9}t\u{e9}/\u{10348}.img").unwrap();
     }
 
     #[test]
