@@ -243,8 +243,10 @@ impl DiskKind {
     }
 }
 
-/// The disk buses libvirt knows for QEMU guests.
-pub const DISK_BUSES: &[&str] = &["virtio", "ide", "scsi", "sata", "usb", "fdc", "sd"];
+/// The disk buses libvirt knows for QEMU guests' disks. Not `fdc`: a
+/// floppy controller takes only `device='floppy'`, and libvirt refuses a
+/// disk on it ("Invalid bus type 'fdc' for disk").
+pub const DISK_BUSES: &[&str] = &["virtio", "ide", "scsi", "sata", "usb", "sd"];
 
 /// A VM disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -534,6 +536,14 @@ mod tests {
         }
         // What XML carries is fine, however unusual.
         check_abs_path("/a\u{200B}b/\u{e9}t\u{e9}/\u{10348}.img").unwrap();
+    }
+
+    /// Regression: `--disk file:/a.img,vda,fdc` was accepted and rendered
+    /// as a disk on the floppy bus, which libvirt refuses.
+    #[test]
+    fn a_disk_on_the_floppy_bus_is_refused() {
+        let e = Disk::parse("file:/a.img,vda,fdc").unwrap_err().to_string();
+        assert!(e.contains("unknown bus \"fdc\""), "{e}");
     }
 
     #[test]
