@@ -70,6 +70,8 @@ pub enum RenderError {
     },
     #[error("VM {vm:?}: kvm_device_{next} is set but kvm_device_{missing} is not; the numbering must have no gap")]
     DeviceGap { vm: String, missing: u32, next: u32 },
+    #[error("VM {vm:?}: kvm_device_{index}'s <disk> takes target {dev}, which another disk of the VM has")]
+    DuplicateTarget { vm: String, index: u32, dev: String },
 }
 
 /// The default CPU mode (the Rocks frontend's global default).
@@ -247,7 +249,7 @@ impl<'a> Renderer<'a> {
             }
             None => None,
         };
-        let devices = device_fragments(c, host, name)?;
+        let devices = device_fragments(c, host, vm)?;
         let machine = checked("kvm_machine")?.unwrap_or_else(|| "pc".to_string());
         let graphics = checked("kvm_graphics")?.unwrap_or_else(|| "vnc".to_string());
         let emulator = checked("kvm_emulator")?;
@@ -365,7 +367,7 @@ impl<'a> Renderer<'a> {
             } else {
                 ("file", "file")
             };
-            let (dev, bus) = cdrom_target(vm, &machine)?;
+            let (dev, bus) = cdrom_target(vm, &devices, &machine)?;
             line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
             line(&mut x, 3, "<driver name='qemu' type='raw'/>");
             line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
@@ -409,7 +411,7 @@ impl<'a> Renderer<'a> {
             line(&mut x, 2, "</interface>");
         }
         for dev in &devices {
-            for l in dev.trim().lines() {
+            for l in dev.xml.trim().lines() {
                 line(&mut x, 2, l.trim_end());
             }
         }
@@ -505,43 +507,80 @@ fn check_fragment_sets(
         .collect())
 }
 
-/// The `kvm_device_N` values of a VM in order; a gap is an error.
+/// One `kvm_device_N` value, checked, and the disk targets it takes.
+struct DeviceFragment {
+    xml: String,
+    targets: Vec<String>,
+}
+
+/// The `kvm_device_N` values of a VM in order; a gap is an error, and so
+/// is a `<disk>` whose target one of the VM's disks, or an earlier
+/// fragment's, already has (libvirt refuses the definition).
 fn device_fragments(
     c: &Cluster,
     host: &crate::model::Host,
-    vm: &str,
-) -> Result<Vec<String>, RenderError> {
+    vm: &Vm,
+) -> Result<Vec<DeviceFragment>, RenderError> {
     let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
     for (name, r) in c.resolve(host) {
         if let Some(i) = attrs::device_index(&name) {
             found.insert(i, (name, r.value));
         }
     }
+    let bad = |source| RenderError::Attribute {
+        vm: vm.name.clone(),
+        source,
+    };
+    let mut taken: BTreeSet<String> = vm.disks.iter().map(|d| d.dev.clone()).collect();
     let mut out = Vec::with_capacity(found.len());
     for (expected, (i, (name, value))) in found.into_iter().enumerate() {
         let expected = expected as u32;
         if i != expected {
             return Err(RenderError::DeviceGap {
-                vm: vm.to_string(),
+                vm: vm.name.clone(),
                 missing: expected,
                 next: i,
             });
         }
-        let value = attrs::normalize(&name, &value).map_err(|source| RenderError::Attribute {
-            vm: vm.to_string(),
-            source,
-        })?;
-        out.push(value);
+        let xml = attrs::normalize(&name, &value).map_err(bad)?;
+        let mut targets = Vec::new();
+        for el in attrs::parse_device(&name, &xml).map_err(bad)? {
+            let dev = el.child("target").and_then(|t| t.attr("dev"));
+            if let (true, Some(dev)) = (el.name == "disk", dev) {
+                if !taken.insert(dev.to_string()) {
+                    return Err(RenderError::DuplicateTarget {
+                        vm: vm.name.clone(),
+                        index: i,
+                        dev: dev.to_string(),
+                    });
+                }
+                targets.push(dev.to_string());
+            }
+        }
+        out.push(DeviceFragment { xml, targets });
     }
     Ok(out)
 }
 
 /// Where the cdrom goes: an IDE slot on the pc machine, SATA on q35; the
-/// first slot no disk uses (Rocks always used hda, even when a disk had it).
-/// A VM whose disks take every slot gets no cdrom: an error, not a target
-/// that collides with a disk.
-fn cdrom_target(vm: &Vm, machine: &str) -> Result<(String, &'static str), RenderError> {
-    let used: BTreeSet<&str> = vm.disks.iter().map(|d| d.dev.as_str()).collect();
+/// first slot no disk uses, the disks of `kvm_device_N` included (Rocks
+/// always used hda, even when a disk had it). A VM whose disks take every
+/// slot gets no cdrom: an error, not a target that collides with a disk.
+fn cdrom_target(
+    vm: &Vm,
+    devices: &[DeviceFragment],
+    machine: &str,
+) -> Result<(String, &'static str), RenderError> {
+    let used: BTreeSet<&str> = vm
+        .disks
+        .iter()
+        .map(|d| d.dev.as_str())
+        .chain(
+            devices
+                .iter()
+                .flat_map(|f| f.targets.iter().map(String::as_str)),
+        )
+        .collect();
     let (candidates, bus): (&[&str], _) = if machine.contains("q35") {
         (&["sda", "sdb", "sdc", "sdd", "sde", "sdf"], "sata")
     } else {
@@ -715,6 +754,50 @@ mod tests {
                 next: 2
             })
         );
+    }
+
+    /// Regression: a `kvm_device_N` disk on a target the VM's own disk (or
+    /// another fragment's, or the cdrom) had was rendered, and libvirt
+    /// refused the definition ("target 'vda' duplicated").
+    #[test]
+    fn a_device_disk_on_a_taken_target_is_refused_and_the_cdrom_moves_aside() {
+        let mut c = with_vms(&[("a", 1)]);
+        let mut v = c.vm("a").unwrap().clone();
+        v.disks = vec![crate::model::Disk::parse("file:/s/a.img,vda,virtio").unwrap()];
+        v.cdrom = Some("/isos/a.iso".into());
+        c.apply(&Change::SetVm(v)).unwrap();
+        let disk = |dev: &str| {
+            format!("<disk type='file' device='disk'><source file='/s/{dev}.img'/><target dev='{dev}' bus='virtio'/></disk>")
+        };
+        let plan = c.plan(&[Change::SetAttr {
+            scope: Scope::Host("a".into()),
+            name: "kvm_device_0".into(),
+            value: disk("vda"),
+        }]);
+        let e = crate::sys::error_chain(&plan.unwrap_err());
+        assert!(
+            e.contains("kvm_device_0's <disk> takes target vda, which another disk of the VM has"),
+            "{e}"
+        );
+        set(&mut c, "a", "kvm_device_0", &disk("vdb"));
+        set(&mut c, "a", "kvm_device_1", &disk("vdb"));
+        assert_eq!(
+            render_domain(&c, "a"),
+            Err(RenderError::DuplicateTarget {
+                vm: "a".into(),
+                index: 1,
+                dev: "vdb".into()
+            })
+        );
+        // A fragment's cdrom on hdc: kvmroll's cdrom takes the next slot.
+        set(
+            &mut c,
+            "a",
+            "kvm_device_1",
+            "<disk type='file' device='cdrom'><source file='/i.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>",
+        );
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
     }
 
     #[test]
