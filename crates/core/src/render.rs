@@ -8,7 +8,7 @@
 use crate::attrs::{self, CpuMode, PinSets, Pinning};
 use crate::cluster::Cluster;
 use crate::cpuset;
-use crate::model::{DiskKind, NicKind, ValidationError, Vm};
+use crate::model::{disk_index, DiskKind, NicKind, ValidationError, Vm, DRIVE_BUSES};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why a VM cannot be rendered.
@@ -72,6 +72,13 @@ pub enum RenderError {
     DeviceGap { vm: String, missing: u32, next: u32 },
     #[error("VM {vm:?}: kvm_device_{index}'s <disk> takes target {dev}, which another disk of the VM has")]
     DuplicateTarget { vm: String, index: u32, dev: String },
+    #[error("VM {vm:?}: disks {other} and {dev} take the same {bus} slot (libvirt places a disk by the letters of its name: hda, sda and vda are all the first)")]
+    SameSlot {
+        vm: String,
+        dev: String,
+        other: String,
+        bus: &'static str,
+    },
 }
 
 /// The default CPU mode (the Rocks frontend's global default).
@@ -249,7 +256,7 @@ impl<'a> Renderer<'a> {
             }
             None => None,
         };
-        let devices = device_fragments(c, host, vm)?;
+        let (devices, targets) = device_fragments(c, host, vm)?;
         let machine = checked("kvm_machine")?.unwrap_or_else(|| "pc".to_string());
         let graphics = checked("kvm_graphics")?.unwrap_or_else(|| "vnc".to_string());
         let emulator = checked("kvm_emulator")?;
@@ -367,7 +374,7 @@ impl<'a> Renderer<'a> {
             } else {
                 ("file", "file")
             };
-            let (dev, bus) = cdrom_target(vm, &devices, &machine)?;
+            let (dev, bus) = cdrom_target(vm, &targets, &machine)?;
             line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
             line(&mut x, 3, "<driver name='qemu' type='raw'/>");
             line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
@@ -507,20 +514,78 @@ fn check_fragment_sets(
         .collect())
 }
 
-/// One `kvm_device_N` value, checked, and the disk targets it takes.
+/// One `kvm_device_N` value, checked.
 struct DeviceFragment {
     xml: String,
-    targets: Vec<String>,
 }
 
-/// The `kvm_device_N` values of a VM in order; a gap is an error, and so
-/// is a `<disk>` whose target one of the VM's disks, or an earlier
-/// fragment's, already has (libvirt refuses the definition).
+/// The disk targets a domain has: by name, and on the drive buses by the
+/// slot libvirt works out from the name ([`DRIVE_BUSES`]).
+#[derive(Default)]
+struct Targets {
+    names: BTreeSet<String>,
+    slots: BTreeMap<(String, u32), String>,
+}
+
+/// Why a disk target cannot be had.
+enum Taken {
+    Name,
+    /// The slot, and the disk that has it.
+    Slot(String),
+}
+
+impl Targets {
+    /// Whether `dev` on `bus` is free (`None`) or taken.
+    fn taken(&self, dev: &str, bus: &str) -> Option<Taken> {
+        if self.names.contains(dev) {
+            return Some(Taken::Name);
+        }
+        let index = disk_index(dev).filter(|_| DRIVE_BUSES.contains(&bus))?;
+        self.slots
+            .get(&(bus.to_string(), index))
+            .map(|other| Taken::Slot(other.clone()))
+    }
+
+    /// Takes `dev` on `bus` (`slot`: whether libvirt places it by its
+    /// name, rather than at an address the XML gives).
+    fn take(&mut self, dev: &str, bus: &str, slot: bool) -> Result<(), Taken> {
+        let taken = self.taken(dev, bus);
+        match taken {
+            Some(Taken::Slot(_)) if !slot => {}
+            Some(t) => return Err(t),
+            None => {}
+        }
+        self.names.insert(dev.to_string());
+        if let (true, Some(index)) = (slot && DRIVE_BUSES.contains(&bus), disk_index(dev)) {
+            self.slots.insert((bus.to_string(), index), dev.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The bus libvirt gives a disk whose target names none: by its prefix.
+fn implied_bus(dev: &str) -> &'static str {
+    [
+        ("hd", "ide"),
+        ("sd", "scsi"),
+        ("vd", "virtio"),
+        ("xvd", "xen"),
+        ("ubd", "uml"),
+        ("fd", "fdc"),
+    ]
+    .iter()
+    .find(|(prefix, _)| dev.starts_with(prefix))
+    .map_or("", |(_, bus)| bus)
+}
+
+/// The `kvm_device_N` values of a VM in order, with every disk target the
+/// VM has; a gap is an error, and so is a disk whose target, or slot, a
+/// disk before it already has (libvirt refuses the definition).
 fn device_fragments(
     c: &Cluster,
     host: &crate::model::Host,
     vm: &Vm,
-) -> Result<Vec<DeviceFragment>, RenderError> {
+) -> Result<(Vec<DeviceFragment>, Targets), RenderError> {
     let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
     for (name, r) in c.resolve(host) {
         if let Some(i) = attrs::device_index(&name) {
@@ -531,7 +596,25 @@ fn device_fragments(
         vm: vm.name.clone(),
         source,
     };
-    let mut taken: BTreeSet<String> = vm.disks.iter().map(|d| d.dev.clone()).collect();
+    // Only the drive buses have slots.
+    let same_slot = |dev: &str, other: String, bus: &str| RenderError::SameSlot {
+        vm: vm.name.clone(),
+        dev: dev.to_string(),
+        other,
+        bus: DRIVE_BUSES
+            .iter()
+            .find(|b| **b == bus)
+            .copied()
+            .unwrap_or(""),
+    };
+    let mut targets = Targets::default();
+    for d in &vm.disks {
+        match targets.take(&d.dev, &d.bus, true) {
+            // Two disks of one name are refused when the VM is set.
+            Ok(()) | Err(Taken::Name) => {}
+            Err(Taken::Slot(other)) => return Err(same_slot(&d.dev, other, &d.bus)),
+        }
+    }
     let mut out = Vec::with_capacity(found.len());
     for (expected, (i, (name, value))) in found.into_iter().enumerate() {
         let expected = expected as u32;
@@ -543,50 +626,46 @@ fn device_fragments(
             });
         }
         let xml = attrs::normalize(&name, &value).map_err(bad)?;
-        let mut targets = Vec::new();
         for el in attrs::parse_device(&name, &xml).map_err(bad)? {
-            let dev = el.child("target").and_then(|t| t.attr("dev"));
-            if let (true, Some(dev)) = (el.name == "disk", dev) {
-                if !taken.insert(dev.to_string()) {
+            let target = el.child("target").filter(|_| el.name == "disk");
+            let Some((t, dev)) = target.and_then(|t| Some((t, t.attr("dev")?))) else {
+                continue;
+            };
+            let bus = t.attr("bus").unwrap_or_else(|| implied_bus(dev));
+            let placed_by_name = el.child("address").is_none();
+            match targets.take(dev, bus, placed_by_name) {
+                Ok(()) => {}
+                Err(Taken::Name) => {
                     return Err(RenderError::DuplicateTarget {
                         vm: vm.name.clone(),
                         index: i,
                         dev: dev.to_string(),
-                    });
+                    })
                 }
-                targets.push(dev.to_string());
+                Err(Taken::Slot(other)) => return Err(same_slot(dev, other, bus)),
             }
         }
-        out.push(DeviceFragment { xml, targets });
+        out.push(DeviceFragment { xml });
     }
-    Ok(out)
+    Ok((out, targets))
 }
 
 /// Where the cdrom goes: an IDE slot on the pc machine, SATA on q35; the
-/// first slot no disk uses, the disks of `kvm_device_N` included (Rocks
-/// always used hda, even when a disk had it). A VM whose disks take every
-/// slot gets no cdrom: an error, not a target that collides with a disk.
+/// first that no disk takes, by name or by slot, the disks of
+/// `kvm_device_N` included (Rocks always used hda, even when a disk had
+/// it). A VM whose disks take every slot gets no cdrom: an error, not a
+/// target that collides with a disk.
 fn cdrom_target(
     vm: &Vm,
-    devices: &[DeviceFragment],
+    targets: &Targets,
     machine: &str,
 ) -> Result<(String, &'static str), RenderError> {
-    let used: BTreeSet<&str> = vm
-        .disks
-        .iter()
-        .map(|d| d.dev.as_str())
-        .chain(
-            devices
-                .iter()
-                .flat_map(|f| f.targets.iter().map(String::as_str)),
-        )
-        .collect();
     let (candidates, bus): (&[&str], _) = if machine.contains("q35") {
         (&["sda", "sdb", "sdc", "sdd", "sde", "sdf"], "sata")
     } else {
         (&["hdc", "hdd", "hdb", "hda"], "ide")
     };
-    match candidates.iter().find(|d| !used.contains(*d)) {
+    match candidates.iter().find(|d| targets.taken(d, bus).is_none()) {
         Some(dev) => Ok((dev.to_string(), bus)),
         None => Err(RenderError::NoCdromSlot {
             vm: vm.name.clone(),
@@ -796,6 +875,60 @@ mod tests {
             "kvm_device_1",
             "<disk type='file' device='cdrom'><source file='/i.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>",
         );
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
+    }
+
+    /// Regression: disks sda and hda on one SATA (IDE, SCSI) bus were
+    /// rendered, and libvirt refused the domain ("Found duplicate drive
+    /// address"): it places such a disk by the letters of its name.
+    #[test]
+    fn disks_whose_names_take_one_slot_are_refused_and_the_cdrom_avoids_them() {
+        let mut c = with_vms(&[("a", 1)]);
+        let disks = |specs: &[&str]| -> Vec<crate::model::Disk> {
+            specs
+                .iter()
+                .map(|d| crate::model::Disk::parse(d).unwrap())
+                .collect()
+        };
+        let mut v = c.vm("a").unwrap().clone();
+        v.disks = disks(&["file:/s/a.img,sda,sata", "file:/s/b.img,hda,sata"]);
+        let e = crate::sys::error_chain(&c.plan(&[Change::SetVm(v.clone())]).unwrap_err());
+        assert!(
+            e.contains("disks sda and hda take the same sata slot"),
+            "{e}"
+        );
+        // On other buses, or on another index, they are fine.
+        v.disks = disks(&[
+            "file:/s/a.img,sda,sata",
+            "file:/s/b.img,hda,virtio",
+            "file:/s/c.img,sdb,scsi",
+        ]);
+        c.apply(&Change::SetVm(v.clone())).unwrap();
+        render_domain(&c, "a").unwrap();
+        // A fragment's disk is placed by its name too, unless it has an address.
+        let fragment = |dev: &str, address: &str| {
+            format!("<disk type='file' device='disk'><source file='/s/f.img'/><target dev='{dev}' bus='scsi'/>{address}</disk>")
+        };
+        set(&mut c, "a", "kvm_device_0", &fragment("hdb", ""));
+        assert!(matches!(
+            render_domain(&c, "a"),
+            Err(RenderError::SameSlot { ref dev, ref other, .. }) if dev == "hdb" && other == "sdb"
+        ));
+        set(
+            &mut c,
+            "a",
+            "kvm_device_0",
+            &fragment(
+                "hdb",
+                "<address type='drive' controller='0' bus='0' target='0' unit='5'/>",
+            ),
+        );
+        render_domain(&c, "a").unwrap();
+        // The cdrom skips hdc, whose slot a disk named sdc has on IDE.
+        v.disks = disks(&["file:/s/a.img,sdc,ide"]);
+        v.cdrom = Some("/isos/a.iso".into());
+        c.apply(&Change::SetVm(v)).unwrap();
         let x = render_domain(&c, "a").unwrap();
         assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
     }
