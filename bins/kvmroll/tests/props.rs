@@ -357,6 +357,7 @@ const CONTAINERS: &[&str] = &["vm-container-0-0", "vm-container-0-1"];
 #[derive(Debug, Clone)]
 enum At {
     Global,
+    Os(String),
     Appliance(String),
     Rack(u32),
     Host(String),
@@ -448,6 +449,8 @@ fn nic_spec() -> BoxedStrategy<String> {
             "bridge:br0,model=e1000",
             "bridge:br0,mac=52:54:00:12:34:56",
             "direct:averylongname15,vlan=7",
+            "bridge:br-a.b_c,model=rtl8139",
+            "direct:eth0.5,vlan=7,model=a_b-c",
         ]),
         1 => pick(&[
             "bridge:a/b", "bridge:", "tap:br0", "bridge:br0,vlan=0",
@@ -472,6 +475,7 @@ fn virt_type() -> BoxedStrategy<String> {
 fn at() -> BoxedStrategy<At> {
     prop_oneof![
         2 => Just(At::Global),
+        1 => pick(&["linux", "l/x", ""]).prop_map(At::Os),
         1 => pick(&["hosted-vm", "vm-container", "nosuch"]).prop_map(At::Appliance),
         1 => (0u32..2).prop_map(At::Rack),
         6 => pick(&["vm-a", "vm-b", "vm-c", "vm-container-0-0", "vm-container-0-1", "compute-0-0", "nowhere"])
@@ -562,6 +566,7 @@ fn scratch() -> tempfile::TempDir {
 fn scope(at: &At) -> Scope {
     match at {
         At::Global => Scope::Global,
+        At::Os(o) => Scope::Os(o.clone()),
         At::Appliance(a) => Scope::Appliance(a.clone()),
         At::Rack(r) => Scope::Rack(*r),
         At::Host(h) => Scope::Host(h.clone()),
@@ -950,6 +955,7 @@ impl Cli {
                 let mut a = vec![s("attr"), s("set")];
                 match at {
                     At::Global => a.push(s("--global")),
+                    At::Os(x) => a.extend([s("--os"), x.clone()]),
                     At::Appliance(x) => a.extend([s("--appliance"), x.clone()]),
                     At::Rack(r) => a.extend([s("--rack"), r.to_string()]),
                     At::Host(h) => a.push(h.clone()),
