@@ -8,8 +8,8 @@
 #   scripts/fuzz.sh [SECONDS]
 #
 # Exits non-zero if any target crashes, runs out of memory or hangs on one
-# input (10 s); the input is kept under target/fuzz-artifacts/ and the line
-# that replays it is printed. Needs cargo-fuzz and the nightly toolchain
+# input (10 s); the input is kept under target/fuzz-artifacts/RUN/ and the
+# line that replays it is printed. Needs cargo-fuzz and the nightly toolchain
 # (scripts/deps.sh installs cargo-fuzz when it is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,8 @@ command -v cargo-fuzz >/dev/null 2>&1 || die "cargo-fuzz is not installed (scrip
 rustup run nightly rustc --version >/dev/null 2>&1 || die "the nightly toolchain is not installed"
 
 root=$PWD
-keep=$root/target/fuzz-artifacts
+# One folder a run, so that a failure names only its own inputs.
+keep=$root/target/fuzz-artifacts/$(date +%Y%m%d-%H%M%S)
 work=$(mktemp -d /tmp/kvmroll-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$keep"
@@ -72,3 +73,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz: ${#failed[@]} of ${#targets[@]} targets failed: ${failed[*]}" >&2
     exit 1
 fi
+rmdir "$keep" 2>/dev/null || true
