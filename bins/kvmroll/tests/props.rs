@@ -1017,7 +1017,8 @@ impl Cli {
     }
 }
 
-/// A VM name that an argument can carry (no NUL).
+/// Whether a command line can carry the operation's names: an argument
+/// holds no NUL (a value with one goes through --value-file).
 fn arg_safe(op: &Op) -> bool {
     match op {
         Op::Attr { at, name, .. } => {

@@ -418,7 +418,7 @@ impl<'a> Renderer<'a> {
             line(&mut x, 2, "</interface>");
         }
         for dev in &devices {
-            for l in dev.xml.trim().lines() {
+            for l in dev.trim().lines() {
                 line(&mut x, 2, l.trim_end());
             }
         }
@@ -514,11 +514,6 @@ fn check_fragment_sets(
         .collect())
 }
 
-/// One `kvm_device_N` value, checked.
-struct DeviceFragment {
-    xml: String,
-}
-
 /// The disk targets a domain has: by name, and on the drive buses by the
 /// slot libvirt works out from the name ([`DRIVE_BUSES`]).
 #[derive(Default)]
@@ -585,7 +580,7 @@ fn device_fragments(
     c: &Cluster,
     host: &crate::model::Host,
     vm: &Vm,
-) -> Result<(Vec<DeviceFragment>, Targets), RenderError> {
+) -> Result<(Vec<String>, Targets), RenderError> {
     let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
     for (name, r) in c.resolve(host) {
         if let Some(i) = attrs::device_index(&name) {
@@ -645,7 +640,7 @@ fn device_fragments(
                 Err(Taken::Slot(other)) => return Err(same_slot(dev, other, bus)),
             }
         }
-        out.push(DeviceFragment { xml });
+        out.push(xml);
     }
     Ok((out, targets))
 }
