@@ -88,6 +88,7 @@ fn main() {
         disks: vec![],
         nics: vec![],
         stale: false,
+        generation: 0,
     };
     store
         .update(&mut |_| {

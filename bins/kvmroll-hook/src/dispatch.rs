@@ -123,6 +123,7 @@ impl Run<'_> {
             status,
             duration_ms: took.as_millis() as u64,
             message: kvmroll_core::events::message(&message),
+            container: Some(self.conf.host.clone()),
         });
     }
 
@@ -721,6 +722,7 @@ mod tests {
             name: "a".into(),
             uuid: "u".into(),
             container: None,
+            generation: 0,
             attrs: [("kvm_plugin_timeout_allocate".to_string(), v.to_string())].into(),
         };
         let limit = |v: &str| stage_limit(&Stage::Allocate, Some(&brief(v)), "a").as_secs();

@@ -50,6 +50,7 @@ impl Fx {
                         disks: vec![],
                         nics: vec![],
                         stale: false,
+                        generation: 0,
                     }),
                 ])
             })
@@ -134,7 +135,7 @@ impl Fx {
             .unwrap()
             .events(&EventFilter {
                 vm: Some(vm.into()),
-                limit: None,
+                ..EventFilter::default()
             })
             .unwrap()
     }

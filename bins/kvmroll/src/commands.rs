@@ -130,9 +130,59 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Events {
             prune: None,
             vm,
+            container,
             limit,
             json,
-        } => app.events(vm, limit, json.json, &mut out),
+        } => {
+            forward_spool(&path);
+            app.events(vm, container, limit, json.json, &mut out)
+        }
+    }
+}
+
+/// How long `kvmroll events` waits for the hook's own forwarder to hand
+/// the container's spooled events over.
+const SPOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// On a container, hands the events its hook spooled to the database
+/// before `kvmroll events` reads them, as the hook's detached upkeep does a
+/// moment after each event: what is shown is then up to date. Only the
+/// spool of this host's kvmroll.conf goes, and only to the database that
+/// configuration names (`--db` elsewhere reads it as it is). A spool this
+/// user cannot read, or a database that refuses, is left to the upkeep:
+/// the events are shown all the same.
+fn forward_spool(db: &Path) {
+    let Ok(conf) = kvmroll_core::conf::Config::load() else {
+        return;
+    };
+    if conf.db != db {
+        return;
+    }
+    let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);
+    let started = std::time::Instant::now();
+    while !spool.pending().unwrap_or_default().is_empty() {
+        // Another forwarder (the hook's upkeep) holds the spool: give it a
+        // moment to finish rather than race it.
+        let Ok(Some(held)) = spool.lock() else {
+            if started.elapsed() > SPOOL_WAIT {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        };
+        let mut store = None;
+        let done = spool.forward_to(&held, &mut store, &mut || {
+            open_store(db, OpenMode::ReadWrite)
+        });
+        if let Ok(f) = done {
+            if let Some(why) = f.waiting {
+                eprintln!(
+                    "kvmroll: {} spooled event file(s) on this host wait for the database: {why}",
+                    f.left
+                );
+            }
+        }
+        return;
     }
 }
 
@@ -513,6 +563,7 @@ impl App<'_> {
                         disks: disks.clone(),
                         nics,
                         stale: false,
+                        generation: 0,
                     })])
                 })
                 .map(|(_, o)| o)
@@ -905,12 +956,14 @@ impl App<'_> {
     fn events(
         &mut self,
         vm: Option<String>,
+        container: Option<String>,
         limit: u32,
         json: bool,
         out: &mut dyn Write,
     ) -> Result<Outcome, Error> {
         let events = self.store.events(&kvmroll_core::EventFilter {
             vm,
+            container,
             limit: Some(limit),
         })?;
         if json {
@@ -924,6 +977,7 @@ impl App<'_> {
                     e.id.to_string(),
                     utc(e.time_ms),
                     e.vm.clone(),
+                    e.container.clone().unwrap_or_else(|| "-".into()),
                     e.stage.clone(),
                     format!("{} {}", e.op, e.subop),
                     e.plugin.as_deref().map_or("-".to_string(), |p| {
@@ -939,7 +993,16 @@ impl App<'_> {
         print_table(
             out,
             &[
-                "ID", "TIME", "VM", "STAGE", "EVENT", "PLUGIN", "OUTCOME", "STATUS", "TOOK",
+                "ID",
+                "TIME",
+                "VM",
+                "CONTAINER",
+                "STAGE",
+                "EVENT",
+                "PLUGIN",
+                "OUTCOME",
+                "STATUS",
+                "TOOK",
                 "MESSAGE",
             ],
             &rows,

@@ -946,12 +946,16 @@ fn db_init_makes_upgrades_or_leaves_a_database_and_refuses_a_foreign_file() {
     let bytes = std::fs::read(&db).unwrap();
     assert!(said(kvmroll_at(&db, &["db", "init"])).contains("nothing to do"));
     assert_eq!(std::fs::read(&db).unwrap(), bytes);
-    // Back to schema 1: init upgrades it.
+    // Back to schema 1 (step 2 makes the events table, step 3 adds the
+    // VMs' generations): init upgrades it.
     rusqlite::Connection::open(&db)
         .unwrap()
-        .execute_batch("DROP TABLE events; PRAGMA user_version = 1;")
+        .execute_batch(
+            "DROP TABLE events; ALTER TABLE vms DROP COLUMN generation;
+             PRAGMA user_version = 1;",
+        )
         .unwrap();
-    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 2"));
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 3"));
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     assert_refused(
@@ -977,7 +981,7 @@ fn db_status_shows_engine_location_schema_and_counts() {
     for want in [
         "engine    sqlite".to_string(),
         format!("location  {}", f.db.display()),
-        "schema    2".into(),
+        "schema    3".into(),
         "hosts     2".into(),
         "vms       1".into(),
         "events    0".into(),

@@ -11,6 +11,7 @@ pub mod cpuset;
 pub mod drift;
 pub mod events;
 pub mod hostfiles;
+pub mod metadata;
 pub mod model;
 pub mod plugins;
 pub mod render;
@@ -27,7 +28,7 @@ pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{
-    init_store, open_store, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief,
+    init_store, open_store, open_within, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief,
     DEFAULT_DB_PATH,
 };
 pub use sys::{error_chain, now_ms};
