@@ -14,6 +14,9 @@ PACKAGES=(
     libvirt-daemon-driver-qemu
     libvirt-clients
     qemu-system-x86
+    # qemu-img: grows qcow2 disk images (the hook), and the tests read images
+    # with it; qemu-io writes into them.
+    qemu-utils
     libvirt-dev
     pkg-config
     iproute2
@@ -80,7 +83,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Binaries the scripts and tests rely on, whatever package provided them.
-for b in virsh libvirtd virtlogd qemu-system-x86_64 ip pkg-config; do
+for b in virsh libvirtd virtlogd qemu-system-x86_64 qemu-img ip pkg-config; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || die "'$b' not found after install"
 done
 pkg-config --exists libvirt || die "pkg-config cannot find libvirt (libvirt-dev broken?)"

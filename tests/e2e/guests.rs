@@ -100,17 +100,7 @@ impl Rig {
         for (suffix, autostart) in specs {
             let name = format!("{}-{suffix}", self.prefix);
             self.domains.0.push(name.clone());
-            self.kvmroll(&[
-                "vm",
-                "add",
-                &name,
-                "--container",
-                &self.host,
-                "--mem",
-                "64",
-                "--cpus",
-                "1",
-            ]);
+            Kvmroll::new(self.db()).add_small_vm(&name, &self.host);
             if *autostart {
                 self.kvmroll(&["attr", "set", &name, "kvm_autostart", "true"]);
             }

@@ -9,8 +9,8 @@
 //! every test removes what it added.
 
 use kvmroll_tests::{
-    bin, bin_dir, hook_conf, libvirtd_available, prefix, static_hook, virsh, virsh_ok, wait_for,
-    HookConf, Kvmroll, E2E_DB, HOOK_CONF,
+    bin, bin_dir, installed_hook, prefix, virsh, virsh_ok, wait_for, HookConf, Kvmroll,
+    INSTALLED_HOOK,
 };
 use std::collections::BTreeMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -18,35 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-/// Where libvirtd runs its qemu hook from.
-const INSTALLED_HOOK: &str = "/etc/libvirt/hooks/qemu";
-
 // ---------------------------------------------------------------------------
 // The installed hook, the cluster and the test VMs
 // ---------------------------------------------------------------------------
-
-/// Why the installed hook cannot be used by these tests, if it cannot.
-fn hook_problem() -> Result<HookConf, String> {
-    let built = static_hook();
-    let built_bytes =
-        std::fs::read(&built).map_err(|e| format!("cannot read {}: {e}", built.display()))?;
-    let installed =
-        std::fs::read(INSTALLED_HOOK).map_err(|e| format!("cannot read {INSTALLED_HOOK}: {e}"))?;
-    if installed != built_bytes {
-        return Err(format!(
-            "{INSTALLED_HOOK} is not this build's {}",
-            built.display()
-        ));
-    }
-    let conf = hook_conf().ok_or_else(|| format!("{HOOK_CONF} is missing or has no db/root"))?;
-    if conf.db != Path::new(E2E_DB) {
-        return Err(format!(
-            "{HOOK_CONF} names the database {}, not the end-to-end one {E2E_DB}",
-            conf.db.display()
-        ));
-    }
-    Ok(conf)
-}
 
 /// A cluster in the hook's database with this machine as a VM container, or
 /// `None` when the test must be skipped (never under `KVMROLL_E2E`).
@@ -60,21 +34,7 @@ struct Cluster {
 
 impl Cluster {
     fn get(test: &str) -> Option<Cluster> {
-        if !libvirtd_available(test) {
-            return None;
-        }
-        let conf = match hook_problem() {
-            Ok(conf) => conf,
-            Err(why) => {
-                assert!(
-                    std::env::var_os("KVMROLL_E2E").is_none(),
-                    "{test}: KVMROLL_E2E is set but {why} (run scripts/hook-setup.sh debug \
-                     {E2E_DB} /var/lib/kvmroll/e2e/etc, as scripts/test.sh does)"
-                );
-                eprintln!("{test}: skipped: {why} (run scripts/test.sh)");
-                return None;
-            }
-        };
+        let conf = installed_hook(test)?;
         let k = Kvmroll::new(&conf.db);
         let host = k.local_container();
         Some(Cluster {
@@ -101,17 +61,7 @@ impl Cluster {
     /// A VM in the database, defined in libvirt, with a guard that removes it.
     fn vm(&self, test: &str) -> TestVm {
         let vm = self.unmanaged_vm(test);
-        self.ok(&[
-            "vm",
-            "add",
-            &vm.name,
-            "--container",
-            &self.host,
-            "--mem",
-            "64",
-            "--cpus",
-            "1",
-        ]);
+        self.k.add_small_vm(&vm.name, &self.host);
         self.ok(&["vm", "define", &vm.name]);
         vm
     }

@@ -205,6 +205,54 @@ pub fn hook_conf() -> Option<HookConf> {
     parse_hook_conf(&std::fs::read_to_string(HOOK_CONF).ok()?)
 }
 
+/// Where libvirtd runs its qemu hook from.
+pub const INSTALLED_HOOK: &str = "/etc/libvirt/hooks/qemu";
+
+/// Why the installed hook cannot be used by the end-to-end tests, if it
+/// cannot: it must be this build's static hook, reading [`E2E_DB`].
+fn hook_problem() -> Result<HookConf, String> {
+    let built = static_hook();
+    let built_bytes =
+        std::fs::read(&built).map_err(|e| format!("cannot read {}: {e}", built.display()))?;
+    let installed =
+        std::fs::read(INSTALLED_HOOK).map_err(|e| format!("cannot read {INSTALLED_HOOK}: {e}"))?;
+    if installed != built_bytes {
+        return Err(format!(
+            "{INSTALLED_HOOK} is not this build's {}",
+            built.display()
+        ));
+    }
+    let conf = hook_conf().ok_or_else(|| format!("{HOOK_CONF} is missing or has no db/root"))?;
+    if conf.db != Path::new(E2E_DB) {
+        return Err(format!(
+            "{HOOK_CONF} names the database {}, not the end-to-end one {E2E_DB}",
+            conf.db.display()
+        ));
+    }
+    Ok(conf)
+}
+
+/// The installed hook's configuration, when a real libvirtd answers and runs
+/// this build's hook over the end-to-end database; `None` when `test` must
+/// be skipped, which `KVMROLL_E2E` turns into a failure.
+pub fn installed_hook(test: &str) -> Option<HookConf> {
+    if !libvirtd_available(test) {
+        return None;
+    }
+    match hook_problem() {
+        Ok(conf) => Some(conf),
+        Err(why) => {
+            assert!(
+                std::env::var_os("KVMROLL_E2E").is_none(),
+                "{test}: KVMROLL_E2E is set but {why} (run scripts/hook-setup.sh debug \
+                 {E2E_DB} /var/lib/kvmroll/e2e/etc, as scripts/test.sh does)"
+            );
+            eprintln!("{test}: skipped: {why} (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
 /// Reading kvmroll's `--json` output and kvmroll-guests' journal in tests.
 pub mod json {
     pub use serde_json::Value;
@@ -291,6 +339,21 @@ impl Kvmroll {
     /// Runs it and asserts success; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         ok(self.run(args), &format!("kvmroll {args:?}"))
+    }
+
+    /// Adds a test guest's row: 64 MiB, one vCPU, on `container`.
+    pub fn add_small_vm(&self, name: &str, container: &str) {
+        self.ok(&[
+            "vm",
+            "add",
+            name,
+            "--container",
+            container,
+            "--mem",
+            "64",
+            "--cpus",
+            "1",
+        ]);
     }
 
     /// Makes this machine a 2-CPU VM container (one that is there already is

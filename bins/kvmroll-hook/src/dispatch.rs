@@ -7,10 +7,11 @@
 //! the start and libvirt shows the hook's stderr to the user.
 
 use crate::config::Config;
+use kvmroll_core::disks::{self, Done, Place, Roots, ROOTS_ATTR};
 use kvmroll_core::events::{first_lines, Event, Outcome};
 use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::text::{clip, QUOTE_CHARS};
-use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief};
+use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief, VmDisk};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -580,15 +581,20 @@ fn stage_body(
         );
     }
     match stage {
-        // Only a plugin could have moved the VM.
-        Stage::Allocate if ran > 0 => {
-            if let Some(store) = store {
+        Stage::Allocate => {
+            let Some(store) = store else {
+                return Ok(Body { stdout: None });
+            };
+            let mut roots = brief.and_then(|b| b.attrs.get(ROOTS_ATTR).cloned());
+            // Only a plugin could have moved the VM, or changed its disks.
+            if ran > 0 {
                 let now = store.vm_brief(vm).map_err(|e| {
                     format!(
                         "VM {vm}: cannot re-read it after allocate: {}",
                         crate::chain(&e)
                     )
                 })?;
+                roots = now.as_ref().and_then(|b| b.attrs.get(ROOTS_ATTR).cloned());
                 let container = now.and_then(|b| b.container);
                 let before = brief.and_then(|b| b.container.clone());
                 match container {
@@ -606,6 +612,7 @@ fn stage_body(
                     }
                 }
             }
+            prepare_disks(run, store.as_mut(), roots.as_deref(), deadline)?;
         }
         Stage::Preboot => {
             if changed {
@@ -621,6 +628,81 @@ fn stage_body(
         _ => {}
     }
     Ok(Body { stdout: None })
+}
+
+/// Makes the VM's missing disk images and grows those the database asks to
+/// grow (`kvmroll_core::disks`), after the allocate plugins, which may have
+/// changed them as Rocks' allocate plugins changed a disk's path and type.
+/// The first disk that cannot be made ready refuses the start; what was done
+/// is recorded (events, and the images made, for `vm remove --delete-disks`).
+fn prepare_disks(
+    run: &mut Run<'_>,
+    store: &mut dyn Store,
+    roots: Option<&str>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let vm = run.call.vm.clone();
+    let disks = store
+        .vm_disks(&vm)
+        .map_err(|e| format!("VM {vm}: cannot read its disks: {}", crate::chain(&e)))?;
+    if disks.is_empty() {
+        return Ok(());
+    }
+    let roots =
+        Roots::of(roots).map_err(|why| format!("VM {vm}: {ROOTS_ATTR} is refused: {why}"))?;
+    let place = Place {
+        sysroot: Path::new("/"),
+        vm: &vm,
+        qemu_img: Path::new("qemu-img"),
+        deadline,
+    };
+    let (mut made, mut grown) = (Vec::new(), Vec::new());
+    let mut refusal = None;
+    for VmDisk { disk, grow } in &disks {
+        let started = Instant::now();
+        let said = match disks::prepare(disk, *grow, &roots, &place) {
+            Ok(Done::Present) => None,
+            Ok(Done::Made) => {
+                made.push(disk.path.clone());
+                Some(format!(
+                    "disk {}: made {} image {} ({} GiB)",
+                    disk.dev,
+                    disk.kind.as_str(),
+                    disk.path,
+                    disk.size_gib.unwrap_or_default()
+                ))
+            }
+            Ok(Done::Grown { from, to }) => Some(format!(
+                "disk {}: grew {} from {from} to {to} bytes",
+                disk.dev, disk.path
+            )),
+            Ok(Done::NotGrown(why)) => {
+                log::warn!("VM {vm}: disk {}: not grown: {why}", disk.dev);
+                Some(format!("disk {}: not grown: {why}", disk.dev))
+            }
+            // The invocation's own event records the refusal.
+            Err(e) => {
+                refusal = Some(format!("VM {vm}: disk {}: {}", disk.dev, crate::chain(&e)));
+                break;
+            }
+        };
+        // Done, or nothing to do: the grow waits no more.
+        if *grow {
+            grown.push(disk.path.clone());
+        }
+        if let Some(msg) = said {
+            log::info!("VM {vm}: {msg}");
+            run.event(None, Outcome::Ok, None, started.elapsed(), msg);
+        }
+    }
+    if let Err(e) = store.record_disk_work(&vm, &run.conf.host, &made, &grown) {
+        log::error!(
+            "VM {vm}: cannot record the disk images made ({}): {}",
+            made.join(", "),
+            crate::chain(&e)
+        );
+    }
+    refusal.map_or(Ok(()), Err)
 }
 
 /// Renders the VM from the database and compares it with what libvirt is

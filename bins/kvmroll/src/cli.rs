@@ -9,14 +9,15 @@ use std::path::PathBuf;
 /// Exit status: 0 on success; 1 when the command failed or was refused (the
 /// database is unchanged); 2 for a usage error; 3 when the database was
 /// changed but a libvirt definition could not be refreshed (the VM is marked
-/// stale; `kvmroll vm define VM` retries).
+/// stale; `kvmroll vm define VM` retries), or a removed VM's image could not
+/// be deleted.
 #[derive(Debug, Parser)]
 #[command(
     name = "kvmroll",
     version,
     about,
     long_about,
-    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another. `kvmroll db init` makes it, as do host add, appliance add and attr set where nothing is at its path; no other command makes one, and a file that is not a kvmroll database is refused\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
+    after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB names another. `kvmroll db init` makes it, as do host add, appliance add and attr set where nothing is at its path; no other command makes one, and a file that is not a kvmroll database is refused\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
 )]
 pub struct Cli {
     /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
@@ -190,6 +191,9 @@ pub enum VmCmd {
         /// kvm, or qemu for software emulation.
         #[arg(long, default_value = "kvm")]
         virt_type: String,
+        /// Allow disk images outside kvm_disk_roots: used as they are, never made.
+        #[arg(long)]
+        force: bool,
     },
     /// Change a VM's placement or size.
     Set {
@@ -216,11 +220,17 @@ pub enum VmCmd {
         #[command(flatten)]
         json: Json,
     },
-    /// Remove a VM (and its libvirt definition, unless it runs).
-    Remove { name: String },
+    /// Remove a VM (and its libvirt definition, unless it runs). Its disk
+    /// images stay, and the command says where, unless --delete-disks.
+    Remove {
+        name: String,
+        /// Also delete the disk images kvmroll made for it, on its container.
+        #[arg(long)]
+        delete_disks: bool,
+    },
     /// Set the VM's cdrom (an absolute path; under /dev a block device) or `none`.
     Cdrom { name: String, path: String },
-    /// Add or remove a disk.
+    /// Add, remove or grow a disk.
     #[command(subcommand)]
     Disk(DiskCmd),
     /// Add or remove a NIC.
@@ -248,8 +258,25 @@ pub enum VmCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {
-    Add { name: String, spec: String },
+    /// Add a disk: TYPE:PATH,DEV,BUS[,SIZE_GIB]. An image missing at the VM's
+    /// first start is made then, inside kvm_disk_roots.
+    Add {
+        name: String,
+        spec: String,
+        /// Allow an image outside kvm_disk_roots: used as it is, never made.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a disk from the VM (its image stays).
     Remove { name: String, dev: String },
+    /// Grow a disk to SIZE GiB (never shrinks): at once while the VM runs,
+    /// else at its next start.
+    Resize {
+        name: String,
+        dev: String,
+        #[arg(value_name = "SIZE_GIB", value_parser = clap::value_parser!(u32).range(1..))]
+        size: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

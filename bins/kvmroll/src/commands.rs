@@ -6,10 +6,11 @@ use crate::cli::{
     VmCmd,
 };
 use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
-use kvmroll_core::model::{check_abs_path, check_name, BootAction};
+use kvmroll_core::disks::{self, Roots, ROOTS_ATTR};
+use kvmroll_core::model::{check_abs_path, check_name, BootAction, DiskKind};
 use kvmroll_core::{
-    init_store, open_store, Change, Cluster, ClusterError, Disk, Host, Init, Mac, Nic, NicSpec,
-    OpenMode, Plan, Scope, Store, StoreError, Vm,
+    init_store, open_store, Change, Cluster, ClusterError, Disk, Host, Init, Mac, MadeImage, Nic,
+    NicSpec, OpenMode, Plan, Scope, Store, StoreError, ValidationError, Vm,
 };
 use kvmroll_virt::{DomainState, Libvirt};
 use serde::Serialize;
@@ -538,6 +539,7 @@ impl App<'_> {
                 disks,
                 nics,
                 virt_type,
+                force,
             } => {
                 check_name("VM", &name)?;
                 let disks = disks
@@ -550,6 +552,8 @@ impl App<'_> {
                     .collect::<Result<Vec<_>, _>>()?;
                 let uuid = uuid::Uuid::new_v4().to_string();
                 self.write(&mut |c| {
+                    let own = Host::new(&name, kvmroll_core::cluster::VM_APPLIANCE);
+                    check_disk_roots(c, &own, &disks, force)?;
                     let nics = nics_from_specs(c, &specs, BTreeSet::new());
                     Ok(vec![Change::AddVm(Vm {
                         id: 0,
@@ -705,7 +709,7 @@ impl App<'_> {
                 }
                 Ok(Outcome::Done)
             }
-            VmCmd::Remove { name } => self.remove_vm(&name),
+            VmCmd::Remove { name, delete_disks } => self.remove_vm(&name, delete_disks),
             VmCmd::Cdrom { name, path } => {
                 let cdrom = match path.as_str() {
                     "none" => None,
@@ -719,24 +723,38 @@ impl App<'_> {
                     Ok(())
                 })
             }
-            VmCmd::Disk(DiskCmd::Add { name, spec }) => {
+            VmCmd::Disk(DiskCmd::Add { name, spec, force }) => {
                 let disk = Disk::parse(&spec)?;
-                self.edit_vm(&name, &mut |_, vm| {
+                self.edit_vm(&name, &mut |c, vm| {
+                    check_disk_roots(c, c.host(&vm.name)?, std::slice::from_ref(&disk), force)?;
                     vm.disks.push(disk.clone());
                     Ok(())
                 })
             }
-            VmCmd::Disk(DiskCmd::Remove { name, dev }) => self.edit_vm(&name, &mut |_, vm| {
-                let before = vm.disks.len();
-                vm.disks.retain(|d| d.dev != dev);
-                if vm.disks.len() == before {
-                    return Err(ClusterError::UnknownDisk {
-                        vm: vm.name.clone(),
-                        dev: dev.clone(),
-                    });
-                }
-                Ok(())
-            }),
+            VmCmd::Disk(DiskCmd::Resize { name, dev, size }) => self.resize_disk(&name, &dev, size),
+            VmCmd::Disk(DiskCmd::Remove { name, dev }) => {
+                let mut gone = Vec::new();
+                let outcome = self.edit_vm(&name, &mut |_, vm| {
+                    gone = vm
+                        .disks
+                        .iter()
+                        .filter(|d| d.dev == dev)
+                        .map(|d| d.path.clone())
+                        .collect();
+                    vm.disks.retain(|d| d.dev != dev);
+                    if gone.is_empty() {
+                        return Err(ClusterError::UnknownDisk {
+                            vm: vm.name.clone(),
+                            dev: dev.clone(),
+                        });
+                    }
+                    Ok(())
+                })?;
+                // A grow asked for it must not reach an image of the same
+                // path added again later.
+                self.store.record_disk_work(&name, "", &[], &gone)?;
+                Ok(outcome)
+            }
             VmCmd::Nic(NicCmd::Add { name, spec }) => {
                 let spec = NicSpec::parse(&spec)?;
                 self.edit_vm(&name, &mut |c, vm| {
@@ -1010,9 +1028,78 @@ impl App<'_> {
         Ok(Outcome::Done)
     }
 
-    fn remove_vm(&mut self, name: &str) -> Result<Outcome, Error> {
+    /// `vm disk resize`: the database first (the size, and a grow for the
+    /// next start), then, while the VM runs, libvirt's live block resize.
+    fn resize_disk(&mut self, name: &str, dev: &str, gib: u32) -> Result<Outcome, Error> {
         let c = self.store.snapshot()?;
         let vm = c.vm(name)?;
+        let disk =
+            vm.disks
+                .iter()
+                .find(|d| d.dev == dev)
+                .ok_or_else(|| ClusterError::UnknownDisk {
+                    vm: name.to_string(),
+                    dev: dev.to_string(),
+                })?;
+        if disk.kind == DiskKind::Block {
+            return Err(refused(format!(
+                "disk {dev} of VM {name} is the block device {}: grow it where it is provided; \
+                 kvmroll grows image files only",
+                disk.path
+            )));
+        }
+        let roots = Roots::of(c.attr_of(name, ROOTS_ATTR)).map_err(refused)?;
+        if !roots.contains(&disk.path) {
+            return Err(refused(format!(
+                "disk {dev} of VM {name} is {}, outside {ROOTS_ATTR} ({roots}): kvmroll grows \
+                 images there only",
+                disk.path
+            )));
+        }
+        self.store.grow_disk(name, dev, gib)?;
+        if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
+            let uri = c.libvirt_uri(container);
+            let live = self.sync.conn(&uri).and_then(|hv| {
+                match hv.domain(name).map_err(|e| chain(&e))? {
+                    Some(d) if matches!(d.state, DomainState::Running | DomainState::Paused) => hv
+                        .grow_disk(name, dev, disks::gib_bytes(gib))
+                        .map(Some)
+                        .map_err(|e| chain(&e)),
+                    _ => Ok(None),
+                }
+            });
+            match live {
+                Ok(Some(_)) => {
+                    self.store.record_disk_work(
+                        name,
+                        container,
+                        &[],
+                        std::slice::from_ref(&disk.path),
+                    )?;
+                    eprintln!("kvmroll: VM {name}: disk {dev} is {gib} GiB, grown while it runs");
+                    return Ok(Outcome::Done);
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!(
+                    "kvmroll: warning: VM {name}: disk {dev} could not be grown while it runs ({e})"
+                ),
+            }
+        }
+        eprintln!("kvmroll: VM {name}: disk {dev} grows to {gib} GiB at its next start");
+        Ok(Outcome::Done)
+    }
+
+    fn remove_vm(&mut self, name: &str, delete_disks: bool) -> Result<Outcome, Error> {
+        if delete_disks && self.sync.mode != SyncMode::Live {
+            return Err(refused(
+                "--delete-disks deletes images through the container's libvirt: not with \
+                 --no-sync, nor inside a hook stage",
+            ));
+        }
+        let c = self.store.snapshot()?;
+        let vm = c.vm(name)?;
+        // Read before the VM's rows go, and its records with them.
+        let made = self.store.made_images(name)?;
         let mut defined_at = None;
         let mut missed = Vec::new();
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
@@ -1050,11 +1137,72 @@ impl App<'_> {
                  definition on {place} may remain ({reason}); remove it with virsh undefine"
             );
         }
-        Ok(if missed.is_empty() {
+        let kept = if delete_disks {
+            self.delete_images(&c, name, &made)
+        } else {
+            report_images_kept(&c, name, &made);
+            true
+        };
+        Ok(if missed.is_empty() && kept {
             refreshed
         } else {
             Outcome::Stale
         })
+    }
+
+    /// Deletes the images kvmroll made for a removed VM, on their
+    /// containers; one still used by another VM is kept. False when one
+    /// could not be deleted (each is said).
+    fn delete_images(&mut self, c: &Cluster, name: &str, made: &[MadeImage]) -> bool {
+        let mut all = true;
+        for m in made {
+            let user = c.vms.values().find(|v| {
+                v.name != name
+                    && v.container.as_deref() == Some(m.container.as_str())
+                    && v.disks.iter().any(|d| d.path == m.path)
+            });
+            if let Some(other) = user {
+                eprintln!(
+                    "kvmroll: VM {name}: image {} on {} is kept: VM {} uses it",
+                    m.path, m.container, other.name
+                );
+                continue;
+            }
+            let uri = c.libvirt_uri(&m.container);
+            let deleted = self
+                .sync
+                .conn(&uri)
+                .and_then(|hv| hv.delete_image(&m.path).map_err(|e| chain(&e)));
+            match deleted {
+                Ok(true) => eprintln!(
+                    "kvmroll: VM {name}: image {} deleted on {}",
+                    m.path, m.container
+                ),
+                Ok(false) => eprintln!(
+                    "kvmroll: VM {name}: image {} on {} was gone already",
+                    m.path, m.container
+                ),
+                Err(e) => {
+                    all = false;
+                    eprintln!(
+                        "kvmroll: warning: VM {name}: image {} on {} could not be deleted ({e}); \
+                         delete it by hand",
+                        m.path, m.container
+                    );
+                }
+            }
+        }
+        if let Ok(vm) = c.vm(name) {
+            for d in vm.disks.iter().filter(|d| d.kind != DiskKind::Block) {
+                if !made.iter().any(|m| m.path == d.path) {
+                    eprintln!(
+                        "kvmroll: VM {name}: {} was not made by kvmroll: left as it is",
+                        d.path
+                    );
+                }
+            }
+        }
+        all
     }
 
     fn attr(&mut self, cmd: AttrCmd, out: &mut dyn Write) -> Result<Outcome, Error> {
@@ -1152,6 +1300,52 @@ impl App<'_> {
             }
         }
     }
+}
+
+/// Refuses image paths outside the kvm_disk_roots of `host` (a VM's own
+/// node row), unless `force`: those are used as they are, never made.
+fn check_disk_roots(
+    c: &Cluster,
+    host: &Host,
+    disks: &[Disk],
+    force: bool,
+) -> Result<(), ClusterError> {
+    if force {
+        return Ok(());
+    }
+    let roots = Roots::of(c.attr(host, ROOTS_ATTR)).map_err(|why| ValidationError::Attribute {
+        name: ROOTS_ATTR.into(),
+        why,
+    })?;
+    for d in disks {
+        roots.check(d)?;
+    }
+    Ok(())
+}
+
+/// Says where a removed VM's disk images stay: its image files, and the
+/// images kvmroll made for it that it no longer lists.
+fn report_images_kept(c: &Cluster, name: &str, made: &[MadeImage]) {
+    let Ok(vm) = c.vm(name) else { return };
+    let mut images: Vec<String> = vm
+        .disks
+        .iter()
+        .filter(|d| d.kind != DiskKind::Block)
+        .map(|d| d.path.clone())
+        .collect();
+    for m in made {
+        if !images.contains(&m.path) {
+            images.push(m.path.clone());
+        }
+    }
+    if images.is_empty() {
+        return;
+    }
+    eprintln!(
+        "kvmroll: VM {name}: its disk images stay on {}: {}",
+        vm.container.as_deref().unwrap_or("its container"),
+        images.join(", ")
+    );
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC (the civil-from-days

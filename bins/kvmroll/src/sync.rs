@@ -306,6 +306,12 @@ mod tests {
         fn job_progress(&self, _: &str) -> Result<Option<(u64, u64)>, VirtError> {
             Ok(None)
         }
+        fn grow_disk(&self, _: &str, _: &str, _: u64) -> Result<u64, VirtError> {
+            Ok(0)
+        }
+        fn delete_image(&self, _: &str) -> Result<bool, VirtError> {
+            Ok(false)
+        }
     }
 
     /// Four containers of three VMs, every VM changed.

@@ -946,16 +946,17 @@ fn db_init_makes_upgrades_or_leaves_a_database_and_refuses_a_foreign_file() {
     let bytes = std::fs::read(&db).unwrap();
     assert!(said(kvmroll_at(&db, &["db", "init"])).contains("nothing to do"));
     assert_eq!(std::fs::read(&db).unwrap(), bytes);
-    // Back to schema 1 (step 2 makes the events table, step 3 adds the
-    // VMs' generations): init upgrades it.
+    // Back to schema 1 (step 2 makes the events table, step 3 the disk
+    // records, step 4 adds the VMs' generations): init upgrades it.
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch(
-            "DROP TABLE events; ALTER TABLE vms DROP COLUMN generation;
+            "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             ALTER TABLE vms DROP COLUMN generation;
              PRAGMA user_version = 1;",
         )
         .unwrap();
-    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 3"));
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 4"));
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     assert_refused(
@@ -981,7 +982,7 @@ fn db_status_shows_engine_location_schema_and_counts() {
     for want in [
         "engine    sqlite".to_string(),
         format!("location  {}", f.db.display()),
-        "schema    3".into(),
+        "schema    4".into(),
         "hosts     2".into(),
         "vms       1".into(),
         "events    0".into(),
@@ -1289,4 +1290,182 @@ fn every_cpuset_of_a_pinning_fragment_is_checked() {
     ]);
     // libvirt (its test driver) takes what was accepted.
     f.ok(&["vm", "define", vm]);
+}
+
+#[test]
+fn disk_paths_outside_kvm_disk_roots_are_refused_unless_forced() {
+    let f = Fixture::new();
+    let add = |spec: &str, force: bool| -> Vec<String> {
+        let mut a: Vec<String> = ["vm", "add", "nd-0", "--container", "vm-container-0-0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--disk".to_string(), spec.to_string()]);
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    fn args(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    // The issue's first try: a path under /tmp.
+    let spec = "qcow2:/tmp/nd/nd-0.qcow2,vda,virtio,2";
+    f.refused(&args(&add(spec, false)), "kvm_disk_roots");
+    f.refused(
+        &["vm", "disk", "add", "hosted-vm-0-0-0", spec],
+        "kvm_disk_roots",
+    );
+    // Lexically inside is not enough with `..`; that is refused as a path.
+    f.refused(
+        &args(&add(
+            "qcow2:/var/lib/libvirt/images/../../x.qcow2,vda,virtio,2",
+            false,
+        )),
+        "..",
+    );
+    // --force takes it, to be used as it is.
+    f.ok(&args(&add(spec, true)));
+    f.ok(&["vm", "remove", "nd-0"]);
+    // The default roots, and block devices anywhere, are fine.
+    f.ok(&args(&add(
+        "qcow2:/var/lib/libvirt/images/nd-0.qcow2,vda,virtio,2",
+        false,
+    )));
+    f.ok(&["vm", "disk", "add", "nd-0", "block:/dev/sdb,vdb,virtio"]);
+    f.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "nd-0",
+        "raw:/state/partition1/kvm/disks/nd-0.img,vdc,virtio,1",
+    ]);
+    // A VM's own roots.
+    f.refused(
+        &["attr", "set", "nd-0", "kvm_disk_roots", "/"],
+        "kvm_disk_roots",
+    );
+    f.refused(
+        &["attr", "set", "nd-0", "kvm_disk_roots", "srv/vm"],
+        "kvm_disk_roots",
+    );
+    f.ok(&["attr", "set", "nd-0", "kvm_disk_roots", "/srv/vm"]);
+    f.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "nd-0",
+        "raw:/srv/vm/nd-0.img,vdd,virtio,1",
+    ]);
+    f.refused(
+        &[
+            "vm",
+            "disk",
+            "add",
+            "nd-0",
+            "raw:/var/lib/libvirt/images/x.img,vde,virtio,1",
+        ],
+        "/srv/vm",
+    );
+}
+
+#[test]
+fn disks_grow_and_never_shrink() {
+    let f = Fixture::new();
+    f.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "hosted-vm-0-0-0",
+        "qcow2:/var/lib/libvirt/images/g.qcow2,vda,virtio,2",
+    ]);
+    f.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "hosted-vm-0-0-0",
+        "block:/dev/sdb,vdb,virtio",
+    ]);
+    f.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "hosted-vm-0-0-0",
+        "raw:/tmp/forced.img,vdc,virtio,1",
+        "--force",
+    ]);
+    f.refused(
+        &["vm", "disk", "resize", "hosted-vm-0-0-0", "vda", "1"],
+        "never shrinks",
+    );
+    f.refused(
+        &["vm", "disk", "resize", "hosted-vm-0-0-0", "vdb", "10"],
+        "block device",
+    );
+    f.refused(
+        &["vm", "disk", "resize", "hosted-vm-0-0-0", "vdc", "10"],
+        "kvm_disk_roots",
+    );
+    f.refused(
+        &["vm", "disk", "resize", "hosted-vm-0-0-0", "vdz", "10"],
+        "no disk vdz",
+    );
+    f.refused(&["vm", "disk", "resize", "nobody", "vda", "10"], "nobody");
+    // The test driver has no such domain running: it grows at its next start.
+    let out = f.run(&["vm", "disk", "resize", "hosted-vm-0-0-0", "vda", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("grows to 5 GiB at its next start"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let show = f.ok(&["vm", "show", "hosted-vm-0-0-0"]);
+    assert!(
+        show.contains("qcow2:/var/lib/libvirt/images/g.qcow2,vda,virtio,5"),
+        "{show}"
+    );
+    // The grow waits for the next start; a disk removed takes it along, so
+    // the same path added again is not grown unasked.
+    let grows = || -> i64 {
+        rusqlite::Connection::open(&f.db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM disk_grows", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(grows(), 1);
+    f.ok(&["vm", "disk", "remove", "hosted-vm-0-0-0", "vda"]);
+    assert_eq!(grows(), 0);
+}
+
+#[test]
+fn a_removed_vm_says_where_its_images_stay() {
+    let f = Fixture::new();
+    f.ok(&[
+        "vm",
+        "disk",
+        "add",
+        "hosted-vm-0-0-0",
+        "qcow2:/var/lib/libvirt/images/r.qcow2,vda,virtio,2",
+    ]);
+    f.refused(
+        &[
+            "--no-sync",
+            "vm",
+            "remove",
+            "hosted-vm-0-0-0",
+            "--delete-disks",
+        ],
+        "--delete-disks",
+    );
+    let out = f.run(&["vm", "remove", "hosted-vm-0-0-0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("images stay on vm-container-0-0: /var/lib/libvirt/images/r.qcow2"),
+        "{err}"
+    );
 }

@@ -480,6 +480,9 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_guests_on_timeout" if !matches!(value.as_str(), "shutdown" | "destroy") => {
             return Err(bad(format!("{:?}: expected shutdown or destroy", shown())));
         }
+        crate::disks::ROOTS_ATTR => {
+            crate::disks::Roots::parse(&value).map_err(bad)?;
+        }
         "kvm_emulator" => {
             check_abs_path(&value).map_err(|e| bad(e.to_string()))?;
         }
@@ -747,6 +750,9 @@ mod tests {
         assert!(normalize("bad name", "x").is_err());
         assert!(normalize("x", "a\0b").is_err());
         normalize("libvirt_uri", "qemu+ssh://{host}/system").unwrap();
+        assert!(normalize("kvm_disk_roots", "/a:disks").is_err());
+        assert!(normalize("kvm_disk_roots", "/").is_err());
+        normalize("kvm_disk_roots", "/state/partition1/kvm/disks:/srv/vm").unwrap();
     }
 
     #[test]

@@ -49,6 +49,15 @@ pub enum ClusterError {
     DuplicateDisk { vm: String, dev: String },
     #[error("VM {vm:?} has no disk {dev}")]
     UnknownDisk { vm: String, dev: String },
+    #[error(
+        "disk {dev} of VM {vm:?} is {from} GiB: kvmroll never shrinks a disk (asked for {to} GiB)"
+    )]
+    DiskShrink {
+        vm: String,
+        dev: String,
+        from: u32,
+        to: u32,
+    },
     #[error("VM {vm:?} has no NIC with MAC {mac}")]
     UnknownNic { vm: String, mac: String },
     #[error("attribute {name} is not set on {scope}")]

@@ -8,6 +8,7 @@ pub mod attrs;
 pub mod cluster;
 pub mod conf;
 pub mod cpuset;
+pub mod disks;
 pub mod drift;
 pub mod events;
 pub mod hostfiles;
@@ -28,7 +29,7 @@ pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{
-    init_store, open_store, open_within, Init, OpenMode, Store, StoreError, StoreStatus, VmBrief,
-    DEFAULT_DB_PATH,
+    init_store, open_store, open_within, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus,
+    VmBrief, VmDisk, DEFAULT_DB_PATH,
 };
 pub use sys::{error_chain, now_ms};

@@ -7,7 +7,7 @@ use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
 use crate::spool::Spooled;
-use crate::store::{Init, OpenMode, Store, StoreError, StoreStatus, VmBrief};
+use crate::store::{Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk};
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
@@ -108,7 +108,24 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_vm ON events(vm, id);
     "#,
-    // 3: events spooled on a container reach the database exactly once,
+    // 3: the disk images kvmroll made (`vm remove --delete-disks` removes
+    // those and no others), and the grows waiting for a VM's next start.
+    r#"
+    CREATE TABLE made_images (
+        vm_id     INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        container TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        time_ms   INTEGER NOT NULL,
+        PRIMARY KEY (container, path)
+    );
+    CREATE INDEX made_images_vm ON made_images(vm_id);
+    CREATE TABLE disk_grows (
+        vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        path  TEXT NOT NULL,
+        PRIMARY KEY (vm_id, path)
+    );
+    "#,
+    // 4: events spooled on a container reach the database exactly once,
     // keyed by their origin (HOST/FILE#N), and say which container they
     // happened on; each VM counts the generations of its definition.
     // Plain ALTER TABLE and a UNIQUE index: the same step on PostgreSQL.
@@ -921,6 +938,16 @@ fn write(tx: &Transaction<'_>, change: &Change, after: &Cluster) -> rusqlite::Re
     Ok(())
 }
 
+/// The row id of a VM, by its name.
+fn vm_id(tx: &Transaction<'_>, vm: &str) -> rusqlite::Result<Option<i64>> {
+    tx.query_row(
+        "SELECT v.id FROM vms v JOIN hosts h ON h.id = v.host_id WHERE h.name = ?1",
+        [vm],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 const EVENT_COLUMNS: &str =
     "id, time_ms, vm, stage, op, subop, plugin, outcome, status, duration_ms, message, container";
 
@@ -1029,6 +1056,172 @@ impl Store for SqliteStore {
             generation: generation.max(0) as u64,
             attrs: found.into_iter().map(|(_, n, v)| (n, v)).collect(),
         }))
+    }
+
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "reading a VM's disks", e);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT d.type, d.path, d.dev, d.bus, d.size_gib, g.path IS NOT NULL
+                 FROM vm_disks d JOIN vms v ON v.id = d.vm_id JOIN hosts h ON h.id = v.host_id
+                 LEFT JOIN disk_grows g ON g.vm_id = d.vm_id AND g.path = d.path
+                 WHERE h.name = ?1 ORDER BY d.position",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([vm], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Disk {
+                        kind: DiskKind::File,
+                        path: r.get(1)?,
+                        dev: r.get(2)?,
+                        bus: r.get(3)?,
+                        size_gib: r.get(4)?,
+                    },
+                    r.get::<_, bool>(5)?,
+                ))
+            })
+            .map_err(q)?;
+        rows.map(|row| {
+            let (kind, mut disk, grow) = row.map_err(q)?;
+            disk.kind = DiskKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                path: p.clone(),
+                what: format!("disk type {kind}"),
+            })?;
+            Ok(VmDisk { disk, grow })
+        })
+        .collect()
+    }
+
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        if made.is_empty() && grown.is_empty() {
+            return Ok(());
+        }
+        let p = &self.path;
+        let q = |e| sql(p, "recording disk work", e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(q)?;
+        let Some(id) = vm_id(&tx, vm).map_err(q)? else {
+            return Ok(());
+        };
+        let now = crate::now_ms();
+        for path in made {
+            tx.execute(
+                "INSERT OR REPLACE INTO made_images (vm_id, container, path, time_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id, container, path, now],
+            )
+            .map_err(q)?;
+        }
+        for path in grown {
+            tx.execute(
+                "DELETE FROM disk_grows WHERE vm_id = ?1 AND path = ?2",
+                params![id, path],
+            )
+            .map_err(q)?;
+        }
+        tx.commit().map_err(q)
+    }
+
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
+        let p = &self.path;
+        let q = |e| sql(p, "reading the images made for a VM", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT m.container, m.path, m.time_ms FROM made_images m
+                 JOIN vms v ON v.id = m.vm_id JOIN hosts h ON h.id = v.host_id
+                 WHERE h.name = ?1 ORDER BY m.time_ms, m.path",
+            )
+            .map_err(q)?;
+        let rows = st
+            .query_map([vm], |r| {
+                Ok(MadeImage {
+                    container: r.get(0)?,
+                    path: r.get(1)?,
+                    time_ms: r.get(2)?,
+                })
+            })
+            .map_err(q)?;
+        rows.collect::<Result<_, _>>().map_err(q)
+    }
+
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let p = &self.path;
+        let q = |e| sql(p, "growing a disk", e);
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(q)?;
+        let id = vm_id(&tx, vm)
+            .map_err(q)?
+            .ok_or_else(|| ClusterError::UnknownVm(vm.to_string()))?;
+        let found = tx
+            .query_row(
+                "SELECT type, path, bus, size_gib FROM vm_disks WHERE vm_id = ?1 AND dev = ?2",
+                params![id, dev],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<u32>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(q)?;
+        let Some((kind, path, bus, size)) = found else {
+            return Err(ClusterError::UnknownDisk {
+                vm: vm.to_string(),
+                dev: dev.to_string(),
+            }
+            .into());
+        };
+        let kind = DiskKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+            path: p.clone(),
+            what: format!("disk type {kind}"),
+        })?;
+        if let Some(from) = size.filter(|from| *from > size_gib) {
+            return Err(ClusterError::DiskShrink {
+                vm: vm.to_string(),
+                dev: dev.to_string(),
+                from,
+                to: size_gib,
+            }
+            .into());
+        }
+        tx.execute(
+            "UPDATE vm_disks SET size_gib = ?3 WHERE vm_id = ?1 AND dev = ?2",
+            params![id, dev, size_gib],
+        )
+        .map_err(q)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO disk_grows (vm_id, path) VALUES (?1, ?2)",
+            params![id, path],
+        )
+        .map_err(q)?;
+        tx.commit().map_err(q)?;
+        Ok(Disk {
+            kind,
+            path,
+            dev: dev.to_string(),
+            bus,
+            size_gib: size,
+        })
     }
 
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
@@ -1448,6 +1641,85 @@ mod tests {
         assert_eq!((gen(&s, "v"), gen(&s, "w")), (3, 2));
     }
 
+    #[test]
+    fn disk_grows_and_made_images_round_trip_and_go_with_their_vm() {
+        let (_d, mut s) = fresh();
+        let mut v = vm("v", "c", 1);
+        v.disks = vec![
+            Disk::parse("qcow2:/d/v.qcow2,vda,virtio,2").unwrap(),
+            Disk::parse("raw:/d/v.img,vdb,virtio").unwrap(),
+        ];
+        s.update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("c", "vm-container")),
+                Change::AddVm(v.clone()),
+            ])
+        })
+        .unwrap();
+        let grows = |s: &SqliteStore| -> Vec<bool> {
+            s.vm_disks("v").unwrap().iter().map(|d| d.grow).collect()
+        };
+        let disks = s.vm_disks("v").unwrap();
+        assert_eq!(
+            disks.iter().map(|d| &d.disk).collect::<Vec<_>>(),
+            v.disks.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(grows(&s), [false, false]);
+        assert!(s.vm_disks("nobody").unwrap().is_empty());
+
+        // Grows: never smaller; a disk without a size gets one.
+        let was = s.grow_disk("v", "vda", 5).unwrap();
+        assert_eq!(was.size_gib, Some(2));
+        assert!(matches!(
+            s.grow_disk("v", "vda", 4),
+            Err(StoreError::Refused(ClusterError::DiskShrink {
+                from: 5,
+                to: 4,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            s.grow_disk("v", "vdz", 4),
+            Err(StoreError::Refused(ClusterError::UnknownDisk { .. }))
+        ));
+        s.grow_disk("v", "vdb", 1).unwrap();
+        assert_eq!(grows(&s), [true, true]);
+        let c = s.snapshot().unwrap();
+        let sizes: Vec<_> = c
+            .vm("v")
+            .unwrap()
+            .disks
+            .iter()
+            .map(|d| d.size_gib)
+            .collect();
+        assert_eq!(sizes, [Some(5), Some(1)]);
+
+        // The hook records what it made and grew.
+        s.record_disk_work("v", "c", &["/d/v.qcow2".into()], &["/d/v.img".into()])
+            .unwrap();
+        assert_eq!(grows(&s), [true, false]);
+        let made = s.made_images("v").unwrap();
+        assert_eq!(made.len(), 1);
+        assert_eq!(
+            (made[0].container.as_str(), made[0].path.as_str()),
+            ("c", "/d/v.qcow2")
+        );
+        // A VM gone meanwhile records nothing, and fails nothing.
+        s.record_disk_work("gone", "c", &["/d/x".into()], &[])
+            .unwrap();
+
+        // The records go with the VM.
+        s.update(&mut |_| Ok(vec![Change::RemoveVm("v".into())]))
+            .unwrap();
+        for table in ["made_images", "disk_grows"] {
+            let n: i64 = s
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0, "{table} kept rows of a removed VM");
+        }
+    }
+
     /// Run by `events_survive_a_second_connection_in_the_hooks_process` in a
     /// child process: opens the database as kvmroll's CLI does and closes it,
     /// which checkpoints and deletes the WAL if it believes itself the last
@@ -1603,11 +1875,11 @@ mod tests {
         assert_eq!(version, 1);
     }
 
-    /// Step 3 on a database of schema 2 that holds a VM and events: they
+    /// Step 4 on a database of schema 3 that holds a VM and events: they
     /// stay, the VM at generation 0 (its definition carries none), the
     /// events with no origin or container.
     #[test]
-    fn schema_2_upgrades_to_origins_containers_and_generations() {
+    fn schema_3_upgrades_to_origins_containers_and_generations() {
         let (d, mut s) = fresh();
         s.update(&mut |_| {
             Ok(vec![
@@ -1626,11 +1898,11 @@ mod tests {
                  ALTER TABLE events DROP COLUMN origin;
                  ALTER TABLE events DROP COLUMN container;
                  ALTER TABLE vms DROP COLUMN generation;
-                 PRAGMA user_version = 2;",
+                 PRAGMA user_version = 3;",
             )
             .unwrap();
         let (mut s, init) = SqliteStore::init(&db).unwrap();
-        assert_eq!(init, Init::Upgraded { from: 2 });
+        assert_eq!(init, Init::Upgraded { from: 3 });
         assert_eq!(s.vm_brief("v").unwrap().unwrap().generation, 0);
         let old = s.events(&EventFilter::default()).unwrap();
         assert_eq!((old.len(), old[0].container.as_deref()), (1, None));
@@ -1648,11 +1920,12 @@ mod tests {
         let db = d.path().join("k.db");
         assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Created);
         assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Current);
-        // Back to schema 1: step 2 makes the events table, step 3 adds to
-        // it and to the VMs.
+        // Back to schema 1: step 2 makes the events table, step 3 the disk
+        // records, step 4 adds to the events and the VMs.
         let conn = Connection::open(&db).unwrap();
         conn.execute_batch(
-            "DROP TABLE events; ALTER TABLE vms DROP COLUMN generation;
+            "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             ALTER TABLE vms DROP COLUMN generation;
              PRAGMA user_version = 1;",
         )
         .unwrap();

@@ -4,6 +4,7 @@
 
 use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::events::{Event, EventFilter};
+use crate::model::Disk;
 use crate::spool::Spooled;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -44,6 +45,23 @@ pub struct VmBrief {
     /// The generation of its rows ([`crate::Vm::generation`]).
     pub generation: u64,
     pub attrs: BTreeMap<String, String>,
+}
+
+/// A VM disk as the hook's allocate stage needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    pub disk: Disk,
+    /// `kvmroll vm disk resize` asked for the image to grow to the disk's
+    /// size at the VM's next start.
+    pub grow: bool,
+}
+
+/// A disk image kvmroll made, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MadeImage {
+    pub container: String,
+    pub path: String,
+    pub time_ms: i64,
 }
 
 /// A backend's own error, said on one line (SQLite's carry the statement's
@@ -164,6 +182,29 @@ pub trait Store: Send {
     /// One VM's identity, placement and resolved attributes; `None` when the
     /// database does not know it.
     fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError>;
+
+    /// One VM's disks, in order, each with whether a grow waits for it;
+    /// empty when the database does not know the VM.
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError>;
+
+    /// Records, in one transaction, what the hook did to a VM's disks on
+    /// `container`: the images it made (`made`), and the grows now done
+    /// (`grown`, by path). A VM gone meanwhile records nothing.
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// The images kvmroll made for a VM, oldest first.
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError>;
+
+    /// Sets the size of a VM's disk to `size_gib`, never smaller than it
+    /// was, and asks for its image to grow at the VM's next start, in one
+    /// transaction. Returns the disk as it was.
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError>;
 
     /// Appends events in one transaction (allowed in every write mode).
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError>;
@@ -302,6 +343,41 @@ impl Store for Unmade {
         match &self.made {
             Some(s) => s.vm_brief(name),
             None => Ok(None),
+        }
+    }
+
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
+        match &self.made {
+            Some(s) => s.vm_disks(vm),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError> {
+        // A database not made yet has no VM to record anything of.
+        match &mut self.made {
+            Some(s) => s.record_disk_work(vm, container, made, grown),
+            None => Ok(()),
+        }
+    }
+
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
+        match &self.made {
+            Some(s) => s.made_images(vm),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
+        match &mut self.made {
+            Some(s) => s.grow_disk(vm, dev, size_gib),
+            None => Err(ClusterError::UnknownVm(vm.to_string()).into()),
         }
     }
 

@@ -126,6 +126,19 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot grow disk {dev} of domain {name}")]
+    GrowDisk {
+        name: String,
+        dev: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot delete the image {path}")]
+    DeleteImage {
+        path: String,
+        #[source]
+        source: virt::error::Error,
+    },
 }
 
 impl VirtError {
@@ -145,7 +158,9 @@ impl VirtError {
             | Self::Destroy { source, .. }
             | Self::ManagedSave { source, .. }
             | Self::ManagedSaveRemove { source, .. }
-            | Self::AbortJob { source, .. } => Some(source),
+            | Self::AbortJob { source, .. }
+            | Self::GrowDisk { source, .. }
+            | Self::DeleteImage { source, .. } => Some(source),
         }
     }
 
@@ -197,6 +212,15 @@ pub trait Hypervisor: Send {
     /// How far the domain's running job is: (bytes processed, bytes in all,
     /// 0 while libvirt does not know yet); `None` when no job runs.
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError>;
+    /// Grows disk `dev` (its target, e.g. `vda`) of the running domain to
+    /// `bytes` while the guest runs (`virDomainBlockResize`), unless it is
+    /// that large already: never shrinks. Returns the size it had.
+    fn grow_disk(&self, name: &str, dev: &str, bytes: u64) -> Result<u64, VirtError>;
+    /// Deletes the image file at `path` on the connection's host through
+    /// libvirt's storage driver (`virStorageVolDelete`), from a pool that
+    /// holds it or a transient one made for its folder; `false` when there
+    /// is no such file.
+    fn delete_image(&self, path: &str) -> Result<bool, VirtError>;
 }
 
 /// Opens connections; a trait so callers can be handed one. `Sync`, so

@@ -230,6 +230,59 @@ impl Hypervisor for Connection {
         )
     }
 
+    fn grow_disk(&self, name: &str, dev: &str, bytes: u64) -> Result<u64, VirtError> {
+        let dom = self.lookup(name)?;
+        let fail = |source| VirtError::GrowDisk {
+            name: name.to_owned(),
+            dev: dev.to_owned(),
+            source,
+        };
+        let had = dom.block_info(dev, 0).map_err(fail)?.capacity;
+        // QEMU's block_resize shrinks as readily as it grows.
+        if had < bytes {
+            dom.block_resize(dev, bytes, sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                .map_err(fail)?;
+        }
+        Ok(had)
+    }
+
+    fn delete_image(&self, path: &str) -> Result<bool, VirtError> {
+        let fail = |source| VirtError::DeleteImage {
+            path: path.to_owned(),
+            source,
+        };
+        let no_vol = |e: &Error| e.code() == Enum::Known(ErrorNumber::NoStorageVolume);
+        // A pool that covers the folder already knows the file.
+        match self.conn.lookup_storage_vol_by_path(path) {
+            Ok(vol) => return vol.delete(0).map(|()| true).map_err(fail),
+            Err(e) if no_vol(&e) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+        let dir = if dir.is_empty() { "/" } else { dir };
+        // A transient pool goes with the daemon even if this process dies
+        // before destroying it.
+        let xml = format!(
+            "<pool type='dir'><name>kvmroll-delete-{}-{}</name>\
+             <target><path>{}</path></target></pool>",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            xml_text(dir)
+        );
+        let pool = self.conn.create_storage_pool_xml(&xml, 0).map_err(fail)?;
+        let deleted = match pool.lookup_storage_vol_by_name(file) {
+            Ok(vol) => vol.delete(0).map(|()| true),
+            Err(e) if no_vol(&e) => Ok(false),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pool.destroy() {
+            log::warn!("the transient storage pool for {dir} stays until libvirtd restarts: {e}");
+        }
+        deleted.map_err(fail)
+    }
+
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError> {
         self.with_domain(
             name,
@@ -242,6 +295,13 @@ impl Hypervisor for Connection {
             |name, source| VirtError::Inspect { name, source },
         )
     }
+}
+
+/// Text for an XML element's content.
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Reads what kvmroll wants to know of `dom`, called `name` in errors.
@@ -494,6 +554,47 @@ mod tests {
             .join()
             .unwrap();
         assert!(found.unwrap());
+    }
+
+    #[test]
+    fn images_are_deleted_through_a_pool_and_a_missing_one_is_no_error() {
+        let hv = connect();
+        // The test driver's own pool, /default-pool, holds a volume.
+        let conn = Connect::open(Some(URI)).unwrap();
+        let pool = conn.lookup_storage_pool_by_name("default-pool").unwrap();
+        virt::storage_vol::StorageVol::create_xml(
+            &pool,
+            "<volume><name>kvmroll-delete.img</name><capacity>1024</capacity></volume>",
+            0,
+        )
+        .unwrap();
+        assert!(hv.delete_image("/default-pool/kvmroll-delete.img").unwrap());
+        assert!(pool
+            .lookup_storage_vol_by_name("kvmroll-delete.img")
+            .is_err());
+        // No pool knows this one: a transient pool looks, finds nothing,
+        // and goes.
+        assert!(!hv.delete_image("/kvmroll-no-such-folder/x.img").unwrap());
+        let pools = conn.list_all_storage_pools(0).unwrap();
+        let names: Vec<String> = pools.iter().map(|p| p.name().unwrap()).collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("kvmroll-delete")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn growing_a_disk_names_the_domain_and_disk_when_it_fails() {
+        let hv = connect();
+        define(&*hv, "grow-disk");
+        let err = hv.grow_disk("grow-disk", "vdz", 1 << 30).unwrap_err();
+        assert!(matches!(err, VirtError::GrowDisk { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "cannot grow disk vdz of domain grow-disk");
+        assert!(hv
+            .grow_disk("no-such-domain", "vda", 1)
+            .unwrap_err()
+            .is_no_domain());
+        hv.undefine("grow-disk").unwrap();
     }
 
     #[test]
