@@ -141,6 +141,29 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     }
 }
 
+/// Why libvirt's definition (`current`) does not carry the metadata of
+/// kvmroll's rendering (`rendered`): none (defined before kvmroll wrote
+/// it), an older generation, or other settings. The hook and
+/// kvmroll-guests decide from it when the database does not answer.
+fn metadata_differs(rendered: &str, current: &str) -> Option<String> {
+    use kvmroll_core::metadata::Metadata;
+    let read = |xml: &str| {
+        kvmroll_core::xml::parse_document(xml)
+            .ok()
+            .and_then(|d| Metadata::find(&d).ok().flatten())
+    };
+    let (want, have) = (read(rendered)?, read(current));
+    match have {
+        None => Some("it had no kvmroll metadata".into()),
+        Some(h) if h.generation != want.generation => Some(format!(
+            "its kvmroll metadata was generation {}, now {}",
+            h.generation, want.generation
+        )),
+        Some(h) if h != want => Some("its kvmroll metadata differs".into()),
+        Some(_) => None,
+    }
+}
+
 /// How long `kvmroll events` waits for the hook's own forwarder to hand
 /// the container's spooled events over.
 const SPOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -160,30 +183,16 @@ fn forward_spool(db: &Path) {
         return;
     }
     let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);
-    let started = std::time::Instant::now();
-    while !spool.pending().unwrap_or_default().is_empty() {
-        // Another forwarder (the hook's upkeep) holds the spool: give it a
-        // moment to finish rather than race it.
-        let Ok(Some(held)) = spool.lock() else {
-            if started.elapsed() > SPOOL_WAIT {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            continue;
-        };
-        let mut store = None;
-        let done = spool.forward_to(&held, &mut store, &mut || {
-            open_store(db, OpenMode::ReadWrite)
-        });
-        if let Ok(f) = done {
-            if let Some(why) = f.waiting {
-                eprintln!(
-                    "kvmroll: {} spooled event file(s) on this host wait for the database: {why}",
-                    f.left
-                );
-            }
-        }
-        return;
+    let done = spool.forward_now(SPOOL_WAIT, &mut || open_store(db, OpenMode::ReadWrite));
+    if let Ok(kvmroll_core::spool::Forwarded {
+        waiting: Some(why),
+        left,
+        ..
+    }) = done
+    {
+        eprintln!(
+            "kvmroll: {left} spooled event file(s) on this host wait for the database: {why}"
+        );
     }
 }
 
@@ -903,8 +912,11 @@ impl App<'_> {
                     return Ok("not defined in libvirt; nothing to refresh".to_string());
                 }
                 let current = hv.xml(&name, true).map_err(|e| chain(&e))?;
-                let diffs =
+                let mut diffs =
                     kvmroll_core::drift::compare(&xml, &current).map_err(|e| e.to_string())?;
+                if let Some(why) = metadata_differs(&xml, &current) {
+                    diffs.push(why);
+                }
                 if diffs.is_empty() && !stale {
                     return Ok("in step".to_string());
                 }
@@ -1057,6 +1069,18 @@ impl App<'_> {
             )));
         }
         self.store.grow_disk(name, dev, gib)?;
+        // The definition holds the size (kvmroll's metadata), which the
+        // hook reads at the next start: it goes to libvirt now.
+        let after = self.store.snapshot()?;
+        let plan = Plan {
+            changed: [(
+                name.to_string(),
+                Some(kvmroll_core::render_domain(&after, name)?),
+            )]
+            .into(),
+            after,
+        };
+        let redefined = self.after_write(&plan)?;
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
             let uri = c.libvirt_uri(container);
             let live = self.sync.conn(&uri).and_then(|hv| {
@@ -1077,7 +1101,7 @@ impl App<'_> {
                         std::slice::from_ref(&disk.path),
                     )?;
                     eprintln!("kvmroll: VM {name}: disk {dev} is {gib} GiB, grown while it runs");
-                    return Ok(Outcome::Done);
+                    return Ok(redefined);
                 }
                 Ok(None) => {}
                 Err(e) => eprintln!(
@@ -1086,7 +1110,7 @@ impl App<'_> {
             }
         }
         eprintln!("kvmroll: VM {name}: disk {dev} grows to {gib} GiB at its next start");
-        Ok(Outcome::Done)
+        Ok(redefined)
     }
 
     fn remove_vm(&mut self, name: &str, delete_disks: bool) -> Result<Outcome, Error> {

@@ -1469,3 +1469,70 @@ fn a_removed_vm_says_where_its_images_stay() {
         "{err}"
     );
 }
+
+/// On a container, `kvmroll events` hands the events its hook spooled to
+/// the database first (the database of this host's kvmroll.conf only),
+/// shows which container each happened on, and picks one with --container.
+#[test]
+fn events_forward_this_hosts_spool_and_filter_by_container() {
+    use kvmroll_core::events::{Event, Outcome};
+    let f = Fixture::new();
+    let dir = f.db.parent().unwrap().to_path_buf();
+    let conf = dir.join("kvmroll.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {}\nhost = vm-container-0-0\n", f.db.display()),
+    )
+    .unwrap();
+    let event = |container: &str, message: &str| Event {
+        id: 0,
+        time_ms: kvmroll_core::now_ms(),
+        vm: "hosted-vm-0-0-0".into(),
+        stage: "preboot".into(),
+        op: "start".into(),
+        subop: "begin".into(),
+        plugin: None,
+        outcome: Outcome::Ok,
+        status: None,
+        duration_ms: 1,
+        message: message.into(),
+        container: Some(container.into()),
+    };
+    let spool = kvmroll_core::spool::Spool::new(dir.join("spool"), "vm-container-0-0");
+    spool
+        .write(&[
+            event("vm-container-0-0", "here"),
+            event("elsewhere", "there"),
+        ])
+        .unwrap();
+    let events = |extra: &[&str]| {
+        let out = f
+            .cmd()
+            .args(["events", "--json"])
+            .args(extra)
+            .env("KVMROLL_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(&[]), ["here", "there"]);
+    assert!(spool.pending().unwrap().is_empty());
+    assert_eq!(events(&["--container", "elsewhere"]), ["there"]);
+    // Shown once, though asked twice.
+    assert_eq!(events(&[]).len(), 2);
+    let table = f.ok(&["events"]);
+    assert!(
+        table.lines().next().unwrap().contains("CONTAINER"),
+        "{table}"
+    );
+}

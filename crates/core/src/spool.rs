@@ -309,6 +309,33 @@ impl Spool {
         }
     }
 
+    /// Forwards the spool now, for a reader that wants the database up to
+    /// date (`kvmroll events`, `kvmroll-guests start`): while a forwarder
+    /// holds the spool it is given up to `wait` to empty it, else this one
+    /// takes the spool and forwards what is left itself.
+    pub fn forward_now(
+        &self,
+        wait: std::time::Duration,
+        open: &mut dyn FnMut() -> Result<Box<dyn Store>, StoreError>,
+    ) -> Result<Forwarded, SpoolError> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if self.pending()?.is_empty() {
+                return Ok(Forwarded::default());
+            }
+            if let Some(held) = self.lock()? {
+                return self.forward_to(&held, &mut None, open);
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(Forwarded {
+                    busy: true,
+                    ..Forwarded::default()
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Takes the spool's lock unless another process holds it (`None`);
     /// `None` too when there is no spool folder, and nothing to forward.
     pub fn lock(&self) -> Result<Option<SpoolLock>, SpoolError> {

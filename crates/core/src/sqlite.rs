@@ -1209,6 +1209,14 @@ impl Store for SqliteStore {
             params![id, dev, size_gib],
         )
         .map_err(q)?;
+        // The size is in the VM's definition (its kvmroll metadata).
+        if size != Some(size_gib) {
+            tx.execute(
+                "UPDATE vms SET generation = generation + 1 WHERE id = ?1",
+                [id],
+            )
+            .map_err(q)?;
+        }
         tx.execute(
             "INSERT OR IGNORE INTO disk_grows (vm_id, path) VALUES (?1, ?2)",
             params![id, path],
@@ -1667,9 +1675,15 @@ mod tests {
         assert_eq!(grows(&s), [false, false]);
         assert!(s.vm_disks("nobody").unwrap().is_empty());
 
-        // Grows: never smaller; a disk without a size gets one.
+        // Grows: never smaller; a disk without a size gets one. A new
+        // size is a new generation of the VM's definition, which holds it.
+        let gen = |s: &SqliteStore| s.vm_brief("v").unwrap().unwrap().generation;
+        let before = gen(&s);
         let was = s.grow_disk("v", "vda", 5).unwrap();
         assert_eq!(was.size_gib, Some(2));
+        assert_eq!(gen(&s), before + 1);
+        s.grow_disk("v", "vda", 5).unwrap();
+        assert_eq!(gen(&s), before + 1);
         assert!(matches!(
             s.grow_disk("v", "vda", 4),
             Err(StoreError::Refused(ClusterError::DiskShrink {

@@ -203,7 +203,8 @@ pub trait Store: Send {
 
     /// Sets the size of a VM's disk to `size_gib`, never smaller than it
     /// was, and asks for its image to grow at the VM's next start, in one
-    /// transaction. Returns the disk as it was.
+    /// transaction; a new size moves the VM's generation on, since its
+    /// definition's metadata holds the size. Returns the disk as it was.
     fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError>;
 
     /// Appends events in one transaction (allowed in every write mode).
