@@ -30,6 +30,11 @@ step "libvirtd, with the built hook installed before it starts"
 E2E=/var/lib/kvmroll/e2e
 scripts/hook-setup.sh debug "$E2E/kvmroll.db" "$E2E/etc"
 
+step "a private PostgreSQL server for the store tests"
+pg_dir=$(mktemp -d /tmp/kvmroll-pg.XXXXXX)
+trap 'scripts/pg-test-server.sh stop "$pg_dir" || true; rm -rf "$pg_dir"' EXIT
+export "$(scripts/pg-test-server.sh start "$pg_dir")"
+
 step "tests (unit, golden, CLI, end-to-end)"
 export KVMROLL_E2E=1
 log=$(mktemp /tmp/kvmroll-test.XXXXXX.log)

@@ -88,7 +88,7 @@ fn forward_spool(cli: &Cli) {
     let Ok(conf) = kvmroll_core::conf::Config::load() else {
         return;
     };
-    if conf.db != db {
+    if conf.database() != db {
         return;
     }
     let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);

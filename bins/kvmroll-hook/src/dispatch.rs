@@ -190,7 +190,11 @@ impl Run<'_> {
         )
         .min(deadline.saturating_duration_since(Instant::now()));
         let t = Instant::now();
-        self.db = match kvmroll_core::open_within(&self.conf.db, OpenMode::ReadWriteFast, limit) {
+        self.db = match kvmroll_core::open_within(
+            &self.conf.database(),
+            OpenMode::ReadWriteFast,
+            limit,
+        ) {
             Ok(store) => Db::Open(store),
             Err(e) => {
                 let why = crate::chain(&e);
@@ -276,7 +280,10 @@ fn plugin_env(
         ("KVMROLL_OP".to_string(), call.op.clone()),
         ("KVMROLL_SUBOP".to_string(), call.subop.clone()),
         ("KVMROLL_EXTRA".to_string(), call.extra.clone()),
-        ("KVMROLL_DB".to_string(), conf.db.display().to_string()),
+        (
+            "KVMROLL_DB".to_string(),
+            conf.database().display().to_string(),
+        ),
         ("KVMROLL_HOST".to_string(), conf.host.clone()),
     ];
     if let Some(b) = brief {
@@ -537,7 +544,7 @@ enum Known {
 /// on without it.
 fn look_up(run: &mut Run<'_>) -> Result<Known, String> {
     let call = run.call;
-    let opened = open_store(&run.conf.db, OpenMode::ReadWriteFast);
+    let opened = open_store(&run.conf.database(), OpenMode::ReadWriteFast);
     // A VM the database cannot know passes through untouched; the store
     // says Missing and creates nothing.
     if let Err(StoreError::Missing { path }) = &opened {
@@ -1157,7 +1164,7 @@ pub fn refresh_command(conf: &Config, vm: &str) -> (PathBuf, Vec<String>) {
         conf.kvmroll.clone(),
         vec![
             "--db".into(),
-            conf.db.display().to_string(),
+            conf.database().display().to_string(),
             "vm".into(),
             "sync".into(),
             vm.to_string(),

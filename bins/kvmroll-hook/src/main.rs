@@ -212,7 +212,7 @@ fn upkeep() -> u8 {
     let mut store: Option<Box<dyn kvmroll_core::Store>> = None;
     let mut open = || {
         kvmroll_core::open_within(
-            &conf.db,
+            &conf.database(),
             kvmroll_core::OpenMode::ReadWrite,
             Duration::from_secs(10),
         )
