@@ -1690,3 +1690,71 @@ fn spooled_events_arrive_once_and_in_order_whatever_is_killed() {
     assert_eq!(order, sorted, "seed {seed}: out of order");
     assert!(!fx.spool().join("bad").exists(), "seed {seed}: a torn file");
 }
+
+/// Shown for a cluster database too: with `db` a PostgreSQL URL, `start
+/// begin` connects to no server. The "server" is a socket of this test's,
+/// which names the process of every connection made to it (SO_PEERCRED)
+/// and never answers. The control: `prepare begin` with an allocate plugin
+/// connects, gives up at the VM's `kvm_db_connect_timeout`, and tells the
+/// plugin why.
+#[test]
+fn start_begin_connects_to_no_database_server() {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    use std::os::unix::net::UnixListener;
+    let fx = Fx::new();
+    fx.set_attr("kvm_db_connect_timeout", "1");
+    let told = tell_tale(&fx, &format!("vms/{VM}/allocate.d"), "told");
+    fx.plugin("plugins/preboot.d", "10-ok", "true");
+    let xml = fx.xml();
+    let server = fx.dir.path().join("pg");
+    std::fs::create_dir(&server).unwrap();
+    let listener = UnixListener::bind(server.join(".s.PGSQL.5432")).unwrap();
+    std::fs::write(
+        fx.conf(),
+        format!(
+            "db = postgresql://kvmroll_container:pw@/kvmroll?host={}&port=5432\nroot = {}\nhost = {HOST}\nkvmroll = /bin/false\nspool = {}\n",
+            server.display(),
+            fx.root().display(),
+            fx.spool().display()
+        ),
+    )
+    .unwrap();
+    let callers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = callers.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let pid = getsockopt(&stream, PeerCredentials).map_or(0, |c| c.pid());
+            seen.lock().unwrap().push(pid);
+            // Kept open, never answered: a server that hangs.
+            held.push(stream);
+        }
+    });
+    let from = |pid: i32| {
+        callers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| **p == pid)
+            .count()
+    };
+    let child = fx.spawn_hook(VM, "start", "begin", &xml);
+    let pid = child.id() as i32;
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(from(pid), 0, "start begin connected to the server");
+    let child = fx.spawn_hook(VM, "prepare", "begin", &xml);
+    let pid = child.id() as i32;
+    let t = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(from(pid), 1, "the control: prepare begin should connect");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    let said = std::fs::read_to_string(&told).unwrap();
+    assert!(said.starts_with("unreachable=1 reason="), "{said}");
+}
