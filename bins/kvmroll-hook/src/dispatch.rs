@@ -544,9 +544,33 @@ enum Known {
 /// on without it.
 fn look_up(run: &mut Run<'_>) -> Result<Known, String> {
     let call = run.call;
-    let opened = open_store(&run.conf.database(), OpenMode::ReadWriteFast);
+    let db = run.conf.database();
+    // A server is given the hook's connection time limit; a file opens at
+    // once (and a thread per event would cost a hand-defined VM's events).
+    let opened = match kvmroll_core::location::Location::from_url_path(&db) {
+        Ok(Some(kvmroll_core::location::Location::Postgres(_))) => kvmroll_core::open_within(
+            &db,
+            OpenMode::ReadWriteFast,
+            Duration::from_secs(DB_CONNECT_TIMEOUT),
+        ),
+        _ => open_store(&db, OpenMode::ReadWriteFast),
+    };
     // A VM the database cannot know passes through untouched; the store
-    // says Missing and creates nothing.
+    // says Missing and creates nothing. So does a server that does not
+    // answer: a VM defined by hand must not wait for the frontend, nor
+    // fail with it (one defined by a kvmroll before metadata starts then
+    // without its plugins, said in the log; `kvmroll vm define --all`
+    // gives it metadata).
+    if let Err(e @ (StoreError::Unreachable { .. } | StoreError::NoAnswer { .. })) = &opened {
+        log::warn!(
+            "VM {}: has no kvmroll metadata, and the database does not answer ({}): {} {} passed through",
+            call.vm,
+            crate::chain(e),
+            call.op,
+            call.subop
+        );
+        return Ok(Known::Unknown);
+    }
     if let Err(StoreError::Missing { path }) = &opened {
         log::debug!(
             "VM {}: no database at {}, passing {} {} through",

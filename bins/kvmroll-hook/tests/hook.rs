@@ -1758,3 +1758,35 @@ fn start_begin_connects_to_no_database_server() {
     let said = std::fs::read_to_string(&told).unwrap();
     assert!(said.starts_with("unreachable=1 reason="), "{said}");
 }
+
+/// A VM without kvmroll metadata (defined by hand) is not held up, nor
+/// refused, by a cluster database server that does not answer: it passes
+/// through, as a VM the database does not know.
+#[test]
+fn a_vm_without_metadata_passes_through_a_server_that_does_not_answer() {
+    let fx = Fx::new();
+    let ran = fx.marker("ran");
+    fx.plugin(
+        "plugins/allocate.d",
+        "10-ran",
+        &format!("touch {}", ran.display()),
+    );
+    let nowhere = fx.dir.path().join("no-server");
+    std::fs::write(
+        fx.conf(),
+        format!(
+            "db = postgresql://kvmroll_container:pw@/kvmroll?host={}&port=5432\nroot = {}\nhost = {HOST}\nkvmroll = /bin/false\nspool = {}\n",
+            nowhere.display(),
+            fx.root().display(),
+            fx.spool().display()
+        ),
+    )
+    .unwrap();
+    let xml = strip_metadata(&fx.xml());
+    for (op, subop) in [("prepare", "begin"), ("start", "begin"), ("release", "end")] {
+        let out = fx.hook(VM, op, subop, &xml);
+        assert_eq!(out.status.code(), Some(0), "{op}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{op}: {}", stderr(&out));
+    }
+    assert!(!ran.exists(), "a plugin ran for a VM it cannot know");
+}
