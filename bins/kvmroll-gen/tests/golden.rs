@@ -34,6 +34,7 @@ fn vm(name: &str, n: u32) -> Vm {
             model: "virtio".into(),
         }],
         stale: false,
+        generation: 0,
     }
 }
 
@@ -160,6 +161,32 @@ fn cases() -> Vec<(&'static str, Vec<Change>)> {
                     v.vcpus = 1;
                 }),
                 attr("qemu-no-graphics", "kvm_graphics", "none"),
+            ],
+        ),
+        (
+            // What the container uses without the database, in the
+            // definition: the VM's settings, the container's save limits,
+            // each disk's size; resolved, wherever they were set.
+            "settings",
+            vec![
+                with("settings", 16, &|v| {
+                    v.disks.push(Disk::parse("raw:/state/kvm/settings-b.img,vdb,virtio,100").unwrap());
+                }),
+                attr("settings", "kvm_autostart", "yes"),
+                attr("settings", "kvm_strict_definition", "true"),
+                attr("settings", "kvm_require_database", "false"),
+                attr("settings", "kvm_db_connect_timeout", "3"),
+                attr("settings", "kvm_plugin_timeout_preboot", "20"),
+                attr("settings", "kvm_disk_roots", "/state/kvm"),
+                attr(CONTAINER, "kvm_guests_save_timeout", "600"),
+                attr(CONTAINER, "kvm_guests_on_timeout", "destroy"),
+                // The VM's own has no say: the service reads the container's.
+                attr("settings", "kvm_guests_parallel", "9"),
+                Change::SetAttr {
+                    scope: Scope::Appliance("vm-container".into()),
+                    name: "kvm_guests_parallel".into(),
+                    value: "2".into(),
+                },
             ],
         ),
         (

@@ -60,6 +60,9 @@ pub enum Command {
         /// Only this VM's events.
         #[arg(long)]
         vm: Option<String>,
+        /// Only the events that happened on this container.
+        #[arg(long)]
+        container: Option<String>,
         /// The newest N events.
         #[arg(long, default_value_t = 50)]
         limit: u32,

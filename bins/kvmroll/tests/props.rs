@@ -546,6 +546,7 @@ fn start_ops(cpus: u32) -> Vec<Change> {
             disks: vec![Disk::parse("qcow2:/state/kvm/vm-a.qcow2,vda,virtio,10").unwrap()],
             nics: vec![],
             stale: false,
+            generation: 0,
         }),
     ]
 }
@@ -649,6 +650,7 @@ fn apply(store: &mut dyn Store, op: &Op, serial: &mut u64) -> Result<(), String>
                         disks: disks.clone(),
                         nics,
                         stale: false,
+                        generation: 0,
                     })])
                 })
                 .map(drop)

@@ -13,6 +13,7 @@ pub mod drift;
 pub mod events;
 pub mod hostfiles;
 pub mod location;
+pub mod metadata;
 pub mod model;
 pub mod pg;
 pub mod plugins;
@@ -32,7 +33,7 @@ pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{
-    init_store, open_store, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief,
-    VmDisk, DEFAULT_DB_PATH,
+    init_store, open_store, open_within, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus,
+    VmBrief, VmDisk, DEFAULT_DB_PATH,
 };
 pub use sys::{error_chain, now_ms};

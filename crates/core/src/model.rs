@@ -516,6 +516,11 @@ pub struct Vm {
     /// A refresh of its libvirt definition is owed (the container could not be
     /// reached when the database changed).
     pub stale: bool,
+    /// How many times a change altered the VM's rendered definition: each
+    /// definition carries the generation it was rendered at (its kvmroll
+    /// metadata), so a container can tell an old one without the database.
+    /// Kept by the store; [`crate::Cluster::plan`] bumps it.
+    pub generation: u64,
 }
 
 /// Parses a boolean attribute value the way Rocks' `str2bool` did.

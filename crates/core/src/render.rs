@@ -8,6 +8,8 @@
 use crate::attrs::{self, CpuMode, PinSets, Pinning};
 use crate::cluster::Cluster;
 use crate::cpuset;
+use crate::drift;
+use crate::metadata::{self, DiskSize, Metadata};
 use crate::model::{disk_index, DiskKind, NicKind, ValidationError, Vm, DRIVE_BUSES};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -79,6 +81,9 @@ pub enum RenderError {
         other: String,
         bus: &'static str,
     },
+    /// A fault of kvmroll's own: what it rendered does not parse.
+    #[error("VM {vm:?}: the rendered definition does not parse: {why}")]
+    Unparsable { vm: String, why: String },
 }
 
 /// The default CPU mode (the Rocks frontend's global default).
@@ -277,6 +282,9 @@ impl<'a> Renderer<'a> {
         );
         line(&mut x, 1, &format!("<name>{}</name>", esc(&vm.name)));
         line(&mut x, 1, &format!("<uuid>{}</uuid>", esc(&vm.uuid)));
+        // kvmroll's metadata goes here, once the rest is rendered: its facts
+        // are taken from the rendering.
+        let metadata_at = x.len();
         let kib = u64::from(vm.memory_mib) * 1024;
         line(&mut x, 1, &format!("<memory unit='KiB'>{kib}</memory>"));
         line(
@@ -438,6 +446,49 @@ impl<'a> Renderer<'a> {
         }
         line(&mut x, 1, "</devices>");
         line(&mut x, 0, "</domain>");
+        let mut meta = Metadata {
+            generation: vm.generation,
+            container: vm.container.clone(),
+            disks: vm
+                .disks
+                .iter()
+                .filter_map(|d| {
+                    d.size_gib.map(|size_gib| DiskSize {
+                        dev: d.dev.clone(),
+                        size_gib,
+                    })
+                })
+                .collect(),
+            ..Metadata::default()
+        };
+        for n in metadata::VM_SETTINGS {
+            if let Some(v) = checked(n)? {
+                meta.settings.insert(n.to_string(), v);
+            }
+        }
+        if let Some(container) = vm.container.as_deref().and_then(|n| c.hosts.get(n)) {
+            for n in metadata::CONTAINER_SETTINGS {
+                if let Some(v) = c.attr(container, n) {
+                    // Checked when set; a value the rules refuse since is
+                    // the service's to refuse, not this VM's rendering.
+                    let v = attrs::normalize(n, v).unwrap_or_else(|_| v.to_string());
+                    meta.container_settings.insert(n.to_string(), v);
+                }
+            }
+        }
+        // The rendering is well-formed by construction (attribute text is
+        // escaped, fragments were checked).
+        let doc = crate::xml::parse_document(&x).map_err(|e| RenderError::Unparsable {
+            vm: name.to_string(),
+            why: e.to_string(),
+        })?;
+        meta.facts = drift::project(&doc, None);
+        meta.sha256 = metadata::digest(&meta.facts);
+        let mut block = String::with_capacity(512);
+        line(&mut block, 1, "<metadata>");
+        block.push_str(&meta.to_xml());
+        line(&mut block, 1, "</metadata>");
+        x.insert_str(metadata_at, &block);
         Ok(x)
     }
 }

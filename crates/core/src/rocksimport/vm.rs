@@ -89,6 +89,7 @@ pub(super) fn build_vm(
             disks,
             nics,
             stale: false,
+            generation: 0,
         },
         notes,
     ))
