@@ -83,6 +83,7 @@ fn main() {
                 disks: vec![],
                 nics: vec![],
                 stale: false,
+                generation: 0,
             }));
         }
     }

@@ -60,6 +60,7 @@ fn main() {
                 model: "virtio".into(),
             }],
             stale: false,
+            generation: 0,
         }));
         if i % 2 == 0 {
             changes.push(Change::SetAttr {

@@ -25,13 +25,17 @@ pub struct Cli {
     /// The system root for libvirt's save folder and configuration (tests, chroots).
     #[arg(long, global = true, default_value = "/", hide = true)]
     pub root: PathBuf,
+    /// This container's libvirt [default: its libvirt_uri in the database, else qemu:///system].
+    #[arg(long, global = true, value_name = "URI")]
+    pub libvirt_uri: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// At boot: restore the kvm_autostart VMs from their saved images, cold-boot those without.
+    /// At boot: define this container's VMs libvirt lacks or has stale (from the database, when it
+    /// answers), then restore the kvm_autostart VMs from their saved images, cold-boot those without.
     Start,
     /// At shutdown: managed-save the running kvm_autostart VMs, shut the others down.
     Stop,

@@ -9,6 +9,7 @@ mod cli;
 mod conflicts;
 mod image;
 mod journal;
+mod known;
 mod logger;
 mod progress;
 mod service;
@@ -16,33 +17,97 @@ mod service;
 mod usage;
 
 use cli::{Cli, Command};
-use kvmroll_core::{open_store, OpenMode};
+use known::{Known, Source};
+use kvmroll_core::OpenMode;
 use serde::Serialize;
-use service::{Outcome, Service, ServiceError, Settings};
+use service::{Outcome, Service, ServiceError};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use kvmroll_core::error_chain as chain;
 
+/// How long the service waits for the database before it decides from
+/// libvirt's definitions.
+const DB_WAIT: Duration = Duration::from_secs(10);
+
+/// The service: what it knows of this container's VMs comes from the
+/// database when it answers; when it does not (a frontend down, a database
+/// file gone or broken), from the kvmroll metadata of libvirt's own
+/// definitions, with a warning. A host the database does not know is an
+/// error: the database answered.
 fn service(cli: &Cli) -> Result<Service, ServiceError> {
     let db = kvmroll_core::db_location(cli.db.clone())?;
-    let cluster = open_store(&db, OpenMode::ReadOnly)?.snapshot()?;
     let host = cli
         .host
         .clone()
         .unwrap_or_else(kvmroll_core::sys::local_short_hostname);
-    if !cluster.hosts.contains_key(&host) {
-        return Err(ServiceError::UnknownHost(host));
-    }
+    let cluster =
+        kvmroll_core::open_within(&db, OpenMode::ReadOnly, DB_WAIT).and_then(|s| s.snapshot());
+    let (uri, known) = match cluster {
+        Ok(cluster) => {
+            if !cluster.hosts.contains_key(&host) {
+                return Err(ServiceError::UnknownHost(host));
+            }
+            let uri = cli
+                .libvirt_uri
+                .clone()
+                .unwrap_or_else(|| cluster.libvirt_uri(&host));
+            (uri, Known::from_cluster(cluster, &host))
+        }
+        Err(e) => {
+            let why = chain(&e);
+            log::warn!(
+                "the kvmroll database is unreachable ({why}): deciding from libvirt's definitions"
+            );
+            let uri = cli
+                .libvirt_uri
+                .clone()
+                .unwrap_or_else(|| "qemu:///system".to_string());
+            let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &uri)?;
+            (uri, Known::from_definitions(hv.as_ref(), &host, why)?)
+        }
+    };
     Ok(Service {
-        uri: cluster.libvirt_uri(&host),
-        settings: Settings::of(&cluster, &host),
+        uri,
+        settings: known.settings.clone(),
+        known,
         host,
         root: cli.root.clone(),
         state_dir: cli.state_dir.clone(),
-        cluster,
     })
+}
+
+/// Hands the events this container's hook spooled to the database, where
+/// it answers: at boot, those a shutdown or an outage left behind.
+fn forward_spool(cli: &Cli) {
+    let Ok(db) = kvmroll_core::db_location(cli.db.clone()) else {
+        return;
+    };
+    let Ok(conf) = kvmroll_core::conf::Config::load() else {
+        return;
+    };
+    if conf.database() != db {
+        return;
+    }
+    let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);
+    match spool.forward_now(DB_WAIT, &mut || {
+        kvmroll_core::open_within(&db, OpenMode::ReadWrite, DB_WAIT)
+    }) {
+        Ok(done) if done.events > 0 => {
+            log::info!("{} spooled event(s) handed to the database", done.events)
+        }
+        Ok(done) => {
+            if let Some(why) = done.waiting {
+                log::warn!(
+                    "{} spooled event file(s) wait for the database: {why}",
+                    done.left
+                );
+            }
+        }
+        Err(e) => log::warn!("{}", chain(&e)),
+    }
 }
 
 #[derive(Serialize)]
@@ -59,37 +124,45 @@ fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
     let j = journal::Journal::load(&svc.journal_path())?;
     let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &svc.uri).ok();
     let mut rows = Vec::new();
-    for vm in svc.cluster.vms_on(&svc.host) {
-        let state = match hv.as_ref().map(|h| h.domain(&vm.name)) {
+    for (name, vm) in &svc.known.vms {
+        let state = match hv.as_ref().map(|h| h.domain(name)) {
             None => "libvirt unreachable".to_string(),
             Some(Ok(Some(d))) => format!("{:?}", d.state).to_lowercase(),
             Some(Ok(None)) => "not defined".to_string(),
             Some(Err(e)) => chain(&e),
         };
-        let img = image::path(&svc.root, &vm.name);
+        let img = image::path(&svc.root, name);
         let size = std::fs::metadata(&img).ok().map(|m| m.len());
         rows.push(VmStatus {
-            name: vm.name.clone(),
-            autostart: svc
-                .cluster
-                .attr_of(&vm.name, "kvm_autostart")
-                .and_then(kvmroll_core::model::parse_bool)
-                == Some(true),
+            name: name.clone(),
+            autostart: vm.autostart,
             state,
             saved_image: size.map(|_| img.display().to_string()),
             image_size: size,
-            journal: j.as_ref().and_then(|j| j.vms.get(&vm.name).cloned()),
+            journal: j.as_ref().and_then(|j| j.vms.get(name).cloned()),
         });
     }
     if json {
         #[derive(Serialize)]
         struct All<'a> {
             host: &'a str,
+            /// database, or definitions (the database did not answer).
+            known_from: &'static str,
+            /// Why the database did not answer.
+            unreachable: Option<&'a str>,
             phase: Option<journal::Phase>,
             vms: Vec<VmStatus>,
         }
         let all = All {
             host: &svc.host,
+            known_from: match svc.known.source {
+                Source::Database(_) => "database",
+                Source::Definitions(_) => "definitions",
+            },
+            unreachable: match &svc.known.source {
+                Source::Definitions(why) => Some(why),
+                Source::Database(_) => None,
+            },
             phase: j.as_ref().map(|j| j.phase),
             vms: rows,
         };
@@ -99,6 +172,9 @@ fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
     match &j {
         Some(j) => println!("host {}: last run {:?}", svc.host, j.phase),
         None => println!("host {}: no journal yet", svc.host),
+    }
+    if let Source::Definitions(why) = &svc.known.source {
+        println!("from libvirt's definitions: the database is unreachable ({why})");
     }
     println!(
         "{:<24} {:<9} {:<12} {:<14} JOURNAL",
@@ -135,6 +211,9 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
                 return Err(ServiceError::Conflict(conflict));
             }
             if matches!(cli.command, Command::Start) {
+                if matches!(svc.known.source, Source::Database(_)) {
+                    forward_spool(&cli);
+                }
                 service::start(&svc)
             } else {
                 // SIGTERM and SIGINT only set a flag; the stop's monitor loop

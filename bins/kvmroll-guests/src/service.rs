@@ -7,8 +7,8 @@
 
 use crate::image::{self, Verdict};
 use crate::journal::{Journal, Phase};
-use kvmroll_core::model::parse_bool;
-use kvmroll_core::Cluster;
+use crate::known::{Known, Settings};
+use kvmroll_core::metadata::Metadata;
 use kvmroll_virt::{Connector, DomainState, Hypervisor, Libvirt};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -42,44 +42,6 @@ pub enum ServiceError {
     UnknownHost(String),
 }
 
-/// The tunables, from the container's resolved attributes.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub parallel: usize,
-    pub save_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    pub destroy_on_timeout: bool,
-    pub start_delay: Duration,
-    /// Save around the page cache (`kvm_guests_bypass_cache`): stops run
-    /// faster, but four images written at once with direct I/O come out
-    /// fragmented and restore slower, so it is off unless asked for.
-    pub bypass_cache: bool,
-}
-
-impl Settings {
-    pub fn of(cluster: &Cluster, host: &str) -> Settings {
-        let num = |name: &str, default: u64| {
-            cluster
-                .attr_of(host, name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(default)
-        };
-        Settings {
-            // Saves are bound by the disk, not the CPUs: a few at once keep
-            // it busy without thrashing it.
-            parallel: num("kvm_guests_parallel", 4).max(1) as usize,
-            save_timeout: Duration::from_secs(num("kvm_guests_save_timeout", 300)),
-            shutdown_timeout: Duration::from_secs(num("kvm_guests_shutdown_timeout", 120)),
-            destroy_on_timeout: cluster.attr_of(host, "kvm_guests_on_timeout") == Some("destroy"),
-            start_delay: Duration::from_millis(num("kvm_guests_start_delay", 0)),
-            bypass_cache: cluster
-                .attr_of(host, "kvm_guests_bypass_cache")
-                .and_then(parse_bool)
-                == Some(true),
-        }
-    }
-}
-
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -87,7 +49,9 @@ pub struct Service {
     pub uri: String,
     pub root: PathBuf,
     pub state_dir: PathBuf,
-    pub cluster: Cluster,
+    /// This container's VMs, from the database or from libvirt.
+    pub known: Known,
+    /// The run's own settings ([`Known::settings`]).
     pub settings: Settings,
 }
 
@@ -100,22 +64,18 @@ impl Service {
         self.state_dir.join("quarantine")
     }
 
-    fn connect(&self) -> Result<Box<dyn Hypervisor>, ServiceError> {
+    pub fn connect(&self) -> Result<Box<dyn Hypervisor>, ServiceError> {
         Ok(Libvirt.connect(&self.uri)?)
     }
 
-    /// This container's VMs whose resolved `kvm_autostart` is true.
+    /// This container's VMs whose `kvm_autostart` is true.
     fn autostart(&self) -> BTreeSet<String> {
-        self.cluster
-            .vms_on(&self.host)
-            .filter(|vm| {
-                self.cluster
-                    .attr_of(&vm.name, "kvm_autostart")
-                    .and_then(parse_bool)
-                    == Some(true)
-            })
-            .map(|vm| vm.name.clone())
-            .collect()
+        self.known.autostart()
+    }
+
+    /// A VM's save and shutdown limits.
+    fn limits(&self, name: &str) -> &Settings {
+        self.known.limits(name)
     }
 }
 
@@ -294,7 +254,7 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
                     let (svc, shared) = (svc.clone(), shared.clone());
                     std::thread::spawn(move || {
                         let Ok(hv) = svc.connect() else { return };
-                        let state = shut_down(hv.as_ref(), &name, &svc.settings);
+                        let state = shut_down(hv.as_ref(), &name, svc.limits(&name));
                         log::info!("VM {name}: {state}");
                         shared.set(&name, state, "");
                     })
@@ -330,7 +290,7 @@ pub fn stop(svc: &Service, interrupted: &Arc<AtomicBool>) -> Result<Outcome, Ser
             if now >= *deadline {
                 log::warn!(
                     "VM {name}: save ran past {}s: aborting it",
-                    svc.settings.save_timeout.as_secs()
+                    svc.limits(name).save_timeout.as_secs()
                 );
                 if let Err(e) = hv.abort_job(name) {
                     log::warn!("VM {name}: cannot abort the save: {}", crate::chain(&e));
@@ -445,18 +405,18 @@ fn save_one(
     inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(name.to_string(), started + svc.settings.save_timeout);
+        .insert(name.to_string(), started + svc.limits(name).save_timeout);
     // An earlier stop, cut off, may have left this VM's save running in
     // libvirtd: let it finish rather than start a second one.
     let result = if save_in_flight(hv, name) {
         log::info!("VM {name}: a save begun earlier is still running; waiting for it");
-        wait_for_save(hv, name, svc.settings.save_timeout);
+        wait_for_save(hv, name, svc.limits(name).save_timeout);
         match hv.domain(name) {
             Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
-            _ => save(hv, name, svc.settings.bypass_cache),
+            _ => save(hv, name, svc.limits(name).bypass_cache),
         }
     } else {
-        save(hv, name, svc.settings.bypass_cache)
+        save(hv, name, svc.limits(name).bypass_cache)
     };
     inflight
         .lock()
@@ -483,7 +443,7 @@ fn save_one(
             let why = crate::chain(&e);
             log::warn!("VM {name}: save failed ({why}); asking it to shut down");
             shared.set(name, "save-failed", why.clone());
-            let state = shut_down(hv, name, &svc.settings);
+            let state = shut_down(hv, name, svc.limits(name));
             shared.set(name, state, format!("after a failed save: {why}"));
         }
     }
@@ -499,6 +459,9 @@ pub fn start(svc: &Service) -> Result<Outcome, ServiceError> {
     let mut journal = Journal::new(&svc.host, Phase::Starting);
     if let Some(old) = &old {
         journal.vms = old.vms.clone();
+    }
+    if let Some(cluster) = svc.known.cluster() {
+        define_from_database(hv.as_ref(), cluster, &svc.host);
     }
     let wanted: Vec<String> = svc.autostart().into_iter().collect();
     for name in &wanted {
@@ -604,6 +567,62 @@ pub fn start(svc: &Service) -> Result<Outcome, ServiceError> {
     })
 }
 
+/// Why libvirt's definition of a VM needs defining again from the
+/// database: it lacks kvmroll's metadata (defined before it), is of an
+/// older generation than the database's rows, or the VM is marked stale
+/// (a change that did not reach this container). `None`: it is current.
+fn stale_definition(xml: &str, vm: &kvmroll_core::Vm) -> Option<String> {
+    let meta = kvmroll_core::xml::parse_document(xml)
+        .ok()
+        .and_then(|doc| Metadata::find(&doc).ok().flatten());
+    match meta {
+        None => Some("it has no kvmroll metadata".into()),
+        Some(m) if m.generation < vm.generation => Some(format!(
+            "it is generation {}, the database's is {}",
+            m.generation, vm.generation
+        )),
+        Some(_) if vm.stale => Some("the database marks it stale".into()),
+        Some(_) => None,
+    }
+}
+
+/// At boot, with the database answering: defines in libvirt this
+/// container's VMs it lacks (a reinstalled container) or has stale (changes
+/// made while the container was down or unreachable), before any starts.
+/// A failure is logged; the VM is started with what libvirt has.
+fn define_from_database(hv: &dyn Hypervisor, cluster: &kvmroll_core::Cluster, host: &str) {
+    let mut renderer = kvmroll_core::Renderer::new(cluster);
+    for vm in cluster.vms_on(host) {
+        let name = &vm.name;
+        let why = match hv.domain(name) {
+            Ok(None) => Some("libvirt lacks it".to_string()),
+            Ok(Some(_)) => match hv.xml(name, true) {
+                Ok(xml) => stale_definition(&xml, vm),
+                Err(e) => {
+                    log::warn!(
+                        "VM {name}: cannot read its definition: {}",
+                        crate::chain(&e)
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                log::warn!("VM {name}: cannot look it up: {}", crate::chain(&e));
+                None
+            }
+        };
+        let Some(why) = why else { continue };
+        let defined = renderer
+            .render(name)
+            .map_err(|e| crate::chain(&e))
+            .and_then(|xml| hv.define(&xml).map_err(|e| crate::chain(&e)));
+        match defined {
+            Ok(()) => log::info!("VM {name}: defined from the database ({why})"),
+            Err(e) => log::error!("VM {name}: cannot define it from the database ({why}): {e}"),
+        }
+    }
+}
+
 /// Brings one VM back; returns its journal state and note.
 fn start_one(
     hv: &dyn Hypervisor,
@@ -615,8 +634,13 @@ fn start_one(
     let info = match hv.domain(name) {
         Ok(Some(d)) => d,
         Ok(None) => {
-            // Not defined (a reinstalled container): define it from the database.
-            match kvmroll_core::render_domain(&svc.cluster, name) {
+            // Not defined (a reinstalled container): define it from the
+            // database, where it answers.
+            let rendered = match svc.known.cluster() {
+                Some(c) => kvmroll_core::render_domain(c, name).map_err(|e| crate::chain(&e)),
+                None => Err("not defined in libvirt, and the database does not answer".into()),
+            };
+            match rendered {
                 Ok(xml) => {
                     if let Err(e) = hv.define(&xml) {
                         log::error!(
@@ -631,9 +655,9 @@ fn start_one(
                         _ => return ("failed", "vanished after its definition".into()),
                     }
                 }
-                Err(e) => {
-                    log::error!("VM {name}: cannot render it: {}", crate::chain(&e));
-                    return ("failed", crate::chain(&e));
+                Err(why) => {
+                    log::error!("VM {name}: cannot define it: {why}");
+                    return ("failed", why);
                 }
             }
         }
@@ -643,7 +667,7 @@ fn start_one(
     // wait for it to end, then act on what it left.
     let info = if info.saving || save_in_flight(hv, name) {
         log::info!("VM {name}: a save (an interrupted stop's) is still running; waiting for it");
-        wait_for_save(hv, name, svc.settings.save_timeout);
+        wait_for_save(hv, name, svc.limits(name).save_timeout);
         match hv.domain(name) {
             Ok(Some(d)) => d,
             Ok(None) => return ("failed", "vanished while its job ran".into()),
@@ -735,5 +759,50 @@ pub fn human(bytes: u64) -> String {
         b if b < 1 << 20 => format!("{} KiB", b.div_ceil(1024)),
         b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
         b => format!("{:.2} GiB", b as f64 / f64::from(1 << 30)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmroll_core::{Change, Cluster, Host, Vm};
+
+    /// A definition libvirt has is defined again from the database when it
+    /// lacks metadata, is of an older generation, or is marked stale.
+    #[test]
+    fn old_or_bare_definitions_are_stale() {
+        let mut c = Cluster::seeded();
+        c.apply(&Change::AddHost(Host::new("c0", "vm-container")))
+            .unwrap();
+        let vm = Vm {
+            id: 0,
+            name: "a".into(),
+            container: Some("c0".into()),
+            memory_mib: 64,
+            vcpus: 1,
+            uuid: "6f1c2a4e-0d4b-4f57-9a53-000000000001".into(),
+            cdrom: None,
+            virt_type: "kvm".into(),
+            disks: vec![],
+            nics: vec![],
+            stale: false,
+            generation: 0,
+        };
+        let plan = c.plan(&[Change::AddVm(vm)]).unwrap();
+        let current = plan.changed["a"].clone().unwrap();
+        let mut vm = plan.after.vm("a").unwrap().clone();
+        assert_eq!(stale_definition(&current, &vm), None);
+        let bare = "<domain type='kvm'><name>a</name></domain>";
+        assert!(stale_definition(bare, &vm)
+            .unwrap()
+            .contains("no kvmroll metadata"));
+        vm.generation += 1;
+        assert_eq!(
+            stale_definition(&current, &vm).unwrap(),
+            "it is generation 1, the database's is 2"
+        );
+        vm.generation -= 1;
+        vm.stale = true;
+        assert!(stale_definition(&current, &vm).is_some());
     }
 }

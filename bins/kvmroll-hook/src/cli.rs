@@ -10,10 +10,14 @@ use std::path::PathBuf;
 /// Called by libvirtd as /etc/libvirt/hooks/qemu VM OP SUBOP EXTRA with the
 /// domain XML on stdin. prepare begin runs the allocate plugins (database
 /// read-write), start begin the preboot plugins (read-only; the VM is
-/// compared with the database), restore begin and migrate begin the preboot
-/// filters (their XML goes back to libvirt on stdout), release end the
-/// shutdown plugins (all run; then a detached kvmroll vm sync), and every
-/// other event the on-OP plugins. Plugins live in ROOT/plugins/STAGE.d and
+/// compared with the facts of its kvmroll metadata), restore begin and
+/// migrate begin the preboot filters (their XML goes back to libvirt on
+/// stdout), release end the shutdown plugins (all run; then a detached
+/// kvmroll vm sync), and every other event the on-OP plugins. The VM is
+/// known from its definition's kvmroll metadata: the database is opened only
+/// at allocate and shutdown with plugins, and plugins are told when it does
+/// not answer. Events go to the container's spool, which a detached upkeep
+/// forwards to the database. Plugins live in ROOT/plugins/STAGE.d and
 /// ROOT/vms/VM/STAGE.d and must be owned by root and not writable by group
 /// or others.
 #[derive(Debug, Parser)]
@@ -22,7 +26,7 @@ use std::path::PathBuf;
     version,
     about,
     long_about,
-    after_long_help = "EXIT STATUS\n  0 libvirt may go on (always, for a VM the database does not know); 1 a stage refused, one line on stderr that libvirt shows; 2 a malformed call.\n\nFILES\n  /etc/libvirt/hooks/qemu (or qemu.d/kvmroll)  where it is installed\n  /etc/kvmroll/kvmroll.conf  db = PATH, root = DIR, host = NAME, kvmroll = PATH ($KVMROLL_CONF names another)\n  /etc/kvmroll/plugins/STAGE.d/, /etc/kvmroll/vms/VM/STAGE.d/  the plugins"
+    after_long_help = "EXIT STATUS\n  0 libvirt may go on (always, for a VM the database does not know); 1 a stage refused, one line on stderr that libvirt shows; 2 a malformed call.\n\nFILES\n  /etc/libvirt/hooks/qemu (or qemu.d/kvmroll)  where it is installed\n  /etc/kvmroll/kvmroll.conf  db = PATH, root = DIR, host = NAME, kvmroll = PATH, spool = DIR ($KVMROLL_CONF names another)\n  /etc/kvmroll/plugins/STAGE.d/, /etc/kvmroll/vms/VM/STAGE.d/  the plugins"
 )]
 pub struct Cli {
     #[command(subcommand)]

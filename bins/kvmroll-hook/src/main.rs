@@ -32,6 +32,7 @@ mod install;
 mod usage;
 
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 /// Marks the binary as kvmroll's hook, so `install` knows what it replaces.
 pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
@@ -133,8 +134,8 @@ fn hook(args: &[String]) -> u8 {
         }
     }
     // The refresh waits for this hook to exit before it lets `kvmroll vm
-    // sync` call libvirt; the upkeep checkpoints the database's WAL (two
-    // fsyncs: a millisecond here, far more on a busy disk).
+    // sync` call libvirt; the upkeep forwards the spooled events to the
+    // database, which may be a frontend that is slow, or down.
     if answer.refresh {
         let pid = std::process::id().to_string();
         spawn_detached(
@@ -143,7 +144,7 @@ fn hook(args: &[String]) -> u8 {
         );
     }
     if answer.upkeep {
-        spawn_detached(&["upkeep"], "the database upkeep");
+        spawn_detached(&["upkeep"], "the event spool's upkeep");
     }
     match answer.refusal {
         Some(reason) => {
@@ -176,27 +177,120 @@ fn spawn_detached(args: &[&str], what: &str) {
     }
 }
 
-/// The detached upkeep: checkpoints the hook's WAL into the database. Hooks
-/// of a burst may start several; the first does the work, the others find
-/// it done or give up waiting.
+/// How long the upkeep stays after the spool is empty, holding it: the
+/// hooks of a burst of events (a host starting its VMs) then start no
+/// upkeep of their own.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How often a lingering upkeep looks for new spool files.
+const LOOK: Duration = Duration::from_millis(20);
+
+/// The longest wait between two tries of a database that does not answer.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How long an upkeep keeps trying a database that does not answer; the
+/// next event, or `kvmroll-guests start`, starts another.
+const GIVE_UP: Duration = Duration::from_secs(24 * 3600);
+
+/// The detached upkeep: forwards the container's event spool to the
+/// database, each file in one transaction, oldest first; then checkpoints a
+/// WAL that grew long. It holds the spool while it works, lingers a moment
+/// for more, and, while the database does not answer, tries again every few
+/// seconds until it does: events of a frontend outage reach the database
+/// soon after it is back. Hooks of a burst may start several; the first
+/// holds the spool and the others leave at once.
 fn upkeep() -> u8 {
     init_syslog();
     let conf = match config::Config::load() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("no database upkeep: {}", chain(&e));
+            log::error!("no upkeep: {}", chain(&e));
             return 1;
         }
     };
-    let done = kvmroll_core::open_store(&conf.database(), kvmroll_core::OpenMode::ReadWriteFast)
-        .and_then(|s| s.upkeep(std::time::Duration::from_secs(2)));
-    match done {
-        Ok(()) => 0,
-        Err(e) => {
-            log::warn!("database upkeep failed: {}", chain(&e));
-            1
+    let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);
+    let mut store: Option<Box<dyn kvmroll_core::Store>> = None;
+    let mut open = || {
+        kvmroll_core::open_within(
+            &conf.database(),
+            kvmroll_core::OpenMode::ReadWrite,
+            Duration::from_secs(10),
+        )
+    };
+    let started = Instant::now();
+    let mut failing = false;
+    'held: loop {
+        let held = match spool.lock() {
+            Ok(Some(h)) => h,
+            // Another upkeep holds it (and looks again after it lets go),
+            // or there is no spool.
+            Ok(None) => return 0,
+            Err(e) => {
+                log::error!("no upkeep: {}", chain(&e));
+                return 1;
+            }
+        };
+        let mut wait = Duration::from_secs(1);
+        let mut idle = Instant::now();
+        loop {
+            let done = match spool.forward_to(&held, &mut store, &mut open) {
+                Ok(d) => d,
+                Err(e) => {
+                    log::error!("upkeep: {}", chain(&e));
+                    return 1;
+                }
+            };
+            if done.files > 0 {
+                idle = Instant::now();
+            }
+            match done.waiting {
+                Some(why) => {
+                    if !failing {
+                        log::warn!(
+                            "event spool {}: {} files wait for the database: {why}",
+                            spool.dir().display(),
+                            done.left
+                        );
+                        failing = true;
+                    }
+                    if started.elapsed() > GIVE_UP || !spool.dir().exists() {
+                        return 1;
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                None => {
+                    if failing {
+                        log::info!(
+                            "event spool {}: the database answers again",
+                            spool.dir().display()
+                        );
+                        failing = false;
+                    }
+                    wait = Duration::from_secs(1);
+                    if idle.elapsed() >= LINGER {
+                        break;
+                    }
+                    std::thread::sleep(LOOK);
+                }
+            }
+        }
+        drop(held);
+        // A file spooled while the spool was held, by a hook that saw it
+        // held and started no upkeep, is forwarded now, not at the next
+        // event.
+        if spool.pending().map_or(true, |p| p.is_empty()) {
+            break 'held;
         }
     }
+    if let Some(store) = &store {
+        if store.upkeep_due() {
+            if let Err(e) = store.upkeep(Duration::from_secs(2)) {
+                log::warn!("database upkeep failed: {}", chain(&e));
+            }
+        }
+    }
+    0
 }
 
 /// The detached refresh: wait for the hook (pid) to be gone, then run

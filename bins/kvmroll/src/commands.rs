@@ -5,6 +5,7 @@ use crate::cli::{
     ApplianceCmd, AttrCmd, Cli, Command, DbCmd, DiskCmd, EventsCmd, HostCmd, NicCmd, ScopeArgs,
     VmCmd,
 };
+use crate::import;
 use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
 use kvmroll_core::disks::{self, Roots, ROOTS_ATTR};
 use kvmroll_core::location::Location;
@@ -69,7 +70,8 @@ fn open_mode(command: &Command) -> OpenMode {
         Command::Host(HostCmd::Add { .. })
         | Command::Appliance(ApplianceCmd::Add { .. })
         | Command::Attr(AttrCmd::Set { .. })
-        | Command::Db(DbCmd::Init { .. } | DbCmd::Copy { .. }) => OpenMode::Create,
+        | Command::Db(DbCmd::Init { .. } | DbCmd::Copy { .. })
+        | Command::Import(_) => OpenMode::Create,
         Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
         | Command::Vm(
             VmCmd::Add { .. }
@@ -113,6 +115,9 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     if let Command::Db(cmd) = cli.command {
         return db(cmd, &path, mode, &mut out);
     }
+    if let Command::Import(cmd) = cli.command {
+        return import::run(cmd, &path, mode, &mut out);
+    }
     let store = open_store(&path, mode)?;
     let sync_mode = if cli.no_sync {
         SyncMode::Off
@@ -128,7 +133,7 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     };
     match cli.command {
         // Answered above, before the store was opened.
-        Command::Db(_) => Ok(Outcome::Done),
+        Command::Db(_) | Command::Import(_) => Ok(Outcome::Done),
         Command::Host(c) => app.host(c, &mut out),
         Command::Appliance(c) => app.appliance(c, &mut out),
         Command::Vm(c) => app.vm(c, &mut out),
@@ -140,9 +145,68 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Events {
             prune: None,
             vm,
+            container,
             limit,
             json,
-        } => app.events(vm, limit, json.json, &mut out),
+        } => {
+            forward_spool(&path);
+            app.events(vm, container, limit, json.json, &mut out)
+        }
+    }
+}
+
+/// Why libvirt's definition (`current`) does not carry the metadata of
+/// kvmroll's rendering (`rendered`): none (defined before kvmroll wrote
+/// it), an older generation, or other settings. The hook and
+/// kvmroll-guests decide from it when the database does not answer.
+fn metadata_differs(rendered: &str, current: &str) -> Option<String> {
+    use kvmroll_core::metadata::Metadata;
+    let read = |xml: &str| {
+        kvmroll_core::xml::parse_document(xml)
+            .ok()
+            .and_then(|d| Metadata::find(&d).ok().flatten())
+    };
+    let (want, have) = (read(rendered)?, read(current));
+    match have {
+        None => Some("it had no kvmroll metadata".into()),
+        Some(h) if h.generation != want.generation => Some(format!(
+            "its kvmroll metadata was generation {}, now {}",
+            h.generation, want.generation
+        )),
+        Some(h) if h != want => Some("its kvmroll metadata differs".into()),
+        Some(_) => None,
+    }
+}
+
+/// How long `kvmroll events` waits for the hook's own forwarder to hand
+/// the container's spooled events over.
+const SPOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// On a container, hands the events its hook spooled to the database
+/// before `kvmroll events` reads them, as the hook's detached upkeep does a
+/// moment after each event: what is shown is then up to date. Only the
+/// spool of this host's kvmroll.conf goes, and only to the database that
+/// configuration names (`--db` elsewhere reads it as it is). A spool this
+/// user cannot read, or a database that refuses, is left to the upkeep:
+/// the events are shown all the same.
+fn forward_spool(db: &Path) {
+    let Ok(conf) = kvmroll_core::conf::Config::load() else {
+        return;
+    };
+    if conf.database() != db {
+        return;
+    }
+    let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);
+    let done = spool.forward_now(SPOOL_WAIT, &mut || open_store(db, OpenMode::ReadWrite));
+    if let Ok(kvmroll_core::spool::Forwarded {
+        waiting: Some(why),
+        left,
+        ..
+    }) = done
+    {
+        eprintln!(
+            "kvmroll: {left} spooled event file(s) on this host wait for the database: {why}"
+        );
     }
 }
 
@@ -682,6 +746,7 @@ impl App<'_> {
                         disks: disks.clone(),
                         nics,
                         stale: false,
+                        generation: 0,
                     })])
                 })
                 .map(|(_, o)| o)
@@ -1045,8 +1110,11 @@ impl App<'_> {
                     return Ok("not defined in libvirt; nothing to refresh".to_string());
                 }
                 let current = hv.xml(&name, true).map_err(|e| chain(&e))?;
-                let diffs =
+                let mut diffs =
                     kvmroll_core::drift::compare(&xml, &current).map_err(|e| e.to_string())?;
+                if let Some(why) = metadata_differs(&xml, &current) {
+                    diffs.push(why);
+                }
                 if diffs.is_empty() && !stale {
                     return Ok("in step".to_string());
                 }
@@ -1158,12 +1226,14 @@ impl App<'_> {
     fn events(
         &mut self,
         vm: Option<String>,
+        container: Option<String>,
         limit: u32,
         json: bool,
         out: &mut dyn Write,
     ) -> Result<Outcome, Error> {
         let events = self.store.events(&kvmroll_core::EventFilter {
             vm,
+            container,
             limit: Some(limit),
         })?;
         if json {
@@ -1177,6 +1247,7 @@ impl App<'_> {
                     e.id.to_string(),
                     utc(e.time_ms),
                     e.vm.clone(),
+                    e.container.clone().unwrap_or_else(|| "-".into()),
                     e.stage.clone(),
                     format!("{} {}", e.op, e.subop),
                     e.plugin.as_deref().map_or("-".to_string(), |p| {
@@ -1192,7 +1263,16 @@ impl App<'_> {
         print_table(
             out,
             &[
-                "ID", "TIME", "VM", "STAGE", "EVENT", "PLUGIN", "OUTCOME", "STATUS", "TOOK",
+                "ID",
+                "TIME",
+                "VM",
+                "CONTAINER",
+                "STAGE",
+                "EVENT",
+                "PLUGIN",
+                "OUTCOME",
+                "STATUS",
+                "TOOK",
                 "MESSAGE",
             ],
             &rows,
@@ -1229,6 +1309,18 @@ impl App<'_> {
             )));
         }
         self.store.grow_disk(name, dev, gib)?;
+        // The definition holds the size (kvmroll's metadata), which the
+        // hook reads at the next start: it goes to libvirt now.
+        let after = self.store.snapshot()?;
+        let plan = Plan {
+            changed: [(
+                name.to_string(),
+                Some(kvmroll_core::render_domain(&after, name)?),
+            )]
+            .into(),
+            after,
+        };
+        let redefined = self.after_write(&plan)?;
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
             let uri = c.libvirt_uri(container);
             let live = self.sync.conn(&uri).and_then(|hv| {
@@ -1249,7 +1341,7 @@ impl App<'_> {
                         std::slice::from_ref(&disk.path),
                     )?;
                     eprintln!("kvmroll: VM {name}: disk {dev} is {gib} GiB, grown while it runs");
-                    return Ok(Outcome::Done);
+                    return Ok(redefined);
                 }
                 Ok(None) => {}
                 Err(e) => eprintln!(
@@ -1258,7 +1350,7 @@ impl App<'_> {
             }
         }
         eprintln!("kvmroll: VM {name}: disk {dev} grows to {gib} GiB at its next start");
-        Ok(Outcome::Done)
+        Ok(redefined)
     }
 
     fn remove_vm(&mut self, name: &str, delete_disks: bool) -> Result<Outcome, Error> {

@@ -335,6 +335,7 @@ mod tests {
                     cdrom: None,
                     virt_type: "kvm".into(),
                     stale: false,
+                    generation: 0,
                     disks: Vec::new(),
                     nics: Vec::new(),
                 };

@@ -1176,10 +1176,11 @@ fn db_init_makes_upgrades_or_leaves_a_database_and_refuses_a_foreign_file() {
         .unwrap()
         .execute_batch(
             "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             ALTER TABLE vms DROP COLUMN generation;
              PRAGMA user_version = 1;",
         )
         .unwrap();
-    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 3"));
+    assert!(said(kvmroll_at(&db, &["db", "init"])).contains("schema 1 to 4"));
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     assert_refused(
@@ -1208,7 +1209,7 @@ fn db_status_shows_engine_location_schema_and_counts(e: Engine) {
     for want in [
         format!("engine    {engine}"),
         format!("location  {}", f.shown()),
-        "schema    3".into(),
+        "schema    4".into(),
         "hosts     2".into(),
         "vms       1".into(),
         "events    0".into(),
@@ -2067,4 +2068,71 @@ fn a_postgresql_database_gets_kvmroll_tables_only_on_purpose() {
         "is not a kvmroll database",
     );
     assert!(other.state() == before);
+}
+
+/// On a container, `kvmroll events` hands the events its hook spooled to
+/// the database first (the database of this host's kvmroll.conf only),
+/// shows which container each happened on, and picks one with --container.
+#[test]
+fn events_forward_this_hosts_spool_and_filter_by_container() {
+    use kvmroll_core::events::{Event, Outcome};
+    let f = Fixture::on(Engine::Sqlite);
+    let dir = f.file("x").parent().unwrap().to_path_buf();
+    let conf = dir.join("kvmroll.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {}\nhost = vm-container-0-0\n", f.db),
+    )
+    .unwrap();
+    let event = |container: &str, message: &str| Event {
+        id: 0,
+        time_ms: kvmroll_core::now_ms(),
+        vm: "hosted-vm-0-0-0".into(),
+        stage: "preboot".into(),
+        op: "start".into(),
+        subop: "begin".into(),
+        plugin: None,
+        outcome: Outcome::Ok,
+        status: None,
+        duration_ms: 1,
+        message: message.into(),
+        container: Some(container.into()),
+    };
+    let spool = kvmroll_core::spool::Spool::new(dir.join("spool"), "vm-container-0-0");
+    spool
+        .write(&[
+            event("vm-container-0-0", "here"),
+            event("elsewhere", "there"),
+        ])
+        .unwrap();
+    let events = |extra: &[&str]| {
+        let out = f
+            .cmd()
+            .args(["events", "--json"])
+            .args(extra)
+            .env("KVMROLL_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(&[]), ["here", "there"]);
+    assert!(spool.pending().unwrap().is_empty());
+    assert_eq!(events(&["--container", "elsewhere"]), ["there"]);
+    // Shown once, though asked twice.
+    assert_eq!(events(&[]).len(), 2);
+    let table = f.ok(&["events"]);
+    assert!(
+        table.lines().next().unwrap().contains("CONTAINER"),
+        "{table}"
+    );
 }

@@ -384,9 +384,11 @@ const BOOL_ATTRS: &[&str] = &[
     "kvm",
     "kvm_autostart",
     "kvm_strict_definition",
+    "kvm_require_database",
     "kvm_guests_bypass_cache",
 ];
 const SECONDS_ATTRS: &[&str] = &[
+    "kvm_db_connect_timeout",
     "kvm_plugin_timeout_allocate",
     "kvm_plugin_timeout_preboot",
     "kvm_plugin_timeout_shutdown",

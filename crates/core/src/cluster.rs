@@ -119,7 +119,25 @@ pub struct Plan {
     pub after: Cluster,
     /// VMs whose rendered domain XML differs after the change, with the new
     /// XML (`None` when the VM was removed or can no longer be rendered).
+    /// Each such VM has a new generation in `after`, which its XML carries.
     pub changed: BTreeMap<String, Option<String>>,
+}
+
+impl Plan {
+    /// The VMs whose generation the write moves on, with the new number:
+    /// every store writes these in the write's own transaction, so that a
+    /// definition's generation names the database rows it was rendered from.
+    pub fn generations(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.changed
+            .iter()
+            .filter(|(_, xml)| xml.is_some())
+            .filter_map(|(name, _)| {
+                self.after
+                    .vms
+                    .get(name)
+                    .map(|vm| (name.as_str(), vm.generation))
+            })
+    }
 }
 
 impl Cluster {
@@ -398,6 +416,7 @@ impl Cluster {
                 self.hosts.insert(vm.name.clone(), own);
                 let mut vm = vm.clone();
                 vm.id = self.vms.values().map(|v| v.id).max().unwrap_or(0) + 1;
+                vm.generation = 0;
                 self.vms.insert(vm.name.clone(), vm);
             }
             Change::SetVm(vm) => {
@@ -407,6 +426,8 @@ impl Cluster {
                 let mut vm = vm.clone();
                 vm.id = old.id;
                 vm.uuid = old.uuid.clone();
+                // The store's to keep: only a plan moves it on.
+                vm.generation = old.generation;
                 if let Some(h) = self.hosts.get_mut(&vm.name) {
                     h.cpus = vm.vcpus;
                 }
@@ -527,6 +548,29 @@ impl Cluster {
                 }
             }
         }
+        drop(after_r);
+        // Each changed definition is a new generation of its VM, and carries
+        // it: rendered again, with the new number in its metadata.
+        let bumped: Vec<String> = changed
+            .iter()
+            .filter(|(_, xml)| xml.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &bumped {
+            if let Some(vm) = after.vms.get_mut(name) {
+                vm.generation = self.vms.get(name).map_or(0, |v| v.generation) + 1;
+            }
+        }
+        let mut again = Renderer::new(&after);
+        for name in bumped {
+            let xml = again
+                .render(&name)
+                .map_err(|source| ClusterError::WouldBreak {
+                    vm: name.clone(),
+                    source,
+                })?;
+            changed.insert(name, Some(xml));
+        }
         Ok(Plan { after, changed })
     }
 }
@@ -554,6 +598,7 @@ pub(crate) mod tests {
             disks: vec![],
             nics: vec![],
             stale: false,
+            generation: 0,
         }
     }
 

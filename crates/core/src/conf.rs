@@ -12,7 +12,12 @@
 //! host = vm-container-0-0            # this container's name (default: host name)
 //! kvmroll = /usr/local/bin/kvmroll   # the CLI, for plugins and refreshes
 //! passfile = /etc/kvmroll/db.pgpass  # a PostgreSQL database's credential (libpq format)
+//! spool = /var/lib/kvmroll/spool     # where the hook keeps events until the database has them
 //! ```
+//!
+//! `spool` defaults to the folder `spool` beside a database file (so a test's
+//! database in a temporary folder gets its spool there too), and to
+//! [`crate::spool::DEFAULT_SPOOL`] for a database given by URL.
 
 use crate::store::DEFAULT_DB_PATH;
 use std::path::{Path, PathBuf};
@@ -45,6 +50,17 @@ pub struct Config {
     pub kvmroll: PathBuf,
     /// The credential of a PostgreSQL database (a libpq passfile).
     pub passfile: Option<PathBuf>,
+    /// The container's event spool ([`crate::spool`]).
+    pub spool: PathBuf,
+}
+
+/// The spool of a configuration that names none: beside a database file, or
+/// the default one for a database elsewhere (a URL).
+fn default_spool(db: &Path) -> PathBuf {
+    match db.parent() {
+        Some(dir) if db.is_absolute() && dir != Path::new("/") => dir.join("spool"),
+        _ => PathBuf::from(crate::spool::DEFAULT_SPOOL),
+    }
 }
 
 /// The kvmroll CLI: the first that exists of /usr/local/bin and /usr/bin,
@@ -73,8 +89,10 @@ impl Config {
         host: Option<String>,
         kvmroll: Option<PathBuf>,
     ) -> Config {
+        let db = db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
         Config {
-            db: db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH)),
+            spool: default_spool(&db),
+            db,
             root: root.unwrap_or_else(|| PathBuf::from("/etc/kvmroll")),
             host: host.unwrap_or_else(crate::sys::local_short_hostname),
             kvmroll: kvmroll.unwrap_or_else(default_kvmroll),
@@ -97,7 +115,7 @@ impl Config {
     /// Parses `key = value` lines; `#` starts a comment.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let (mut db, mut root, mut host, mut kvmroll) = (None, None, None, None);
-        let mut passfile = None;
+        let (mut passfile, mut spool) = (None, None);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or_default().trim();
             if line.is_empty() {
@@ -136,13 +154,16 @@ impl Config {
                 "root" => root = Some(abs(value)?),
                 "kvmroll" => kvmroll = Some(abs(value)?),
                 "passfile" => passfile = Some(abs(value)?),
+                "spool" => spool = Some(abs(value)?),
                 "host" if !value.is_empty() => host = Some(value.to_string()),
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
+        let conf = Config::with(db, root, host, kvmroll);
         Ok(Config {
             passfile,
-            ..Config::with(db, root, host, kvmroll)
+            spool: spool.unwrap_or(conf.spool.clone()),
+            ..conf
         })
     }
 }
@@ -189,6 +210,11 @@ mod tests {
         assert_eq!(c.db, PathBuf::from("/x/k.db"));
         assert_eq!(c.root, PathBuf::from("/r"));
         assert_eq!(c.host, "c-0-0");
+        assert_eq!(c.spool, PathBuf::from("/x/spool"));
+        let c = Config::parse(Path::new("k.conf"), "db = /k.db\nspool = /s\n").unwrap();
+        assert_eq!(c.spool, PathBuf::from("/s"));
+        let c = Config::parse(Path::new("k.conf"), "host = h\n").unwrap();
+        assert_eq!(c.spool, PathBuf::from("/var/lib/kvmroll/spool"));
     }
 
     #[test]

@@ -325,6 +325,36 @@ pub fn prepare(
     }
 }
 
+/// Whether the disk's image is there and smaller than the disk's size (a
+/// raw file's length, a qcow2 image's virtual size): a grow may wait for it.
+/// A look only, without the walk [`prepare`] takes: nothing is changed.
+pub fn smaller_than_its_size(disk: &Disk) -> bool {
+    let Some(gib) = disk.size_gib else {
+        return false;
+    };
+    if disk.kind == DiskKind::Block {
+        return false;
+    }
+    let Ok(file) = File::open(&disk.path) else {
+        return false;
+    };
+    let bytes = if disk.kind == DiskKind::Qcow2 {
+        let mut header = [0u8; 32];
+        match file.read_exact_at(&mut header, 0) {
+            Ok(()) if &header[..4] == b"QFI\xfb" => {
+                u64::from_be_bytes(header[24..32].try_into().expect("eight bytes"))
+            }
+            _ => return false,
+        }
+    } else {
+        match file.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            _ => return false,
+        }
+    };
+    bytes < gib_bytes(gib)
+}
+
 /// Makes a missing image: the missing ones of its folders below `root`,
 /// then the image.
 fn make_missing(

@@ -8,8 +8,57 @@
 //! rendered XML matches libvirt's when libvirt's has every attribute and child
 //! the rendered one has (libvirt may have more). Devices are also counted, so
 //! a disk added behind kvmroll's back is a drift too.
+//!
+//! The same parts also have a canonical projection, [`project`]: one line
+//! per fact (`IDENTITY: VALUE`), sorted where order means nothing, computed
+//! alike from kvmroll's rendered XML and from libvirt's (which adds
+//! aliases, addresses, default attributes and devices, and rewrites CPU
+//! sets as ranges). Every definition carries its facts and their SHA-256 in
+//! kvmroll's metadata ([`crate::metadata`]), so the hook can name a drift
+//! line by line with no database ([`compare_facts`]).
 
+use crate::text::{clip, QUOTE_CHARS};
 use crate::xml::{parse_document, Element, FragmentError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Why XML from outside (libvirt's on the hook's stdin, a filter plugin's
+/// replacement) is not a whole domain of the VM it is for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("not well-formed domain XML: {0}")]
+    Malformed(FragmentError),
+    #[error("the root element is <{0}>, not <domain>")]
+    NotDomain(String),
+    #[error("the domain is named {found:?}, not {vm:?}")]
+    OtherName { found: String, vm: String },
+    #[error("the domain's UUID is {found}, not {uuid}")]
+    OtherUuid { found: String, uuid: String },
+}
+
+/// Checks that `xml` is a whole domain for VM `vm` (its name and, where
+/// known, its UUID). What an error quotes of the XML is clipped.
+pub fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), DomainError> {
+    let doc = parse_document(xml).map_err(DomainError::Malformed)?;
+    if doc.name != "domain" {
+        return Err(DomainError::NotDomain(clip(&doc.name, QUOTE_CHARS)));
+    }
+    let name = doc.child("name").map_or("", |n| n.text.trim());
+    if name != vm {
+        return Err(DomainError::OtherName {
+            found: clip(name, QUOTE_CHARS),
+            vm: vm.to_string(),
+        });
+    }
+    if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
+        if !got.text.trim().eq_ignore_ascii_case(want) {
+            return Err(DomainError::OtherUuid {
+                found: clip(got.text.trim(), QUOTE_CHARS),
+                uuid: want.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Does `actual` hold everything `expected` says?
 fn covers(actual: &Element, expected: &Element) -> bool {
@@ -119,6 +168,479 @@ pub fn compare(expected: &str, actual: &str) -> Result<Vec<String>, FragmentErro
     Ok(drift)
 }
 
+/// Device kinds whose every element kvmroll decides: one libvirt has and
+/// kvmroll did not render (a disk added by `virsh edit`) is a drift.
+const EXACT_DEVICES: [&str; 3] = ["disk", "interface", "hostdev"];
+
+/// Device kinds kvmroll renders but leaves to libvirt (it rewrites them).
+const UNDECIDED_DEVICES: [&str; 4] = ["serial", "console", "graphics", "emulator"];
+
+/// The identity that prefixes the other device kinds' facts.
+const DEVICE: &str = "device ";
+
+/// The facts of a domain: what kvmroll decides, one line each, in a fixed
+/// order. `kinds` are the device kinds beyond disks, NICs and host devices
+/// that count (those of `kvm_device_N`): `None` takes every kind the
+/// domain has but the undecided ones, which is right for kvmroll's own
+/// rendering only; for libvirt's XML pass those of the facts it is checked
+/// against ([`device_kinds`]), since libvirt adds devices of its own.
+pub fn project(domain: &Element, kinds: Option<&BTreeSet<String>>) -> Vec<String> {
+    let mut facts = Vec::new();
+    if let Some(m) = domain.child("memory") {
+        let kib = memory_kib(m.text.trim(), m.attr("unit"));
+        facts.push(format!(
+            "memory KiB: {}",
+            kib.map_or_else(|| clean(m.text.trim()), |k| k.to_string())
+        ));
+    }
+    if let Some(v) = domain.child("vcpu") {
+        let n = v.text.trim();
+        match v.attr("current").filter(|c| *c != n) {
+            Some(c) => facts.push(format!("vcpus: {} current={}", clean(n), clean(c))),
+            None => facts.push(format!("vcpus: {}", clean(n))),
+        }
+    }
+    if let Some(cpu) = domain.child("cpu") {
+        project_cpu(cpu, &mut facts);
+    }
+    if let Some(tune) = domain.child("cputune") {
+        let mut lines: Vec<String> = tune.children.iter().map(cputune_fact).collect();
+        lines.sort();
+        facts.extend(lines);
+    }
+    let boots: Vec<&str> = domain
+        .child("os")
+        .map(|os| {
+            os.children
+                .iter()
+                .filter(|c| c.name == "boot")
+                .filter_map(|b| b.attr("dev"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !boots.is_empty() {
+        facts.push(format!("boot: {}", clean(&boots.join(" "))));
+    }
+    let no_devices = Element {
+        name: "devices".into(),
+        attrs: vec![],
+        children: vec![],
+        text: String::new(),
+    };
+    let devices = domain.child("devices").unwrap_or(&no_devices);
+    let own_kinds: BTreeSet<String>;
+    let kinds = match kinds {
+        Some(k) => k,
+        None => {
+            own_kinds = devices
+                .children
+                .iter()
+                .map(|d| d.name.clone())
+                .filter(|n| {
+                    !EXACT_DEVICES.contains(&n.as_str()) && !UNDECIDED_DEVICES.contains(&n.as_str())
+                })
+                .collect();
+            &own_kinds
+        }
+    };
+    for kind in EXACT_DEVICES {
+        let mut lines: Vec<String> = devices
+            .children
+            .iter()
+            .filter(|d| d.name == kind)
+            .map(|d| match kind {
+                "disk" => disk_fact(d),
+                "interface" => nic_fact(d),
+                _ => hostdev_fact(d),
+            })
+            .collect();
+        lines.sort();
+        facts.extend(lines);
+    }
+    let mut others: Vec<String> = devices
+        .children
+        .iter()
+        .filter(|d| kinds.contains(&d.name))
+        .map(|d| {
+            let mut value = Vec::new();
+            for key in ["type", "model"] {
+                if let Some(v) = d.attr(key) {
+                    value.push(format!("{key}={}", clean(v)));
+                }
+            }
+            format!("{DEVICE}{}: {}", clean(&d.name), value.join(" "))
+        })
+        .collect();
+    others.sort();
+    facts.extend(others);
+    // Kept whole through XML text: no blank at either end.
+    for f in &mut facts {
+        f.truncate(f.trim_end().len());
+    }
+    facts
+}
+
+/// The device kinds named by `device KIND` facts: those [`project`] must
+/// count in libvirt's XML to compare it with them.
+pub fn device_kinds(facts: &[String]) -> BTreeSet<String> {
+    facts
+        .iter()
+        .filter_map(|f| f.strip_prefix(DEVICE))
+        .filter_map(|f| f.split_once(": ").map(|(kind, _)| kind.to_string()))
+        .collect()
+}
+
+/// A value kept on one line: control characters shown escaped.
+fn clean(v: &str) -> String {
+    if v.chars().any(char::is_control) {
+        v.escape_default().to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// `<memory>`'s value in KiB, from any of libvirt's units (rounded up, as
+/// libvirt does); `None` when it is not a number in a known unit.
+fn memory_kib(value: &str, unit: Option<&str>) -> Option<u64> {
+    let n: u64 = value.parse().ok()?;
+    let bytes: u64 = match unit.unwrap_or("KiB") {
+        "b" | "bytes" => 1,
+        "KB" => 1000,
+        "k" | "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "M" | "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "G" | "GiB" => 1 << 30,
+        "TB" => 1_000_000_000_000,
+        "T" | "TiB" => 1 << 40,
+        _ => return None,
+    };
+    Some(n.checked_mul(bytes)?.div_ceil(1024))
+}
+
+/// A CPU set as libvirt writes it (`0-3,5`); a value that is not one is
+/// kept as it is.
+fn cpu_set(spec: &str) -> String {
+    let Ok(set) = crate::cpuset::parse(spec) else {
+        return clean(spec);
+    };
+    let mut parts = Vec::new();
+    let mut it = set.iter().copied().peekable();
+    while let Some(first) = it.next() {
+        let mut last = first;
+        while it.peek() == Some(&(last + 1)) {
+            last += 1;
+            it.next();
+        }
+        parts.push(if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        });
+    }
+    parts.join(",")
+}
+
+/// The `<cpu>` facts: its mode (a custom CPU matches exactly unless it says
+/// otherwise), model, vendor, topology and each feature with its policy
+/// (libvirt's default, require, written out). libvirt's `check`,
+/// `migratable` and a model's `fallback` are its own.
+fn project_cpu(cpu: &Element, facts: &mut Vec<String>) {
+    let mode = cpu.attr("mode").unwrap_or("custom");
+    let mut line = format!("cpu: mode={}", clean(mode));
+    if mode == "custom" {
+        line.push_str(&format!(
+            " match={}",
+            clean(cpu.attr("match").unwrap_or("exact"))
+        ));
+    }
+    facts.push(line);
+    if let Some(m) = cpu.child("model").filter(|m| !m.text.trim().is_empty()) {
+        facts.push(format!("cpu model: {}", clean(m.text.trim())));
+    }
+    if let Some(v) = cpu.child("vendor") {
+        facts.push(format!("cpu vendor: {}", clean(v.text.trim())));
+    }
+    if let Some(t) = cpu.child("topology") {
+        let mut value = Vec::new();
+        for key in ["sockets", "dies", "cores", "threads"] {
+            match t.attr(key) {
+                // libvirt writes dies='1' where it was left out.
+                Some("1") if key == "dies" => {}
+                Some(v) => value.push(format!("{key}={}", clean(v))),
+                None => {}
+            }
+        }
+        facts.push(format!("cpu topology: {}", value.join(" ")));
+    }
+    let mut features: Vec<String> = cpu
+        .children
+        .iter()
+        .filter(|c| c.name == "feature")
+        .map(|f| {
+            format!(
+                "cpu feature {}: {}",
+                clean(f.attr("name").unwrap_or_default()),
+                clean(f.attr("policy").unwrap_or("require"))
+            )
+        })
+        .collect();
+    features.sort();
+    facts.extend(features);
+}
+
+/// One child of `<cputune>`: pins by the vCPU or I/O thread they pin, with
+/// their set in libvirt's form; anything else whole, canonically.
+fn cputune_fact(e: &Element) -> String {
+    let set = || cpu_set(e.attr("cpuset").unwrap_or_default());
+    match e.name.as_str() {
+        "vcpupin" => format!(
+            "cputune vcpupin {}: {}",
+            clean(e.attr("vcpu").unwrap_or_default()),
+            set()
+        ),
+        "iothreadpin" => format!(
+            "cputune iothreadpin {}: {}",
+            clean(e.attr("iothread").unwrap_or_default()),
+            set()
+        ),
+        "emulatorpin" => format!("cputune emulatorpin: {}", set()),
+        _ => format!("cputune {}: {}", clean(&e.name), canonical(e)),
+    }
+}
+
+/// An element's attributes (sorted, sets in libvirt's form), text and
+/// children, on one line.
+fn canonical(e: &Element) -> String {
+    let mut attrs: Vec<String> = e
+        .attrs
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "cpuset" | "vcpus" | "nodeset" => format!("{k}={}", cpu_set(v)),
+            _ => format!("{k}={}", clean(v)),
+        })
+        .collect();
+    attrs.sort();
+    let mut out = attrs.join(" ");
+    if !e.text.trim().is_empty() {
+        out.push_str(&format!(" [{}]", clean(e.text.trim())));
+    }
+    let mut kids: Vec<String> = e
+        .children
+        .iter()
+        .map(|c| format!("{}({})", c.name, canonical(c)))
+        .collect();
+    kids.sort();
+    for k in kids {
+        out.push(' ');
+        out.push_str(&k);
+    }
+    out.trim().to_string()
+}
+
+/// A disk by its target: device, type, bus, source and format, as libvirt
+/// fills them in where they are left out (a file disk, its bus from its
+/// name, raw).
+fn disk_fact(d: &Element) -> String {
+    let target = d.child("target");
+    let dev = target.and_then(|t| t.attr("dev")).unwrap_or_default();
+    let bus = target
+        .and_then(|t| t.attr("bus"))
+        .unwrap_or(match dev.get(..2) {
+            Some("vd") => "virtio",
+            Some("sd") => "scsi",
+            Some("hd") => "ide",
+            Some("fd") => "fdc",
+            _ => "",
+        });
+    let source = d
+        .child("source")
+        .and_then(|s| {
+            ["file", "dev", "dir", "name", "volume"]
+                .iter()
+                .find_map(|k| s.attr(k))
+        })
+        .unwrap_or_default();
+    let format = d
+        .child("driver")
+        .and_then(|dr| dr.attr("type"))
+        .unwrap_or("raw");
+    let mut line = format!(
+        "disk {}: device={} type={} bus={} source={} format={}",
+        clean(dev),
+        clean(d.attr("device").unwrap_or("disk")),
+        clean(d.attr("type").unwrap_or("file")),
+        clean(bus),
+        clean(source),
+        clean(format)
+    );
+    if d.child("readonly").is_some() {
+        line.push_str(" readonly");
+    }
+    line
+}
+
+/// A NIC by its MAC: type, source (and macvtap mode), VLAN tags, model.
+fn nic_fact(n: &Element) -> String {
+    let mac = n
+        .child("mac")
+        .and_then(|m| m.attr("address"))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let kind = n.attr("type").unwrap_or_default();
+    let mut line = format!("interface {}: type={}", clean(&mac), clean(kind));
+    if let Some(src) = n.child("source") {
+        let key = match kind {
+            "bridge" => "bridge",
+            "network" => "network",
+            _ => "dev",
+        };
+        let value = src
+            .attr(key)
+            .or_else(|| src.attrs.first().map(|(_, v)| v.as_str()));
+        if let Some(v) = value {
+            line.push_str(&format!(" source={}", clean(v)));
+        }
+        if let Some(mode) = src.attr("mode") {
+            line.push_str(&format!(" mode={}", clean(mode)));
+        }
+    }
+    if let Some(vlan) = n.child("vlan") {
+        let tags: Vec<&str> = vlan
+            .children
+            .iter()
+            .filter(|t| t.name == "tag")
+            .filter_map(|t| t.attr("id"))
+            .collect();
+        line.push_str(&format!(" vlan={}", clean(&tags.join(","))));
+    }
+    if let Some(model) = n.child("model").and_then(|m| m.attr("type")) {
+        line.push_str(&format!(" model={}", clean(model)));
+    }
+    line
+}
+
+/// A host device by what it passes through: a PCI address (in libvirt's
+/// `DDDD:BB:SS.F` form, whether written in hex or decimal), a USB
+/// vendor:product or address, or else its source whole.
+fn hostdev_fact(h: &Element) -> String {
+    let kind = h.attr("type").unwrap_or_default();
+    let source = h.child("source");
+    let address = source.and_then(|s| s.child("address"));
+    let num = |e: &Element, k: &str| -> Option<u64> {
+        let v = e.attr(k)?;
+        match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        }
+    };
+    let identity = match (kind, address) {
+        ("pci", Some(a)) => match (
+            num(a, "domain").or(Some(0)),
+            num(a, "bus"),
+            num(a, "slot"),
+            num(a, "function"),
+        ) {
+            (Some(d), Some(b), Some(s), Some(f)) => format!("{d:04x}:{b:02x}:{s:02x}.{f:x}"),
+            _ => canonical(a),
+        },
+        ("usb", _) => {
+            let id = |k: &str| {
+                source
+                    .and_then(|s| s.child(k))
+                    .and_then(|e| e.attr("id"))
+                    .map(str::to_ascii_lowercase)
+            };
+            match (id("vendor"), id("product"), address) {
+                (Some(v), Some(p), _) => format!("{v}:{p}"),
+                (_, _, Some(a)) => canonical(a),
+                _ => String::new(),
+            }
+        }
+        _ => source.map(canonical).unwrap_or_default(),
+    };
+    format!(
+        "hostdev {} {}: mode={}",
+        clean(kind),
+        clean(&identity),
+        clean(h.attr("mode").unwrap_or("subsystem"))
+    )
+}
+
+/// A fact's identity and value.
+fn split(fact: &str) -> (&str, &str) {
+    fact.split_once(": ").unwrap_or((fact, ""))
+}
+
+/// How `actual` (libvirt's facts, [`project`]ed with the kinds of
+/// `expected`) departs from `expected` (what kvmroll decided), one phrase
+/// per fact, naming it; empty when they agree.
+///
+/// Disks, NICs, host devices, memory, vCPUs, pins and the boot order must
+/// be exactly as decided. A CPU must have the decided mode, model,
+/// topology and features; libvirt adds features and a vendor when it
+/// starts a custom CPU, and starts a host-model CPU as the custom CPU it
+/// chose, so more is no drift. Other decided devices (`kvm_device_N`) must
+/// be there; libvirt adds devices of those kinds too (controllers).
+pub fn compare_facts(expected: &[String], actual: &[String]) -> Vec<String> {
+    let group = |facts: &[String]| -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in facts {
+            let (id, value) = split(f);
+            m.entry(id.to_string()).or_default().push(value.to_string());
+        }
+        for v in m.values_mut() {
+            v.sort();
+        }
+        m
+    };
+    let (want, have) = (group(expected), group(actual));
+    let mut drift = Vec::new();
+    let cpu_decided = want.contains_key("cpu");
+    for (id, values) in &want {
+        let got = have.get(id);
+        if id == "cpu" {
+            let mode = values.first().map(String::as_str).unwrap_or_default();
+            let now = got.and_then(|g| g.first()).map(String::as_str);
+            // libvirt starts a host-model CPU as the custom one it chose.
+            let expanded =
+                mode == "mode=host-model" && now.is_some_and(|n| n.starts_with("mode=custom"));
+            if now != Some(mode) && !expanded {
+                drift.push(changed(id, mode, now));
+            }
+            continue;
+        }
+        let subset = id.starts_with(DEVICE);
+        match got {
+            Some(g) if g == values => {}
+            Some(g) if subset && values.iter().all(|v| g.contains(v)) => {}
+            Some(g) => drift.push(changed(id, &values.join(", "), Some(&g.join(", ")))),
+            None => drift.push(changed(id, &values.join(", "), None)),
+        }
+    }
+    for (id, values) in &have {
+        if want.contains_key(id) || id.starts_with(DEVICE) {
+            continue;
+        }
+        // What libvirt adds to a CPU it starts (features, a vendor, a
+        // model for host-model), or all of a CPU kvmroll left to it; but a
+        // topology is only ever someone's edit.
+        if id.starts_with("cpu") && (!cpu_decided || id != "cpu topology") {
+            continue;
+        }
+        drift.push(format!("{id}: {} was added", values.join(", ")));
+    }
+    drift
+}
+
+/// One fact that changed, or went.
+fn changed(id: &str, was: &str, now: Option<&str>) -> String {
+    match now {
+        Some(now) => format!("{id}: {was} is now {now}"),
+        None => format!("{id}: {was} is gone"),
+    }
+}
+
 /// An element on one line, for messages.
 fn one_line(e: &Element) -> String {
     let mut s = format!("<{}", e.name);
@@ -169,6 +691,22 @@ mod tests {
     }
 
     #[test]
+    fn replacement_xml_must_be_the_same_vm() {
+        let x = "<domain type='kvm'><name>a</name><uuid>U</uuid></domain>";
+        assert!(check_domain(x, "a", Some("u")).is_ok());
+        let e = check_domain(x, "b", None).unwrap_err().to_string();
+        assert!(e.contains("named \"a\""), "{e}");
+        let e = check_domain(x, "a", Some("V")).unwrap_err().to_string();
+        assert!(e.contains("UUID"), "{e}");
+        assert!(check_domain("<network/>", "a", None).is_err());
+        let e = check_domain("<domain><name>a", "a", None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("not well-formed domain XML: "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn what_libvirt_adds_is_no_drift() {
         assert_eq!(
             compare(RENDERED, &libvirt(RENDERED)).unwrap(),
@@ -204,6 +742,148 @@ mod tests {
             let actual = libvirt(RENDERED).replace(from, to);
             let d = compare(RENDERED, &actual).unwrap();
             assert!(d.iter().any(|l| l.contains(what)), "{from} -> {to}: {d:?}");
+        }
+    }
+
+    /// Fixtures: kvmroll's renderings (`*-rendered.xml`, from `kvmroll-gen
+    /// domain`), what libvirt's test driver gave back for one
+    /// (`virsh -c test:///default define; dumpxml --inactive`), and what a
+    /// real libvirtd 9.0 with QEMU handed its hook, and kept, for the others
+    /// (`fxlive`: a custom CPU, pins, disks, a cdrom, a bridge and a macvtap
+    /// NIC, a watchdog; `fxhm`: a host-model CPU).
+    fn fixture(name: &str) -> Element {
+        let path = format!(
+            "{}/tests/fixtures/domain/{name}.xml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        parse_document(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn facts_of(rendered: &str) -> Vec<String> {
+        let doc = fixture(rendered);
+        let meta = crate::metadata::Metadata::find(&doc).unwrap().unwrap();
+        assert!(meta.intact(), "{rendered}");
+        // What the renderer wrote is the projection of what it rendered.
+        assert_eq!(project(&doc, None), meta.facts, "{rendered}");
+        meta.facts
+    }
+
+    fn libvirts(name: &str, facts: &[String]) -> Vec<String> {
+        project(&fixture(name), Some(&device_kinds(facts)))
+    }
+
+    #[test]
+    fn facts_are_the_same_from_kvmroll_and_from_libvirts_definition() {
+        for (rendered, defined) in [
+            ("fx-rendered", "fx-test-driver-inactive"),
+            ("fxlive-rendered", "fxlive-qemu-inactive"),
+        ] {
+            let facts = facts_of(rendered);
+            assert_eq!(libvirts(defined, &facts), facts, "{defined}");
+        }
+        // libvirt wrote the sets its own way, added a controller for each
+        // bus and a video device, an address and a target to each NIC.
+        let fx = facts_of("fx-rendered");
+        assert!(fx.contains(&"cputune vcpupin 2: 4-6".to_string()), "{fx:?}");
+        assert!(fx.contains(&"device watchdog: model=i6300esb".to_string()));
+    }
+
+    /// What a hook sees of a running domain: libvirt adds aliases, PCI
+    /// addresses, default devices, and starts a custom CPU with features
+    /// and a host-model one as the custom CPU it chose. No drift.
+    #[test]
+    fn a_started_or_restored_domain_is_no_drift() {
+        let live = facts_of("fxlive-rendered");
+        let started = libvirts("fxlive-qemu-start-begin", &live);
+        assert_ne!(started, live, "the CPU should have been expanded");
+        assert_eq!(compare_facts(&live, &started), Vec::<String>::new());
+        // A restore hands the saved definition, as it was defined.
+        assert_eq!(libvirts("fxlive-qemu-restore-begin", &live), live);
+        let hm = facts_of("fxhm-rendered");
+        assert!(hm.contains(&"cpu: mode=host-model".to_string()));
+        let got = libvirts("fxhm-qemu-start-begin", &hm);
+        assert!(
+            got.contains(&"cpu: mode=custom match=exact".to_string()),
+            "{got:?}"
+        );
+        assert_eq!(compare_facts(&hm, &got), Vec::<String>::new());
+    }
+
+    /// Each decided part that `virsh edit` changes is named, with what it
+    /// was and what it is now.
+    #[test]
+    fn edits_of_decided_parts_are_named_line_by_line() {
+        let facts = facts_of("fxlive-rendered");
+        let live = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/domain/fxlive-qemu-start-begin.xml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let cases = [
+            (
+                "<vcpu placement='static'>2</vcpu>",
+                "<vcpu placement='static'>3</vcpu>",
+                "vcpus: 2 is now 3",
+            ),
+            (
+                "<memory unit='KiB'>131072</memory>",
+                "<memory unit='MiB'>256</memory>",
+                "memory KiB: 131072 is now 262144",
+            ),
+            (
+                "<vcpupin vcpu='0' cpuset='1'/>",
+                "<vcpupin vcpu='0' cpuset='0'/>",
+                "cputune vcpupin 0: 1 is now 0",
+            ),
+            (
+                "<feature policy='disable' name='svm'/>",
+                "<feature policy='require' name='svm'/>",
+                "cpu feature svm: disable is now require",
+            ),
+            (
+                "<model fallback='forbid'>qemu64</model>",
+                "<model fallback='forbid'>kvm64</model>",
+                "cpu model: qemu64 is now kvm64",
+            ),
+            (
+                "<boot dev='cdrom'/>",
+                "",
+                "boot: cdrom network hd is now network hd",
+            ),
+            (
+                "<source bridge='br0'/>",
+                "<source bridge='br9'/>",
+                "source=br0 model=e1000 is now type=bridge source=br9",
+            ),
+            (
+                "<watchdog model='i6300esb' action='reset'>",
+                "<watchdog model='ib700' action='reset'>",
+                "device watchdog: model=i6300esb is now model=ib700",
+            ),
+            (
+                "</devices>",
+                "<disk type='file' device='disk'><source file='/x.img'/><target dev='vdz'/></disk></devices>",
+                "disk vdz: device=disk type=file bus=virtio source=/x.img format=raw was added",
+            ),
+            (
+                "<source file='/var/lib/kvmroll/fxlive-b.img' index='2'/>",
+                "<source file='/var/lib/kvmroll/other.img' index='2'/>",
+                "source=/var/lib/kvmroll/fxlive-b.img format=raw is now",
+            ),
+            (
+                "<cpu mode='custom' match='exact' check='full'>",
+                "<cpu mode='host-passthrough' check='none'>",
+                "cpu: mode=custom match=exact is now mode=host-passthrough",
+            ),
+        ];
+        for (from, to, said) in cases {
+            assert!(live.contains(from), "the fixture lacks {from}");
+            let edited = parse_document(&live.replacen(from, to, 1)).unwrap();
+            let drift = compare_facts(&facts, &project(&edited, Some(&device_kinds(&facts))));
+            assert!(
+                drift.iter().any(|d| d.contains(said)),
+                "{from} -> {to}: {drift:?}"
+            );
         }
     }
 

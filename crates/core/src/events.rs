@@ -18,8 +18,12 @@ pub enum Outcome {
     Refused,
     /// A VM the database does not know, passed through untouched.
     PassThrough,
-    /// libvirt's definition differs from the database.
+    /// libvirt's definition differs from what kvmroll decided.
     Drift,
+    /// libvirt's definition is an older generation than the database's.
+    Stale,
+    /// The database could not be reached; the event went on without it.
+    Unreachable,
 }
 
 impl Outcome {
@@ -31,6 +35,8 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::PassThrough => "pass-through",
             Outcome::Drift => "drift",
+            Outcome::Stale => "stale",
+            Outcome::Unreachable => "unreachable",
         }
     }
 
@@ -42,6 +48,8 @@ impl Outcome {
             "refused" => Outcome::Refused,
             "pass-through" => Outcome::PassThrough,
             "drift" => Outcome::Drift,
+            "stale" => Outcome::Stale,
+            "unreachable" => Outcome::Unreachable,
             _ => return None,
         })
     }
@@ -66,12 +74,19 @@ pub struct Event {
     pub duration_ms: u64,
     /// The first lines of the plugin's stderr, or the reason.
     pub message: String,
+    /// The container it happened on (`None` for events recorded before
+    /// kvmroll said so). Missing from a spool file written before it was
+    /// added: such a file is read all the same.
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 /// Which events to read back.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub vm: Option<String>,
+    /// Only those that happened on this container.
+    pub container: Option<String>,
     /// The newest N.
     pub limit: Option<u32>,
 }
@@ -95,6 +110,8 @@ mod tests {
             Outcome::Refused,
             Outcome::PassThrough,
             Outcome::Drift,
+            Outcome::Stale,
+            Outcome::Unreachable,
         ] {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }

@@ -14,10 +14,13 @@ pub mod drift;
 pub mod events;
 pub mod hostfiles;
 pub mod location;
+pub mod metadata;
 pub mod model;
 pub mod pg;
 pub mod plugins;
 pub mod render;
+pub mod rocksdump;
+pub mod rocksimport;
 pub mod spool;
 pub mod sqlite;
 pub mod store;
@@ -31,7 +34,7 @@ pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
 pub use render::{render_domain, RenderError, Renderer};
 pub use store::{
-    init_store, open_store, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief,
-    VmDisk, DEFAULT_DB_PATH,
+    init_store, open_store, open_within, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus,
+    VmBrief, VmDisk, DEFAULT_DB_PATH,
 };
 pub use sys::{error_chain, now_ms};

@@ -23,6 +23,7 @@
 //! forwarded and not deleted.
 
 use crate::events::Event;
+use crate::store::{Store, StoreError};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
@@ -72,7 +73,32 @@ pub struct Forwarded {
     pub bad: usize,
     /// Another forwarder held the spool: nothing was done.
     pub busy: bool,
+    /// Why the files left wait (the database's error), when some do.
+    pub waiting: Option<String>,
 }
+
+impl Forwarded {
+    /// Adds another round's counts to these.
+    fn add(&mut self, round: Forwarded) {
+        self.files += round.files;
+        self.events += round.events;
+        self.bad += round.bad;
+        self.left = round.left;
+        self.busy = round.busy;
+        self.waiting = round.waiting;
+    }
+}
+
+/// The spool's lock, held by one forwarder at a time (an exclusive `flock`
+/// on the spool folder, released when this is dropped or its process dies).
+#[derive(Debug)]
+pub struct SpoolLock {
+    _dir: std::fs::File,
+}
+
+/// How long a temporary file (a hook killed between writing its events
+/// and naming the file) is kept before it is swept away.
+const TEMPORARY_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A spool folder.
 #[derive(Debug, Clone)]
@@ -163,29 +189,25 @@ impl Spool {
     /// Reads one spool file's events with their origins; `None` for a file
     /// that is not whole JSON lines of events.
     fn read(&self, path: &Path) -> Result<Option<Vec<Spooled>>, SpoolError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpoolError::Read {
+        let bytes = std::fs::read(path).map_err(|source| SpoolError::Read {
             path: path.to_path_buf(),
             source,
-        });
-        let text = match text {
-            Ok(t) => t,
-            // Not UTF-8: torn or foreign, as below.
-            Err(SpoolError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
+        })?;
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        Ok(self.parse(&file, &bytes))
+    }
+
+    /// The events of spool file `file` whose bytes are `bytes`, with their
+    /// origins; `None` unless it is whole JSON lines of events (text that
+    /// is not UTF-8 is torn or foreign too).
+    pub fn parse(&self, file: &str, bytes: &[u8]) -> Option<Vec<Spooled>> {
+        let text = std::str::from_utf8(bytes).ok()?;
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            let Ok(event) = serde_json::from_str::<Event>(line) else {
-                return Ok(None);
-            };
+            let event = serde_json::from_str::<Event>(line).ok()?;
             out.push(Spooled {
                 origin: format!("{}/{file}#{i}", self.host),
                 event,
@@ -193,27 +215,39 @@ impl Spool {
         }
         // An empty file is what a power cut can leave of a rename whose data
         // never reached the disk.
-        Ok((!out.is_empty()).then_some(out))
+        (!out.is_empty()).then_some(out)
     }
 
     /// Hands every spooled file, oldest first, to `deliver`, which commits
     /// its events in one transaction (ignoring origins it already has);
     /// each file delivered is removed. The first failure stops the round,
-    /// so events of one VM are never delivered out of order.
+    /// so events of one VM are never delivered out of order. Does nothing
+    /// (`busy`) while another forwarder holds the spool.
     pub fn forward(
         &self,
         deliver: &mut dyn FnMut(&[Spooled]) -> Result<(), String>,
     ) -> Result<Forwarded, SpoolError> {
-        let mut done = Forwarded::default();
-        let files = self.pending()?;
-        if files.is_empty() {
-            return Ok(done);
+        if self.pending()?.is_empty() {
+            return Ok(Forwarded::default());
         }
-        let Some(_lock) = self.lock()? else {
-            done.busy = true;
-            return Ok(done);
+        let Some(held) = self.lock()? else {
+            return Ok(Forwarded {
+                busy: true,
+                ..Forwarded::default()
+            });
         };
-        // Read again under the lock: another forwarder may have finished.
+        self.forward_locked(&held, deliver)
+    }
+
+    /// [`Spool::forward`] by the holder of the spool's lock.
+    pub fn forward_locked(
+        &self,
+        _held: &SpoolLock,
+        deliver: &mut dyn FnMut(&[Spooled]) -> Result<(), String>,
+    ) -> Result<Forwarded, SpoolError> {
+        let mut done = Forwarded::default();
+        self.sweep();
+        // Read under the lock: another forwarder may have finished.
         let files = self.pending()?;
         for (i, path) in files.iter().enumerate() {
             let Some(events) = self.read(path)? else {
@@ -222,12 +256,8 @@ impl Spool {
                 continue;
             };
             if let Err(why) = deliver(&events) {
-                log::warn!(
-                    "event spool {}: {} files wait for the database: {why}",
-                    self.dir.display(),
-                    files.len() - i
-                );
                 done.left = files.len() - i;
+                done.waiting = Some(why);
                 return Ok(done);
             }
             if let Err(e) = std::fs::remove_file(path) {
@@ -241,18 +271,113 @@ impl Spool {
         Ok(done)
     }
 
-    /// An exclusive, non-blocking flock on the spool folder; `None` when
-    /// another process holds it.
-    fn lock(&self) -> Result<Option<std::fs::File>, SpoolError> {
-        let dir = std::fs::File::open(&self.dir).map_err(|source| SpoolError::Read {
-            path: self.dir.clone(),
-            source,
-        })?;
+    /// Forwards to a store, opened by `open` at the first file that needs
+    /// it and kept in `store` for the rounds after; a store that fails is
+    /// dropped, to be opened afresh next time. Rounds go on while files
+    /// are added meanwhile.
+    pub fn forward_to(
+        &self,
+        held: &SpoolLock,
+        store: &mut Option<Box<dyn Store>>,
+        open: &mut dyn FnMut() -> Result<Box<dyn Store>, StoreError>,
+    ) -> Result<Forwarded, SpoolError> {
+        let mut done = Forwarded::default();
+        loop {
+            let round = self.forward_locked(held, &mut |events| {
+                let s = match store.take() {
+                    Some(s) => s,
+                    None => open().map_err(|e| crate::error_chain(&e))?,
+                };
+                let s = store.insert(s);
+                match s.record_spooled(events) {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        *store = None;
+                        Err(crate::error_chain(&e))
+                    }
+                }
+            })?;
+            let stop = round.left > 0 || round.files == 0;
+            done.add(round);
+            if stop || self.pending()?.is_empty() {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Forwards the spool now, for a reader that wants the database up to
+    /// date (`kvmroll events`, `kvmroll-guests start`): while a forwarder
+    /// holds the spool it is given up to `wait` to empty it, else this one
+    /// takes the spool and forwards what is left itself.
+    pub fn forward_now(
+        &self,
+        wait: std::time::Duration,
+        open: &mut dyn FnMut() -> Result<Box<dyn Store>, StoreError>,
+    ) -> Result<Forwarded, SpoolError> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if self.pending()?.is_empty() {
+                return Ok(Forwarded::default());
+            }
+            if let Some(held) = self.lock()? {
+                return self.forward_to(&held, &mut None, open);
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(Forwarded {
+                    busy: true,
+                    ..Forwarded::default()
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Takes the spool's lock unless another process holds it (`None`);
+    /// `None` too when there is no spool folder, and nothing to forward.
+    pub fn lock(&self) -> Result<Option<SpoolLock>, SpoolError> {
+        let dir = match std::fs::File::open(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(SpoolError::Read {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
         // SAFETY: flock takes a descriptor we own and flags; it touches no
         // memory of ours.
         let r =
             unsafe { nix::libc::flock(dir.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
-        Ok((r == 0).then_some(dir))
+        Ok((r == 0).then_some(SpoolLock { _dir: dir }))
+    }
+
+    /// Whether a forwarder holds the spool now. One that does looks again
+    /// for files after it lets go, so a file spooled before this answer is
+    /// forwarded without another forwarder.
+    pub fn busy(&self) -> bool {
+        matches!(self.lock(), Ok(None)) && self.dir.exists()
+    }
+
+    /// Removes temporaries older than [`TEMPORARY_KEPT`]: what is left of a
+    /// hook killed before it named its file (those events never were).
+    fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > TEMPORARY_KEPT);
+            if name.starts_with('.') && name.ends_with(SUFFIX) && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Moves a file that cannot be read as events to `bad/`, keeping it for
@@ -293,6 +418,7 @@ mod tests {
             status: Some(0),
             duration_ms: 1,
             message: "a \"quoted\"\nline".into(),
+            container: Some("c".into()),
         }
     }
 
@@ -387,6 +513,46 @@ mod tests {
             .unwrap();
         assert_eq!((done.files, done.bad, n), (1, 2, 1));
         assert_eq!(std::fs::read_dir(t.path().join("bad")).unwrap().count(), 2);
+    }
+
+    /// The store is opened once for all files; one that cannot be opened
+    /// leaves every file for the next round, which opens it afresh; the
+    /// database then holds each event once.
+    #[test]
+    fn forwarding_to_a_store_keeps_files_until_it_answers() {
+        use crate::sqlite::SqliteStore;
+        use crate::store::OpenMode;
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("k.db");
+        let spool = Spool::new(t.path().join("spool"), "c");
+        for n in 0..3 {
+            spool.write(&[event("a", n), event("a", n + 10)]).unwrap();
+        }
+        let held = spool.lock().unwrap().unwrap();
+        assert!(spool.busy());
+        let mut store = None;
+        let mut opens = 0;
+        let mut open = || -> Result<Box<dyn Store>, StoreError> {
+            opens += 1;
+            Ok(Box::new(SqliteStore::open(&db, OpenMode::ReadWrite)?))
+        };
+        let done = spool.forward_to(&held, &mut store, &mut open).unwrap();
+        assert_eq!((done.files, done.left), (0, 3));
+        assert!(done.waiting.unwrap().contains("does not exist"));
+        drop(SqliteStore::open(&db, OpenMode::Create).unwrap());
+        let done = spool.forward_to(&held, &mut store, &mut open).unwrap();
+        assert_eq!((done.files, done.events, done.left), (3, 6, 0));
+        assert_eq!(opens, 2);
+        drop(held);
+        assert!(!spool.busy());
+        let times: Vec<i64> = SqliteStore::open(&db, OpenMode::ReadOnly)
+            .unwrap()
+            .events(&crate::EventFilter::default())
+            .unwrap()
+            .iter()
+            .map(|e| e.time_ms)
+            .collect();
+        assert_eq!(times, [0, 10, 1, 11, 2, 12]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::cluster::{Change, Cluster, ClusterError, Plan};
 use crate::copy::{Cell, Rows, TABLES};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
+use crate::spool::Spooled;
 use crate::store::{Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk};
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
@@ -124,6 +125,16 @@ const MIGRATIONS: &[&str] = &[
         path  TEXT NOT NULL,
         PRIMARY KEY (vm_id, path)
     );
+    "#,
+    // 4: events spooled on a container reach the database exactly once,
+    // keyed by their origin (HOST/FILE#N), and say which container they
+    // happened on; each VM counts the generations of its definition.
+    // Plain ALTER TABLE and a UNIQUE index: the same step on PostgreSQL.
+    r#"
+    ALTER TABLE events ADD COLUMN container TEXT;
+    ALTER TABLE events ADD COLUMN origin TEXT;
+    CREATE UNIQUE INDEX events_origin ON events(origin);
+    ALTER TABLE vms ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     "#,
 ];
 
@@ -403,7 +414,7 @@ impl SqliteStore {
         let mut st = tx
             .prepare(
                 "SELECT v.id, h.name, ct.name, v.memory_mib, v.vcpus, v.uuid, v.cdrom,
-                        v.virt_type, v.stale
+                        v.virt_type, v.stale, v.generation
                  FROM vms v JOIN hosts h ON h.id = v.host_id
                  LEFT JOIN hosts ct ON ct.id = v.container_id",
             )
@@ -420,6 +431,7 @@ impl SqliteStore {
                     cdrom: r.get(6)?,
                     virt_type: r.get(7)?,
                     stale: r.get::<_, i64>(8)? != 0,
+                    generation: r.get::<_, i64>(9)?.max(0) as u64,
                     disks: Vec::new(),
                     nics: Vec::new(),
                 })
@@ -801,6 +813,11 @@ fn sql(path: &Path, what: &'static str, source: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A generation as SQLite keeps it (a signed 64-bit integer).
+fn generation(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn put_attr(tx: &Transaction<'_>, scope: &Scope, name: &str, value: &str) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO attributes (scope, target, name, value) VALUES (?1, ?2, ?3, ?4)
@@ -849,8 +866,9 @@ fn put_vm(tx: &Transaction<'_>, vm: &Vm, insert: bool) -> rusqlite::Result<()> {
     if insert {
         let own = host_id(tx, &vm.name)?;
         tx.execute(
-            "INSERT INTO vms (id, host_id, container_id, memory_mib, vcpus, uuid, cdrom, virt_type, stale)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO vms (id, host_id, container_id, memory_mib, vcpus, uuid, cdrom, virt_type, stale,
+                              generation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 vm.id,
                 own,
@@ -860,7 +878,8 @@ fn put_vm(tx: &Transaction<'_>, vm: &Vm, insert: bool) -> rusqlite::Result<()> {
                 vm.uuid,
                 vm.cdrom,
                 vm.virt_type,
-                vm.stale
+                vm.stale,
+                generation(vm.generation)
             ],
         )?;
     } else {
@@ -980,7 +999,48 @@ fn vm_id(tx: &Transaction<'_>, vm: &str) -> rusqlite::Result<Option<i64>> {
 }
 
 const EVENT_COLUMNS: &str =
-    "id, time_ms, vm, stage, op, subop, plugin, outcome, status, duration_ms, message";
+    "id, time_ms, vm, stage, op, subop, plugin, outcome, status, duration_ms, message, container";
+
+/// Appends events, each with its origin (`None` for events recorded at once,
+/// which have none); an origin the table already has is skipped. Returns
+/// how many rows were added.
+fn insert_events<'a>(
+    tx: &Transaction<'_>,
+    path: &Path,
+    events: impl Iterator<Item = (&'a Event, Option<&'a str>)>,
+) -> Result<usize, StoreError> {
+    let q = |e| sql(path, "recording events", e);
+    // SQLite's upsert takes the UNIQUE index on origin as its target, as
+    // PostgreSQL's does; NULL origins never conflict.
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO events (time_ms, vm, stage, op, subop, plugin, outcome, status,
+                                 duration_ms, message, container, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (origin) DO NOTHING",
+        )
+        .map_err(q)?;
+    let mut added = 0;
+    for (e, origin) in events {
+        added += st
+            .execute(params![
+                e.time_ms,
+                e.vm,
+                e.stage,
+                e.op,
+                e.subop,
+                e.plugin,
+                e.outcome.as_str(),
+                e.status,
+                e.duration_ms as i64,
+                e.message,
+                e.container,
+                origin
+            ])
+            .map_err(q)?;
+    }
+    Ok(added)
+}
 
 impl Store for SqliteStore {
     fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError> {
@@ -989,7 +1049,7 @@ impl Store for SqliteStore {
         let row = self
             .conn
             .query_row(
-                "SELECT h.os, a.name, h.rack, v.uuid, ct.name
+                "SELECT h.os, a.name, h.rack, v.uuid, ct.name, v.generation
                  FROM vms v JOIN hosts h ON h.id = v.host_id
                  JOIN appliances a ON a.id = h.appliance_id
                  LEFT JOIN hosts ct ON ct.id = v.container_id
@@ -1002,12 +1062,13 @@ impl Store for SqliteStore {
                         r.get::<_, u32>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?,
                     ))
                 },
             )
             .optional()
             .map_err(q)?;
-        let Some((os, appliance, rack, uuid, container)) = row else {
+        let Some((os, appliance, rack, uuid, container, generation)) = row else {
             return Ok(None);
         };
         let mut st = self
@@ -1042,6 +1103,7 @@ impl Store for SqliteStore {
             name: name.to_string(),
             uuid,
             container,
+            generation: generation.max(0) as u64,
             attrs: found.into_iter().map(|(_, n, v)| (n, v)).collect(),
         }))
     }
@@ -1197,6 +1259,14 @@ impl Store for SqliteStore {
             params![id, dev, size_gib],
         )
         .map_err(q)?;
+        // The size is in the VM's definition (its kvmroll metadata).
+        if size != Some(size_gib) {
+            tx.execute(
+                "UPDATE vms SET generation = generation + 1 WHERE id = ?1",
+                [id],
+            )
+            .map_err(q)?;
+        }
         tx.execute(
             "INSERT OR IGNORE INTO disk_grows (vm_id, path) VALUES (?1, ?2)",
             params![id, path],
@@ -1216,34 +1286,26 @@ impl Store for SqliteStore {
         if self.mode == OpenMode::ReadOnly {
             return Err(StoreError::ReadOnly);
         }
-        let p = &self.path;
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| self.fail("starting to record events", e))?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO events (time_ms, vm, stage, op, subop, plugin, outcome, status,
-                                         duration_ms, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .map_err(|e| sql(p, "recording events", e))?;
-            for e in events {
-                st.execute(params![
-                    e.time_ms,
-                    e.vm,
-                    e.stage,
-                    e.op,
-                    e.subop,
-                    e.plugin,
-                    e.outcome.as_str(),
-                    e.status,
-                    e.duration_ms as i64,
-                    e.message
-                ])
-                .map_err(|e| sql(p, "recording events", e))?;
-            }
-        }
+        insert_events(&tx, &self.path, events.iter().map(|e| (e, None)))?;
         tx.commit().map_err(|e| self.fail("committing events", e))
+    }
+
+    fn record_spooled(&mut self, events: &[Spooled]) -> Result<usize, StoreError> {
+        if self.mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly);
+        }
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.fail("starting to record spooled events", e))?;
+        let added = insert_events(
+            &tx,
+            &self.path,
+            events.iter().map(|s| (&s.event, Some(s.origin.as_str()))),
+        )?;
+        tx.commit()
+            .map_err(|e| self.fail("committing spooled events", e))?;
+        Ok(added)
     }
 
     fn upkeep_due(&self) -> bool {
@@ -1275,11 +1337,12 @@ impl Store for SqliteStore {
         let limit = filter.limit.map_or(-1, i64::from);
         let text = format!(
             "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events
-             WHERE ?1 IS NULL OR vm = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+             WHERE (?1 IS NULL OR vm = ?1) AND (?3 IS NULL OR container = ?3)
+             ORDER BY id DESC LIMIT ?2) ORDER BY id"
         );
         let mut st = self.conn.prepare(&text).map_err(q)?;
         let rows = st
-            .query_map(params![filter.vm, limit], |r| {
+            .query_map(params![filter.vm, limit, filter.container], |r| {
                 Ok((
                     Event {
                         id: r.get(0)?,
@@ -1293,6 +1356,7 @@ impl Store for SqliteStore {
                         status: r.get(8)?,
                         duration_ms: r.get::<_, i64>(9)?.max(0) as u64,
                         message: r.get(10)?,
+                        container: r.get(11)?,
                     },
                     r.get::<_, String>(7)?,
                 ))
@@ -1437,6 +1501,14 @@ impl Store for SqliteStore {
         for change in &list {
             write(&tx, change, &plan.after).map_err(|e| sql(&self.path, "writing a change", e))?;
         }
+        for (vm, n) in plan.generations() {
+            tx.execute(
+                "UPDATE vms SET generation = ?2
+                 WHERE host_id = (SELECT id FROM hosts WHERE name = ?1)",
+                params![vm, generation(n)],
+            )
+            .map_err(|e| sql(&self.path, "writing a generation", e))?;
+        }
         tx.commit()
             .map_err(|e| self.fail("committing a write", e))?;
         Ok(plan)
@@ -1500,6 +1572,7 @@ mod tests {
             status: None,
             duration_ms: 1,
             message: String::new(),
+            container: None,
         }
     }
 
@@ -1624,6 +1697,45 @@ mod tests {
         assert_eq!(version, 1);
     }
 
+    /// Step 4 on a database of schema 3 that holds a VM and events: they
+    /// stay, the VM at generation 0 (its definition carries none), the
+    /// events with no origin or container.
+    #[test]
+    fn schema_3_upgrades_to_origins_containers_and_generations() {
+        let (d, mut s) = fresh();
+        s.update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("c", "vm-container")),
+                Change::AddVm(vm("v", "c", 1)),
+            ])
+        })
+        .unwrap();
+        s.record_events(&[ok_event("v", 1)]).unwrap();
+        drop(s);
+        let db = d.path().join("sub/k.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX events_origin;
+                 ALTER TABLE events DROP COLUMN origin;
+                 ALTER TABLE events DROP COLUMN container;
+                 ALTER TABLE vms DROP COLUMN generation;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        let (mut s, init) = SqliteStore::init(&db).unwrap();
+        assert_eq!(init, Init::Upgraded { from: 3 });
+        assert_eq!(s.vm_brief("v").unwrap().unwrap().generation, 0);
+        let old = s.events(&EventFilter::default()).unwrap();
+        assert_eq!((old.len(), old[0].container.as_deref()), (1, None));
+        let one = [Spooled {
+            origin: "c/1.events#0".into(),
+            event: ok_event("v", 2),
+        }];
+        assert_eq!(s.record_spooled(&one).unwrap(), 1);
+        assert_eq!(s.record_spooled(&one).unwrap(), 0);
+    }
+
     #[test]
     fn init_says_whether_it_created_upgraded_or_found_the_database() {
         let d = tempfile::tempdir().unwrap();
@@ -1631,10 +1743,11 @@ mod tests {
         assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Created);
         assert_eq!(SqliteStore::init(&db).unwrap().1, Init::Current);
         // Back to schema 1: step 2 makes the events table, step 3 the disk
-        // records.
+        // records, step 4 adds to the events and the VMs.
         let conn = Connection::open(&db).unwrap();
         conn.execute_batch(
             "DROP TABLE events; DROP TABLE made_images; DROP TABLE disk_grows;
+             ALTER TABLE vms DROP COLUMN generation;
              PRAGMA user_version = 1;",
         )
         .unwrap();

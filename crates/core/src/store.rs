@@ -7,6 +7,7 @@ use crate::copy::Rows;
 use crate::events::{Event, EventFilter};
 use crate::location::Location;
 use crate::model::Disk;
+use crate::spool::Spooled;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub struct VmBrief {
     pub name: String,
     pub uuid: String,
     pub container: Option<String>,
+    /// The generation of its rows ([`crate::Vm::generation`]).
+    pub generation: u64,
     pub attrs: BTreeMap<String, String>,
 }
 
@@ -132,6 +135,10 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
     #[error(transparent)]
     Refused(#[from] ClusterError),
+    /// The open did not finish within the caller's time limit
+    /// ([`open_within`]).
+    #[error("database {location} did not answer within {} ms", waited.as_millis())]
+    NoAnswer { location: String, waited: Duration },
     // Variants of a server engine (PostgreSQL). A `location` is shown as
     // users see it: never with its password.
     #[error(transparent)]
@@ -192,8 +199,9 @@ pub struct StoreStatus {
     pub events: u64,
 }
 
-/// What kvmroll needs of a database.
-pub trait Store {
+/// What kvmroll needs of a database. `Send`, so that an open can be left to
+/// a thread and waited for with a time limit ([`open_within`]).
+pub trait Store: Send {
     /// The whole cluster, read in one transaction.
     fn snapshot(&self) -> Result<Cluster, StoreError>;
 
@@ -230,11 +238,19 @@ pub trait Store {
 
     /// Sets the size of a VM's disk to `size_gib`, never smaller than it
     /// was, and asks for its image to grow at the VM's next start, in one
-    /// transaction. Returns the disk as it was.
+    /// transaction; a new size moves the VM's generation on, since its
+    /// definition's metadata holds the size. Returns the disk as it was.
     fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError>;
 
     /// Appends events in one transaction (allowed in every write mode).
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError>;
+
+    /// Appends events from a container's spool in one transaction, each
+    /// with its origin, skipping every origin the database already has
+    /// (`INSERT ... ON CONFLICT (origin) DO NOTHING`): a spool file handed
+    /// over twice (its forwarder killed between the commit and the unlink)
+    /// adds nothing the second time. Returns how many were added.
+    fn record_spooled(&mut self, events: &[Spooled]) -> Result<usize, StoreError>;
 
     /// Events, oldest first (the newest `limit` of them).
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
@@ -297,6 +313,36 @@ pub(crate) fn open_sqlite(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>,
         mode
     };
     Ok(Box::new(crate::sqlite::SqliteStore::open(path, mode)?))
+}
+
+/// Opens the store at `path` as [`open_store`] does, giving up after
+/// `limit`: the open runs on a thread of its own, left behind when it does
+/// not answer in time (a server that does not answer, a file locked by a
+/// migration). For callers with a deadline of their own, the hook first:
+/// libvirtd waits for it.
+pub fn open_within(
+    path: &Path,
+    mode: OpenMode,
+    limit: Duration,
+) -> Result<Box<dyn Store>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let at = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("open-store".into())
+        .spawn(move || {
+            // The receiver may be gone (timed out): nothing to tell.
+            let _ = tx.send(open_store(&at, mode));
+        });
+    if spawned.is_err() {
+        // No thread to spare: open here, without the limit.
+        return open_store(path, mode);
+    }
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(StoreError::NoAnswer {
+            location: path.display().to_string(),
+            waited: limit,
+        })
+    })
 }
 
 /// Makes the database at `path` if there is none, or upgrades it: what
@@ -411,6 +457,10 @@ impl Store for Unmade {
 
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
         self.made()?.record_events(events)
+    }
+
+    fn record_spooled(&mut self, events: &[Spooled]) -> Result<usize, StoreError> {
+        self.made()?.record_spooled(events)
     }
 
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {

@@ -29,6 +29,7 @@ use crate::copy::{Cell, Rows, TABLES};
 use crate::events::{Event, EventFilter, Outcome};
 use crate::location::PgLocation;
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
+use crate::spool::Spooled;
 use crate::store::{
     BackendError, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk,
 };
@@ -423,7 +424,7 @@ fn load(tx: &mut impl GenericClient) -> Result<Cluster, Fail> {
     let mut by_id = HashMap::new();
     for row in tx.query(
         "SELECT v.id, h.name, ct.name, v.memory_mib, v.vcpus, v.uuid, v.cdrom,
-                v.virt_type, v.stale
+                v.virt_type, v.stale, v.generation
          FROM vms v JOIN hosts h ON h.id = v.host_id
          LEFT JOIN hosts ct ON ct.id = v.container_id",
         &[],
@@ -438,6 +439,7 @@ fn load(tx: &mut impl GenericClient) -> Result<Cluster, Fail> {
             cdrom: row.try_get(6)?,
             virt_type: row.try_get(7)?,
             stale: row.try_get(8)?,
+            generation: row.try_get::<_, i64>(9)?.max(0) as u64,
             disks: Vec::new(),
             nics: Vec::new(),
         };
@@ -552,6 +554,47 @@ fn put_host(tx: &mut impl GenericClient, h: &Host, insert: bool) -> Result<(), p
     .map(|_| ())
 }
 
+/// A generation as PostgreSQL keeps it (BIGINT).
+fn generation(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Appends events, each with its origin (`None` for events recorded at once,
+/// which have none); an origin the table already has is skipped (NULLs never
+/// conflict). Returns how many rows were added.
+fn insert_events<'a>(
+    tx: &mut impl GenericClient,
+    events: impl Iterator<Item = (&'a Event, Option<&'a str>)>,
+) -> Result<usize, Fail> {
+    let insert = tx.prepare(
+        "INSERT INTO events (time_ms, vm, stage, op, subop, plugin, outcome, status,
+                             duration_ms, message, container, origin)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (origin) DO NOTHING",
+    )?;
+    let mut added = 0;
+    for (e, origin) in events {
+        added += tx.execute(
+            &insert,
+            &[
+                &e.time_ms,
+                &e.vm,
+                &e.stage,
+                &e.op,
+                &e.subop,
+                &e.plugin,
+                &e.outcome.as_str(),
+                &e.status,
+                &i64::try_from(e.duration_ms).unwrap_or(i64::MAX),
+                &e.message,
+                &e.container,
+                &origin,
+            ],
+        )?;
+    }
+    Ok(added as usize)
+}
+
 fn put_vm(tx: &mut impl GenericClient, vm: &Vm, insert: bool) -> Result<(), postgres::Error> {
     let host_id = "(SELECT id FROM hosts WHERE name = $2)";
     let cdrom = vm.cdrom.as_deref();
@@ -561,9 +604,9 @@ fn put_vm(tx: &mut impl GenericClient, vm: &Vm, insert: bool) -> Result<(), post
         tx.execute(
             &format!(
                 "INSERT INTO vms (id, host_id, container_id, memory_mib, vcpus, uuid, cdrom,
-                                  virt_type, stale)
+                                  virt_type, stale, generation)
                  VALUES ($1, {host_id}, (SELECT id FROM hosts WHERE name = $3), $4, $5, $6, $7,
-                         $8, $9)"
+                         $8, $9, $10)"
             ),
             &[
                 &vm.id,
@@ -575,6 +618,7 @@ fn put_vm(tx: &mut impl GenericClient, vm: &Vm, insert: bool) -> Result<(), post
                 &cdrom,
                 &vm.virt_type,
                 &vm.stale,
+                &generation(vm.generation),
             ],
         )?;
     } else {
@@ -802,6 +846,13 @@ impl Store for PgStore {
             for change in &list {
                 write(tx, change, &plan.after)?;
             }
+            for (vm, n) in plan.generations() {
+                tx.execute(
+                    "UPDATE vms SET generation = $2
+                     WHERE host_id = (SELECT id FROM hosts WHERE name = $1)",
+                    &[&vm, &generation(n)],
+                )?;
+            }
             Ok(plan)
         })
     }
@@ -809,7 +860,7 @@ impl Store for PgStore {
     fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError> {
         self.reading("looking up a VM", |tx| {
             let Some(row) = tx.query_opt(
-                "SELECT h.os, a.name, h.rack, v.uuid, ct.name
+                "SELECT h.os, a.name, h.rack, v.uuid, ct.name, v.generation
                  FROM vms v JOIN hosts h ON h.id = v.host_id
                  JOIN appliances a ON a.id = h.appliance_id
                  LEFT JOIN hosts ct ON ct.id = v.container_id
@@ -839,6 +890,7 @@ impl Store for PgStore {
                 name: name.to_string(),
                 uuid: row.try_get(3)?,
                 container: row.try_get(4)?,
+                generation: row.try_get::<_, i64>(5)?.max(0) as u64,
                 attrs,
             }))
         })
@@ -973,6 +1025,13 @@ impl Store for PgStore {
                 "UPDATE vm_disks SET size_gib = $3 WHERE vm_id = $1 AND dev = $2",
                 &[&id, &dev, &i64::from(size_gib)],
             )?;
+            // The size is in the VM's definition (its kvmroll metadata).
+            if size != Some(size_gib) {
+                tx.execute(
+                    "UPDATE vms SET generation = generation + 1 WHERE id = $1",
+                    &[&id],
+                )?;
+            }
             tx.execute(
                 "INSERT INTO disk_grows (vm_id, path) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&id, &path],
@@ -989,29 +1048,17 @@ impl Store for PgStore {
 
     fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
         self.writing("recording events", |tx| {
-            let insert = tx.prepare(
-                "INSERT INTO events (time_ms, vm, stage, op, subop, plugin, outcome, status,
-                                     duration_ms, message)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )?;
-            for e in events {
-                tx.execute(
-                    &insert,
-                    &[
-                        &e.time_ms,
-                        &e.vm,
-                        &e.stage,
-                        &e.op,
-                        &e.subop,
-                        &e.plugin,
-                        &e.outcome.as_str(),
-                        &e.status,
-                        &i64::try_from(e.duration_ms).unwrap_or(i64::MAX),
-                        &e.message,
-                    ],
-                )?;
-            }
+            insert_events(tx, events.iter().map(|e| (e, None)))?;
             Ok(())
+        })
+    }
+
+    fn record_spooled(&mut self, events: &[Spooled]) -> Result<usize, StoreError> {
+        self.writing("recording spooled events", |tx| {
+            insert_events(
+                tx,
+                events.iter().map(|s| (&s.event, Some(s.origin.as_str()))),
+            )
         })
     }
 
@@ -1020,11 +1067,12 @@ impl Store for PgStore {
         self.reading("reading events", |tx| {
             let rows = tx.query(
                 "SELECT * FROM (SELECT id, time_ms, vm, stage, op, subop, plugin, outcome,
-                                       status, duration_ms, message
-                                FROM events WHERE $1::text IS NULL OR vm = $1::text
+                                       status, duration_ms, message, container
+                                FROM events WHERE ($1::text IS NULL OR vm = $1::text)
+                                    AND ($3::text IS NULL OR container = $3::text)
                                 ORDER BY id DESC LIMIT $2) newest
                  ORDER BY id",
-                &[&filter.vm, &limit],
+                &[&filter.vm, &limit, &filter.container],
             )?;
             rows.iter()
                 .map(|r| {
@@ -1042,6 +1090,7 @@ impl Store for PgStore {
                         status: r.try_get(8)?,
                         duration_ms: r.try_get::<_, i64>(9)?.max(0) as u64,
                         message: r.try_get(10)?,
+                        container: r.try_get(11)?,
                     })
                 })
                 .collect()

@@ -110,6 +110,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (vm_id, path)
     );
     "#,
+    // 4: events spooled on a container reach the database exactly once,
+    // keyed by their origin (HOST/FILE#N), and say which container they
+    // happened on; each VM counts the generations of its definition.
+    r#"
+    ALTER TABLE events ADD COLUMN container TEXT;
+    ALTER TABLE events ADD COLUMN origin TEXT;
+    CREATE UNIQUE INDEX events_origin ON events(origin);
+    ALTER TABLE vms ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+    -- A containers' role granted before this step may update a VM's
+    -- columns (an allocate plugin moving it): now its generation too,
+    -- which every such change moves on.
+    DO $$
+    DECLARE r record;
+    BEGIN
+        FOR r IN SELECT DISTINCT grantee FROM information_schema.column_privileges
+                 WHERE table_name = 'vms' AND column_name = 'stale'
+                   AND privilege_type = 'UPDATE' AND grantee <> current_user
+        LOOP
+            EXECUTE format('GRANT UPDATE (generation) ON vms TO %I', r.grantee);
+        END LOOP;
+    END $$;
+    "#,
 ];
 
 /// The schema version this build writes: SQLite's, which the assertion
@@ -268,8 +290,8 @@ fn grants(role: &str, database: &str, schema: &str, policies: &[String; 3]) -> V
         format!("GRANT UPDATE (size_gib) ON vm_disks TO {r}"),
         format!("GRANT INSERT ON events TO {r}"),
         format!(
-            "GRANT UPDATE (container_id, memory_mib, vcpus, cdrom, virt_type, stale) \
-             ON vms TO {r}"
+            "GRANT UPDATE (container_id, memory_mib, vcpus, cdrom, virt_type, stale, \
+             generation) ON vms TO {r}"
         ),
         format!("GRANT UPDATE (cpus) ON hosts TO {r}"),
         format!("GRANT INSERT, DELETE ON vm_disks, vm_nics TO {r}"),

@@ -214,6 +214,7 @@ pub fn vm(name: &str, container: &str) -> Vm {
         disks: vec![],
         nics: vec![],
         stale: false,
+        generation: 0,
     }
 }
 
@@ -231,6 +232,7 @@ pub fn event(vm: &str, time_ms: i64) -> Event {
         status: Some(3),
         duration_ms: 12,
         message: "first line\nsecond line".into(),
+        container: Some("vm-container-0-0".into()),
     }
 }
 

@@ -288,6 +288,7 @@ fn an_older_schema_is_upgraded_by_a_writer_and_not_by_a_reader() {
     db.admin()
         .batch_execute(
             "DROP TABLE events, made_images, disk_grows;
+             ALTER TABLE vms DROP COLUMN generation;
              UPDATE kvmroll_meta SET value = '1' WHERE key = 'schema_version'",
         )
         .unwrap();
@@ -660,4 +661,56 @@ mod tls {
         .unwrap_err();
         assert!(one_line(&err).contains("sslrootcert"), "{}", one_line(&err));
     }
+}
+
+/// Step 4 adds the VMs' generations, which every change to a VM moves on:
+/// a containers' role granted before it may still move a VM (an allocate
+/// plugin's write) once the administrator's upgrade ran, and records
+/// spooled events once.
+#[test]
+fn a_containers_role_of_schema_3_moves_vms_after_step_4() {
+    let Some(db) = TestDb::create("step4") else {
+        return;
+    };
+    let mut admin_store = open(&db.location, OpenMode::Create).unwrap();
+    admin_store
+        .update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("a", "vm-container")),
+                Change::AddHost(Host::new("b", "vm-container")),
+                Change::AddVm(vm("v", "a")),
+            ])
+        })
+        .unwrap();
+    let role = format!("kvmroll_s4_{}", std::process::id());
+    admin_store
+        .grant_container_role(&role, Some("ct-secret"))
+        .unwrap();
+    drop(admin_store);
+    // Back to schema 3, as the role was granted before step 4.
+    db.admin()
+        .batch_execute(
+            "DROP INDEX events_origin;
+             ALTER TABLE events DROP COLUMN origin, DROP COLUMN container;
+             ALTER TABLE vms DROP COLUMN generation;
+             UPDATE kvmroll_meta SET value = '3' WHERE key = 'schema_version'",
+        )
+        .unwrap();
+    open(&db.location, OpenMode::ReadWrite).unwrap();
+    let loc = db.as_user(&role, Some("ct-secret"));
+    let mut ct = open(&loc, OpenMode::ReadWriteFast).unwrap_or_else(|e| panic!("{}", one_line(&e)));
+    let before = ct.vm_brief("v").unwrap().unwrap().generation;
+    ct.update(&mut |c| {
+        let mut v = c.vm("v").unwrap().clone();
+        v.container = Some("b".into());
+        Ok(vec![Change::SetVm(v)])
+    })
+    .unwrap_or_else(|e| panic!("{}", one_line(&e)));
+    assert_eq!(ct.vm_brief("v").unwrap().unwrap().generation, before + 1);
+    let spooled = [kvmroll_core::spool::Spooled {
+        origin: "a/1.events#0".into(),
+        event: event("v", 1),
+    }];
+    assert_eq!(ct.record_spooled(&spooled).unwrap(), 1);
+    assert_eq!(ct.record_spooled(&spooled).unwrap(), 0);
 }
