@@ -202,10 +202,7 @@ fn inline_commands(roff: &mut Roff, cmd: &Command) {
 
 /// The page of a built command.
 pub fn command_page(cmd: &Command, t: &Text<'_>) -> Page {
-    let mut r = Roff::new();
-    title(&mut r, &t.name, t.section);
-    r.control("SH", ["NAME"]);
-    r.text([roman(format!("{} - {}", t.name, t.what))]);
+    let mut r = head(t);
 
     r.control("SH", ["SYNOPSIS"]);
     match t.md.and_then(|d| d.section("SYNOPSIS")) {
@@ -254,30 +251,36 @@ pub fn command_page(cmd: &Command, t: &Text<'_>) -> Page {
         }
     }
 
-    if let Some(doc) = t.md {
-        prose(&mut r, doc);
-    }
-    see_also(&mut r, &t.see_also);
-    Page {
-        name: t.name.clone(),
-        section: t.section.to_string(),
-        roff: r.to_roff(),
-    }
+    finish(r, t)
 }
 
 /// A page of Markdown alone (kvmroll-attributes(7)).
 pub fn markdown_page(doc: &Doc, t: &Text<'_>) -> Page {
-    let mut r = Roff::new();
-    title(&mut r, &t.name, t.section);
-    r.control("SH", ["NAME"]);
-    r.text([roman(format!("{} - {}", t.name, t.what))]);
+    let mut r = head(t);
     for heading in ["SYNOPSIS", "DESCRIPTION"] {
         if let Some(lines) = doc.section(heading) {
             r.control("SH", [heading]);
             markdown::body(&mut r, lines);
         }
     }
-    prose(&mut r, doc);
+    finish(r, t)
+}
+
+/// A page's start: its title and NAME line.
+fn head(t: &Text<'_>) -> Roff {
+    let mut r = Roff::new();
+    title(&mut r, &t.name, t.section);
+    r.control("SH", ["NAME"]);
+    r.text([roman(format!("{} - {}", t.name, t.what))]);
+    r
+}
+
+/// A page's end: its Markdown's sections that are not built otherwise,
+/// and SEE ALSO.
+fn finish(mut r: Roff, t: &Text<'_>) -> Page {
+    if let Some(doc) = t.md {
+        prose(&mut r, doc);
+    }
     see_also(&mut r, &t.see_also);
     Page {
         name: t.name.clone(),
