@@ -88,7 +88,7 @@ Version: $version
 Architecture: $debarch
 Maintainer: $maintainer
 Installed-Size: $size
-Depends: $shlibs, libvirt-daemon-driver-qemu | libvirt-daemon-system, qemu-system-x86 | qemu-kvm, systemd
+Depends: $shlibs, libvirt-daemon-driver-qemu | libvirt-daemon-system, qemu-system-x86 | qemu-kvm
 Section: admin
 Priority: optional
 Description: libvirt VM management for Rocks-style clusters
