@@ -84,7 +84,9 @@ fn arguments(cmd: &Command, globals: bool) -> Vec<&Arg> {
 fn usage(cmd: &Command) -> String {
     let text = cmd.clone().render_usage().to_string();
     let text = text.trim();
-    text.strip_prefix("Usage: ").unwrap_or(text).to_string()
+    // clap's first line of several (a command with arguments and subcommands).
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("Usage: ").unwrap_or(first).to_string()
 }
 
 /// The tag of an option's entry: `-s`, `--long VALUE` or a positional's
@@ -209,11 +211,12 @@ pub fn command_page(cmd: &Command, t: &Text<'_>) -> Page {
         Some(lines) => markdown::body(&mut r, lines),
         None => {
             let mut lines = vec![usage(cmd)];
-            if t.split.is_none() {
-                lines = leaves(cmd).iter().map(|c| usage(c)).collect();
-                if lines.is_empty() {
-                    lines.push(usage(cmd));
+            if t.split.is_none() && subcommands(cmd).next().is_some() {
+                // A command that runs by itself too (`events`) keeps its line.
+                if arguments(cmd, false).is_empty() {
+                    lines.clear();
                 }
+                lines.extend(leaves(cmd).iter().map(|c| usage(c)));
             }
             r.control("nf", []);
             for l in lines {
@@ -331,6 +334,37 @@ fn see_also(r: &mut Roff, pages: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_also_runs_alone_keeps_its_synopsis_line() {
+        let mut cmd = Command::new("events")
+            .bin_name("kvmroll events")
+            .arg(clap::Arg::new("vm").long("vm"))
+            .subcommand(Command::new("prune").about("Delete old events."))
+            .args_conflicts_with_subcommands(true)
+            .disable_help_subcommand(true);
+        cmd.build();
+        let page = command_page(
+            &cmd,
+            &Text {
+                name: "kvmroll-events".into(),
+                what: "events".into(),
+                section: "1",
+                md: None,
+                split: None,
+                see_also: vec!["kvmroll(1)".into()],
+            },
+        );
+        let synopsis = page.roff.split(".SH SYNOPSIS\n").nth(1).unwrap();
+        let synopsis = synopsis.split(".SH").next().unwrap();
+        assert!(synopsis.contains("kvmroll events [OPTIONS]"), "{synopsis}");
+        assert!(synopsis.contains("kvmroll events prune"), "{synopsis}");
+        assert!(
+            page.roff.contains(".SS \"kvmroll events prune\""),
+            "{}",
+            page.roff
+        );
+    }
 
     #[test]
     fn what_reads_as_a_name_line() {
