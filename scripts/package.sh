@@ -65,7 +65,8 @@ with_maintainer() {
 
 # --- .deb ------------------------------------------------------------------
 deb=$work/deb
-cp -a "$stage" "$deb"
+# Hard links: the three trees share their files (the binaries are large).
+cp -al "$stage" "$deb"
 mkdir -p "$deb/DEBIAN"
 date=$(date -R -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")
 printf 'kvmroll (%s) unstable; urgency=medium\n\n  * Built from the kvmroll workspace (scripts/package.sh).\n\n -- %s  %s\n' \
@@ -108,7 +109,7 @@ dpkg-deb --root-owner-group -Zxz --build "$deb" "$debfile" >/dev/null
 
 # --- .rpm ------------------------------------------------------------------
 rpmroot=$work/rpmroot
-cp -a "$stage" "$rpmroot"
+cp -al "$stage" "$rpmroot"
 # RHEL's zsh looks in site-functions.
 mkdir -p "$rpmroot/usr/share/zsh/site-functions"
 mv "$rpmroot"/usr/share/zsh/vendor-completions/* "$rpmroot/usr/share/zsh/site-functions/"
