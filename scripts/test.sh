@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run): installs what is missing,
-# checks formatting and lints, builds, brings up a real libvirtd, and runs the
-# unit, golden, CLI and end-to-end tests against it.
+# checks formatting and lints, builds, brings up a real libvirtd, runs the
+# unit, golden, property, CLI and end-to-end tests against it, then fuzzes
+# every parser of outside input for a bounded time (scripts/fuzz.sh, 30 s a
+# target; KVMROLL_FUZZ_SECONDS changes it).
 #
 #   scripts/test.sh            everything
 #
@@ -30,6 +32,11 @@ step "libvirtd, with the built hook installed before it starts"
 E2E=/var/lib/kvmroll/e2e
 scripts/hook-setup.sh debug "$E2E/kvmroll.db" "$E2E/etc"
 
+step "a private PostgreSQL server for the store tests"
+pg_dir=$(mktemp -d /tmp/kvmroll-pg.XXXXXX)
+trap 'scripts/pg-test-server.sh stop "$pg_dir" || true; rm -rf "$pg_dir"' EXIT
+export "$(scripts/pg-test-server.sh start "$pg_dir")"
+
 step "tests (unit, golden, CLI, end-to-end)"
 export KVMROLL_E2E=1
 log=$(mktemp /tmp/kvmroll-test.XXXXXX.log)
@@ -57,5 +64,13 @@ f=$(sed -n 's/^package-test: [0-9]* passed, \([0-9]*\) failed$/\1/p' "$pkg_log")
 passed=$((passed + ${p:-0})) failed=$((failed + ${f:-1}))
 rm -f "$pkg_log"
 
+step "fuzzing (scripts/fuzz.sh)"
+set +e
+scripts/fuzz.sh "${KVMROLL_FUZZ_SECONDS:-30}"
+fuzz_status=$?
+set -e
+
+# Last, as CI reads it: the tests' closing line.
 echo "tests: $passed passed, $failed failed"
-exit "$status"
+[ "$status" -ne 0 ] && exit "$status"
+exit "$fuzz_status"

@@ -381,6 +381,12 @@ mod attribute_page {
         }
     }
 
+    /// Literals that look like attribute names and are not.
+    const NOT_ATTRIBUTES: &[&str] = &[
+        // The containers' PostgreSQL role (crates/core/src/pg).
+        "kvmroll_container",
+    ];
+
     /// The string literals in `text` that look like attribute names kvmroll
     /// reads, up to the file's unit tests.
     fn attribute_literals(text: &str) -> Vec<String> {
@@ -392,6 +398,7 @@ mod attribute_page {
                 || piece.starts_with("kvmroll_")
                 || known.contains(&piece);
             if looks
+                && !NOT_ATTRIBUTES.contains(&piece)
                 && piece
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

@@ -8,9 +8,9 @@
 
 use crate::config::Config;
 use kvmroll_core::disks::{self, Done, Place, Roots, ROOTS_ATTR};
+use kvmroll_core::drift::check_domain;
 use kvmroll_core::events::{first_lines, Event, Outcome};
 use kvmroll_core::plugins::{self, Found};
-use kvmroll_core::text::{clip, QUOTE_CHARS};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief, VmDisk};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -159,7 +159,10 @@ fn plugin_env(
         ("KVMROLL_OP".to_string(), call.op.clone()),
         ("KVMROLL_SUBOP".to_string(), call.subop.clone()),
         ("KVMROLL_EXTRA".to_string(), call.extra.clone()),
-        ("KVMROLL_DB".to_string(), conf.db.display().to_string()),
+        (
+            "KVMROLL_DB".to_string(),
+            conf.database().display().to_string(),
+        ),
         ("KVMROLL_HOST".to_string(), conf.host.clone()),
     ];
     if let Some(b) = brief {
@@ -184,37 +187,6 @@ fn plugin_env(
     };
     env.push(("PATH".to_string(), path));
     env
-}
-
-/// Checks that `xml` is a whole domain for this VM (name and, where known, UUID).
-fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), String> {
-    let doc = kvmroll_core::xml::parse_document(xml)
-        .map_err(|e| format!("not well-formed domain XML: {e}"))?;
-    if doc.name != "domain" {
-        return Err(format!(
-            "the root element is <{}>, not <domain>",
-            clip(&doc.name, QUOTE_CHARS)
-        ));
-    }
-    let name = doc
-        .child("name")
-        .map(|n| n.text.trim().to_string())
-        .unwrap_or_default();
-    if name != vm {
-        return Err(format!(
-            "the domain is named {:?}, not {vm:?}",
-            clip(&name, QUOTE_CHARS)
-        ));
-    }
-    if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
-        if !got.text.trim().eq_ignore_ascii_case(want) {
-            return Err(format!(
-                "the domain's UUID is {}, not {want}",
-                clip(got.text.trim(), QUOTE_CHARS)
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A plugin's file name, for the one line libvirt shows.
@@ -293,7 +265,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         events: Vec::new(),
         started: Instant::now(),
     };
-    let opened = open_store(&conf.db, OpenMode::ReadWriteFast);
+    let opened = open_store(&conf.database(), OpenMode::ReadWriteFast);
     // A VM the database cannot know passes through untouched; the store
     // says Missing and creates nothing.
     if let Err(StoreError::Missing { path }) = &opened {
@@ -759,7 +731,7 @@ pub fn refresh_command(conf: &Config, vm: &str) -> (PathBuf, Vec<String>) {
         conf.kvmroll.clone(),
         vec![
             "--db".into(),
-            conf.db.display().to_string(),
+            conf.database().display().to_string(),
             "vm".into(),
             "sync".into(),
             vm.to_string(),
@@ -781,20 +753,6 @@ mod tests {
         assert_eq!(Stage::of("started", "begin").name(), "on-started");
         assert_eq!(Stage::of("stopped", "end").name(), "on-stopped");
         assert_eq!(Stage::Filter.name(), "preboot");
-    }
-
-    #[test]
-    fn replacement_xml_must_be_the_same_vm() {
-        let x = "<domain type='kvm'><name>a</name><uuid>U</uuid></domain>";
-        assert!(check_domain(x, "a", Some("u")).is_ok());
-        assert!(check_domain(x, "b", None)
-            .unwrap_err()
-            .contains("named \"a\""));
-        assert!(check_domain(x, "a", Some("V"))
-            .unwrap_err()
-            .contains("UUID"));
-        assert!(check_domain("<network/>", "a", None).is_err());
-        assert!(check_domain("<domain><name>a", "a", None).is_err());
     }
 
     #[test]

@@ -188,7 +188,7 @@ fn upkeep() -> u8 {
             return 1;
         }
     };
-    let done = kvmroll_core::open_store(&conf.db, kvmroll_core::OpenMode::ReadWriteFast)
+    let done = kvmroll_core::open_store(&conf.database(), kvmroll_core::OpenMode::ReadWriteFast)
         .and_then(|s| s.upkeep(std::time::Duration::from_secs(2)));
     match done {
         Ok(()) => 0,

@@ -120,7 +120,19 @@ impl Config {
                 }
             };
             match key.trim() {
-                "db" => db = Some(abs(value)?),
+                // A file, or the cluster's PostgreSQL (checked whole here,
+                // so a typo is this line's fault, not a connection's).
+                "db" => {
+                    db = Some(
+                        match crate::location::Location::from_url_path(Path::new(value)) {
+                            Ok(Some(_)) => PathBuf::from(value),
+                            Ok(None) => abs(value).map_err(|_| {
+                                bad("db must be an absolute path or a postgresql:// URL".into())
+                            })?,
+                            Err(e) => return Err(bad(e.to_string())),
+                        },
+                    )
+                }
                 "root" => root = Some(abs(value)?),
                 "kvmroll" => kvmroll = Some(abs(value)?),
                 "passfile" => passfile = Some(abs(value)?),
@@ -142,7 +154,24 @@ impl Config {
 pub fn db_location(flag: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
     match flag.or_else(|| std::env::var_os("KVMROLL_DB").map(PathBuf::from)) {
         Some(db) => Ok(db),
-        None => Ok(Config::load()?.db),
+        None => Ok(Config::load()?.database()),
+    }
+}
+
+impl Config {
+    /// The database this configuration names, with its `passfile` carried
+    /// into a PostgreSQL URL that names none (libvirtd gives the hook no
+    /// HOME, so libpq's ~/.pgpass is no place for a container's credential).
+    pub fn database(&self) -> PathBuf {
+        let db = self.db.to_string_lossy();
+        let postgres = db.starts_with("postgresql://") || db.starts_with("postgres://");
+        match &self.passfile {
+            Some(pass) if postgres && !db.contains("passfile=") => {
+                let sep = if db.contains('?') { '&' } else { '?' };
+                PathBuf::from(format!("{db}{sep}passfile={}", pass.display()))
+            }
+            _ => self.db.clone(),
+        }
     }
 }
 
@@ -160,6 +189,29 @@ mod tests {
         assert_eq!(c.db, PathBuf::from("/x/k.db"));
         assert_eq!(c.root, PathBuf::from("/r"));
         assert_eq!(c.host, "c-0-0");
+    }
+
+    #[test]
+    fn a_cluster_url_takes_the_passfile_and_a_malformed_one_is_this_lines_fault() {
+        let c = Config::parse(
+            Path::new("k.conf"),
+            "db = postgresql://kvmroll_container@frontend/kvmroll?sslmode=require\npassfile = /etc/kvmroll/db.pgpass\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.database(),
+            PathBuf::from("postgresql://kvmroll_container@frontend/kvmroll?sslmode=require&passfile=/etc/kvmroll/db.pgpass")
+        );
+        let c = Config::parse(Path::new("k.conf"), "db = /x.db\npassfile = /p\n").unwrap();
+        assert_eq!(c.database(), PathBuf::from("/x.db"));
+        for bad in [
+            "db = postgresql:frontend",
+            "db = x.db",
+            "db = postgres://h/d?bogus=1",
+        ] {
+            let e = Config::parse(Path::new("k.conf"), bad).unwrap_err();
+            assert!(e.to_string().starts_with("k.conf:1: "), "{e}");
+        }
     }
 
     #[test]

@@ -130,6 +130,33 @@ pub enum StoreError {
     Corrupt { path: PathBuf, what: String },
     #[error(transparent)]
     Refused(#[from] ClusterError),
+    // Variants of a server engine (PostgreSQL). A `location` is shown as
+    // users see it: never with its password.
+    #[error(transparent)]
+    Location(#[from] crate::location::LocationError),
+    #[error("cannot reach the database server at {host} port {port}")]
+    Unreachable {
+        host: String,
+        port: u16,
+        #[source]
+        source: BackendError,
+    },
+    #[error("the database server at {location} refused the password of user {user}")]
+    Auth { location: String, user: String },
+    #[error("the database server at {location} asks a password for user {user}, and none was given (in the URL, PGPASSWORD or a password file)")]
+    NoPassword { location: String, user: String },
+    #[error(
+        "password file {path} is not used: group or others have access to it (chmod 0600 {path})"
+    )]
+    PassfileReadable { path: PathBuf },
+    #[error("database {location} holds no kvmroll schema yet; `kvmroll db init` makes it")]
+    NoSchema { location: String },
+    #[error("database {location}: {what} gave up after {tries} tries: other writers kept conflicting; try again")]
+    Contention {
+        location: String,
+        what: &'static str,
+        tries: u32,
+    },
 }
 
 /// What `kvmroll db init` found at the location, or did there.
@@ -234,6 +261,15 @@ pub trait Store {
 /// [`OpenMode::Create`] and nothing at `path`, the database is made by the
 /// first write a new database accepts, so a refused write leaves nothing.
 pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
+    // A URL given where a path was expected (`--db`, `KVMROLL_DB`).
+    if let Some(location) = crate::location::Location::from_url_path(path)? {
+        return crate::location::open(&location, mode);
+    }
+    open_sqlite(path, mode)
+}
+
+/// [`open_store`] for a SQLite file.
+pub(crate) fn open_sqlite(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
     if mode == OpenMode::Create && !path.exists() {
         return Ok(Box::new(Unmade {
             path: path.to_path_buf(),
@@ -251,6 +287,9 @@ pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreEr
 /// Makes the database at `path` if there is none, or upgrades it: what
 /// `kvmroll db init` does. A file that is not a kvmroll database is refused.
 pub fn init_store(path: &Path) -> Result<(Box<dyn Store>, Init), StoreError> {
+    if let Some(location) = crate::location::Location::from_url_path(path)? {
+        return crate::location::init(&location);
+    }
     let (store, init) = crate::sqlite::SqliteStore::init(path)?;
     Ok((Box::new(store), init))
 }
