@@ -37,6 +37,14 @@ PACKAGES=(
     # neither that cluster nor port 5432.
     postgresql
     util-linux
+    # The packages (scripts/package.sh) and their test (scripts/package-test.sh):
+    # dpkg-deb writes the .deb, dpkg-shlibdeps finds its library dependencies
+    # (dpkg-dev), rpmbuild writes the .rpm and rpm reads it (rpm), lintian
+    # checks the .deb, man-db reads the installed pages.
+    dpkg-dev
+    rpm
+    lintian
+    man-db
 )
 
 die() {
@@ -68,12 +76,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log=$(mktemp /tmp/kvmroll-deps.XXXXXX.log)
     export DEBIAN_FRONTEND=noninteractive
     apt_opts=(-q -y -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=120)
+    # Bounded: a mirror that stops answering fails the step, not the run.
     if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get "${apt_opts[@]}" update >>"$log" 2>&1; then
+        timeout 600 apt-get "${apt_opts[@]}" update >>"$log" 2>&1; then
         die "apt-get update failed ($(grep -E '^(E|W):' "$log" | tail -n1 || true); log: $log)"
     fi
     if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+        timeout 1200 apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
         die "apt-get install ${missing[*]} failed ($(grep -E '^E:' "$log" | tail -n1 || true); log: $log)"
     fi
     still=()
@@ -89,6 +98,9 @@ for b in virsh libvirtd virtlogd qemu-system-x86_64 qemu-img ip pkg-config; do
     command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || die "'$b' not found after install"
 done
 pkg-config --exists libvirt || die "pkg-config cannot find libvirt (libvirt-dev broken?)"
+for b in dpkg-deb dpkg-shlibdeps rpm rpmbuild lintian man; do
+    command -v "$b" >/dev/null 2>&1 || die "'$b' not found after install"
+done
 for b in unshare nsenter setpriv; do
     command -v "$b" >/dev/null 2>&1 || die "'$b' not found after install (util-linux)"
 done

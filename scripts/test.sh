@@ -50,6 +50,20 @@ passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += 
 failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
 
+# Alone and after the rest: it installs the package on this machine and
+# restarts libvirtd, then puts the machine back as it found it.
+step "packages: built, linted, installed, a VM started through the packaged hook, removed"
+pkg_log=$(mktemp /tmp/kvmroll-package-test.XXXXXX.log)
+set +e
+scripts/package-test.sh 2>&1 | tee "$pkg_log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+set -e
+p=$(sed -n 's/^package-test: \([0-9]*\) passed, [0-9]* failed$/\1/p' "$pkg_log")
+f=$(sed -n 's/^package-test: [0-9]* passed, \([0-9]*\) failed$/\1/p' "$pkg_log")
+# No closing line: it stopped early, which counts as a failure.
+passed=$((passed + ${p:-0})) failed=$((failed + ${f:-1}))
+rm -f "$pkg_log"
+
 step "fuzzing (scripts/fuzz.sh)"
 set +e
 scripts/fuzz.sh "${KVMROLL_FUZZ_SECONDS:-30}"

@@ -22,6 +22,6 @@ installkernel() {
 
 install() {
     inst_rules /etc/udev/rules.d/90-kvmroll-vfio.rules 91-kvmroll-vfio-bind.rules
-    [[ -f /etc/modprobe.d/kvmroll-vfio.conf ]] && inst_simple /etc/modprobe.d/kvmroll-vfio.conf
+    [[ -f /usr/lib/modprobe.d/kvmroll-vfio.conf ]] && inst_simple /usr/lib/modprobe.d/kvmroll-vfio.conf
     return 0
 }

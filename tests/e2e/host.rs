@@ -38,8 +38,14 @@ fn have(tool: &str, test: &str) -> bool {
 }
 
 fn install(dest: &Path) {
+    install_with(dest, &[]);
+}
+
+/// scripts/install.sh of this build into `dest`, with more options.
+fn install_with(dest: &Path, options: &[&str]) {
     let out = Command::new(repo().join("scripts/install.sh"))
         .args(["--bin-dir", bin_dir().to_str().unwrap()])
+        .args(options)
         .arg(dest)
         .output()
         .unwrap();
@@ -58,26 +64,29 @@ fn the_installation_holds_every_file_with_its_mode() {
     let dest = tempfile::tempdir().unwrap();
     install(dest.path());
     let expect: &[(&str, u32)] = &[
-        ("usr/local/bin/kvmroll", 0o755),
-        ("usr/local/bin/kvmroll-gen", 0o755),
-        ("usr/local/bin/kvmroll-guests", 0o755),
-        ("usr/local/bin/kvmroll-enable", 0o755),
-        ("usr/local/bin/kvmroll-hook", 0o755),
-        ("etc/libvirt/hooks/qemu", 0o755),
-        ("lib/systemd/system/kvmroll-guests.service", 0o644),
-        ("lib/systemd/system/kvmroll-events-prune.service", 0o644),
-        ("lib/systemd/system/kvmroll-events-prune.timer", 0o644),
+        ("usr/bin/kvmroll", 0o755),
+        ("usr/bin/kvmroll-gen", 0o755),
+        ("usr/bin/kvmroll-guests", 0o755),
+        ("usr/bin/kvmroll-enable", 0o755),
+        ("usr/bin/kvmroll-hook", 0o755),
+        ("usr/lib/systemd/system/kvmroll-guests.service", 0o644),
+        ("usr/lib/systemd/system/kvmroll-events-prune.service", 0o644),
+        ("usr/lib/systemd/system/kvmroll-events-prune.timer", 0o644),
         ("usr/lib/udev/rules.d/91-kvmroll-vfio-bind.rules", 0o644),
-        ("etc/modprobe.d/kvmroll-vfio.conf", 0o644),
+        ("usr/lib/modprobe.d/kvmroll-vfio.conf", 0o644),
         ("usr/lib/dracut/modules.d/90kvmroll/module-setup.sh", 0o755),
-        ("usr/local/share/man/man1/kvmroll.1", 0o644),
-        ("usr/local/share/man/man1/kvmroll-gen.1", 0o644),
-        ("usr/local/share/man/man8/kvmroll-enable.8", 0o644),
-        ("usr/local/share/man/man8/kvmroll-guests.8", 0o644),
-        ("usr/local/share/man/man8/kvmroll-hook.8", 0o644),
-        ("usr/local/share/man/man5/kvmroll.conf.5", 0o644),
+        ("usr/share/man/man1/kvmroll.1.gz", 0o644),
+        ("usr/share/man/man1/kvmroll-vm.1.gz", 0o644),
+        ("usr/share/man/man1/kvmroll-gen.1.gz", 0o644),
+        ("usr/share/man/man5/kvmroll.conf.5.gz", 0o644),
+        ("usr/share/man/man7/kvmroll-attributes.7.gz", 0o644),
+        ("usr/share/man/man8/kvmroll-enable.8.gz", 0o644),
+        ("usr/share/man/man8/kvmroll-guests.8.gz", 0o644),
+        ("usr/share/man/man8/kvmroll-hook.8.gz", 0o644),
         ("usr/share/bash-completion/completions/kvmroll", 0o644),
         ("usr/share/zsh/vendor-completions/_kvmroll-guests", 0o644),
+        ("usr/share/fish/vendor_completions.d/kvmroll.fish", 0o644),
+        ("etc/kvmroll/kvmroll.conf", 0o644),
         ("var/lib/kvmroll", 0o755),
         ("etc/kvmroll/plugins", 0o755),
     ];
@@ -87,21 +96,24 @@ fn the_installation_holds_every_file_with_its_mode() {
         assert_eq!(meta.mode() & 0o7777, *mode, "{path}");
         assert_eq!(meta.uid(), 0, "{path} is not owned by root");
     }
-    // The hook is the hook binary, executable and not writable by others.
+    // Nothing under /lib, which is a link to usr/lib on a merged-/usr host.
+    assert!(!dest.path().join("lib").exists());
+    // The hook is the hook binary, and libvirt's drop-in links to it.
     assert_eq!(
-        std::fs::read(dest.path().join("etc/libvirt/hooks/qemu")).unwrap(),
+        std::fs::read(dest.path().join("usr/bin/kvmroll-hook")).unwrap(),
         std::fs::read(bin_dir().join("kvmroll-hook")).unwrap()
     );
+    assert_eq!(
+        std::fs::read_link(dest.path().join("etc/libvirt/hooks/qemu.d/kvmroll")).unwrap(),
+        Path::new("/usr/bin/kvmroll-hook")
+    );
+    assert!(!dest.path().join("etc/libvirt/hooks/qemu").exists());
     assert!(std::fs::read_dir(dest.path().join("var/lib/kvmroll"))
         .unwrap()
         .next()
         .is_none());
     // The man pages carry the exit codes.
-    let man = std::fs::read_to_string(
-        dest.path()
-            .join("usr/local/share/man/man8/kvmroll-guests.8"),
-    )
-    .unwrap();
+    let man = gunzip(&dest.path().join("usr/share/man/man8/kvmroll-guests.8.gz"));
     assert!(
         man.contains("EXIT STATUS") && man.contains("journal.json"),
         "{man}"
@@ -112,6 +124,103 @@ fn the_installation_holds_every_file_with_its_mode() {
     )
     .unwrap();
     assert!(completion.contains("cdrom") && completion.contains("--value-file"));
+}
+
+/// A gzipped file's text.
+fn gunzip(path: &Path) -> String {
+    let out = Command::new("gzip").arg("-dc").arg(path).output().unwrap();
+    assert!(out.status.success(), "gzip -dc {}", path.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The kickstart's fallback unpacked a tarball holding "./" and "./lib/..."
+/// into /: GNU tar replaced a merged-/usr host's /lib link with a folder and
+/// gave / the archive's mode. The tarball now holds neither, and the
+/// kickstart's tar keeps directory links and the modes of folders that exist.
+#[test]
+fn the_tarball_unpacks_without_replacing_lib_or_changing_modes() {
+    if !have(
+        "tar",
+        "the_tarball_unpacks_without_replacing_lib_or_changing_modes",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("kvmroll.tar.gz");
+    install_with(
+        &dir.path().join("tree"),
+        &["--tarball", tarball.to_str().unwrap()],
+    );
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    for entry in listing.lines() {
+        assert!(
+            !entry.starts_with("./")
+                && !entry.starts_with("lib/")
+                && entry != "usr/"
+                && entry != "etc/"
+                && entry != "usr/lib/",
+            "the tarball holds {entry:?}"
+        );
+    }
+    assert!(
+        listing.lines().any(|l| l == "usr/bin/kvmroll-hook"),
+        "{listing}"
+    );
+    assert!(!listing.contains("etc/kvmroll/kvmroll.conf"), "{listing}");
+    // A merged-/usr root whose folders have modes of their own.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+    for (d, mode) in [("", 0o700), ("usr", 0o750), ("etc", 0o751)] {
+        std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // The kickstart's own extraction command, fed the tarball.
+    let db = dir.path().join("k.db");
+    let kvmroll = Kvmroll::new(&db);
+    kvmroll.ok(&[
+        "--no-sync",
+        "host",
+        "add",
+        "c-0-0",
+        "--appliance",
+        "vm-container",
+    ]);
+    kvmroll.ok(&["--no-sync", "attr", "set", "c-0-0", "kvm", "true"]);
+    let url = format!("file://{}", tarball.display());
+    let kickstart = ok(
+        bin("kvmroll-gen")
+            .arg("--db")
+            .arg(&db)
+            .args(["kickstart", "c-0-0", "--dist-url", &url])
+            .output()
+            .unwrap(),
+        "kvmroll-gen kickstart",
+    );
+    let line = kickstart
+        .lines()
+        .find(|l| l.contains("| tar "))
+        .unwrap_or_else(|| panic!("no tar line in {kickstart}"))
+        .replace("&apos;", "'")
+        .replace("-C /", &format!("-C {}", root.display()));
+    let out = Command::new("sh").args(["-ec", &line]).output().unwrap();
+    assert!(out.status.success(), "{line}: {}", printed(&out));
+    let lib = std::fs::symlink_metadata(root.join("lib")).unwrap();
+    assert!(lib.file_type().is_symlink(), "/lib is no longer a link");
+    for (d, mode) in [("", 0o700), ("usr", 0o750), ("etc", 0o751)] {
+        let m = std::fs::metadata(root.join(d)).unwrap().mode() & 0o7777;
+        assert_eq!(m, mode, "the mode of /{d} changed");
+    }
+    assert!(root.join("usr/bin/kvmroll").is_file());
+    assert!(root
+        .join("usr/lib/systemd/system/kvmroll-guests.service")
+        .is_file());
 }
 
 /// Writes a cluster with passed-through devices and returns its database.
@@ -224,7 +333,7 @@ fn systemd_analyze_accepts_every_unit() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let copy = dir.path().join(path.file_name().unwrap());
-        std::fs::write(&copy, text.replace("/usr/local/bin/", &bins)).unwrap();
+        std::fs::write(&copy, text.replace("/usr/bin/", &bins)).unwrap();
         units.push(copy);
     }
     assert!(units.len() >= 3, "{units:?}");
@@ -310,7 +419,7 @@ fn dracut_builds_an_initramfs_with_the_module() {
     let db = pci_cluster(dir.path());
     let mut placed = Placed::rules(&db);
     placed.put(
-        "/etc/modprobe.d/kvmroll-vfio.conf",
+        "/usr/lib/modprobe.d/kvmroll-vfio.conf",
         &std::fs::read_to_string(repo().join("modprobe/kvmroll-vfio.conf")).unwrap(),
         0o644,
     );
@@ -356,7 +465,7 @@ fn dracut_builds_an_initramfs_with_the_module() {
     for want in [
         "90-kvmroll-vfio.rules",
         "91-kvmroll-vfio-bind.rules",
-        "etc/modprobe.d/kvmroll-vfio.conf",
+        "usr/lib/modprobe.d/kvmroll-vfio.conf",
     ] {
         assert!(
             listing.contains(want),

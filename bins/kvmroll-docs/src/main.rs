@@ -1,11 +1,19 @@
-//! `kvmroll-docs DIR`: writes the man pages (clap_mangen) and the bash and
-//! zsh completions (clap_complete) of every kvmroll binary under DIR, from
-//! the very clap definitions the binaries parse with, so they never drift.
+//! `kvmroll-docs DIR`: writes the manual pages and the bash, zsh and fish
+//! completions of every kvmroll binary under DIR, from the very clap
+//! definitions the binaries parse with (options and commands, so they never
+//! drift) and the prose of `docs/man/*.md` (each page's NAME line and its
+//! sections), built into this binary.
 //!
-//!     DIR/man/man1/kvmroll.1  kvmroll-gen.1
+//!     DIR/man/man1/kvmroll.1  kvmroll-SUBCOMMAND.1  kvmroll-gen.1
+//!     DIR/man/man5/kvmroll.conf.5
+//!     DIR/man/man7/kvmroll-attributes.7
 //!     DIR/man/man8/kvmroll-enable.8  kvmroll-guests.8  kvmroll-hook.8
 //!     DIR/bash-completion/completions/NAME
 //!     DIR/zsh/vendor-completions/_NAME
+//!     DIR/fish/vendor_completions.d/NAME.fish
+//!
+//! It refuses (exit 1) a page whose Markdown lacks a NAME line for it, and
+//! a page that names a kvmroll page it does not write.
 
 #[path = "../../kvmroll/src/cli.rs"]
 #[allow(dead_code)]
@@ -22,50 +30,423 @@ mod kvmroll_guests_cli;
 #[path = "../../kvmroll-hook/src/cli.rs"]
 #[allow(dead_code)]
 mod kvmroll_hook_cli;
+mod markdown;
+mod page;
 
-use clap::CommandFactory;
+use clap::{Command, CommandFactory};
+use markdown::Doc;
+use page::{Page, Text};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-fn write(dir: &Path, name: &str, cmd: clap::Command, section: &str) -> std::io::Result<()> {
-    let man_dir = dir.join(format!("man/man{section}"));
-    std::fs::create_dir_all(&man_dir)?;
-    let mut page = Vec::new();
-    clap_mangen::Man::new(cmd.clone())
-        .section(section)
-        .render(&mut page)?;
-    std::fs::write(man_dir.join(format!("{name}.{section}")), page)?;
-    let bash = dir.join("bash-completion/completions");
-    let zsh = dir.join("zsh/vendor-completions");
-    std::fs::create_dir_all(&bash)?;
-    std::fs::create_dir_all(&zsh)?;
-    let mut cmd = cmd;
+/// A binary's page: its clap command, section, Markdown, and whether its
+/// first-level subcommands get pages of their own.
+struct Binary {
+    name: &'static str,
+    section: &'static str,
+    cmd: fn() -> Command,
+    md: &'static str,
+    split: bool,
+}
+
+const BINARIES: &[Binary] = &[
+    Binary {
+        name: "kvmroll",
+        section: "1",
+        cmd: kvmroll_cli::Cli::command,
+        md: include_str!("../../../docs/man/kvmroll.1.md"),
+        split: true,
+    },
+    Binary {
+        name: "kvmroll-gen",
+        section: "1",
+        cmd: kvmroll_gen_cli::Cli::command,
+        md: include_str!("../../../docs/man/kvmroll-gen.1.md"),
+        split: false,
+    },
+    Binary {
+        name: "kvmroll-enable",
+        section: "8",
+        cmd: kvmroll_enable_cli::Cli::command,
+        md: include_str!("../../../docs/man/kvmroll-enable.8.md"),
+        split: false,
+    },
+    Binary {
+        name: "kvmroll-guests",
+        section: "8",
+        cmd: kvmroll_guests_cli::Cli::command,
+        md: include_str!("../../../docs/man/kvmroll-guests.8.md"),
+        split: false,
+    },
+    Binary {
+        name: "kvmroll-hook",
+        section: "8",
+        cmd: kvmroll_hook_cli::Cli::command,
+        md: include_str!("../../../docs/man/kvmroll-hook.8.md"),
+        split: false,
+    },
+];
+
+/// The configuration file's page, written in roff by hand.
+const CONF_PAGE: &str = include_str!("../../../docs/man/kvmroll.conf.5");
+/// Every attribute kvmroll reads.
+const ATTRIBUTES_MD: &str = include_str!("../../../docs/man/kvmroll-attributes.7.md");
+
+/// Why the pages could not be made.
+#[derive(Debug)]
+enum DocsError {
+    NoName {
+        page: String,
+    },
+    Dangling {
+        page: String,
+        names: String,
+    },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for DocsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocsError::NoName { page } => write!(
+                f,
+                "{page}: its Markdown has no NAME section reading \"{page} - WHAT\""
+            ),
+            DocsError::Dangling { page, names } => {
+                write!(f, "{page} names pages that are not made: {names}")
+            }
+            DocsError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+/// The NAME line's description from a page's Markdown, which must name it.
+fn name_of(page: &str, doc: &Doc) -> Result<String, DocsError> {
+    match doc.name_line() {
+        Some((name, what)) if name == page => Ok(what),
+        _ => Err(DocsError::NoName {
+            page: page.to_string(),
+        }),
+    }
+}
+
+/// Every page, rendered.
+fn pages() -> Result<Vec<Page>, DocsError> {
+    let docs: Vec<Doc> = BINARIES.iter().map(|b| Doc::parse(b.md)).collect();
+    let mut cmds: Vec<Command> = BINARIES
+        .iter()
+        .map(|b| {
+            let mut c = (b.cmd)().disable_help_subcommand(true);
+            c.build();
+            c
+        })
+        .collect();
+    let top: Vec<String> = BINARIES
+        .iter()
+        .map(|b| format!("{}({})", b.name, b.section))
+        .chain([
+            "kvmroll.conf(5)".to_string(),
+            "kvmroll-attributes(7)".to_string(),
+        ])
+        .collect();
+    let others = |me: &str| -> Vec<String> { top.iter().filter(|p| *p != me).cloned().collect() };
     let mut out = Vec::new();
-    clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, name, &mut out);
-    std::fs::write(bash.join(name), &out)?;
-    out.clear();
-    clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, name, &mut out);
-    std::fs::write(zsh.join(format!("_{name}")), &out)?;
+    for ((b, doc), cmd) in BINARIES.iter().zip(&docs).zip(&mut cmds) {
+        let me = format!("{}({})", b.name, b.section);
+        let split = b.split.then(|| {
+            cmd.get_subcommands()
+                .filter(|s| !s.is_hide_set())
+                .map(|s| format!("{}-{}({})", b.name, s.get_name(), b.section))
+                .collect::<Vec<_>>()
+        });
+        let mut see_also = split.clone().unwrap_or_default();
+        see_also.extend(others(&me));
+        out.push(page::command_page(
+            cmd,
+            &Text {
+                name: b.name.to_string(),
+                what: name_of(b.name, doc)?,
+                section: b.section,
+                md: Some(doc),
+                split: split.clone(),
+                see_also,
+            },
+        ));
+        if b.split {
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let name = format!("{}-{}", b.name, sub.get_name());
+                let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+                out.push(page::command_page(
+                    sub,
+                    &Text {
+                        what: page::what_of(&about),
+                        name,
+                        section: b.section,
+                        md: None,
+                        split: None,
+                        see_also: vec![
+                            me.clone(),
+                            "kvmroll-attributes(7)".to_string(),
+                            "kvmroll.conf(5)".to_string(),
+                        ],
+                    },
+                ));
+            }
+        }
+    }
+    let attrs = Doc::parse(ATTRIBUTES_MD);
+    out.push(page::markdown_page(
+        &attrs,
+        &Text {
+            name: "kvmroll-attributes".to_string(),
+            what: name_of("kvmroll-attributes", &attrs)?,
+            section: "7",
+            md: Some(&attrs),
+            split: None,
+            see_also: others("kvmroll-attributes(7)"),
+        },
+    ));
+    out.push(Page {
+        name: "kvmroll.conf".to_string(),
+        section: "5".to_string(),
+        roff: CONF_PAGE.to_string(),
+    });
+    let made: Vec<String> = out
+        .iter()
+        .map(|p| format!("{}({})", p.name, p.section))
+        .collect();
+    for p in &out {
+        let dangling: Vec<String> = references(&p.roff)
+            .into_iter()
+            .filter(|r| !made.contains(r))
+            .collect();
+        if !dangling.is_empty() {
+            return Err(DocsError::Dangling {
+                page: format!("{}({})", p.name, p.section),
+                names: dangling.join(", "),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The kvmroll pages a roff text names, as `name(N)`.
+pub fn references(roff: &str) -> Vec<String> {
+    let text = roff
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "")
+        .replace("\\&", "");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("kvmroll") {
+        let tail = &rest[i..];
+        let name_len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+            .unwrap_or(tail.len());
+        let after = &tail[name_len..];
+        let section: String = after
+            .strip_prefix('(')
+            .map(|s| s.chars().take_while(char::is_ascii_digit).collect())
+            .unwrap_or_default();
+        let name = tail[..name_len].trim_end_matches('.');
+        if !section.is_empty() && after[1 + section.len()..].starts_with(')') {
+            let r = format!("{name}({section})");
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        rest = &tail[name_len.max(1)..];
+    }
+    out
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DocsError> {
+    let err = |source| DocsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    std::fs::write(path, bytes).map_err(err)
+}
+
+fn completions(dir: &Path) -> Result<(), DocsError> {
+    use clap_complete::Shell;
+    for b in BINARIES {
+        for (shell, file) in [
+            (
+                Shell::Bash,
+                format!("bash-completion/completions/{}", b.name),
+            ),
+            (Shell::Zsh, format!("zsh/vendor-completions/_{}", b.name)),
+            (
+                Shell::Fish,
+                format!("fish/vendor_completions.d/{}.fish", b.name),
+            ),
+        ] {
+            let mut cmd = (b.cmd)();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, b.name, &mut out);
+            write_file(&dir.join(file), &out)?;
+        }
+    }
     Ok(())
 }
 
+fn run(dir: &Path) -> Result<(), DocsError> {
+    for p in pages()? {
+        let path = dir.join(format!("man/man{0}/{1}.{0}", p.section, p.name));
+        write_file(&path, p.roff.as_bytes())?;
+    }
+    completions(dir)
+}
+
 fn main() -> ExitCode {
-    let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [dir] = args.as_slice() else {
         eprintln!("usage: kvmroll-docs DIR");
         return ExitCode::from(2);
     };
-    let pages = [
-        ("kvmroll", kvmroll_cli::Cli::command(), "1"),
-        ("kvmroll-gen", kvmroll_gen_cli::Cli::command(), "1"),
-        ("kvmroll-enable", kvmroll_enable_cli::Cli::command(), "8"),
-        ("kvmroll-guests", kvmroll_guests_cli::Cli::command(), "8"),
-        ("kvmroll-hook", kvmroll_hook_cli::Cli::command(), "8"),
-    ];
-    for (name, cmd, section) in pages {
-        if let Err(e) = write(&dir, name, cmd, section) {
-            eprintln!("kvmroll-docs: {name}: {e}");
-            return ExitCode::from(1);
+    match run(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvmroll-docs: {e}");
+            ExitCode::from(1)
         }
     }
-    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_through_roff_escapes() {
+        let r = references(
+            ".B kvmroll\\-vm(1), \\fBkvmroll.conf\\fR(5) and kvmroll-hook(8).\nkvmroll vm",
+        );
+        assert_eq!(r, ["kvmroll-vm(1)", "kvmroll.conf(5)", "kvmroll-hook(8)"]);
+    }
+
+    #[test]
+    fn every_page_has_its_own_name_line() {
+        for p in pages().unwrap() {
+            let name = p.name.replace('-', "\\-");
+            let after = p.roff.split(".SH NAME\n").nth(1).unwrap_or_default();
+            let line = after.lines().next().unwrap_or_default();
+            assert!(
+                line.starts_with(&format!("{name} \\- ")),
+                "{}: {line}",
+                p.name
+            );
+            assert!(!line.contains("Generates"), "{}: {line}", p.name);
+        }
+    }
+
+    #[test]
+    fn a_markdown_page_for_another_name_is_refused() {
+        let doc = Doc::parse("## NAME\nkvmroll-gen - render\n");
+        assert!(name_of("kvmroll-enable", &doc).is_err());
+        assert_eq!(name_of("kvmroll-gen", &doc).unwrap(), "render");
+    }
+}
+
+/// kvmroll-attributes(7) against the code: every attribute name the code
+/// reads is described there.
+#[cfg(test)]
+mod attribute_page {
+    use std::path::{Path, PathBuf};
+
+    /// The non-test Rust sources of the workspace's crates and binaries.
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "tests" && name != "target" {
+                    sources(&path, out);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Literals that look like attribute names and are not.
+    const NOT_ATTRIBUTES: &[&str] = &[
+        // The containers' PostgreSQL role (crates/core/src/pg).
+        "kvmroll_container",
+    ];
+
+    /// The string literals in `text` that look like attribute names kvmroll
+    /// reads, up to the file's unit tests.
+    fn attribute_literals(text: &str) -> Vec<String> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let mut out = Vec::new();
+        for piece in code.split('"').skip(1).step_by(2) {
+            let known = ["kvm", "cpu_mode", "libvirt_uri", "numa_cells"];
+            let looks = piece.starts_with("kvm_")
+                || piece.starts_with("kvmroll_")
+                || known.contains(&piece);
+            if looks
+                && !NOT_ATTRIBUTES.contains(&piece)
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                out.push(piece.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_attribute_the_code_reads_is_described() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        sources(&root.join("crates"), &mut files);
+        sources(&root.join("bins"), &mut files);
+        let page = super::ATTRIBUTES_MD;
+        let headings: Vec<&str> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("### "))
+            .flat_map(|h| h.split(", "))
+            .collect();
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for f in &files {
+            for name in attribute_literals(&std::fs::read_to_string(f).unwrap()) {
+                seen += 1;
+                // A prefix the code builds names from (kvm_device_N).
+                let described = headings
+                    .iter()
+                    .any(|h| *h == name || (name.ends_with('_') && h.starts_with(name.as_str())));
+                if !described {
+                    missing.push(format!("{name} ({})", f.display()));
+                }
+            }
+        }
+        assert!(seen > 30, "found only {seen} attribute names in the code");
+        assert!(
+            missing.is_empty(),
+            "not in kvmroll-attributes.7.md: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn an_undescribed_attribute_is_found() {
+        let found = attribute_literals(
+            "let x = c.attr(h, \"kvm_brand_new\");\n#[cfg(test)]\n\"kvm_in_a_test\"",
+        );
+        assert_eq!(found, ["kvm_brand_new"]);
+    }
 }

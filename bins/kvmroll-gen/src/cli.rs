@@ -33,8 +33,9 @@ pub enum Command {
     /// Print the Rocks-style kickstart XML fragment that makes HOST a VM container (kvm=true).
     Kickstart {
         host: String,
-        /// Where the container fetches kvmroll's installation tarball
-        /// [default: the kvmroll_dist_url attribute, else the frontend's /install tree].
+        /// Install kvmroll from this tarball (scripts/install.sh --tarball)
+        /// instead of the kvmroll package [default: the kvmroll_dist_url
+        /// attribute, else the package from the frontend's repository].
         #[arg(long)]
         dist_url: Option<String>,
     },

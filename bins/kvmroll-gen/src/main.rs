@@ -23,7 +23,7 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
         Command::Kickstart { host, dist_url } => {
             let mut o = hostfiles::KickstartOptions::for_host(&cluster, &host)?;
             if let Some(url) = dist_url {
-                o.dist_url = url;
+                o.dist_url = Some(url);
             }
             if let Some(path) = o.credential_source(&cluster, &host) {
                 o.credential = Some(read_credential(std::path::Path::new(&path))?);

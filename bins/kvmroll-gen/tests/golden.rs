@@ -356,9 +356,10 @@ fn host_files_match_the_golden_files() {
     let dir = tempfile::tempdir().unwrap();
     let db = host_files_db(dir.path());
     let gold = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/host");
-    let cases: [(&str, Vec<&str>); 4] = [
+    let cases: [(&str, Vec<&str>); 5] = [
+        ("kickstart-kvm.xml", vec!["kickstart", CONTAINER]),
         (
-            "kickstart-kvm.xml",
+            "kickstart-kvm-tarball.xml",
             vec![
                 "kickstart",
                 CONTAINER,
@@ -415,7 +416,8 @@ fn kickstart_text_comes_back_unchanged_when_parsed() {
             "libvirt",
             "libvirt-client",
             "bridge-utils",
-            "dracut"
+            "dracut",
+            "kvmroll"
         ]
     );
     // Each VM's rendered domain, whole.

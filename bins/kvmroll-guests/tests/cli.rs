@@ -189,8 +189,8 @@ fn the_unit_orders_and_bounds_the_service() {
         "RemainAfterExit=yes",
         "After=network-online.target libvirtd.service",
         "RequiresMountsFor=/var/lib/libvirt/qemu/save",
-        "ExecStart=/usr/local/bin/kvmroll-guests start",
-        "ExecStop=/usr/local/bin/kvmroll-guests stop",
+        "ExecStart=/usr/bin/kvmroll-guests start",
+        "ExecStop=/usr/bin/kvmroll-guests stop",
         "TimeoutStopSec=900",
     ] {
         assert!(text.contains(want), "the unit lacks {want:?}");

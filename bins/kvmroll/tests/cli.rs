@@ -1317,7 +1317,7 @@ fn the_event_pruning_units_run_prune_daily() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd");
     let service = std::fs::read_to_string(dir.join("kvmroll-events-prune.service")).unwrap();
     let timer = std::fs::read_to_string(dir.join("kvmroll-events-prune.timer")).unwrap();
-    assert!(service.contains("ExecStart=/usr/local/bin/kvmroll --no-sync events prune"));
+    assert!(service.contains("ExecStart=/usr/bin/kvmroll --no-sync events prune"));
     assert!(timer.contains("OnCalendar=daily") && timer.contains("WantedBy=timers.target"));
 }
 

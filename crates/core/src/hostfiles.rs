@@ -192,16 +192,17 @@ fn dracut_conf_for(host: &str, devices: &[PciDevice]) -> String {
          # Passed-through PCI devices: {list}\n\
          add_dracutmodules+=\" kvmroll \"\n\
          force_drivers+=\" vfio vfio_iommu_type1 vfio_pci \"\n\
-         install_items+=\" {UDEV_RULES_PATH} /etc/modprobe.d/kvmroll-vfio.conf \"\n"
+         install_items+=\" {UDEV_RULES_PATH} /usr/lib/modprobe.d/kvmroll-vfio.conf \"\n"
     )
 }
 
 /// How the kickstart fragment finds what it installs.
 #[derive(Debug, Clone)]
 pub struct KickstartOptions {
-    /// Where the container fetches the kvmroll installation tarball
-    /// (attribute `kvmroll_dist_url`).
-    pub dist_url: String,
+    /// Where the container fetches a kvmroll installation tarball instead
+    /// of installing the `kvmroll` package (attribute `kvmroll_dist_url`;
+    /// unset: the package, from the frontend's repository).
+    pub dist_url: Option<String>,
     /// The database location the container's hook and service use
     /// (attribute `kvmroll_db_url`, else the default path).
     pub db: String,
@@ -241,16 +242,11 @@ fn url_has_password(url: &str) -> bool {
 }
 
 impl KickstartOptions {
-    /// The defaults for `host`: the `kvmroll_dist_url` attribute, else the
-    /// Rocks frontend's /install tree; the `kvmroll_db_url` attribute, else
+    /// The defaults for `host`: the `kvmroll_dist_url` attribute (a tarball
+    /// fallback), else the `kvmroll` package; the `kvmroll_db_url` attribute, else
     /// the default database path. A URL holding a password is refused: the
     /// kickstart is served over plain HTTP to whoever asks.
     pub fn for_host(c: &Cluster, host: &str) -> Result<KickstartOptions, HostFileError> {
-        let frontend = c
-            .hosts
-            .values()
-            .find(|h| h.appliance == "frontend")
-            .map_or("frontend", |h| h.name.as_str());
         let db = c
             .attr_of(host, "kvmroll_db_url")
             .map_or_else(|| crate::store::DEFAULT_DB_PATH.to_string(), str::to_string);
@@ -258,10 +254,7 @@ impl KickstartOptions {
             return Err(HostFileError::PasswordInUrl);
         }
         Ok(KickstartOptions {
-            dist_url: c
-                .attr_of(host, "kvmroll_dist_url")
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("http://{frontend}/install/kvmroll/kvmroll.tar.gz")),
+            dist_url: c.attr_of(host, "kvmroll_dist_url").map(str::to_string),
             db,
             credential: None,
         })
@@ -316,9 +309,14 @@ const DEFAULT_PACKAGES: &[&str] = &[
 ];
 
 /// The Rocks-style kickstart XML fragment for `host`. For a `kvm=true` host:
-/// the packages, and post-install steps that install kvmroll, the hook, the
-/// enabled systemd unit, the udev rules and dracut configuration, the host's
-/// resolved attributes, and the definitions of its VMs. Text is escaped by
+/// the packages, `kvmroll` among them as a Rocks roll lists its own (its
+/// scripts install the hook's drop-in and enable the units), and
+/// post-install steps that write the configuration, the udev rules and
+/// dracut configuration, the host's resolved attributes, and the
+/// definitions of its VMs. Where `dist_url` names a tarball instead, the
+/// post section unpacks it without replacing directory links (a merged
+/// /usr's /lib) or changing the modes of folders that exist, and enables
+/// the units itself. Text is escaped by
 /// XML rules, so every value comes back unchanged when the fragment is parsed.
 pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String, HostFileError> {
     let h = c
@@ -350,13 +348,27 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
     for p in &packages {
         x.push_str(&format!("  <package>{}</package>\n", escape_text(p)));
     }
+    if o.dist_url.is_none() {
+        x.push_str("  <package>kvmroll</package>\n");
+    }
     let mut post = String::new();
     post.push_str("set -e\n");
-    post.push_str("# kvmroll: binaries, hook, unit, rules, dracut module and man pages.\n");
-    post.push_str(&format!(
-        "curl -fsS {} | tar -C / -xzf -\n",
-        shell_quote(&o.dist_url)
-    ));
+    match &o.dist_url {
+        None => post.push_str(
+            "# kvmroll comes from its package: binaries, the hook as the drop-in\n\
+             # /etc/libvirt/hooks/qemu.d/kvmroll, units (enabled by its scripts), rules,\n\
+             # dracut module and manual pages.\n",
+        ),
+        // GNU tar would otherwise replace a link to a folder (a merged
+        // /usr's /lib) by a folder, and give a folder that exists the
+        // archive's mode; the tarball holds no folder of the system's.
+        Some(url) => post.push_str(&format!(
+            "# kvmroll from a tarball (kvmroll_dist_url): binaries, the hook's drop-in, units,\n\
+             # rules, dracut module and manual pages.\n\
+             curl -fsS {} | tar -C / --keep-directory-symlink --no-overwrite-dir -xzf -\n",
+            shell_quote(url)
+        )),
+    }
     post.push_str(
         "mkdir -p /etc/kvmroll /etc/kvmroll/attributes /etc/kvmroll/domains /var/lib/kvmroll\n",
     );
@@ -367,7 +379,7 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
     };
     post.push_str(&heredoc(
         "/etc/kvmroll/kvmroll.conf",
-        &format!("# Written at install by the kvmroll kickstart.\ndb = {}\n{passfile}host = {host}\nkvmroll = /usr/local/bin/kvmroll\n", o.db),
+        &format!("# Written at install by the kvmroll kickstart.\ndb = {}\n{passfile}host = {host}\nkvmroll = /usr/bin/kvmroll\n", o.db),
         "the configuration",
     )?);
     if is_postgres(&o.db) {
@@ -384,8 +396,9 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
             )),
         }
     }
-    post.push_str("/usr/local/bin/kvmroll-hook install --force\n");
-    post.push_str("systemctl enable kvmroll-guests.service kvmroll-events-prune.timer\n");
+    if o.dist_url.is_some() {
+        post.push_str("systemctl enable kvmroll-guests.service kvmroll-events-prune.timer\n");
+    }
     let devices = pci_devices(c, host)?;
     post.push_str(&heredoc(
         UDEV_RULES_PATH,
@@ -490,13 +503,35 @@ mod tests {
         ));
     }
 
+    /// The kickstart unpacked a tarball into / with plain `tar -xzf`, which
+    /// replaced a merged-/usr host's /lib link by a folder: it now lists
+    /// the kvmroll package, and a tarball fallback keeps links and modes.
+    #[test]
+    fn kickstart_installs_the_package_or_unpacks_a_tarball_safely() {
+        let c = small_cluster();
+        let mut o = KickstartOptions::for_host(&c, "vm-container-0-0").unwrap();
+        assert_eq!(o.dist_url, None);
+        let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
+        assert!(x.contains("  <package>kvmroll</package>\n"), "{x}");
+        assert!(!x.contains("curl") && !x.contains("tar "), "{x}");
+        assert!(x.contains("kvmroll = /usr/bin/kvmroll\n"), "{x}");
+        o.dist_url = Some("http://frontend-0/kvmroll.tar.gz".into());
+        let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
+        assert!(!x.contains("<package>kvmroll</package>"), "{x}");
+        assert!(
+            x.contains("| tar -C / --keep-directory-symlink --no-overwrite-dir -xzf -\n"),
+            "{x}"
+        );
+        assert!(x.contains("systemctl enable kvmroll-guests.service"), "{x}");
+    }
+
     #[test]
     fn kickstart_text_round_trips_through_xml() {
         let mut c = small_cluster();
         let nasty = "a<b>&c\"d'e\n</post><x>";
         set(&mut c, "vm-container-0-0", "note", nasty);
         let o = KickstartOptions {
-            dist_url: "http://frontend/kvmroll.tar.gz".into(),
+            dist_url: Some("http://frontend/kvmroll.tar.gz".into()),
             db: "/var/lib/kvmroll/kvmroll.db".into(),
             credential: None,
         };
