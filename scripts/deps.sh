@@ -28,6 +28,8 @@ PACKAGES=(
     # hook (scripts/build.sh); binutils (as, ld) comes with gcc.
     gcc
     libc6-dev
+    # libFuzzer's C++, which the fuzz targets build (scripts/fuzz.sh).
+    g++
     # The cluster test rig (tests/src/rig): a private PostgreSQL server, and
     # unshare, nsenter and setpriv for its namespaced daemons. The package's
     # postinst makes a "main" cluster and asks invoke-rc.d to start it; with
@@ -105,5 +107,19 @@ if [ "${#need_components[@]}" -gt 0 ]; then
         die "rustup component add ${need_components[*]} failed"
     cargo fmt --version >/dev/null 2>&1 || die "cargo fmt still unavailable after rustup component add"
     cargo clippy --version >/dev/null 2>&1 || die "cargo clippy still unavailable after rustup component add"
+fi
+
+# Fuzzing (scripts/fuzz.sh): cargo-fuzz on the nightly toolchain, which
+# these machines have (nothing but the package registries can be reached,
+# so a missing toolchain cannot be fetched). cargo-fuzz is built from
+# crates.io when missing: about 4 minutes here, bounded at 15.
+rustup run nightly rustc --version >/dev/null 2>&1 ||
+    die "the nightly Rust toolchain is missing (scripts/fuzz.sh needs it)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    log=$(mktemp /tmp/kvmroll-deps.XXXXXX.log)
+    timeout 900 cargo install cargo-fuzz --locked >"$log" 2>&1 ||
+        die "cargo install cargo-fuzz failed or took over 15 minutes (log: $log)"
+    command -v cargo-fuzz >/dev/null 2>&1 || die "cargo-fuzz not in PATH after cargo install (log: $log)"
+    rm -f "$log"
 fi
 exit 0

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run): installs what is missing,
-# checks formatting and lints, builds, brings up a real libvirtd, and runs the
-# unit, golden, CLI and end-to-end tests against it.
+# checks formatting and lints, builds, brings up a real libvirtd, runs the
+# unit, golden, property, CLI and end-to-end tests against it, then fuzzes
+# every parser of outside input for a bounded time (scripts/fuzz.sh, 30 s a
+# target; KVMROLL_FUZZ_SECONDS changes it).
 #
 #   scripts/test.sh            everything
 #
@@ -47,5 +49,14 @@ set -e
 passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
 failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
+
+step "fuzzing (scripts/fuzz.sh)"
+set +e
+scripts/fuzz.sh "${KVMROLL_FUZZ_SECONDS:-30}"
+fuzz_status=$?
+set -e
+
+# Last, as CI reads it: the tests' closing line.
 echo "tests: $passed passed, $failed failed"
-exit "$status"
+[ "$status" -ne 0 ] && exit "$status"
+exit "$fuzz_status"

@@ -11,6 +11,8 @@ use kvmroll_core::{Change, Disk, Host, Mac, Nic, OpenMode, Scope, Store, Vm};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 const CONTAINER: &str = "vm-container-0-0";
 
 fn vm(name: &str, n: u32) -> Vm {
@@ -212,33 +214,8 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/domain")
 }
 
-/// A readable diff: the first differing line with context.
-fn diff(expected: &str, got: &str) -> String {
-    let (e, g): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
-    let at = e
-        .iter()
-        .zip(&g)
-        .position(|(a, b)| a != b)
-        .unwrap_or(e.len().min(g.len()));
-    let mut s = format!("first difference at line {}:\n", at + 1);
-    for i in at.saturating_sub(2)..(at + 3) {
-        s.push_str(&format!(
-            "  expected {:>3}: {}\n",
-            i + 1,
-            e.get(i).unwrap_or(&"<end>")
-        ));
-        s.push_str(&format!(
-            "  got      {:>3}: {}\n",
-            i + 1,
-            g.get(i).unwrap_or(&"<end>")
-        ));
-    }
-    s
-}
-
 #[test]
 fn domain_xml_matches_the_golden_files() {
-    let update = std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     for (case, changes) in cases() {
         let dir = tempfile::tempdir().unwrap();
@@ -258,20 +235,8 @@ fn domain_xml_matches_the_golden_files() {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = String::from_utf8(out.stdout).unwrap();
-        let file = golden_dir().join(format!("{case}.xml"));
-        if update {
-            std::fs::create_dir_all(golden_dir()).unwrap();
-            std::fs::write(&file, &got).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (KVMROLL_UPDATE_GOLDEN=1 writes it)",
-                file.display()
-            )
-        });
-        if expected != got {
-            failures.push(format!("{case}: {}", diff(&expected, &got)));
+        if let Some(d) = common::check(&golden_dir().join(format!("{case}.xml")), &got) {
+            failures.push(format!("{case}: {d}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -279,17 +244,7 @@ fn domain_xml_matches_the_golden_files() {
 
 #[test]
 fn every_golden_file_passes_virt_xml_validate() {
-    let have = Command::new("virt-xml-validate")
-        .arg("--help")
-        .output()
-        .is_ok()
-        && Command::new("xmllint").arg("--version").output().is_ok();
-    if !have {
-        assert!(
-            std::env::var_os("KVMROLL_E2E").is_none(),
-            "virt-xml-validate (libvirt-clients) and xmllint (libxml2-utils) are required here"
-        );
-        eprintln!("skipped: virt-xml-validate or xmllint is not installed (scripts/deps.sh installs them)");
+    if !common::have_validator() {
         return;
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
@@ -300,18 +255,7 @@ fn every_golden_file_passes_virt_xml_validate() {
     files.sort();
     assert_eq!(files.len(), cases().len(), "one golden file per case");
     for f in files {
-        let out = Command::new("virt-xml-validate")
-            .arg(&f)
-            .arg("domain")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}{}",
-            f.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::validate(&f);
     }
 }
 
@@ -411,7 +355,6 @@ fn gen(db: &Path, args: &[&str]) -> std::process::Output {
 fn host_files_match_the_golden_files() {
     let dir = tempfile::tempdir().unwrap();
     let db = host_files_db(dir.path());
-    let update = std::env::var_os("KVMROLL_UPDATE_GOLDEN").is_some();
     let gold = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/host");
     let cases: [(&str, Vec<&str>); 4] = [
         (
@@ -436,16 +379,8 @@ fn host_files_match_the_golden_files() {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = String::from_utf8(out.stdout).unwrap();
-        let path = gold.join(file);
-        if update {
-            std::fs::create_dir_all(&gold).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let expected =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if expected != got {
-            failures.push(format!("{file}: {}", diff(&expected, &got)));
+        if let Some(d) = common::check(&gold.join(file), &got) {
+            failures.push(format!("{file}: {d}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -81,20 +81,31 @@ impl Journal {
     /// Reads the journal; `None` when there is none yet.
     pub fn load(path: &Path) -> Result<Option<Journal>, JournalError> {
         match std::fs::read(path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| JournalError::Parse {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-            }
+            Ok(bytes) => Journal::parse(&bytes)
+                .map(Some)
+                .map_err(|source| JournalError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(JournalError::Read {
                 path: path.to_path_buf(),
                 source,
             }),
         }
+    }
+
+    /// Parses a journal's bytes (what [`Journal::save`] wrote); the fuzz
+    /// target `journal` reaches this file by path.
+    pub fn parse(bytes: &[u8]) -> Result<Journal, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The bytes [`Journal::save`] writes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        Ok(bytes)
     }
 
     /// Sets a VM's state (and note), keeping what else it knew.
@@ -124,9 +135,7 @@ impl Journal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let mut bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
-        bytes.push(b'\n');
+        let bytes = self.to_bytes().map_err(|e| err(std::io::Error::other(e)))?;
         kvmroll_core::sys::write_atomic(path, &bytes, 0o644).map_err(err)
     }
 }

@@ -1213,20 +1213,6 @@ mod tests {
     }
 
     #[test]
-    fn replacement_xml_must_be_the_same_vm() {
-        let x = "<domain type='kvm'><name>a</name><uuid>U</uuid></domain>";
-        assert!(check_domain(x, "a", Some("u")).is_ok());
-        assert!(check_domain(x, "b", None)
-            .unwrap_err()
-            .contains("named \"a\""));
-        assert!(check_domain(x, "a", Some("V"))
-            .unwrap_err()
-            .contains("UUID"));
-        assert!(check_domain("<network/>", "a", None).is_err());
-        assert!(check_domain("<domain><name>a", "a", None).is_err());
-    }
-
-    #[test]
     fn a_limit_over_the_cap_in_the_database_is_capped() {
         let brief = |v: &str| VmBrief {
             name: "a".into(),

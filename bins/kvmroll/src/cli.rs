@@ -49,6 +49,9 @@ pub enum Command {
     /// Attributes: set, get, list and remove, at any scope.
     #[command(subcommand)]
     Attr(AttrCmd),
+    /// Carry a cluster over from another system.
+    #[command(subcommand)]
+    Import(ImportCmd),
     /// What the hook did: every invocation and plugin run.
     #[command(args_conflicts_with_subcommands = true)]
     Events {
@@ -84,6 +87,35 @@ pub enum DbCmd {
     Status {
         #[command(flatten)]
         json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCmd {
+    /// Import a Rocks cluster from the output of `rocks dump`.
+    ///
+    /// Appliances, hosts (the frontend under its Kickstart_PrivateHostname), every
+    /// attribute at its scope, and the VMs with their disks, NICs and MACs,
+    /// in one transaction. Each value is checked as if it were typed; a
+    /// refused one stops the import naming its line. Lines of other verbs
+    /// are counted. libvirt is not touched: `kvmroll vm define` defines the
+    /// VMs on their containers.
+    Rocks {
+        /// The output of `rocks dump` on the Rocks frontend.
+        dump: PathBuf,
+        /// The output of `rocks list host vm showdisks=1`, for the VMs' cdroms.
+        #[arg(long, value_name = "FILE")]
+        vm_list: Option<PathBuf>,
+        /// Print what the import would make, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import the rest when a value is refused, and list what was left out.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Import into a database that already has hosts; a conflict (the
+        /// same name with other values) is still refused.
+        #[arg(long)]
+        merge: bool,
     },
 }
 

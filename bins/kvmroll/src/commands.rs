@@ -5,6 +5,7 @@ use crate::cli::{
     ApplianceCmd, AttrCmd, Cli, Command, DbCmd, DiskCmd, EventsCmd, HostCmd, NicCmd, ScopeArgs,
     VmCmd,
 };
+use crate::import;
 use crate::sync::{chain, mark_stale, Missed, SyncMode, Syncer};
 use kvmroll_core::disks::{self, Roots, ROOTS_ATTR};
 use kvmroll_core::model::{check_abs_path, check_name, BootAction, DiskKind};
@@ -67,7 +68,8 @@ fn open_mode(command: &Command) -> OpenMode {
         Command::Host(HostCmd::Add { .. })
         | Command::Appliance(ApplianceCmd::Add { .. })
         | Command::Attr(AttrCmd::Set { .. })
-        | Command::Db(DbCmd::Init) => OpenMode::Create,
+        | Command::Db(DbCmd::Init)
+        | Command::Import(_) => OpenMode::Create,
         Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
         | Command::Vm(
             VmCmd::Add { .. }
@@ -104,6 +106,9 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     if let Command::Db(cmd) = cli.command {
         return db(cmd, &path, mode, &mut out);
     }
+    if let Command::Import(cmd) = cli.command {
+        return import::run(cmd, &path, mode, &mut out);
+    }
     let store = open_store(&path, mode)?;
     let sync_mode = if cli.no_sync {
         SyncMode::Off
@@ -119,7 +124,7 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
     };
     match cli.command {
         // Answered above, before the store was opened.
-        Command::Db(_) => Ok(Outcome::Done),
+        Command::Db(_) | Command::Import(_) => Ok(Outcome::Done),
         Command::Host(c) => app.host(c, &mut out),
         Command::Appliance(c) => app.appliance(c, &mut out),
         Command::Vm(c) => app.vm(c, &mut out),

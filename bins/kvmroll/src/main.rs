@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod import;
 mod sync;
 #[path = "../../shared/usage.rs"]
 mod usage;

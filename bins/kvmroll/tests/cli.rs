@@ -6,6 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::{assert_refused, kvmroll_at};
+
 struct Fixture {
     _dir: tempfile::TempDir,
     db: PathBuf,
@@ -808,28 +811,6 @@ fn db_path_from_environment_and_folder_created_by_a_first_write() {
         String::from_utf8(out.stdout).unwrap(),
         "compute\nfrontend\nhosted-vm\nlogin\nvm-container\n"
     );
-}
-
-/// Runs `kvmroll --db DB ARGS` outside any fixture.
-fn kvmroll_at(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kvmroll"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env_remove("KVMROLL_DB")
-        .env_remove("KVMROLL_DB_READONLY")
-        .env_remove("KVMROLL_STAGE")
-        .output()
-        .unwrap()
-}
-
-/// Asserts `out` is a refusal: status 1, one line holding `expect`, nothing on stdout.
-fn assert_refused(out: &Output, expect: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(expect), "{err:?} lacks {expect:?}");
-    assert!(out.stdout.is_empty());
 }
 
 /// Regression: `kvmroll --db /tmp/typo/x.db host list` made /tmp/typo/x.db

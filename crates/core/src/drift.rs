@@ -17,8 +17,48 @@
 //! kvmroll's metadata ([`crate::metadata`]), so the hook can name a drift
 //! line by line with no database ([`compare_facts`]).
 
+use crate::text::{clip, QUOTE_CHARS};
 use crate::xml::{parse_document, Element, FragmentError};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Why XML from outside (libvirt's on the hook's stdin, a filter plugin's
+/// replacement) is not a whole domain of the VM it is for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("not well-formed domain XML: {0}")]
+    Malformed(FragmentError),
+    #[error("the root element is <{0}>, not <domain>")]
+    NotDomain(String),
+    #[error("the domain is named {found:?}, not {vm:?}")]
+    OtherName { found: String, vm: String },
+    #[error("the domain's UUID is {found}, not {uuid}")]
+    OtherUuid { found: String, uuid: String },
+}
+
+/// Checks that `xml` is a whole domain for VM `vm` (its name and, where
+/// known, its UUID). What an error quotes of the XML is clipped.
+pub fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), DomainError> {
+    let doc = parse_document(xml).map_err(DomainError::Malformed)?;
+    if doc.name != "domain" {
+        return Err(DomainError::NotDomain(clip(&doc.name, QUOTE_CHARS)));
+    }
+    let name = doc.child("name").map_or("", |n| n.text.trim());
+    if name != vm {
+        return Err(DomainError::OtherName {
+            found: clip(name, QUOTE_CHARS),
+            vm: vm.to_string(),
+        });
+    }
+    if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
+        if !got.text.trim().eq_ignore_ascii_case(want) {
+            return Err(DomainError::OtherUuid {
+                found: clip(got.text.trim(), QUOTE_CHARS),
+                uuid: want.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Does `actual` hold everything `expected` says?
 fn covers(actual: &Element, expected: &Element) -> bool {
@@ -648,6 +688,22 @@ mod tests {
                 "<watchdog model='i6300esb'/>",
                 "<watchdog model='i6300esb' action='reset'><address type='pci'/></watchdog>",
             )
+    }
+
+    #[test]
+    fn replacement_xml_must_be_the_same_vm() {
+        let x = "<domain type='kvm'><name>a</name><uuid>U</uuid></domain>";
+        assert!(check_domain(x, "a", Some("u")).is_ok());
+        let e = check_domain(x, "b", None).unwrap_err().to_string();
+        assert!(e.contains("named \"a\""), "{e}");
+        let e = check_domain(x, "a", Some("V")).unwrap_err().to_string();
+        assert!(e.contains("UUID"), "{e}");
+        assert!(check_domain("<network/>", "a", None).is_err());
+        let e = check_domain("<domain><name>a", "a", None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("not well-formed domain XML: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub mod model;
 pub mod pg;
 pub mod plugins;
 pub mod render;
+pub mod rocksdump;
+pub mod rocksimport;
 pub mod spool;
 pub mod sqlite;
 pub mod store;

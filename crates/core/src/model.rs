@@ -87,6 +87,10 @@ pub fn check_abs_path(path: &str) -> Result<(), ValidationError> {
     if path.chars().any(char::is_control) {
         return bad("it contains control characters");
     }
+    // The path is written into the domain XML.
+    if !path.chars().all(crate::xml::is_xml_char) {
+        return bad("it contains a character XML cannot carry (U+FFFE or U+FFFF)");
+    }
     if path.len() > 4096 {
         return bad("it is too long");
     }
@@ -239,8 +243,10 @@ impl DiskKind {
     }
 }
 
-/// The disk buses libvirt knows for QEMU guests.
-pub const DISK_BUSES: &[&str] = &["virtio", "ide", "scsi", "sata", "usb", "fdc", "sd"];
+/// The disk buses libvirt knows for QEMU guests' disks. Not `fdc`: a
+/// floppy controller takes only `device='floppy'`, and libvirt refuses a
+/// disk on it ("Invalid bus type 'fdc' for disk").
+pub const DISK_BUSES: &[&str] = &["virtio", "ide", "scsi", "sata", "usb", "sd"];
 
 /// A VM disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -274,12 +280,7 @@ impl Disk {
         let path = parts[0];
         check_abs_path(path).map_err(|e| bad(e.to_string()))?;
         let dev = parts[1];
-        if !(2..=8).contains(&dev.len())
-            || !dev.starts_with(|c: char| c.is_ascii_lowercase())
-            || !dev
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        {
+        if !(2..=8).contains(&dev.len()) || disk_index(dev).is_none() {
             return Err(bad(format!(
                 "target device {dev:?} is not a device name like vda or hdb"
             )));
@@ -321,6 +322,32 @@ impl Disk {
         }
         s
     }
+}
+
+/// The buses where libvirt gives a disk a drive address worked out from
+/// its target name: two disks whose names give the same index (`hda` and
+/// `sda` are both 0) take the same slot, and libvirt refuses the domain
+/// ("Found duplicate drive address").
+pub const DRIVE_BUSES: &[&str] = &["ide", "sata", "scsi"];
+
+/// libvirt's index of a disk target name (`vda` 0, `hdc` 2, `sdaa` 26), as
+/// its `virDiskNameParse` reads it: `hd`, `sd`, `vd`, `xvd` or `ubd`, one or
+/// more letters, then an optional partition number. `None` for a name
+/// libvirt refuses for a disk ("Unknown disk name", or `fd`, a floppy's).
+pub fn disk_index(dev: &str) -> Option<u32> {
+    let rest = ["hd", "sd", "vd", "xvd", "ubd"]
+        .iter()
+        .find_map(|p| dev.strip_prefix(p))?;
+    let letters = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+    let (name, partition) = rest.split_at(letters);
+    if letters == 0 || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.bytes().enumerate().try_fold(0u32, |idx, (i, b)| {
+        idx.checked_add(u32::from(i > 0))?
+            .checked_mul(26)?
+            .checked_add(u32::from(b - b'a'))
+    })
 }
 
 /// A MAC address, kept in lowercase colon form.
@@ -520,6 +547,50 @@ mod tests {
             assert!(check_name("VM", bad).is_err(), "accepted {bad:?}");
         }
         assert!(check_name("VM", &"a".repeat(64)).is_err());
+    }
+
+    /// Regression: U+FFFE in a disk path, a cdrom or `kvm_emulator` was
+    /// accepted and rendered, and libvirt refused the whole definition
+    /// ("Char 0xFFFE out of allowed range").
+    #[test]
+    fn a_path_with_a_character_xml_cannot_carry_is_refused() {
+        for bad in ["/a\u{FFFE}b", "/a\u{FFFF}"] {
+            let e = check_abs_path(bad).unwrap_err().to_string();
+            assert!(e.contains("a character XML cannot carry"), "{e}");
+            assert!(Disk::parse(&format!("file:{bad},vda,virtio")).is_err());
+            assert!(crate::attrs::normalize("kvm_emulator", bad).is_err());
+        }
+        // What XML carries is fine, however unusual.
+        check_abs_path("/a\u{200B}b/\u{e9}t\u{e9}/\u{10348}.img").unwrap();
+    }
+
+    /// Regression: `--disk file:/a.img,vda,fdc` was accepted and rendered
+    /// as a disk on the floppy bus, which libvirt refuses.
+    #[test]
+    fn a_disk_on_the_floppy_bus_is_refused() {
+        let e = Disk::parse("file:/a.img,vda,fdc").unwrap_err().to_string();
+        assert!(e.contains("unknown bus \"fdc\""), "{e}");
+    }
+
+    /// Regression: `--disk file:/a.img,ab,virtio` (or `vd1`, `fda`) was
+    /// accepted, and libvirt refused the domain ("Unknown disk name 'ab'").
+    #[test]
+    fn a_disk_target_libvirt_cannot_place_is_refused() {
+        for (dev, idx) in [
+            ("vda", 0),
+            ("hdc", 2),
+            ("sdz", 25),
+            ("sdaa", 26),
+            ("xvdb", 1),
+        ] {
+            assert_eq!(disk_index(dev), Some(idx), "{dev}");
+        }
+        assert_eq!(disk_index("ubda1"), Some(0));
+        for dev in ["ab", "vd1", "fda", "vd", "hd-a", "vdA"] {
+            assert_eq!(disk_index(dev), None, "{dev}");
+            let e = Disk::parse(&format!("file:/a.img,{dev},virtio")).unwrap_err();
+            assert!(e.to_string().contains("is not a device name"), "{e}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::cluster::Cluster;
 use crate::cpuset;
 use crate::drift;
 use crate::metadata::{self, DiskSize, Metadata};
-use crate::model::{DiskKind, NicKind, ValidationError, Vm};
+use crate::model::{disk_index, DiskKind, NicKind, ValidationError, Vm, DRIVE_BUSES};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why a VM cannot be rendered.
@@ -72,6 +72,15 @@ pub enum RenderError {
     },
     #[error("VM {vm:?}: kvm_device_{next} is set but kvm_device_{missing} is not; the numbering must have no gap")]
     DeviceGap { vm: String, missing: u32, next: u32 },
+    #[error("VM {vm:?}: kvm_device_{index}'s <disk> takes target {dev}, which another disk of the VM has")]
+    DuplicateTarget { vm: String, index: u32, dev: String },
+    #[error("VM {vm:?}: disks {other} and {dev} take the same {bus} slot (libvirt places a disk by the letters of its name: hda, sda and vda are all the first)")]
+    SameSlot {
+        vm: String,
+        dev: String,
+        other: String,
+        bus: &'static str,
+    },
     /// A fault of kvmroll's own: what it rendered does not parse.
     #[error("VM {vm:?}: the rendered definition does not parse: {why}")]
     Unparsable { vm: String, why: String },
@@ -259,7 +268,7 @@ impl<'a> Renderer<'a> {
             }
             None => None,
         };
-        let devices = device_fragments(c, host, name)?;
+        let (devices, targets) = device_fragments(c, host, vm)?;
         let machine = checked("kvm_machine")?.unwrap_or_else(|| "pc".to_string());
         let graphics = checked("kvm_graphics")?.unwrap_or_else(|| "vnc".to_string());
         let emulator = checked("kvm_emulator")?;
@@ -380,7 +389,7 @@ impl<'a> Renderer<'a> {
             } else {
                 ("file", "file")
             };
-            let (dev, bus) = cdrom_target(vm, &machine)?;
+            let (dev, bus) = cdrom_target(vm, &targets, &machine)?;
             line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
             line(&mut x, 3, "<driver name='qemu' type='raw'/>");
             line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
@@ -597,16 +606,100 @@ fn check_fragment_sets(
         .collect())
 }
 
-/// The `kvm_device_N` values of a VM in order; a gap is an error.
+/// The disk targets a domain has: by name, and on the drive buses by the
+/// slot libvirt works out from the name ([`DRIVE_BUSES`]).
+#[derive(Default)]
+struct Targets {
+    names: BTreeSet<String>,
+    slots: BTreeMap<(String, u32), String>,
+}
+
+/// Why a disk target cannot be had.
+enum Taken {
+    Name,
+    /// The slot, and the disk that has it.
+    Slot(String),
+}
+
+impl Targets {
+    /// Whether `dev` on `bus` is free (`None`) or taken.
+    fn taken(&self, dev: &str, bus: &str) -> Option<Taken> {
+        if self.names.contains(dev) {
+            return Some(Taken::Name);
+        }
+        let index = disk_index(dev).filter(|_| DRIVE_BUSES.contains(&bus))?;
+        self.slots
+            .get(&(bus.to_string(), index))
+            .map(|other| Taken::Slot(other.clone()))
+    }
+
+    /// Takes `dev` on `bus` (`slot`: whether libvirt places it by its
+    /// name, rather than at an address the XML gives).
+    fn take(&mut self, dev: &str, bus: &str, slot: bool) -> Result<(), Taken> {
+        let taken = self.taken(dev, bus);
+        match taken {
+            Some(Taken::Slot(_)) if !slot => {}
+            Some(t) => return Err(t),
+            None => {}
+        }
+        self.names.insert(dev.to_string());
+        if let (true, Some(index)) = (slot && DRIVE_BUSES.contains(&bus), disk_index(dev)) {
+            self.slots.insert((bus.to_string(), index), dev.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The bus libvirt gives a disk whose target names none: by its prefix.
+fn implied_bus(dev: &str) -> &'static str {
+    [
+        ("hd", "ide"),
+        ("sd", "scsi"),
+        ("vd", "virtio"),
+        ("xvd", "xen"),
+        ("ubd", "uml"),
+        ("fd", "fdc"),
+    ]
+    .iter()
+    .find(|(prefix, _)| dev.starts_with(prefix))
+    .map_or("", |(_, bus)| bus)
+}
+
+/// The `kvm_device_N` values of a VM in order, with every disk target the
+/// VM has; a gap is an error, and so is a disk whose target, or slot, a
+/// disk before it already has (libvirt refuses the definition).
 fn device_fragments(
     c: &Cluster,
     host: &crate::model::Host,
-    vm: &str,
-) -> Result<Vec<String>, RenderError> {
+    vm: &Vm,
+) -> Result<(Vec<String>, Targets), RenderError> {
     let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
     for (name, r) in c.resolve(host) {
         if let Some(i) = attrs::device_index(&name) {
             found.insert(i, (name, r.value));
+        }
+    }
+    let bad = |source| RenderError::Attribute {
+        vm: vm.name.clone(),
+        source,
+    };
+    // Only the drive buses have slots.
+    let same_slot = |dev: &str, other: String, bus: &str| RenderError::SameSlot {
+        vm: vm.name.clone(),
+        dev: dev.to_string(),
+        other,
+        bus: DRIVE_BUSES
+            .iter()
+            .find(|b| **b == bus)
+            .copied()
+            .unwrap_or(""),
+    };
+    let mut targets = Targets::default();
+    for d in &vm.disks {
+        match targets.take(&d.dev, &d.bus, true) {
+            // Two disks of one name are refused when the VM is set.
+            Ok(()) | Err(Taken::Name) => {}
+            Err(Taken::Slot(other)) => return Err(same_slot(&d.dev, other, &d.bus)),
         }
     }
     let mut out = Vec::with_capacity(found.len());
@@ -614,32 +707,52 @@ fn device_fragments(
         let expected = expected as u32;
         if i != expected {
             return Err(RenderError::DeviceGap {
-                vm: vm.to_string(),
+                vm: vm.name.clone(),
                 missing: expected,
                 next: i,
             });
         }
-        let value = attrs::normalize(&name, &value).map_err(|source| RenderError::Attribute {
-            vm: vm.to_string(),
-            source,
-        })?;
-        out.push(value);
+        let xml = attrs::normalize(&name, &value).map_err(bad)?;
+        for el in attrs::parse_device(&name, &xml).map_err(bad)? {
+            let target = el.child("target").filter(|_| el.name == "disk");
+            let Some((t, dev)) = target.and_then(|t| Some((t, t.attr("dev")?))) else {
+                continue;
+            };
+            let bus = t.attr("bus").unwrap_or_else(|| implied_bus(dev));
+            let placed_by_name = el.child("address").is_none();
+            match targets.take(dev, bus, placed_by_name) {
+                Ok(()) => {}
+                Err(Taken::Name) => {
+                    return Err(RenderError::DuplicateTarget {
+                        vm: vm.name.clone(),
+                        index: i,
+                        dev: dev.to_string(),
+                    })
+                }
+                Err(Taken::Slot(other)) => return Err(same_slot(dev, other, bus)),
+            }
+        }
+        out.push(xml);
     }
-    Ok(out)
+    Ok((out, targets))
 }
 
 /// Where the cdrom goes: an IDE slot on the pc machine, SATA on q35; the
-/// first slot no disk uses (Rocks always used hda, even when a disk had it).
-/// A VM whose disks take every slot gets no cdrom: an error, not a target
-/// that collides with a disk.
-fn cdrom_target(vm: &Vm, machine: &str) -> Result<(String, &'static str), RenderError> {
-    let used: BTreeSet<&str> = vm.disks.iter().map(|d| d.dev.as_str()).collect();
+/// first that no disk takes, by name or by slot, the disks of
+/// `kvm_device_N` included (Rocks always used hda, even when a disk had
+/// it). A VM whose disks take every slot gets no cdrom: an error, not a
+/// target that collides with a disk.
+fn cdrom_target(
+    vm: &Vm,
+    targets: &Targets,
+    machine: &str,
+) -> Result<(String, &'static str), RenderError> {
     let (candidates, bus): (&[&str], _) = if machine.contains("q35") {
         (&["sda", "sdb", "sdc", "sdd", "sde", "sdf"], "sata")
     } else {
         (&["hdc", "hdd", "hdb", "hda"], "ide")
     };
-    match candidates.iter().find(|d| !used.contains(*d)) {
+    match candidates.iter().find(|d| targets.taken(d, bus).is_none()) {
         Some(dev) => Ok((dev.to_string(), bus)),
         None => Err(RenderError::NoCdromSlot {
             vm: vm.name.clone(),
@@ -807,6 +920,104 @@ mod tests {
                 next: 2
             })
         );
+    }
+
+    /// Regression: a `kvm_device_N` disk on a target the VM's own disk (or
+    /// another fragment's, or the cdrom) had was rendered, and libvirt
+    /// refused the definition ("target 'vda' duplicated").
+    #[test]
+    fn a_device_disk_on_a_taken_target_is_refused_and_the_cdrom_moves_aside() {
+        let mut c = with_vms(&[("a", 1)]);
+        let mut v = c.vm("a").unwrap().clone();
+        v.disks = vec![crate::model::Disk::parse("file:/s/a.img,vda,virtio").unwrap()];
+        v.cdrom = Some("/isos/a.iso".into());
+        c.apply(&Change::SetVm(v)).unwrap();
+        let disk = |dev: &str| {
+            format!("<disk type='file' device='disk'><source file='/s/{dev}.img'/><target dev='{dev}' bus='virtio'/></disk>")
+        };
+        let plan = c.plan(&[Change::SetAttr {
+            scope: Scope::Host("a".into()),
+            name: "kvm_device_0".into(),
+            value: disk("vda"),
+        }]);
+        let e = crate::sys::error_chain(&plan.unwrap_err());
+        assert!(
+            e.contains("kvm_device_0's <disk> takes target vda, which another disk of the VM has"),
+            "{e}"
+        );
+        set(&mut c, "a", "kvm_device_0", &disk("vdb"));
+        set(&mut c, "a", "kvm_device_1", &disk("vdb"));
+        assert_eq!(
+            render_domain(&c, "a"),
+            Err(RenderError::DuplicateTarget {
+                vm: "a".into(),
+                index: 1,
+                dev: "vdb".into()
+            })
+        );
+        // A fragment's cdrom on hdc: kvmroll's cdrom takes the next slot.
+        set(
+            &mut c,
+            "a",
+            "kvm_device_1",
+            "<disk type='file' device='cdrom'><source file='/i.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>",
+        );
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
+    }
+
+    /// Regression: disks sda and hda on one SATA (IDE, SCSI) bus were
+    /// rendered, and libvirt refused the domain ("Found duplicate drive
+    /// address"): it places such a disk by the letters of its name.
+    #[test]
+    fn disks_whose_names_take_one_slot_are_refused_and_the_cdrom_avoids_them() {
+        let mut c = with_vms(&[("a", 1)]);
+        let disks = |specs: &[&str]| -> Vec<crate::model::Disk> {
+            specs
+                .iter()
+                .map(|d| crate::model::Disk::parse(d).unwrap())
+                .collect()
+        };
+        let mut v = c.vm("a").unwrap().clone();
+        v.disks = disks(&["file:/s/a.img,sda,sata", "file:/s/b.img,hda,sata"]);
+        let e = crate::sys::error_chain(&c.plan(&[Change::SetVm(v.clone())]).unwrap_err());
+        assert!(
+            e.contains("disks sda and hda take the same sata slot"),
+            "{e}"
+        );
+        // On other buses, or on another index, they are fine.
+        v.disks = disks(&[
+            "file:/s/a.img,sda,sata",
+            "file:/s/b.img,hda,virtio",
+            "file:/s/c.img,sdb,scsi",
+        ]);
+        c.apply(&Change::SetVm(v.clone())).unwrap();
+        render_domain(&c, "a").unwrap();
+        // A fragment's disk is placed by its name too, unless it has an address.
+        let fragment = |dev: &str, address: &str| {
+            format!("<disk type='file' device='disk'><source file='/s/f.img'/><target dev='{dev}' bus='scsi'/>{address}</disk>")
+        };
+        set(&mut c, "a", "kvm_device_0", &fragment("hdb", ""));
+        assert!(matches!(
+            render_domain(&c, "a"),
+            Err(RenderError::SameSlot { ref dev, ref other, .. }) if dev == "hdb" && other == "sdb"
+        ));
+        set(
+            &mut c,
+            "a",
+            "kvm_device_0",
+            &fragment(
+                "hdb",
+                "<address type='drive' controller='0' bus='0' target='0' unit='5'/>",
+            ),
+        );
+        render_domain(&c, "a").unwrap();
+        // The cdrom skips hdc, whose slot a disk named sdc has on IDE.
+        v.disks = disks(&["file:/s/a.img,sdc,ide"]);
+        v.cdrom = Some("/isos/a.iso".into());
+        c.apply(&Change::SetVm(v)).unwrap();
+        let x = render_domain(&c, "a").unwrap();
+        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
     }
 
     #[test]

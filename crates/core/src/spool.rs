@@ -189,29 +189,25 @@ impl Spool {
     /// Reads one spool file's events with their origins; `None` for a file
     /// that is not whole JSON lines of events.
     fn read(&self, path: &Path) -> Result<Option<Vec<Spooled>>, SpoolError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpoolError::Read {
+        let bytes = std::fs::read(path).map_err(|source| SpoolError::Read {
             path: path.to_path_buf(),
             source,
-        });
-        let text = match text {
-            Ok(t) => t,
-            // Not UTF-8: torn or foreign, as below.
-            Err(SpoolError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
+        })?;
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        Ok(self.parse(&file, &bytes))
+    }
+
+    /// The events of spool file `file` whose bytes are `bytes`, with their
+    /// origins; `None` unless it is whole JSON lines of events (text that
+    /// is not UTF-8 is torn or foreign too).
+    pub fn parse(&self, file: &str, bytes: &[u8]) -> Option<Vec<Spooled>> {
+        let text = std::str::from_utf8(bytes).ok()?;
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            let Ok(event) = serde_json::from_str::<Event>(line) else {
-                return Ok(None);
-            };
+            let event = serde_json::from_str::<Event>(line).ok()?;
             out.push(Spooled {
                 origin: format!("{}/{file}#{i}", self.host),
                 event,
@@ -219,7 +215,7 @@ impl Spool {
         }
         // An empty file is what a power cut can leave of a rename whose data
         // never reached the disk.
-        Ok((!out.is_empty()).then_some(out))
+        (!out.is_empty()).then_some(out)
     }
 
     /// Hands every spooled file, oldest first, to `deliver`, which commits

@@ -24,6 +24,13 @@ use quick_xml::Reader;
 /// (depth 1): libvirt's, which is libxml2's default limit.
 pub const MAX_DEPTH: usize = 256;
 
+/// Whether XML 1.0 can carry `c` at all, raw or as a character reference
+/// (<https://www.w3.org/TR/xml/#charsets>): libxml2, and so libvirt,
+/// refuses a document holding any other, such as U+0001 or U+FFFE.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
 /// Escapes text for an XML text node.
 pub fn escape_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -126,6 +133,9 @@ pub enum FragmentError {
     Forbidden(&'static str),
     #[error("invalid element or attribute name {0:?}")]
     BadName(String),
+    /// A character XML cannot carry, raw or as a character reference.
+    #[error("character U+{0:04X} is not allowed in XML")]
+    BadChar(u32),
     /// Deeper than libvirt accepts; `around` counts the elements of the
     /// domain that a fragment goes into.
     #[error("nested deeper than {} elements{}", MAX_DEPTH - around, if *around > 0 {
@@ -171,6 +181,7 @@ fn element_from(
             .unescape_value()
             .map_err(|e| malformed(reader, e))?
             .into_owned();
+        xml_chars(&value)?;
         attrs.push((key, value));
     }
     Ok(Element {
@@ -222,10 +233,20 @@ pub fn parse_document(doc: &str) -> Result<Element, FragmentError> {
     }
 }
 
+/// Refuses text holding a character XML cannot carry: quick-xml passes
+/// them, raw or as character references, and libxml2 refuses them.
+fn xml_chars(text: &str) -> Result<(), FragmentError> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        Some(c) => Err(FragmentError::BadChar(c.into())),
+        None => Ok(()),
+    }
+}
+
 /// The parse itself: a loop over quick-xml's events with the open elements
 /// on a stack, refusing an element deeper than [`MAX_DEPTH`] counted from
 /// `around` elements up, before it is built.
 fn parse_nodes(fragment: &str, around: usize) -> Result<Vec<Element>, FragmentError> {
+    xml_chars(fragment)?;
     let mut reader = Reader::from_str(fragment);
     reader.config_mut().check_end_names = true;
     reader.config_mut().check_comments = true;
@@ -272,6 +293,7 @@ fn parse_nodes(fragment: &str, around: usize) -> Result<Vec<Element>, FragmentEr
                     return Err(malformed(&reader, "unescaped '<' in text"));
                 }
                 let value = text.unescape().map_err(|e| malformed(&reader, e))?;
+                xml_chars(&value)?;
                 match stack.last_mut() {
                     // Blank text after a child element (the indentation
                     // between elements) adds nothing an element's text is
@@ -375,6 +397,32 @@ mod tests {
         ] {
             assert!(parse_fragment(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    /// Regression: a raw U+0001 or a reference to one (`&#1;`, `&#xFFFE;`)
+    /// passed as well-formed, and libvirt refused the whole definition
+    /// ("PCDATA invalid Char value 1").
+    #[test]
+    fn characters_xml_cannot_carry_are_refused_raw_or_referenced() {
+        for (bad, code) in [
+            ("<a>x\u{1}</a>", 1),
+            ("<a b='\u{FFFF}'/>", 0xFFFF),
+            ("<a/>\u{8}", 8),
+            ("<!-- \u{FFFE} --><a/>", 0xFFFE),
+            ("<a>&#1;</a>", 1),
+            ("<a b='i&#xFFFE;'/>", 0xFFFE),
+            ("<a>&#x1F;</a>", 0x1F),
+        ] {
+            assert_eq!(
+                parse_fragment(bad),
+                Err(FragmentError::BadChar(code)),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_document("<domain>\u{1}</domain>").is_err());
+        // Every character XML allows passes, raw or referenced.
+        parse_fragment("<a b='&#x9;&#10;\u{FFFD}'>\t&#xD7FF;&#xE000;\u{10FFFF}&#x10000;</a>")
+            .unwrap();
     }
 
     fn nested(depth: usize) -> String {
