@@ -523,9 +523,10 @@ impl Cluster {
         let mut before_r = Renderer::new(self);
         let mut after_r = Renderer::new(&after);
         let mut changed = BTreeMap::new();
+        let mut drafts = BTreeMap::new();
         for name in names {
-            let old = self.vms.contains_key(&name).then(|| before_r.render(&name));
-            let new = after.vms.contains_key(&name).then(|| after_r.render(&name));
+            let old = self.vms.contains_key(&name).then(|| before_r.draft(&name));
+            let new = after.vms.contains_key(&name).then(|| after_r.draft(&name));
             match (old, new) {
                 (None, None) => {}
                 (old, Some(Err(e))) => {
@@ -541,7 +542,7 @@ impl Cluster {
                 }
                 (Some(Ok(a)), Some(Ok(b))) if a == b => {}
                 (_, Some(Ok(b))) => {
-                    changed.insert(name, Some(b));
+                    drafts.insert(name, b);
                 }
                 (Some(_), None) => {
                     changed.insert(name, None);
@@ -550,25 +551,17 @@ impl Cluster {
         }
         drop(after_r);
         // Each changed definition is a new generation of its VM, and carries
-        // it: rendered again, with the new number in its metadata.
-        let bumped: Vec<String> = changed
-            .iter()
-            .filter(|(_, xml)| xml.is_some())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &bumped {
-            if let Some(vm) = after.vms.get_mut(name) {
-                vm.generation = self.vms.get(name).map_or(0, |v| v.generation) + 1;
+        // it in its metadata.
+        for (name, mut draft) in drafts {
+            let generation = self.vms.get(&name).map_or(0, |v| v.generation) + 1;
+            if let Some(vm) = after.vms.get_mut(&name) {
+                vm.generation = generation;
             }
-        }
-        let mut again = Renderer::new(&after);
-        for name in bumped {
-            let xml = again
-                .render(&name)
-                .map_err(|source| ClusterError::WouldBreak {
-                    vm: name.clone(),
-                    source,
-                })?;
+            draft.set_generation(generation);
+            let xml = draft.finish().map_err(|source| ClusterError::WouldBreak {
+                vm: name.clone(),
+                source,
+            })?;
             changed.insert(name, Some(xml));
         }
         Ok(Plan { after, changed })

@@ -32,7 +32,7 @@ pub use cluster::{Change, Cluster, ClusterError, Plan};
 pub use conf::db_location;
 pub use events::{Event, EventFilter};
 pub use model::{Disk, Host, Mac, Nic, NicSpec, Scope, ValidationError, Vm};
-pub use render::{render_domain, RenderError, Renderer};
+pub use render::{render_domain, Draft, RenderError, Renderer};
 pub use store::{
     init_store, open_store, open_within, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus,
     VmBrief, VmDisk, DEFAULT_DB_PATH,

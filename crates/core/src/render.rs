@@ -220,6 +220,13 @@ impl<'a> Renderer<'a> {
 
     /// Renders the domain XML of one VM.
     pub fn render(&mut self, name: &str) -> Result<String, RenderError> {
+        self.draft(name)?.finish()
+    }
+
+    /// Renders one VM but for the facts of its metadata, which
+    /// [`Draft::finish`] takes from the rendering: enough to tell whether
+    /// a change alters the definition ([`crate::Cluster::plan`]).
+    pub fn draft(&mut self, name: &str) -> Result<Draft, RenderError> {
         let c = self.cluster;
         let vm = c
             .vms
@@ -476,20 +483,54 @@ impl<'a> Renderer<'a> {
                 }
             }
         }
-        // The rendering is well-formed by construction (attribute text is
-        // escaped, fragments were checked).
-        let doc = crate::xml::parse_document(&x).map_err(|e| RenderError::Unparsable {
+        Ok(Draft {
             vm: name.to_string(),
+            xml: x,
+            metadata_at,
+            meta,
+        })
+    }
+}
+
+/// A VM's rendering without its metadata yet: the facts of what kvmroll
+/// decides are taken from the rendered XML itself (`drift::project`, the
+/// same projection the hook makes of libvirt's XML), which costs a parse.
+/// Two drafts are equal exactly when their finished renderings would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    vm: String,
+    xml: String,
+    /// Where the metadata goes: after `<uuid>`.
+    metadata_at: usize,
+    /// All but its facts and their digest.
+    meta: Metadata,
+}
+
+impl Draft {
+    /// The generation the finished rendering will carry.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.meta.generation = generation;
+    }
+
+    /// The domain XML, its metadata whole.
+    pub fn finish(self) -> Result<String, RenderError> {
+        let Draft {
+            vm,
+            mut xml,
+            metadata_at,
+            mut meta,
+        } = self;
+        // Well-formed by construction (attribute text is escaped, fragments
+        // were checked): an error here is kvmroll's own.
+        let doc = crate::xml::parse_document(&xml).map_err(|e| RenderError::Unparsable {
+            vm,
             why: e.to_string(),
         })?;
         meta.facts = drift::project(&doc, None);
         meta.sha256 = metadata::digest(&meta.facts);
-        let mut block = String::with_capacity(512);
-        line(&mut block, 1, "<metadata>");
-        block.push_str(&meta.to_xml());
-        line(&mut block, 1, "</metadata>");
-        x.insert_str(metadata_at, &block);
-        Ok(x)
+        let block = format!("  <metadata>\n{}  </metadata>\n", meta.to_xml());
+        xml.insert_str(metadata_at, &block);
+        Ok(xml)
     }
 }
 

@@ -286,13 +286,19 @@ fn parse_nodes(fragment: &str, around: usize) -> Result<Vec<Element>, FragmentEr
                 }
             }
             Event::Text(text) => {
-                let raw = String::from_utf8_lossy(text.as_ref()).into_owned();
-                if raw.contains('<') {
+                // Looked at as bytes: most text is the indentation between
+                // elements, and a copy of each would cost more than the rest
+                // of a parse.
+                if text.as_ref().contains(&b'<') {
                     return Err(malformed(&reader, "unescaped '<' in text"));
                 }
                 let value = text.unescape().map_err(|e| malformed(&reader, e))?;
                 xml_chars(&value)?;
                 match stack.last_mut() {
+                    // Blank text after a child element (the indentation
+                    // between elements) adds nothing an element's text is
+                    // read for, and would cost a copy per element.
+                    Some(parent) if !parent.children.is_empty() && value.trim().is_empty() => {}
                     Some(parent) => parent.text.push_str(&value),
                     None if value.trim().is_empty() => {}
                     None => return Err(FragmentError::StrayText(clip(value.trim(), QUOTE_CHARS))),
