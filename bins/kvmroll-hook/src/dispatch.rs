@@ -854,7 +854,8 @@ fn stage_body(
                             roots = now.as_ref().and_then(|b| b.attrs.get(ROOTS_ATTR).cloned());
                         }
                         let moved = relocated(vm, conf, brief, now);
-                        run.relocated = matches!(&moved, Err(why) if why.contains("was moved to container"));
+                        run.relocated =
+                            matches!(&moved, Err(why) if why.contains("was moved to container"));
                         moved?;
                     }
                     Db::Unreachable(why) => {

@@ -2079,11 +2079,7 @@ fn events_forward_this_hosts_spool_and_filter_by_container() {
     let f = Fixture::on(Engine::Sqlite);
     let dir = f.file("x").parent().unwrap().to_path_buf();
     let conf = dir.join("kvmroll.conf");
-    std::fs::write(
-        &conf,
-        format!("db = {}\nhost = vm-container-0-0\n", f.db),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("db = {}\nhost = vm-container-0-0\n", f.db)).unwrap();
     let event = |container: &str, message: &str| Event {
         id: 0,
         time_ms: kvmroll_core::now_ms(),
