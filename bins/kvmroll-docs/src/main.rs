@@ -5,7 +5,7 @@
 //! sections), built into this binary.
 //!
 //!     DIR/man/man1/kvmroll.1  kvmroll-SUBCOMMAND.1  kvmroll-gen.1
-//!     DIR/man/man5/kvmroll.conf.5
+//!     DIR/man/man5/kvmroll.conf.5  kvmroll-metadata.5
 //!     DIR/man/man7/kvmroll-attributes.7
 //!     DIR/man/man8/kvmroll-enable.8  kvmroll-guests.8  kvmroll-hook.8
 //!     DIR/bash-completion/completions/NAME
@@ -91,6 +91,8 @@ const BINARIES: &[Binary] = &[
 const CONF_PAGE: &str = include_str!("../../../docs/man/kvmroll.conf.5");
 /// Every attribute kvmroll reads.
 const ATTRIBUTES_MD: &str = include_str!("../../../docs/man/kvmroll-attributes.7.md");
+/// What kvmroll writes into every domain definition.
+const METADATA_MD: &str = include_str!("../../../docs/man/kvmroll-metadata.5.md");
 
 /// Why the pages could not be made.
 #[derive(Debug)]
@@ -152,6 +154,7 @@ fn pages() -> Result<Vec<Page>, DocsError> {
         .chain([
             "kvmroll.conf(5)".to_string(),
             "kvmroll-attributes(7)".to_string(),
+            "kvmroll-metadata(5)".to_string(),
         ])
         .collect();
     let others = |me: &str| -> Vec<String> { top.iter().filter(|p| *p != me).cloned().collect() };
@@ -199,18 +202,23 @@ fn pages() -> Result<Vec<Page>, DocsError> {
             }
         }
     }
-    let attrs = Doc::parse(ATTRIBUTES_MD);
-    out.push(page::markdown_page(
-        &attrs,
-        &Text {
-            name: "kvmroll-attributes".to_string(),
-            what: name_of("kvmroll-attributes", &attrs)?,
-            section: "7",
-            md: Some(&attrs),
-            split: None,
-            see_also: others("kvmroll-attributes(7)"),
-        },
-    ));
+    for (name, section, md) in [
+        ("kvmroll-attributes", "7", ATTRIBUTES_MD),
+        ("kvmroll-metadata", "5", METADATA_MD),
+    ] {
+        let doc = Doc::parse(md);
+        out.push(page::markdown_page(
+            &doc,
+            &Text {
+                name: name.to_string(),
+                what: name_of(name, &doc)?,
+                section,
+                md: Some(&doc),
+                split: None,
+                see_also: others(&format!("{name}({section})")),
+            },
+        ));
+    }
     out.push(Page {
         name: "kvmroll.conf".to_string(),
         section: "5".to_string(),

@@ -1767,7 +1767,7 @@ fn db_init_on_postgresql_shows_no_password_and_makes_the_containers_role() {
 
     let out = f.ok(&with_pw);
     assert!(
-        out.starts_with(&format!("created {}: schema 3\n", f.shown())),
+        out.starts_with(&format!("created {}: schema 4\n", f.shown())),
         "{out}"
     );
     assert!(
