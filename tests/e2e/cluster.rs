@@ -83,7 +83,8 @@ fn set_up() -> Frontend {
         let node = |n: &mut rig::NodeBuilder| {
             // Before the daemons start: libvirtd reads its hooks only then.
             n.install_hook(&kvmroll_tests::static_hook())?;
-            // The kickstart names /usr/local/bin/kvmroll.
+            // kvmroll.conf (from the kickstart) names no CLI: its default
+            // takes /usr/local/bin/kvmroll first.
             n.bind(&bin_dir(), "/usr/local/bin")?;
             n.private_dir(DISK_ROOT).map(drop)
         };

@@ -377,9 +377,14 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
     } else {
         String::new()
     };
+    // No `kvmroll =` line: the default finds the CLI where the package
+    // (/usr/bin) or a local build (/usr/local/bin, which wins) put it.
     post.push_str(&heredoc(
         "/etc/kvmroll/kvmroll.conf",
-        &format!("# Written at install by the kvmroll kickstart.\ndb = {}\n{passfile}host = {host}\nkvmroll = /usr/bin/kvmroll\n", o.db),
+        &format!(
+            "# Written at install by the kvmroll kickstart.\ndb = {}\n{passfile}host = {host}\n",
+            o.db
+        ),
         "the configuration",
     )?);
     if is_postgres(&o.db) {
@@ -514,7 +519,7 @@ mod tests {
         let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
         assert!(x.contains("  <package>kvmroll</package>\n"), "{x}");
         assert!(!x.contains("curl") && !x.contains("tar "), "{x}");
-        assert!(x.contains("kvmroll = /usr/bin/kvmroll\n"), "{x}");
+        assert!(!x.contains("kvmroll = "), "{x}");
         o.dist_url = Some("http://frontend-0/kvmroll.tar.gz".into());
         let x = kickstart(&c, "vm-container-0-0", &o).unwrap();
         assert!(!x.contains("<package>kvmroll</package>"), "{x}");
