@@ -47,6 +47,7 @@ fn cluster() -> Cluster {
         disks: vec![],
         nics: vec![],
         stale: false,
+        generation: 0,
     }))
     .unwrap();
     c

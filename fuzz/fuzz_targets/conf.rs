@@ -1,6 +1,6 @@
 //! `kvmroll.conf`, which every binary reads and the hook reads at every
 //! event (`conf::Config::parse`). Beyond not crashing: every path it
-//! accepts is absolute, as the hook relies on.
+//! accepts is absolute (the database a path or a URL), as the hook relies on.
 
 #![no_main]
 
@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(c) = Config::parse(Path::new("/etc/kvmroll/kvmroll.conf"), text) {
-        for p in [Some(&c.db), Some(&c.root), Some(&c.kvmroll), c.passfile.as_ref()]
+        // The database may also be a URL (postgresql://...), parsed whole.
+        let url = kvmroll_core::location::Location::from_url_path(&c.db);
+        assert!(c.db.is_absolute() || matches!(url, Ok(Some(_))), "{:?}", c.db);
+        for p in [Some(&c.root), Some(&c.kvmroll), c.passfile.as_ref()]
             .into_iter()
             .flatten()
         {

@@ -182,7 +182,25 @@ impl PinSets {
     fn read_cputune(&mut self, cputune: &Element, iothreads: &BTreeSet<u32>) -> Result<(), String> {
         let mut emulatorpins = 0;
         let mut pinned_threads = BTreeSet::new();
+        // Elements libvirt's schema allows once in <cputune> (the tuning
+        // values; emulatorpin is counted below, with its own message).
+        const ONCE: &[&str] = &[
+            "shares",
+            "period",
+            "quota",
+            "global_period",
+            "global_quota",
+            "emulator_period",
+            "emulator_quota",
+            "iothread_period",
+            "iothread_quota",
+            "emulatorsched",
+        ];
+        let mut seen = BTreeSet::new();
         for el in &cputune.children {
+            if ONCE.contains(&el.name.as_str()) && !seen.insert(el.name.as_str()) {
+                return Err(format!("<{}> is given twice", el.name));
+            }
             match el.name.as_str() {
                 "vcpupin" => {
                     let vcpu = number(el, "vcpupin", "vcpu")?;
@@ -658,6 +676,12 @@ mod tests {
                 "twice",
             ),
             ("<cputune/><cputune/>", "<cputune> is given twice"),
+            // Regression (found by the property tests): two <shares> were
+            // accepted, and libvirt's schema refuses the domain.
+            (
+                "<cputune><shares>2048</shares><shares>2048</shares></cputune>",
+                "<shares> is given twice",
+            ),
             ("<name>evil</name>", "<name> is not for this attribute"),
             (
                 "<uuid>x</uuid>",
