@@ -1,45 +1,10 @@
 //! The domain XML from outside: libvirt's on stdin, and a preboot plugin's
-//! replacement, which must be a whole domain of the same VM.
+//! replacement, which must be a whole domain of the same VM
+//! (`kvmroll_core::drift::check_domain`, the one check of both).
 
 use super::plugin_run::short;
-use kvmroll_core::text::{clip, QUOTE_CHARS};
-use kvmroll_core::xml::{parse_document, Element};
+use kvmroll_core::drift::check_domain;
 use std::path::Path;
-
-/// Checks that `xml` is a whole domain for this VM (name and, where known, UUID).
-pub(super) fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), String> {
-    let doc = parse_document(xml).map_err(|e| format!("not well-formed domain XML: {e}"))?;
-    check_doc(&doc, vm, uuid)
-}
-
-/// [`check_domain`] of a parsed document.
-pub(super) fn check_doc(doc: &Element, vm: &str, uuid: Option<&str>) -> Result<(), String> {
-    if doc.name != "domain" {
-        return Err(format!(
-            "the root element is <{}>, not <domain>",
-            clip(&doc.name, QUOTE_CHARS)
-        ));
-    }
-    let name = doc
-        .child("name")
-        .map(|n| n.text.trim().to_string())
-        .unwrap_or_default();
-    if name != vm {
-        return Err(format!(
-            "the domain is named {:?}, not {vm:?}",
-            clip(&name, QUOTE_CHARS)
-        ));
-    }
-    if let (Some(want), Some(got)) = (uuid, doc.child("uuid")) {
-        if !got.text.trim().eq_ignore_ascii_case(want) {
-            return Err(format!(
-                "the domain's UUID is {}, not {want}",
-                clip(got.text.trim(), QUOTE_CHARS)
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// A preboot plugin's output: `None` where it printed nothing (no change),
 /// else the whole domain XML it printed, for the next plugin and, at restore

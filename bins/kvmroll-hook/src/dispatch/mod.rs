@@ -27,7 +27,7 @@ mod run;
 mod stage;
 
 use crate::config::Config;
-use filter::check_doc;
+use kvmroll_core::drift::{check_parsed, DomainError};
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::xml::{parse_document, Element};
 use kvmroll_core::VmBrief;
@@ -144,7 +144,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         db: Db::Unopened,
         relocated: false,
     };
-    let doc = parse_document(&call.xml).map_err(|e| format!("not well-formed domain XML: {e}"));
+    let doc = parse_document(&call.xml).map_err(DomainError::Malformed);
     // kvmroll's metadata, where the definition has it: everything this
     // call needs to know of the VM, without the database.
     let meta = match &doc {
@@ -174,7 +174,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
     };
     let mut answer = Answer::default();
     let checked = match (&doc, stage.aborts()) {
-        (Ok(d), true) => check_doc(d, &call.vm, None).map_err(|e| {
+        (Ok(d), true) => check_parsed(d, &call.vm, None).map_err(|e| {
             format!(
                 "VM {}: libvirt's domain XML on stdin is refused: {e}",
                 call.vm
