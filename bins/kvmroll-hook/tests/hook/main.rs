@@ -1,7 +1,7 @@
 //! Runs the real `kvmroll-hook` binary as libvirtd would (`VM OP SUBOP EXTRA`,
 //! the domain XML on stdin, an almost empty environment) against a fresh
 //! configuration, database and plugin root per test. The end-to-end tests in
-//! tests/e2e/hook.rs do the same through a real libvirtd.
+//! tests/e2e/hook/ do the same through a real libvirtd.
 //!
 //! One module per topic; `fixture` is what they share.
 
