@@ -150,7 +150,7 @@ fn hook(args: &[String]) -> u8 {
     match answer.refusal {
         Some(reason) => {
             // libvirt shows the hook's stderr whole: one line, a few KB.
-            let reason = kvmroll_core::text::one_line(&reason);
+            let reason = chain(&reason);
             log::warn!("{reason}");
             eprintln!("{reason}");
             1

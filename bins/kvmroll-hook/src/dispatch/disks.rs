@@ -1,8 +1,9 @@
 //! The VM's disk images at `prepare begin`: made where missing, grown where
 //! the database asks, and what was done recorded.
 
+use super::refusal::Refusal;
 use super::run::{Db, Run};
-use kvmroll_core::disks::{self, Done, Place, Roots, ROOTS_ATTR};
+use kvmroll_core::disks::{self, Done, Place, Roots};
 use kvmroll_core::events::Outcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::model::{Disk, DiskKind};
@@ -67,7 +68,7 @@ pub(super) fn prepare_disks(
     after_plugins: bool,
     roots: Option<&str>,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let vm = run.call.vm.clone();
     let from_db = match (meta, doc) {
         (Some(_), Some(_)) => after_plugins && matches!(run.db, Db::Open(_)),
@@ -76,17 +77,20 @@ pub(super) fn prepare_disks(
     let mut disks = match (from_db, meta, doc) {
         (false, Some(m), Some(d)) => disks_of(d, m),
         _ => match run.db.store() {
-            Some(store) => store
-                .vm_disks(&vm)
-                .map_err(|e| format!("VM {vm}: cannot read its disks: {}", crate::chain(&e)))?,
+            Some(store) => store.vm_disks(&vm).map_err(|source| Refusal::Disks {
+                vm: vm.clone(),
+                source: Box::new(source),
+            })?,
             None => return Ok(()),
         },
     };
     if disks.is_empty() {
         return Ok(());
     }
-    let roots =
-        Roots::of(roots).map_err(|why| format!("VM {vm}: {ROOTS_ATTR} is refused: {why}"))?;
+    let roots = Roots::of(roots).map_err(|why| Refusal::Roots {
+        vm: vm.clone(),
+        why,
+    })?;
     if !from_db && disks.iter().any(|d| disks::smaller_than_its_size(&d.disk)) {
         // A grow may wait in the database (`kvmroll vm disk resize`).
         waiting_grows(run, brief, deadline, &mut disks);
@@ -132,7 +136,7 @@ fn waiting_grows(
 struct Work {
     made: Vec<String>,
     grown: Vec<String>,
-    refusal: Option<String>,
+    refusal: Option<Refusal>,
 }
 
 /// Makes each disk ready in order, each step in an event and the log,
@@ -164,8 +168,12 @@ fn make_ready(run: &mut Run<'_>, disks: &[VmDisk], roots: &Roots, place: &Place<
                 Some(format!("disk {}: not grown: {why}", disk.dev))
             }
             // The invocation's own event records the refusal.
-            Err(e) => {
-                refusal = Some(format!("VM {vm}: disk {}: {}", disk.dev, crate::chain(&e)));
+            Err(source) => {
+                refusal = Some(Refusal::Disk {
+                    vm: vm.clone(),
+                    dev: disk.dev.clone(),
+                    source: Box::new(source),
+                });
                 break;
             }
         };

@@ -3,6 +3,7 @@
 //! without metadata, by rendering it from the database.
 
 use super::limits::flag;
+use super::refusal::Refusal;
 use super::run::{Db, Run};
 use kvmroll_core::drift;
 use kvmroll_core::events::Outcome;
@@ -21,7 +22,7 @@ pub(super) fn drift_from_metadata(
     meta: &Metadata,
     doc: &Element,
     brief: Option<&VmBrief>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let vm = &run.call.vm;
     let started = Instant::now();
     let diffs = if !meta.intact() {
@@ -40,16 +41,22 @@ pub(super) fn drift_from_metadata(
     if diffs.is_empty() {
         return Ok(());
     }
-    let why = format!(
-        "VM {vm}: libvirt's definition differs from what kvmroll decided (generation {}): {}; run `kvmroll vm define {vm}`",
-        meta.generation,
-        diffs.join("; ")
-    );
-    run.event(None, Outcome::Drift, None, started.elapsed(), why.clone());
-    if flag(brief, "kvm_strict_definition") {
+    let why = Refusal::DriftFromFacts {
+        vm: vm.clone(),
+        generation: meta.generation,
+        diffs: diffs.join("; "),
+    };
+    drifted(run, why, started, flag(brief, "kvm_strict_definition"))
+}
+
+/// A drift: recorded, and the refusal where `strict`, else logged.
+fn drifted(run: &mut Run<'_>, why: Refusal, started: Instant, strict: bool) -> Result<(), Refusal> {
+    let text = crate::chain(&why);
+    run.event(None, Outcome::Drift, None, started.elapsed(), text.clone());
+    if strict {
         return Err(why);
     }
-    log::warn!("{why}");
+    log::warn!("{text}");
     Ok(())
 }
 
@@ -60,9 +67,10 @@ pub(super) fn drift_check(
     run: &mut Run<'_>,
     brief: &VmBrief,
     store: &dyn Store,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let vm = &run.call.vm;
     let started = Instant::now();
+    let strict = flag(Some(brief), "kvm_strict_definition");
     // The hook's own connection: a second one would only open the file again.
     let cluster = match store.snapshot() {
         Ok(c) => c,
@@ -73,17 +81,14 @@ pub(super) fn drift_check(
     };
     let rendered = match kvmroll_core::render_domain(&cluster, vm) {
         Ok(x) => x,
-        Err(e) => {
-            let why = format!(
-                "VM {vm} cannot be rendered from the database: {}",
-                crate::chain(&e)
-            );
-            run.event(None, Outcome::Drift, None, started.elapsed(), why.clone());
-            return if flag(Some(brief), "kvm_strict_definition") {
-                Err(why)
-            } else {
-                Ok(())
+        Err(source) => {
+            let why = Refusal::Unrenderable {
+                vm: vm.clone(),
+                source: Box::new(source),
             };
+            let text = crate::chain(&why);
+            run.event(None, Outcome::Drift, None, started.elapsed(), text);
+            return if strict { Err(why) } else { Ok(()) };
         }
     };
     let diffs = match kvmroll_core::drift::compare(&rendered, &run.call.xml) {
@@ -93,13 +98,11 @@ pub(super) fn drift_check(
     if diffs.is_empty() {
         return Ok(());
     }
-    let why = format!("VM {vm}: libvirt's definition differs from the kvmroll database: {}; run `kvmroll vm define {vm}`", diffs.join("; "));
-    run.event(None, Outcome::Drift, None, started.elapsed(), why.clone());
-    if flag(Some(brief), "kvm_strict_definition") {
-        return Err(why);
-    }
-    log::warn!("{why}");
-    Ok(())
+    let why = Refusal::DriftFromDatabase {
+        vm: vm.clone(),
+        diffs: diffs.join("; "),
+    };
+    drifted(run, why, started, strict)
 }
 
 /// At `start begin`: the drift check, from the metadata's facts where the
@@ -109,7 +112,7 @@ pub(super) fn before_start(
     brief: Option<&VmBrief>,
     meta: Option<&Metadata>,
     doc: Option<&Element>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     match (meta, doc, brief) {
         (Some(m), Some(d), _) => drift_from_metadata(run, m, d, brief)?,
         (None, _, Some(b)) => {

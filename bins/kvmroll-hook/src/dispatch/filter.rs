@@ -3,6 +3,7 @@
 //! (`kvmroll_core::drift::check_domain`, the one check of both).
 
 use super::plugin_run::short;
+use super::refusal::PluginFailure;
 use kvmroll_core::drift::check_domain;
 use std::path::Path;
 
@@ -14,26 +15,20 @@ pub(super) fn replacement<'o>(
     stdout: &'o [u8],
     vm: &str,
     uuid: Option<&str>,
-) -> Result<Option<&'o str>, String> {
+) -> Result<Option<&'o str>, PluginFailure> {
     // Its bytes are taken as they are: output that is not UTF-8 is
     // refused, not mended.
-    std::str::from_utf8(stdout)
-        .map_err(|e| {
-            format!(
-                "plugin {} printed output that is not UTF-8 (invalid bytes at offset {})",
-                short(path),
-                e.valid_up_to()
-            )
-        })
-        .and_then(|out| match out.trim() {
-            "" => Ok(None),
-            out => check_domain(out, vm, uuid)
-                .map(|()| Some(out))
-                .map_err(|why| {
-                    format!(
-                        "plugin {} printed XML that is refused: {why}",
-                        path.display()
-                    )
-                }),
-        })
+    let out = std::str::from_utf8(stdout).map_err(|e| PluginFailure::NotUtf8 {
+        plugin: short(path),
+        offset: e.valid_up_to(),
+    })?;
+    match out.trim() {
+        "" => Ok(None),
+        out => check_domain(out, vm, uuid)
+            .map(|()| Some(out))
+            .map_err(|source| PluginFailure::Xml {
+                path: path.to_path_buf(),
+                source,
+            }),
+    }
 }

@@ -2,6 +2,7 @@
 //! kvmroll before metadata): looked up in the database, or passed through.
 
 use super::limits::DB_CONNECT_TIMEOUT;
+use super::refusal::Refusal;
 use super::run::{Db, Run};
 use super::{Answer, Stage};
 use kvmroll_core::events::Outcome;
@@ -21,7 +22,7 @@ pub(super) enum Known {
 /// A VM with no kvmroll metadata, looked up in the database as before
 /// metadata; an error (the one line libvirt shows) where a start cannot go
 /// on without it.
-pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, String> {
+pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, Refusal> {
     let call = run.call;
     let db = run.conf.database();
     // A server is given the hook's connection time limit; a file opens at
@@ -65,18 +66,19 @@ pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, String> {
             run.db = Db::Open(store);
             Ok(brief.map_or(Known::Unknown, Known::Vm))
         }
-        Err(e) => {
-            let why = format!(
-                "cannot look VM {} up in the kvmroll database: {}",
-                call.vm,
-                crate::chain(&e)
-            );
-            log::error!("{why}");
+        Err(source) => {
+            let unreachable = crate::chain(&source);
+            let why = Refusal::LookUp {
+                vm: call.vm.clone(),
+                source: Box::new(source),
+            };
+            // A start is refused, and the refusal reported once, by main.
             if run.stage.aborts() {
                 return Err(why);
             }
+            log::error!("{}", crate::chain(&why));
             // Stop side: still run what can run, without the database.
-            run.db = Db::Unreachable(crate::chain(&e));
+            run.db = Db::Unreachable(unreachable);
             Ok(Known::Unanswered)
         }
     }

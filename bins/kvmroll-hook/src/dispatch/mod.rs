@@ -22,6 +22,7 @@ mod filter;
 mod limits;
 mod lookup;
 mod plugin_run;
+mod refusal;
 mod relocation;
 mod run;
 mod stage;
@@ -32,6 +33,7 @@ use kvmroll_core::metadata::Metadata;
 use kvmroll_core::xml::{parse_document, Element};
 use kvmroll_core::VmBrief;
 use lookup::{look_up, pass_through, Known};
+pub use refusal::Refusal;
 use run::{Db, Run};
 use stage::stage_body;
 use std::path::PathBuf;
@@ -105,12 +107,12 @@ pub struct Call {
 }
 
 /// What the hook answers.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Answer {
     /// Written to stdout: replacement XML, at restore and migrate only.
     pub stdout: Option<String>,
-    /// The one-line reason libvirt shows; `Some` means exit 1.
-    pub refusal: Option<String>,
+    /// Why libvirt is refused; `Some` means exit 1, with its one line.
+    pub refusal: Option<Refusal>,
     /// Spawn the detached definition refresh after answering.
     pub refresh: bool,
     /// Spawn the detached database upkeep after answering.
@@ -174,18 +176,14 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
     };
     let mut answer = Answer::default();
     let checked = match (&doc, stage.aborts()) {
-        (Ok(d), true) => check_parsed(d, &call.vm, None).map_err(|e| {
-            format!(
-                "VM {}: libvirt's domain XML on stdin is refused: {e}",
-                call.vm
-            )
-        }),
-        (Err(e), true) => Err(format!(
-            "VM {}: libvirt's domain XML on stdin is refused: {e}",
-            call.vm
-        )),
+        (Ok(d), true) => check_parsed(d, &call.vm, None),
+        (Err(e), true) => Err(e.clone()),
         (_, false) => Ok(()),
-    };
+    }
+    .map_err(|source| Refusal::Stdin {
+        vm: call.vm.clone(),
+        source,
+    });
     let outcome = checked
         .and_then(|()| stage_body(&mut run, brief.as_ref(), meta.as_ref(), doc.as_ref().ok()));
     match outcome {

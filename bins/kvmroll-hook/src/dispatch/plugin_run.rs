@@ -3,13 +3,14 @@
 //! one line a failure becomes.
 
 use super::filter::replacement;
+use super::refusal::{PluginFailure, Refusal};
 use super::run::Run;
 use super::{Call, Stage};
 use crate::config::Config;
 use kvmroll_core::events::{first_lines, Outcome};
 use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::VmBrief;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The environment plugins get, besides the hook's own.
@@ -80,30 +81,36 @@ pub(super) fn not_run(n: usize) -> String {
     }
 }
 
-/// The one-line reason a plugin run failed.
+/// Why a plugin run failed; `after`: how many plugins were still to run.
 pub(super) fn failure(
     path: &Path,
     r: &plugins::RunResult,
     stage: &Stage,
     limit: Duration,
-) -> String {
-    let name = short(path);
+    after: usize,
+) -> PluginFailure {
+    let plugin = short(path);
     let said = kvmroll_core::text::headline(&String::from_utf8_lossy(&r.stderr), 300);
     if r.timed_out {
-        format!(
-            "plugin {name} ran past the {} stage's limit of {}s and was killed",
-            stage.name(),
-            limit.as_secs()
-        )
-    } else if let Some(sig) = r.signal {
-        format!("plugin {name} was killed by signal {sig}")
+        PluginFailure::TimedOut {
+            plugin,
+            stage: stage.name().to_string(),
+            limit: limit.as_secs(),
+            // The budget is spent: the rest cannot run, on any stage.
+            rest: match after {
+                0 => String::new(),
+                n => format!("; {}", not_run(n)),
+            },
+        }
+    } else if let Some(signal) = r.signal {
+        PluginFailure::Signal { plugin, signal }
     } else if said.is_empty() {
-        format!(
-            "plugin {name} failed with exit status {}",
-            r.code.unwrap_or(-1)
-        )
+        PluginFailure::Status {
+            plugin,
+            status: r.code.unwrap_or(-1),
+        }
     } else {
-        format!("plugin {name} failed: {said}")
+        PluginFailure::Said { plugin, said }
     }
 }
 
@@ -126,7 +133,7 @@ pub(super) fn run_plugins(
     found: Vec<Found>,
     limit: Duration,
     deadline: Instant,
-) -> Result<Ran, String> {
+) -> Result<Ran, Refusal> {
     let call = run.call;
     let stage = run.stage.clone();
     let vm = &call.vm;
@@ -138,13 +145,13 @@ pub(super) fn run_plugins(
         changed: false,
         count: 0,
     };
-    let mut first_failure: Option<String> = None;
+    let mut first_failure: Option<PluginFailure> = None;
     // Plugins still to run after the current one, for a budget that ends.
     let mut after = found.iter().filter(|f| matches!(f, Found::Run(_))).count();
     for found in found {
         let plugin = match found {
             Found::Refused { path, why } => {
-                refused(run, &path, why)?;
+                refused(run, path, why)?;
                 continue;
             }
             Found::Run(plugin) => plugin,
@@ -160,7 +167,7 @@ pub(super) fn run_plugins(
         let result = match plugin.run(&args, &env, ran.xml.as_bytes(), left) {
             Ok(r) => r,
             Err(e) => {
-                not_started(run, path, &e)?;
+                not_started(run, path, e)?;
                 continue;
             }
         };
@@ -182,64 +189,75 @@ pub(super) fn run_plugins(
     Ok(ran)
 }
 
+/// The failure refuses a stage that aborts; on the others it is reported.
+fn refuse_or(run: &Run<'_>, failure: PluginFailure) -> Result<PluginFailure, Refusal> {
+    if run.stage.aborts() {
+        return Err(Refusal::Plugin {
+            vm: run.call.vm.clone(),
+            source: failure,
+        });
+    }
+    Ok(failure)
+}
+
 /// A plugin the runner would not run (unsafe ownership or mode on its
 /// way): recorded, and the refusal of a stage that aborts.
-pub(super) fn refused(run: &mut Run<'_>, path: &Path, why: String) -> Result<(), String> {
+fn refused(run: &mut Run<'_>, path: PathBuf, why: String) -> Result<(), Refusal> {
     let call = run.call;
     let vm = &call.vm;
-    let stage = &run.stage;
-    let msg = format!("{} not run: {why}", path.display());
-    log::warn!("VM {vm}: {msg}");
-    let refusal = format!(
-        "VM {vm}: {stage} stage refused: {msg}",
-        stage = stage.name()
+    log::warn!("VM {vm}: {} not run: {why}", path.display());
+    run.event(
+        Some(&path),
+        Outcome::Refused,
+        None,
+        Duration::ZERO,
+        why.clone(),
     );
-    let aborts = stage.aborts();
-    run.event(Some(path), Outcome::Refused, None, Duration::ZERO, why);
-    if aborts {
-        return Err(refusal);
+    if run.stage.aborts() {
+        return Err(Refusal::PluginRefused {
+            vm: vm.clone(),
+            stage: run.stage.name().to_string(),
+            path,
+            why,
+        });
     }
     Ok(())
 }
 
 /// The budget ran out before the plugin at `path`: recorded; the refusal
 /// of a stage that aborts, else the failure to report.
-pub(super) fn out_of_time(
+fn out_of_time(
     run: &mut Run<'_>,
     path: &Path,
     limit: Duration,
     after: usize,
-) -> Result<String, String> {
-    let msg = format!(
-        "the {} stage's limit of {}s ran out before plugin {}; {}",
-        run.stage.name(),
-        limit.as_secs(),
-        short(path),
-        not_run(after + 1)
-    );
+) -> Result<PluginFailure, Refusal> {
+    let failure = PluginFailure::OutOfTime {
+        stage: run.stage.name().to_string(),
+        limit: limit.as_secs(),
+        plugin: short(path),
+        not_run: not_run(after + 1),
+    };
     run.event(
         Some(path),
         Outcome::Timeout,
         None,
         Duration::ZERO,
-        msg.clone(),
+        failure.to_string(),
     );
-    if run.stage.aborts() {
-        return Err(format!("VM {}: {msg}", run.call.vm));
-    }
-    Ok(msg)
+    refuse_or(run, failure)
 }
 
 /// A plugin that could not be started: recorded; the refusal of a stage
 /// that aborts, else logged.
-pub(super) fn not_started(
-    run: &mut Run<'_>,
-    path: &Path,
-    e: &std::io::Error,
-) -> Result<(), String> {
+fn not_started(run: &mut Run<'_>, path: &Path, e: std::io::Error) -> Result<(), Refusal> {
     let call = run.call;
     let vm = &call.vm;
-    let msg = format!("plugin {} could not be started: {e}", path.display());
+    let failure = PluginFailure::NotStarted {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let msg = crate::chain(&failure);
     run.event(
         Some(path),
         Outcome::Failed,
@@ -247,22 +265,20 @@ pub(super) fn not_started(
         Duration::ZERO,
         msg.clone(),
     );
-    if run.stage.aborts() {
-        return Err(format!("VM {vm}: {msg}"));
-    }
+    refuse_or(run, failure)?;
     log::error!("VM {vm}: {msg}");
     Ok(())
 }
 
 /// A plugin that failed, timed out or was killed: recorded with what it
 /// said; the refusal of a stage that aborts, else the failure to report.
-pub(super) fn failed(
+fn failed(
     run: &mut Run<'_>,
     path: &Path,
     result: &plugins::RunResult,
     limit: Duration,
     after: usize,
-) -> Result<String, String> {
+) -> Result<PluginFailure, Refusal> {
     let call = run.call;
     let vm = &call.vm;
     let stage = run.stage.clone();
@@ -272,11 +288,8 @@ pub(super) fn failed(
     } else {
         Outcome::Failed
     };
-    let mut msg = failure(path, result, &stage, limit);
-    // The budget is spent: the rest cannot run, on any stage.
-    if result.timed_out && after > 0 {
-        msg = format!("{msg}; {}", not_run(after));
-    }
+    let failure = failure(path, result, &stage, limit, after);
+    let msg = failure.to_string();
     run.event(
         Some(path),
         outcome,
@@ -290,21 +303,18 @@ pub(super) fn failed(
         },
     );
     log::warn!("VM {vm}: {} stage: {msg}", stage.name());
-    if stage.aborts() {
-        return Err(format!("VM {vm}: {msg}"));
-    }
-    Ok(msg)
+    refuse_or(run, failure)
 }
 
 /// A plugin that succeeded: a preboot plugin's output, if any, replaces
 /// the XML the next one sees; recorded with its stderr.
-pub(super) fn succeeded(
+fn succeeded(
     run: &mut Run<'_>,
     path: &Path,
     result: &plugins::RunResult,
     uuid: Option<&str>,
     ran: &mut Ran,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let call = run.call;
     let vm = &call.vm;
     let stderr = first_lines(&String::from_utf8_lossy(&result.stderr), 5, 2000);
@@ -315,15 +325,18 @@ pub(super) fn succeeded(
                 ran.xml = out.to_string();
                 ran.changed = true;
             }
-            Err(msg) => {
+            Err(failure) => {
                 run.event(
                     Some(path),
                     Outcome::Failed,
                     result.code,
                     result.duration,
-                    msg.clone(),
+                    crate::chain(&failure),
                 );
-                return Err(format!("VM {vm}: {msg}"));
+                return Err(Refusal::Plugin {
+                    vm: vm.clone(),
+                    source: failure,
+                });
             }
         }
     }

@@ -1,6 +1,7 @@
 //! After the allocate plugins: whether one moved the VM to another
 //! container, and whether libvirt's definition is older than the database.
 
+use super::refusal::Refusal;
 use super::run::{Db, Run};
 use crate::config::Config;
 use kvmroll_core::disks::ROOTS_ATTR;
@@ -16,7 +17,7 @@ pub(super) fn relocated(
     conf: &Config,
     brief: Option<&VmBrief>,
     now: Option<VmBrief>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let Some(now) = now else {
         // Gone from the database meanwhile: the definition still says
         // what to start.
@@ -24,18 +25,18 @@ pub(super) fn relocated(
         return Ok(());
     };
     let before = brief.and_then(|b| b.container.clone());
+    let vm = vm.to_string();
     match now.container {
         Some(c) if c == conf.host => Ok(()),
-        Some(c) if Some(&c) != before.as_ref() => Err(format!(
-            "VM {vm} was moved to container {c} by an allocate plugin; start it there"
-        )),
-        Some(c) => Err(format!(
-            "VM {vm} belongs on container {c}, not on this host ({}); start it there",
-            conf.host
-        )),
-        None => Err(format!(
-            "VM {vm} is not placed on any container in the kvmroll database"
-        )),
+        Some(container) if Some(&container) != before.as_ref() => {
+            Err(Refusal::Moved { vm, container })
+        }
+        Some(container) => Err(Refusal::Elsewhere {
+            vm,
+            container,
+            host: conf.host.clone(),
+        }),
+        None => Err(Refusal::Unplaced { vm }),
     }
 }
 
@@ -74,7 +75,7 @@ pub(super) fn after_allocate(
     brief: Option<&VmBrief>,
     meta: Option<&Metadata>,
     plugins_ran: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Refusal> {
     let call = run.call;
     let vm = &call.vm;
     let conf = run.conf;
@@ -85,17 +86,15 @@ pub(super) fn after_allocate(
     }
     match &mut run.db {
         Db::Open(store) => {
-            let now = store.vm_brief(vm).map_err(|e| {
-                format!(
-                    "VM {vm}: cannot re-read it after allocate: {}",
-                    crate::chain(&e)
-                )
+            let now = store.vm_brief(vm).map_err(|source| Refusal::Reread {
+                vm: vm.clone(),
+                source: Box::new(source),
             })?;
             if meta.is_none() {
                 roots = now.as_ref().and_then(|b| b.attrs.get(ROOTS_ATTR).cloned());
             }
             let moved = relocated(vm, conf, brief, now);
-            run.relocated = matches!(&moved, Err(why) if why.contains("was moved to container"));
+            run.relocated = matches!(moved, Err(Refusal::Moved { .. }));
             moved?;
         }
         Db::Unreachable(why) => {

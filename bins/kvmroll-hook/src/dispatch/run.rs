@@ -117,7 +117,7 @@ impl Run<'_> {
     /// The invocation's own event, then [`Run::close`].
     pub(super) fn finish(mut self, answer: &Answer) -> bool {
         let (outcome, message) = match &answer.refusal {
-            Some(r) => (Outcome::Failed, r.clone()),
+            Some(r) => (Outcome::Failed, crate::chain(r)),
             None => (Outcome::Ok, String::new()),
         };
         let took = self.started.elapsed();

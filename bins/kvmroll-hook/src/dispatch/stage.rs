@@ -7,6 +7,7 @@ use super::disks::prepare_disks;
 use super::drift::before_start;
 use super::limits::{flag, stage_limit};
 use super::plugin_run::run_plugins;
+use super::refusal::Refusal;
 use super::relocation::{after_allocate, stale_check};
 use super::run::Run;
 use super::Stage;
@@ -26,7 +27,7 @@ pub(super) fn stage_body(
     brief: Option<&VmBrief>,
     meta: Option<&Metadata>,
     doc: Option<&Element>,
-) -> Result<Body, String> {
+) -> Result<Body, Refusal> {
     let call = run.call;
     let stage = run.stage.clone();
     let vm = &call.vm;
@@ -78,7 +79,7 @@ fn reach_database(
     meta: &Metadata,
     with_plugins: bool,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let call = run.call;
     let vm = &call.vm;
     let stage = run.stage.clone();
@@ -94,9 +95,10 @@ fn reach_database(
         run.open_db(brief, deadline);
     }
     if let (Some(why), true, true) = (run.db.unreachable(), required, stage.aborts()) {
-        return Err(format!(
-            "VM {vm}: the start is refused: kvm_require_database is true and the kvmroll database is unreachable: {why}"
-        ));
+        return Err(Refusal::DatabaseRequired {
+            vm: vm.clone(),
+            why: why.to_string(),
+        });
     }
     if stage == Stage::Allocate {
         stale_check(run, meta);

@@ -34,3 +34,71 @@ fn a_limit_over_the_cap_in_the_database_is_capped() {
     assert_eq!(limit("soon"), 300);
     assert_eq!(stage_limit(&Stage::Preboot, None, "a").as_secs(), 60);
 }
+
+#[test]
+fn refusals_read_as_the_one_lines_libvirt_showed_before_they_were_typed() {
+    use super::refusal::PluginFailure;
+    use kvmroll_core::drift::DomainError;
+    let vm = || "v".to_string();
+    let said = |r: &Refusal| crate::chain(r);
+    assert_eq!(
+        said(&Refusal::Moved {
+            vm: vm(),
+            container: "c2".into()
+        }),
+        "VM v was moved to container c2 by an allocate plugin; start it there"
+    );
+    assert_eq!(
+        said(&Refusal::Elsewhere {
+            vm: vm(),
+            container: "c2".into(),
+            host: "c1".into()
+        }),
+        "VM v belongs on container c2, not on this host (c1); start it there"
+    );
+    assert_eq!(
+        said(&Refusal::PluginRefused {
+            vm: vm(),
+            stage: "allocate".into(),
+            path: "/p/10-a".into(),
+            why: "writable by others".into()
+        }),
+        "VM v: allocate stage refused: /p/10-a not run: writable by others"
+    );
+    let timed_out = PluginFailure::TimedOut {
+        plugin: "10-a".into(),
+        stage: "preboot".into(),
+        limit: 60,
+        rest: "; 2 plugins did not run".into(),
+    };
+    assert_eq!(
+        said(&Refusal::Plugin {
+            vm: vm(),
+            source: timed_out
+        }),
+        "VM v: plugin 10-a ran past the preboot stage's limit of 60s and was killed; 2 plugins did not run"
+    );
+    let not_started = PluginFailure::NotStarted {
+        path: "/p/10-a".into(),
+        source: std::io::Error::from_raw_os_error(nix::libc::ENOEXEC),
+    };
+    assert!(said(&Refusal::Plugin {
+        vm: vm(),
+        source: not_started
+    })
+    .starts_with("VM v: plugin /p/10-a could not be started: Exec format error"));
+    assert_eq!(
+        said(&Refusal::Stdin {
+            vm: vm(),
+            source: DomainError::NotDomain("network".into())
+        }),
+        "VM v: libvirt's domain XML on stdin is refused: the root element is <network>, not <domain>"
+    );
+    assert_eq!(
+        said(&Refusal::Roots {
+            vm: vm(),
+            why: "not absolute".into()
+        }),
+        "VM v: kvm_disk_roots is refused: not absolute"
+    );
+}
