@@ -120,9 +120,28 @@ impl Set {
             (mem_mib - HEADROOM_MIB) * MIB,
             0x6b76_6d72_6f6c_6c00 ^ mem_mib,
         );
+        set.boot(&dir, kernel, &initrd);
+        if std::env::var_os("KVMROLL_BENCH_KEEP_INITRD").is_none() {
+            let small = dir.join("initrd.small");
+            random_file(&small, 4096, 7);
+            std::fs::rename(&small, &initrd).expect("swap the initrd");
+        }
+        std::thread::sleep(Duration::from_secs(1));
         for name in &set.names {
+            assert_eq!(state(name), "running", "{name} did not stay running");
+            assert!(halted(name), "{name} left halt.S's loop");
+        }
+        set.warmup = Some(set.round(Tool::Virsh, false));
+        set
+    }
+
+    /// Defines and boots the guests one by one, each until its vCPU sits in
+    /// halt.S's loop (its initrd copied into RAM); the time each took.
+    fn boot(&mut self, dir: &Path, kernel: &Path, initrd: &Path) {
+        for name in &self.names {
             let xml = dir.join(format!("{name}.xml"));
-            std::fs::write(&xml, domain_xml(name, mem_mib, kernel, &initrd)).expect("write xml");
+            std::fs::write(&xml, domain_xml(name, self.mem_mib, kernel, initrd))
+                .expect("write xml");
             checkpoint();
             leftovers(|l| l.domains.push(name.clone()));
             kvmroll_tests::virsh_ok(&["define", xml.to_str().expect("utf-8 path")]);
@@ -137,20 +156,8 @@ impl Set {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
-            set.boots.push(t.elapsed());
+            self.boots.push(t.elapsed());
         }
-        if std::env::var_os("KVMROLL_BENCH_KEEP_INITRD").is_none() {
-            let small = dir.join("initrd.small");
-            random_file(&small, 4096, 7);
-            std::fs::rename(&small, &initrd).expect("swap the initrd");
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        for name in &set.names {
-            assert_eq!(state(name), "running", "{name} did not stay running");
-            assert!(halted(name), "{name} left halt.S's loop");
-        }
-        set.warmup = Some(set.round(Tool::Virsh, false));
-        set
     }
 
     pub(crate) fn kvmroll_guests(&self, verb: &str) -> Output {

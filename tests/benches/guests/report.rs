@@ -10,20 +10,25 @@ pub(crate) fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// The runs of one tool over the rounds.
+fn runs_of(rounds: &[Round], tool: Tool) -> Vec<Run> {
+    rounds
+        .iter()
+        .flat_map(|r| {
+            r.runs
+                .iter()
+                .filter(|(t, _)| *t == tool)
+                .map(|(_, run)| *run)
+        })
+        .collect()
+}
+
+/// Medians of (stop, start) by tool.
+type Medians = std::collections::BTreeMap<usize, (f64, f64)>;
+
 /// Prints a set's figures; whether its goals are met.
 pub(crate) fn report(set: &Set, rounds: &[Round], floor_goal: bool) -> bool {
-    let of = |tool: Tool| -> Vec<Run> {
-        rounds
-            .iter()
-            .flat_map(|r| {
-                r.runs
-                    .iter()
-                    .filter(|(t, _)| *t == tool)
-                    .map(|(_, run)| *run)
-            })
-            .collect()
-    };
-    let kv = of(Tool::Kvmroll);
+    let kv = runs_of(rounds, Tool::Kvmroll);
     let bytes = median(kv.iter().map(|r| r.image_bytes as f64).collect());
     let floor_w: Vec<f64> = rounds
         .iter()
@@ -57,10 +62,18 @@ pub(crate) fn report(set: &Set, rounds: &[Round], floor_goal: bool) -> bool {
             secs(w.start)
         );
     }
+    let med = tool_rows(rounds);
+    disk_rows(rounds, &floor_w, &floor_r);
+    let floor = (median(floor_w), median(floor_r));
+    ratios_and_goals(&med, floor, floor_goal)
+}
+
+/// One row per tool: its stops and starts; their medians.
+fn tool_rows(rounds: &[Round]) -> Medians {
     println!("  {:<32} {:<24} {:<24}", "", "stop (+ sync)", "start");
-    let mut med = std::collections::BTreeMap::new();
+    let mut med = Medians::new();
     for tool in TOOLS {
-        let runs = of(tool);
+        let runs = runs_of(rounds, tool);
         let stop: Vec<f64> = runs.iter().map(Run::stopped).collect();
         let start: Vec<f64> = runs.iter().map(|r| secs(r.start)).collect();
         let sync = median(runs.iter().map(|r| secs(r.sync)).collect());
@@ -77,6 +90,11 @@ pub(crate) fn report(set: &Set, rounds: &[Round], floor_goal: bool) -> bool {
         );
         med.insert(tool as usize, (median(stop), median(start)));
     }
+    med
+}
+
+/// The disk's bandwidth and the floor it sets.
+fn disk_rows(rounds: &[Round], floor_w: &[f64], floor_r: &[f64]) {
     let wbw: Vec<f64> = rounds.iter().map(|r| r.write_bw / 1e6).collect();
     let rbw: Vec<f64> = rounds.iter().map(|r| r.read_bw / 1e6).collect();
     println!(
@@ -88,13 +106,18 @@ pub(crate) fn report(set: &Set, rounds: &[Round], floor_goal: bool) -> bool {
     println!(
         "  {:<32} {:<24} {:<24}",
         "disk floor (images / bandwidth)",
-        spread(&floor_w),
-        spread(&floor_r)
+        spread(floor_w),
+        spread(floor_r)
     );
+}
+
+/// The ratios, and the goals met or missed; whether all are met. `floor`:
+/// the medians of the disk floor, (write, read).
+fn ratios_and_goals(med: &Medians, floor: (f64, f64), floor_goal: bool) -> bool {
     let (kv_stop, kv_start) = med[&(Tool::Kvmroll as usize)];
     let (lg_stop, lg_start) = med[&(Tool::LibvirtGuests as usize)];
     let (vs_stop, vs_start) = med[&(Tool::Virsh as usize)];
-    let (fw, fr) = (median(floor_w), median(floor_r));
+    let (fw, fr) = floor;
     println!(
         "  {:<32} {:<24} {:<24}",
         "twice the floor",

@@ -3,6 +3,7 @@
 
 use super::*;
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn faults_are_one_line_and_change_nothing() {
     const TEST: &str = "faults_are_one_line_and_change_nothing";

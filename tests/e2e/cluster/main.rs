@@ -78,6 +78,7 @@ fn frontend(test: &str) -> Option<(&'static Frontend, MutexGuard<'static, ()>)> 
     Some((f, turn))
 }
 
+// size: the cluster's set-up in the order a site does it (README.md, "A cluster"); kept whole
 fn set_up() -> Frontend {
     let rig = Rig::shared(&RIG, || {
         let node = |n: &mut rig::NodeBuilder| {

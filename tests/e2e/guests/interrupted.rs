@@ -4,6 +4,7 @@
 
 use super::*;
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn a_stop_killed_halfway_loses_no_vm_and_starts_none_twice() {
     let _serial = serial();

@@ -3,6 +3,7 @@
 
 use super::*;
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn a_clean_stop_saves_the_autostart_vms_and_start_restores_them() {
     let _serial = serial();

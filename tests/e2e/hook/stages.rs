@@ -22,6 +22,7 @@ fn the_installed_hook_is_the_static_build() {
     );
 }
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn plugins_run_at_each_stage_in_order_with_their_rights() {
     let t = "plugins_run_at_each_stage_in_order_with_their_rights";
