@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring a real libvirtd (monolithic, Debian 12 / libvirt 9) up or down by hand,
-# on machines without systemd as PID 1. See shared LIBVIRT-HERE.md.
+# on machines without systemd as PID 1: what that needs is in tests/README.md,
+# "A real libvirtd on a bare machine".
 #
 #   scripts/libvirtd.sh up       idempotent: prepare the host, start virtlogd and
 #                                libvirtd unless running, wait until

@@ -130,6 +130,7 @@ fn edit_vcpus(a: &Node, vm: &str) {
     );
 }
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn containers_keep_working_while_the_frontend_is_down() {
     if !rig::available(TEST) {

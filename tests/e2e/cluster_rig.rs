@@ -110,6 +110,7 @@ fn cgroups_of(vm: &str) -> Vec<String> {
     found
 }
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped() {
     const TEST: &str = "a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped";

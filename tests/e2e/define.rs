@@ -31,6 +31,7 @@ fn boot_order(xml: &str) -> Vec<String> {
         .collect()
 }
 
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn defined_vms_run_what_the_database_asks_for() {
     if !libvirtd_available("defined_vms_run_what_the_database_asks_for") {

@@ -8,7 +8,7 @@
 //! `kvm_disk_roots` (set on the VM) names, and its guard removes it all.
 //!
 //! On the cluster rig, a VM defined from the frontend gets its disk made
-//! on its container, not on the frontend: tests/e2e/cluster.rs
+//! on its container, not on the frontend: tests/e2e/cluster/
 //! (`a_missing_disk_is_made_on_its_container_not_on_the_frontend`).
 
 use kvmroll_tests::{bin, installed_hook, ok, prefix, virsh, virsh_ok, Kvmroll};

@@ -137,6 +137,7 @@ fn gunzip(path: &Path) -> String {
 /// into /: GNU tar replaced a merged-/usr host's /lib link with a folder and
 /// gave / the archive's mode. The tarball now holds neither, and the
 /// kickstart's tar keeps directory links and the modes of folders that exist.
+// size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn the_tarball_unpacks_without_replacing_lib_or_changing_modes() {
     if !have(

@@ -28,11 +28,12 @@ mod cli;
 use kvmroll_core::conf as config;
 mod dispatch;
 mod install;
+mod refresh;
+mod upkeep;
 #[path = "../../shared/usage.rs"]
 mod usage;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
 
 /// Marks the binary as kvmroll's hook, so `install` knows what it replaces.
 pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
@@ -149,7 +150,7 @@ fn hook(args: &[String]) -> u8 {
     match answer.refusal {
         Some(reason) => {
             // libvirt shows the hook's stderr whole: one line, a few KB.
-            let reason = kvmroll_core::text::one_line(&reason);
+            let reason = chain(&reason);
             log::warn!("{reason}");
             eprintln!("{reason}");
             1
@@ -177,28 +178,7 @@ fn spawn_detached(args: &[&str], what: &str) {
     }
 }
 
-/// How long the upkeep stays after the spool is empty, holding it: the
-/// hooks of a burst of events (a host starting its VMs) then start no
-/// upkeep of their own.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// How often a lingering upkeep looks for new spool files.
-const LOOK: Duration = Duration::from_millis(20);
-
-/// The longest wait between two tries of a database that does not answer.
-const RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// How long an upkeep keeps trying a database that does not answer; the
-/// next event, or `kvmroll-guests start`, starts another.
-const GIVE_UP: Duration = Duration::from_secs(24 * 3600);
-
-/// The detached upkeep: forwards the container's event spool to the
-/// database, each file in one transaction, oldest first; then checkpoints a
-/// WAL that grew long. It holds the spool while it works, lingers a moment
-/// for more, and, while the database does not answer, tries again every few
-/// seconds until it does: events of a frontend outage reach the database
-/// soon after it is back. Hooks of a burst may start several; the first
-/// holds the spool and the others leave at once.
+/// The detached upkeep of the event spool (see [`upkeep`]).
 fn upkeep() -> u8 {
     init_syslog();
     let conf = match config::Config::load() {
@@ -208,105 +188,25 @@ fn upkeep() -> u8 {
             return 1;
         }
     };
-    let spool = kvmroll_core::spool::Spool::new(&conf.spool, &conf.host);
-    let mut store: Option<Box<dyn kvmroll_core::Store>> = None;
-    let mut open = || {
-        kvmroll_core::open_within(
-            &conf.database(),
-            kvmroll_core::OpenMode::ReadWrite,
-            Duration::from_secs(10),
-        )
-    };
-    let started = Instant::now();
-    let mut failing = false;
-    'held: loop {
-        let held = match spool.lock() {
-            Ok(Some(h)) => h,
-            // Another upkeep holds it (and looks again after it lets go),
-            // or there is no spool.
-            Ok(None) => return 0,
-            Err(e) => {
-                log::error!("no upkeep: {}", chain(&e));
-                return 1;
-            }
-        };
-        let mut wait = Duration::from_secs(1);
-        let mut idle = Instant::now();
-        loop {
-            let done = match spool.forward_to(&held, &mut store, &mut open) {
-                Ok(d) => d,
-                Err(e) => {
-                    log::error!("upkeep: {}", chain(&e));
-                    return 1;
-                }
-            };
-            if done.files > 0 {
-                idle = Instant::now();
-            }
-            match done.waiting {
-                Some(why) => {
-                    if !failing {
-                        log::warn!(
-                            "event spool {}: {} files wait for the database: {why}",
-                            spool.dir().display(),
-                            done.left
-                        );
-                        failing = true;
-                    }
-                    if started.elapsed() > GIVE_UP || !spool.dir().exists() {
-                        return 1;
-                    }
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(RETRY_MAX);
-                }
-                None => {
-                    if failing {
-                        log::info!(
-                            "event spool {}: the database answers again",
-                            spool.dir().display()
-                        );
-                        failing = false;
-                    }
-                    wait = Duration::from_secs(1);
-                    if idle.elapsed() >= LINGER {
-                        break;
-                    }
-                    std::thread::sleep(LOOK);
-                }
-            }
-        }
-        drop(held);
-        // A file spooled while the spool was held, by a hook that saw it
-        // held and started no upkeep, is forwarded now, not at the next
-        // event.
-        if spool.pending().map_or(true, |p| p.is_empty()) {
-            break 'held;
+    match upkeep::upkeep(&conf) {
+        Ok(upkeep::Ended::Done) => 0,
+        // Files are left for the next upkeep; the log said why they wait.
+        Ok(upkeep::Ended::GaveUp) => 1,
+        Err(e) => {
+            log::error!("{}", chain(&e));
+            1
         }
     }
-    if let Some(store) = &store {
-        if store.upkeep_due() {
-            if let Err(e) = store.upkeep(Duration::from_secs(2)) {
-                log::warn!("database upkeep failed: {}", chain(&e));
-            }
-        }
-    }
-    0
 }
 
-/// The detached refresh: wait for the hook (pid) to be gone, then run
-/// `kvmroll vm sync VM`, which redefines the VM only where libvirt's
-/// definition differs from the database.
+/// The detached definition refresh (see [`refresh`]).
 fn refresh_after(pid: &str, vm: &str) -> u8 {
     init_syslog();
     let Ok(pid) = pid.parse::<i32>() else {
         eprintln!("kvmroll-hook: refresh-after: {pid:?} is not a pid");
         return 2;
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let pid = nix::unistd::Pid::from_raw(pid);
-    while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    refresh::wait_for(nix::unistd::Pid::from_raw(pid));
     let conf = match config::Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -314,28 +214,13 @@ fn refresh_after(pid: &str, vm: &str) -> u8 {
             return 1;
         }
     };
-    let (bin, args) = dispatch::refresh_command(&conf, vm);
-    match std::process::Command::new(&bin)
-        .args(&args)
-        .env_remove("KVMROLL_STAGE")
-        .output()
-    {
-        Ok(out) if out.status.success() => {
-            log::info!(
-                "VM {vm}: definition refreshed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+    match refresh::refresh(&conf, vm) {
+        Ok(said) => {
+            log::info!("VM {vm}: definition refreshed: {said}");
             0
         }
-        Ok(out) => {
-            log::warn!(
-                "VM {vm}: definition refresh failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            1
-        }
         Err(e) => {
-            log::warn!("VM {vm}: cannot run {}: {e}", bin.display());
+            log::warn!("{}", chain(&e));
             1
         }
     }

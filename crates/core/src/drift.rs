@@ -39,6 +39,11 @@ pub enum DomainError {
 /// known, its UUID). What an error quotes of the XML is clipped.
 pub fn check_domain(xml: &str, vm: &str, uuid: Option<&str>) -> Result<(), DomainError> {
     let doc = parse_document(xml).map_err(DomainError::Malformed)?;
+    check_parsed(&doc, vm, uuid)
+}
+
+/// [`check_domain`] of a document already parsed (the hook's stdin).
+pub fn check_parsed(doc: &Element, vm: &str, uuid: Option<&str>) -> Result<(), DomainError> {
     if doc.name != "domain" {
         return Err(DomainError::NotDomain(clip(&doc.name, QUOTE_CHARS)));
     }

@@ -1,7 +1,9 @@
 //! The cluster test rig: a frontend's PostgreSQL and VM containers (nodes),
 //! each a real libvirtd in its own namespaces, all on this machine and all
-//! started by the test (`../shared/CLUSTER-HERE.md` has the measured
-//! recipes this follows).
+//! started by the test: PostgreSQL by its own initdb and pg_ctl, no
+//! systemd; each node's daemons under `unshare` with private mounts of the
+//! libvirt folders, entered with `nsenter` (the recipes measured on these
+//! machines; tests/README.md, "The cluster rig").
 //!
 //! - [`Postgres`]: a private server (a free port on 127.0.0.1 and a socket
 //!   folder), its roles and databases, `stop`/`start` for an outage.

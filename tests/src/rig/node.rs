@@ -353,21 +353,24 @@ impl NodeBuilder {
                 work.display()
             ));
         }
-        let table = head + &table;
-        // Tabs and newlines separate the table; commas and colons the
-        // overlay's options.
-        if table
-            .lines()
-            .any(|l| l.split('\t').any(|f| f.contains([',', ':'])))
-        {
-            return Err(RigError::Invalid {
-                what: "mount table",
-                value: table,
-                why: "a path holds ',' or ':'",
-            });
-        }
-        Ok(table)
+        checked(head + &table)
     }
+}
+
+/// The mount table, if init.sh can read it: tabs and newlines separate the
+/// table; commas and colons the overlay's options.
+fn checked(table: String) -> Result<String, RigError> {
+    if table
+        .lines()
+        .any(|l| l.split('\t').any(|f| f.contains([',', ':'])))
+    {
+        return Err(RigError::Invalid {
+            what: "mount table",
+            value: table,
+            why: "a path holds ',' or ':'",
+        });
+    }
+    Ok(table)
 }
 
 /// A running node; ended, with its guests, and its folder removed when
