@@ -15,25 +15,10 @@
 //! It refuses (exit 1) a page whose Markdown lacks a NAME line for it, and
 //! a page that names a kvmroll page it does not write.
 
-#[path = "../../kvmroll/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_cli;
-#[path = "../../kvmroll-enable/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_enable_cli;
-#[path = "../../kvmroll-gen/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_gen_cli;
-#[path = "../../kvmroll-guests/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_guests_cli;
-#[path = "../../kvmroll-hook/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_hook_cli;
 mod markdown;
 mod page;
 
-use clap::{Command, CommandFactory};
+use clap::Command;
 use markdown::Doc;
 use page::{Page, Text};
 use std::path::{Path, PathBuf};
@@ -53,35 +38,35 @@ const BINARIES: &[Binary] = &[
     Binary {
         name: "kvmroll",
         section: "1",
-        cmd: kvmroll_cli::Cli::command,
+        cmd: kvmroll::command,
         md: include_str!("../../../docs/man/kvmroll.1.md"),
         split: true,
     },
     Binary {
         name: "kvmroll-gen",
         section: "1",
-        cmd: kvmroll_gen_cli::Cli::command,
+        cmd: kvmroll_gen::command,
         md: include_str!("../../../docs/man/kvmroll-gen.1.md"),
         split: false,
     },
     Binary {
         name: "kvmroll-enable",
         section: "8",
-        cmd: kvmroll_enable_cli::Cli::command,
+        cmd: kvmroll_enable::command,
         md: include_str!("../../../docs/man/kvmroll-enable.8.md"),
         split: false,
     },
     Binary {
         name: "kvmroll-guests",
         section: "8",
-        cmd: kvmroll_guests_cli::Cli::command,
+        cmd: kvmroll_guests::command,
         md: include_str!("../../../docs/man/kvmroll-guests.8.md"),
         split: false,
     },
     Binary {
         name: "kvmroll-hook",
         section: "8",
-        cmd: kvmroll_hook_cli::Cli::command,
+        cmd: kvmroll_hook::command,
         md: include_str!("../../../docs/man/kvmroll-hook.8.md"),
         split: false,
     },

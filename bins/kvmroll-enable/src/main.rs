@@ -6,17 +6,15 @@
 //! Exit status: 0 done (or, with --dry-run, said); 1 refused or failed, with
 //! one line on stderr and the database as it was; 2 usage error.
 
-mod cli;
+use kvmroll_enable::cli;
 mod enable;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 pub use cli::Cli;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli: Cli = usage::parse("kvmroll-enable");
+    let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
     match enable::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

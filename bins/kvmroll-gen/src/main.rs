@@ -3,14 +3,10 @@
 //! Exit status: 0 on success, 1 when something could not be rendered (one
 //! line per fault on stderr), 2 for a usage error.
 
-use cli::{Cli, Command};
 use kvmroll_core::{error_chain as chain, hostfiles, open_store, OpenMode, Renderer};
+use kvmroll_gen::cli::{Cli, Command};
 use std::io::Write;
 use std::process::ExitCode;
-
-mod cli;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     let path = kvmroll_core::db_location(cli.db)?;
@@ -91,7 +87,7 @@ fn read_credential(path: &std::path::Path) -> Result<String, CredentialError> {
 }
 
 fn main() -> ExitCode {
-    match run(usage::parse::<Cli>("kvmroll-gen")) {
+    match run(kvmroll_cli::parse::<Cli>("kvmroll-gen")) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

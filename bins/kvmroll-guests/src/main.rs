@@ -5,7 +5,7 @@
 //! run (a conflict, no database, no libvirt); 2 usage; 3 ran, but some VMs are
 //! not where they should be (listed on stderr).
 
-mod cli;
+use kvmroll_guests::cli;
 mod conflicts;
 mod image;
 mod journal;
@@ -13,8 +13,6 @@ mod known;
 mod logger;
 mod progress;
 mod service;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 use cli::{Cli, Command};
 use known::{Known, Source};
@@ -231,7 +229,7 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = usage::parse("kvmroll-guests");
+    let cli: Cli = kvmroll_cli::parse("kvmroll-guests");
     logger::init();
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

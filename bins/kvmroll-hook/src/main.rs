@@ -24,12 +24,10 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
 
-mod cli;
 use kvmroll_core::conf as config;
+use kvmroll_hook::cli;
 mod dispatch;
 mod install;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -400,7 +398,7 @@ fn run() -> u8 {
         // --force`); a VM may be called "install".
         _ if args.len() == 4 && !args[1].starts_with('-') => hook(&args),
         Some("install" | "help" | "--help" | "-h" | "--version" | "-V") => {
-            match usage::parse::<cli::Cli>("kvmroll-hook").command {
+            match kvmroll_cli::parse::<cli::Cli>("kvmroll-hook").command {
                 cli::Command::Install {
                     dropin,
                     root,

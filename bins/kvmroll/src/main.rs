@@ -1,17 +1,15 @@
 //! `kvmroll`: the admin CLI over the cluster database. Parses the command
 //! line, runs one command and maps its outcome to the documented exit status.
 
-mod cli;
+use kvmroll::cli;
 mod commands;
 mod import;
 mod sync;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli: cli::Cli = usage::parse("kvmroll");
+    let cli: cli::Cli = kvmroll_cli::parse("kvmroll");
     match commands::run(cli) {
         Ok(commands::Outcome::Done) => ExitCode::SUCCESS,
         Ok(commands::Outcome::Unset) => ExitCode::from(1),
