@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
-    let path = kvmroll_core::db_location(cli.db)?;
+    let path = cli.db.location()?;
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
     let mut renderer = Renderer::new(&cluster);

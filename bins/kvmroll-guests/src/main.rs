@@ -36,7 +36,7 @@ const DB_WAIT: Duration = Duration::from_secs(10);
 /// definitions, with a warning. A host the database does not know is an
 /// error: the database answered.
 fn service(cli: &Cli) -> Result<Service, ServiceError> {
-    let db = kvmroll_core::db_location(cli.db.clone())?;
+    let db = cli.db.location()?;
     let host = cli
         .host
         .clone()
@@ -80,7 +80,7 @@ fn service(cli: &Cli) -> Result<Service, ServiceError> {
 /// Hands the events this container's hook spooled to the database, where
 /// it answers: at boot, those a shutdown or an outage left behind.
 fn forward_spool(cli: &Cli) {
-    let Ok(db) = kvmroll_core::db_location(cli.db.clone()) else {
+    let Ok(db) = cli.db.location() else {
         return;
     };
     let Ok(conf) = kvmroll_core::conf::Config::load() else {

@@ -111,7 +111,7 @@ pub fn run(cli: Cli) -> Result<Outcome, Error> {
         }
         return copy_db(&from, &to, &mut out);
     }
-    let path = kvmroll_core::db_location(cli.db)?;
+    let path = cli.db.location()?;
     if let Command::Db(cmd) = cli.command {
         return db(cmd, &path, mode, &mut out);
     }
