@@ -228,42 +228,9 @@ pub enum ApplianceCmd {
 #[derive(Debug, Subcommand)]
 pub enum VmCmd {
     /// Add a VM and its own node row (appliance hosted-vm).
-    Add {
-        name: String,
-        /// The VM container it runs on.
-        #[arg(long)]
-        container: String,
-        /// Memory in MiB.
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-        mem: u32,
-        /// Virtual CPUs.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        cpus: u32,
-        /// TYPE:PATH,DEV,BUS[,SIZE_GIB], TYPE one of file, raw, qcow2, block.
-        #[arg(long = "disk", value_name = "SPEC")]
-        disks: Vec<String>,
-        /// bridge:NAME[,mac=MAC][,vlan=N][,model=M] or direct:DEV[,...].
-        #[arg(long = "nic", value_name = "SPEC")]
-        nics: Vec<String>,
-        /// kvm, or qemu for software emulation.
-        #[arg(long, default_value = "kvm")]
-        virt_type: String,
-        /// Allow disk images outside kvm_disk_roots: used as they are, never made.
-        #[arg(long)]
-        force: bool,
-    },
+    Add(VmAdd),
     /// Change a VM's placement or size.
-    Set {
-        name: String,
-        #[arg(long)]
-        container: Option<String>,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        mem: Option<u32>,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        cpus: Option<u32>,
-        #[arg(long)]
-        virt_type: Option<String>,
-    },
+    Set(VmSet),
     /// List VMs.
     List {
         #[arg(long)]
@@ -393,4 +360,45 @@ pub enum AttrCmd {
         #[arg(num_args = 1..=2, required = true)]
         args: Vec<String>,
     },
+}
+
+// `vm add`'s arguments (its help is the variant's).
+#[derive(Debug, Args)]
+pub struct VmAdd {
+    pub name: String,
+    /// The VM container it runs on.
+    #[arg(long)]
+    pub container: String,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mem: u32,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cpus: u32,
+    /// TYPE:PATH,DEV,BUS[,SIZE_GIB], TYPE one of file, raw, qcow2, block.
+    #[arg(long = "disk", value_name = "SPEC")]
+    pub disks: Vec<String>,
+    /// bridge:NAME[,mac=MAC][,vlan=N][,model=M] or direct:DEV[,...].
+    #[arg(long = "nic", value_name = "SPEC")]
+    pub nics: Vec<String>,
+    /// kvm, or qemu for software emulation.
+    #[arg(long, default_value = "kvm")]
+    pub virt_type: String,
+    /// Allow disk images outside kvm_disk_roots: used as they are, never made.
+    #[arg(long)]
+    pub force: bool,
+}
+
+// `vm set`'s arguments (its help is the variant's).
+#[derive(Debug, Args)]
+pub struct VmSet {
+    pub name: String,
+    #[arg(long)]
+    pub container: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mem: Option<u32>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cpus: Option<u32>,
+    #[arg(long)]
+    pub virt_type: Option<String>,
 }

@@ -10,13 +10,5 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli: cli::Cli = kvmroll_cli::parse("kvmroll");
-    match commands::run(cli) {
-        Ok(commands::Outcome::Done) => ExitCode::SUCCESS,
-        Ok(commands::Outcome::Unset) => ExitCode::from(1),
-        Ok(commands::Outcome::Stale) => ExitCode::from(3),
-        Err(e) => {
-            eprintln!("kvmroll: {}", sync::chain(e.as_ref()));
-            ExitCode::from(1)
-        }
-    }
+    kvmroll_cli::finish("kvmroll", commands::run(cli), commands::Exit::Failed)
 }
