@@ -3,12 +3,47 @@
 //! Exit status: 0 on success, 1 when something could not be rendered (one
 //! line per fault on stderr), 2 for a usage error.
 
-use kvmroll_core::{error_chain as chain, hostfiles, open_store, OpenMode, Renderer};
+use kvmroll_cli::error_chain;
+use kvmroll_core::{hostfiles, open_store, OpenMode, Renderer};
 use kvmroll_gen::cli::{Cli, Command};
 use std::io::Write;
 use std::process::ExitCode;
 
-fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
+/// How `kvmroll-gen` exits (usage errors aside: 2).
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Done,
+    /// Something could not be rendered: said, one line per fault.
+    Failed,
+}
+
+impl kvmroll_cli::ExitStatus for Exit {
+    fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
+        }
+    }
+}
+
+/// Why nothing (or not all) could be rendered.
+#[derive(Debug, thiserror::Error)]
+enum GenError {
+    #[error(transparent)]
+    Config(#[from] kvmroll_core::conf::ConfigError),
+    #[error(transparent)]
+    Store(#[from] kvmroll_core::StoreError),
+    #[error(transparent)]
+    HostFile(#[from] hostfiles::HostFileError),
+    #[error(transparent)]
+    Render(#[from] kvmroll_core::RenderError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("cannot write to standard output")]
+    Output(#[from] std::io::Error),
+}
+
+fn run(cli: Cli) -> Result<Exit, GenError> {
     let path = cli.db.location()?;
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
@@ -42,17 +77,17 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
                 match renderer.render(name) {
                     Ok(xml) => out.write_all(xml.as_bytes())?,
                     Err(e) => {
-                        eprintln!("kvmroll-gen: {}", chain(&e));
+                        eprintln!("kvmroll-gen: {}", error_chain(&e));
                         ok = false;
                     }
                 }
             }
             out.flush()?;
-            return Ok(ok);
+            return Ok(if ok { Exit::Done } else { Exit::Failed });
         }
     }
     out.flush()?;
-    Ok(true)
+    Ok(Exit::Done)
 }
 
 /// Why the container credential could not go into a kickstart.
@@ -87,12 +122,6 @@ fn read_credential(path: &std::path::Path) -> Result<String, CredentialError> {
 }
 
 fn main() -> ExitCode {
-    match run(kvmroll_cli::parse::<Cli>("kvmroll-gen")) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("kvmroll-gen: {}", chain(e.as_ref()));
-            ExitCode::from(1)
-        }
-    }
+    let cli = kvmroll_cli::parse::<Cli>("kvmroll-gen");
+    kvmroll_cli::finish("kvmroll-gen", run(cli), Exit::Failed)
 }
