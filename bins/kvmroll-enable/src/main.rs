@@ -13,14 +13,32 @@ pub use cli::Cli;
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
-    match enable::run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // The reinstall command's output can be of any size.
-            eprintln!("kvmroll-enable: {}", kvmroll_core::text::one_line(&e));
-            ExitCode::from(1)
+/// How `kvmroll-enable` exits (usage errors aside: 2).
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Done,
+    /// Refused or failed; the database as it was.
+    Failed,
+}
+
+impl kvmroll_cli::ExitStatus for Exit {
+    fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
         }
     }
+}
+
+/// Why the host was not enabled, as enable::run says it (the reinstall
+/// command's output included, which can be of any size: the report keeps
+/// its first line).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotEnabled(String);
+
+fn main() -> ExitCode {
+    let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
+    let result = enable::run(&cli).map(|()| Exit::Done).map_err(NotEnabled);
+    kvmroll_cli::finish("kvmroll-enable", result, Exit::Failed)
 }

@@ -228,18 +228,37 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
     }
 }
 
+/// How `kvmroll-guests` exits (usage errors aside: 2).
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Done,
+    /// Could not run: a conflict, no database, no libvirt.
+    Failed,
+    /// Ran, but some VMs are not where they should be (listed).
+    Partial,
+}
+
+impl kvmroll_cli::ExitStatus for Exit {
+    fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
+            Exit::Partial => 3,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-guests");
     logger::init();
-    match run(cli) {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Partial(missed)) => {
+    let result = run(cli).map(|outcome| match outcome {
+        Outcome::Done => Exit::Done,
+        Outcome::Partial(missed) => {
             log::error!("not where they should be: {}", missed.join(", "));
-            ExitCode::from(3)
+            Exit::Partial
         }
-        Err(e) => {
-            log::error!("{}", chain(&e));
-            ExitCode::from(1)
-        }
-    }
+    });
+    // Logged, not printed: syslog gets it too, and the logger prefixes
+    // stderr's line with the binary's name.
+    kvmroll_cli::report::finish_with(result, Exit::Failed, |e| log::error!("{}", chain(e)))
 }
