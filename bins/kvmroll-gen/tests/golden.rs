@@ -46,14 +46,25 @@ fn attr(host: &str, name: &str, value: &str) -> Change {
     }
 }
 
+/// A VM as [`vm`] makes it.
+fn base(name: &str, n: u32) -> Change {
+    Change::AddVm(vm(name, n))
+}
+
+/// A VM as [`vm`] makes it, then changed by `f`.
+fn with(name: &str, n: u32, f: &dyn Fn(&mut Vm)) -> Change {
+    let mut v = vm(name, n);
+    f(&mut v);
+    Change::AddVm(v)
+}
+
 /// Each case: its name, the VM rendered, and the changes that make it.
 fn cases() -> Vec<(&'static str, Vec<Change>)> {
-    let base = |name: &str, n: u32| Change::AddVm(vm(name, n));
-    let with = |name: &str, n: u32, f: &dyn Fn(&mut Vm)| {
-        let mut v = vm(name, n);
-        f(&mut v);
-        Change::AddVm(v)
-    };
+    [cpu_cases(), device_cases(), machine_cases()].concat()
+}
+
+/// CPU models and pinning.
+fn cpu_cases() -> Vec<(&'static str, Vec<Change>)> {
     vec![
         ("plain", vec![base("plain", 1)]),
         ("cpu-host-model", vec![base("cpu-host-model", 2), attr("cpu-host-model", "cpu_mode", "host-model")]),
@@ -94,6 +105,12 @@ fn cases() -> Vec<(&'static str, Vec<Change>)> {
                 ),
             ],
         ),
+    ]
+}
+
+/// Devices, cdroms, disks and NICs.
+fn device_cases() -> Vec<(&'static str, Vec<Change>)> {
+    vec![
         (
             "devices",
             vec![
@@ -141,12 +158,25 @@ fn cases() -> Vec<(&'static str, Vec<Change>)> {
                 v.cdrom = Some("/isos/install.iso".into());
             })],
         ),
+    ]
+}
+
+/// Machine types, emulators, graphics, the settings kept in the
+/// definition, and escaping.
+fn machine_cases() -> Vec<(&'static str, Vec<Change>)> {
+    vec![
         (
             "q35-emulator-spice",
             vec![
-                with("q35-emulator-spice", 13, &|v| v.cdrom = Some("/isos/a.iso".into())),
+                with("q35-emulator-spice", 13, &|v| {
+                    v.cdrom = Some("/isos/a.iso".into())
+                }),
                 attr("q35-emulator-spice", "kvm_machine", "q35"),
-                attr("q35-emulator-spice", "kvm_emulator", "/usr/libexec/qemu-kvm"),
+                attr(
+                    "q35-emulator-spice",
+                    "kvm_emulator",
+                    "/usr/libexec/qemu-kvm",
+                ),
                 attr("q35-emulator-spice", "kvm_graphics", "spice"),
             ],
         ),
@@ -170,7 +200,8 @@ fn cases() -> Vec<(&'static str, Vec<Change>)> {
             "settings",
             vec![
                 with("settings", 16, &|v| {
-                    v.disks.push(Disk::parse("raw:/state/kvm/settings-b.img,vdb,virtio,100").unwrap());
+                    v.disks
+                        .push(Disk::parse("raw:/state/kvm/settings-b.img,vdb,virtio,100").unwrap());
                 }),
                 attr("settings", "kvm_autostart", "yes"),
                 attr("settings", "kvm_strict_definition", "true"),
