@@ -2,7 +2,7 @@
 //! kvmroll's tables in a shared database.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::common::*;
@@ -62,12 +62,40 @@ fn db_init_on_postgresql_shows_no_password_and_makes_the_containers_role() {
     let init = ["db", "init", "--container-role", &role.name];
     let with_pw = [&init[..], &["--container-password-file", pw_arg]].concat();
 
-    // Refused before anything is made: a password file others can read, an
-    // empty one, a bad role name; the database stays empty.
-    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    refuse_bad_container_roles(&f, &role.name, &pw);
+
+    let out = f.ok(&with_pw);
+    assert!(
+        out.starts_with(&format!("created {}: schema 4\n", f.shown())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("role {} for VM containers", role.name)),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&server_password) && !out.contains("s3cret"),
+        "{out}"
+    );
+    assert!(!f.shown().contains(&server_password));
+    // Again: nothing to do, and the role kept.
+    let again = f.ok(&with_pw);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    the_containers_role_logs_in(&f, &role.name);
+}
+
+/// `db init --container-role` refused before anything is made: a password
+/// file others can read, an empty one, a bad role name, a password file
+/// without a role; the database stays empty.
+fn refuse_bad_container_roles(f: &Fixture, role: &str, pw: &Path) {
+    let pw_arg = pw.to_str().unwrap();
+    let init = ["db", "init", "--container-role", role];
+    let with_pw = [&init[..], &["--container-password-file", pw_arg]].concat();
+    std::fs::set_permissions(pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let empty = f.state();
     f.refused(&with_pw, "group or others have access to it");
-    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let blank = f.file("blank.pw");
     std::fs::write(&blank, "\n").unwrap();
     std::os::unix::fs::chown(&blank, None, None).unwrap();
@@ -89,27 +117,12 @@ fn db_init_on_postgresql_shows_no_password_and_makes_the_containers_role() {
     // The password file needs the role.
     let out = f.run(&["db", "init", "--container-password-file", pw_arg]);
     assert_eq!(out.status.code(), Some(2));
+}
 
-    let out = f.ok(&with_pw);
-    assert!(
-        out.starts_with(&format!("created {}: schema 3\n", f.shown())),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("role {} for VM containers", role.name)),
-        "{out}"
-    );
-    assert!(
-        !out.contains(&server_password) && !out.contains("s3cret"),
-        "{out}"
-    );
-    assert!(!f.shown().contains(&server_password));
-    // Again: nothing to do, and the role kept.
-    let again = f.ok(&with_pw);
-    assert!(again.contains("nothing to do"), "{again}");
-
-    // The role logs in with that password, reads the cluster, records what
-    // plugins write, and may not add a host.
+/// The role `db init` made logs in with its password, reads the cluster,
+/// records what plugins write, and may not add a host; a wrong password is
+/// refused without being shown.
+fn the_containers_role_logs_in(f: &Fixture, role: &str) {
     f.ok(&[
         "--no-sync",
         "host",
@@ -128,7 +141,7 @@ fn db_init_on_postgresql_shows_no_password_and_makes_the_containers_role() {
         "--mem",
         "64",
     ]);
-    let container = as_user(&f.db, &role.name, "c0ntainer%20s3cret");
+    let container = as_user(&f.db, role, "c0ntainer%20s3cret");
     let as_container = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kvmroll"))
             .args(["--no-sync", "--db", &container])
@@ -155,13 +168,13 @@ fn db_init_on_postgresql_shows_no_password_and_makes_the_containers_role() {
     );
     let add = as_container(&["host", "add", "intruder"]);
     assert_refused(&add, "permission denied");
-    let wrong = as_user(&f.db, &role.name, "wrong");
+    let wrong = as_user(&f.db, role, "wrong");
     let out = Command::new(env!("CARGO_BIN_EXE_kvmroll"))
         .args(["--db", &wrong, "vm", "list"])
         .env_remove("PGPASSWORD")
         .output()
         .unwrap();
-    assert_refused(&out, &format!("refused the password of user {}", role.name));
+    assert_refused(&out, &format!("refused the password of user {}", role));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong"));
 }
 
@@ -174,6 +187,40 @@ fn a_containers_role_is_refused_on_sqlite_having_made_nothing() {
         "is a SQLite file; a role for containers is made in a PostgreSQL database",
     );
     assert!(!Path::new(&f.db).exists());
+}
+
+/// Runs `kvmroll db copy FROM TO`.
+fn db_copy(from: &str, to: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmroll"))
+        .args(["db", "copy", from, to])
+        .env_remove("KVMROLL_DB")
+        .env_remove("KVMROLL_DB_READONLY")
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap()
+}
+
+/// What a copy must carry over, as `kvmroll` shows it.
+fn shown(f: &Fixture) -> [String; 4] {
+    [
+        f.ok(&["vm", "show", "hosted-vm-0-0-0", "--json"]),
+        f.ok(&["host", "list"]),
+        f.ok(&["attr", "list", "hosted-vm-0-0-0"]),
+        f.ok(&["events", "--json"]),
+    ]
+}
+
+/// A copy into a database that holds a cluster: refused, unchanged.
+fn copies_into_a_cluster_are_refused(pg: &Fixture, back: &Fixture) {
+    let before = pg.state();
+    assert_refused(
+        &db_copy(&back.db, &pg.db),
+        "is not empty (it holds 2 hosts, 1 VM, 1 event, 3 attributes)",
+    );
+    assert!(pg.state() == before);
+    let before = back.state();
+    assert_refused(&db_copy(&pg.db, &back.db), "is not empty");
+    assert!(back.state() == before);
 }
 
 /// `db copy`: a cluster from SQLite to PostgreSQL and back, each copy
@@ -196,48 +243,31 @@ fn db_copy_takes_a_cluster_from_sqlite_to_postgresql_and_back() {
         "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message)
          VALUES (1, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, 'copied')",
     );
-    let copy = |from: &str, to: &str| {
-        Command::new(env!("CARGO_BIN_EXE_kvmroll"))
-            .args(["db", "copy", from, to])
-            .env_remove("KVMROLL_DB")
-            .env_remove("KVMROLL_DB_READONLY")
-            .env_remove("PGPASSWORD")
-            .output()
-            .unwrap()
-    };
-    let show = |f: &Fixture| {
-        [
-            f.ok(&["vm", "show", "hosted-vm-0-0-0", "--json"]),
-            f.ok(&["host", "list"]),
-            f.ok(&["attr", "list", "hosted-vm-0-0-0"]),
-            f.ok(&["events", "--json"]),
-        ]
-    };
     let missing = sqlite.file("missing.db");
     assert_refused(
-        &copy(
+        &db_copy(
             missing.to_str().unwrap(),
             sqlite.file("x.db").to_str().unwrap(),
         ),
         "does not exist",
     );
     assert!(!sqlite.file("x.db").exists());
-    assert_refused(&copy(&sqlite.db, &sqlite.db), "are the same database");
+    assert_refused(&db_copy(&sqlite.db, &sqlite.db), "are the same database");
 
     let back = Fixture::empty(Engine::Sqlite);
     if pg_server().is_none() {
         // SQLite to SQLite, at least.
-        let out = copy(&sqlite.db, &back.db);
+        let out = db_copy(&sqlite.db, &back.db);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(show(&back), show(&sqlite));
+        assert_eq!(shown(&back), shown(&sqlite));
         return;
     }
     let pg = Fixture::empty(Engine::Postgres);
-    let out = copy(&sqlite.db, &pg.db);
+    let out = db_copy(&sqlite.db, &pg.db);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -252,25 +282,16 @@ fn db_copy_takes_a_cluster_from_sqlite_to_postgresql_and_back() {
             pg.shown()
         )
     );
-    assert_eq!(show(&pg), show(&sqlite));
-    let out = copy(&pg.db, &back.db);
+    assert_eq!(shown(&pg), shown(&sqlite));
+    let out = db_copy(&pg.db, &back.db);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(show(&back), show(&sqlite));
+    assert_eq!(shown(&back), shown(&sqlite));
 
-    // Into a database that holds a cluster: refused, unchanged.
-    let before = pg.state();
-    assert_refused(
-        &copy(&back.db, &pg.db),
-        "is not empty (it holds 2 hosts, 1 VM, 1 event, 3 attributes)",
-    );
-    assert!(pg.state() == before);
-    let before = back.state();
-    assert_refused(&copy(&pg.db, &back.db), "is not empty");
-    assert!(back.state() == before);
+    copies_into_a_cluster_are_refused(&pg, &back);
 }
 
 /// PostgreSQL's twin of the SQLite file tests above: reads, and writes
