@@ -13,22 +13,9 @@ pub use cli::Cli;
 
 use std::process::ExitCode;
 
-/// How `kvmroll-enable` exits (usage errors aside: 2).
-#[derive(Debug, Clone, Copy)]
-enum Exit {
-    Done,
-    /// Refused or failed; the database as it was.
-    Failed,
-}
-
-impl kvmroll_cli::ExitStatus for Exit {
-    fn code(&self) -> u8 {
-        match self {
-            Exit::Done => 0,
-            Exit::Failed => 1,
-        }
-    }
-}
+// How kvmroll-enable exits: done, or refused or failed with the database
+// as it was (usage errors aside: 2).
+use kvmroll_cli::report::Exit;
 
 /// Why the host was not enabled, as enable::run says it (the reinstall
 /// command's output included, which can be of any size: the report keeps

@@ -9,22 +9,9 @@ use kvmroll_gen::cli::{Cli, Command};
 use std::io::Write;
 use std::process::ExitCode;
 
-/// How `kvmroll-gen` exits (usage errors aside: 2).
-#[derive(Debug, Clone, Copy)]
-enum Exit {
-    Done,
-    /// Something could not be rendered: said, one line per fault.
-    Failed,
-}
-
-impl kvmroll_cli::ExitStatus for Exit {
-    fn code(&self) -> u8 {
-        match self {
-            Exit::Done => 0,
-            Exit::Failed => 1,
-        }
-    }
-}
+// How kvmroll-gen exits: done, or something could not be rendered, said
+// one line per fault (usage errors aside: 2).
+use kvmroll_cli::report::Exit;
 
 /// Why nothing (or not all) could be rendered.
 #[derive(Debug, thiserror::Error)]

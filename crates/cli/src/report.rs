@@ -12,6 +12,23 @@ pub trait ExitStatus {
     fn code(&self) -> u8;
 }
 
+/// The statuses of a binary that has no others than success, failure
+/// (said on stderr) and a usage error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Done,
+    Failed,
+}
+
+impl ExitStatus for Exit {
+    fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
+        }
+    }
+}
+
 /// `BIN: message: cause: ...`, on one line (a cause can span several, as
 /// a command's output can).
 pub fn report_line(bin: &str, e: &dyn Error) -> String {
@@ -42,7 +59,25 @@ pub fn finish_with<S: ExitStatus, E: Error>(
 
 #[cfg(test)]
 mod tests {
-    use super::report_line;
+    use super::{finish_with, report_line, Exit};
+    use std::process::ExitCode;
+
+    #[test]
+    fn the_status_is_the_result_s_or_the_failure_s() {
+        let mut said = Vec::new();
+        let ok: Result<Exit, std::io::Error> = Ok(Exit::Done);
+        assert_eq!(
+            finish_with(ok, Exit::Failed, |e| said.push(e.to_string())),
+            ExitCode::from(0)
+        );
+        assert!(said.is_empty());
+        let failed: Result<Exit, _> = Err(std::io::Error::other("no"));
+        assert_eq!(
+            finish_with(failed, Exit::Failed, |e| said.push(e.to_string())),
+            ExitCode::from(1)
+        );
+        assert_eq!(said, ["no"]);
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot open the database {0}")]
