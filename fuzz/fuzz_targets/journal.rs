@@ -5,8 +5,9 @@
 
 #![no_main]
 
-// The module of the binary itself, reached by path (as the binaries share
-// bins/shared/usage.rs): its tests and the writing half go unused here.
+// The module of the binary itself, reached by path (kvmroll-guests' library
+// target exposes its command line only): its tests and the writing half go
+// unused here.
 #[allow(dead_code)]
 #[path = "../../bins/kvmroll-guests/src/journal.rs"]
 mod journal;

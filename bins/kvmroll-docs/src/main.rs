@@ -15,25 +15,10 @@
 //! It refuses (exit 1) a page whose Markdown lacks a NAME line for it, and
 //! a page that names a kvmroll page it does not write.
 
-#[path = "../../kvmroll/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_cli;
-#[path = "../../kvmroll-enable/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_enable_cli;
-#[path = "../../kvmroll-gen/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_gen_cli;
-#[path = "../../kvmroll-guests/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_guests_cli;
-#[path = "../../kvmroll-hook/src/cli.rs"]
-#[allow(dead_code)]
-mod kvmroll_hook_cli;
 mod markdown;
 mod page;
 
-use clap::{Command, CommandFactory};
+use clap::Command;
 use markdown::Doc;
 use page::{Page, Text};
 use std::path::{Path, PathBuf};
@@ -53,35 +38,35 @@ const BINARIES: &[Binary] = &[
     Binary {
         name: "kvmroll",
         section: "1",
-        cmd: kvmroll_cli::Cli::command,
+        cmd: kvmroll::command,
         md: include_str!("../../../docs/man/kvmroll.1.md"),
         split: true,
     },
     Binary {
         name: "kvmroll-gen",
         section: "1",
-        cmd: kvmroll_gen_cli::Cli::command,
+        cmd: kvmroll_gen::command,
         md: include_str!("../../../docs/man/kvmroll-gen.1.md"),
         split: false,
     },
     Binary {
         name: "kvmroll-enable",
         section: "8",
-        cmd: kvmroll_enable_cli::Cli::command,
+        cmd: kvmroll_enable::command,
         md: include_str!("../../../docs/man/kvmroll-enable.8.md"),
         split: false,
     },
     Binary {
         name: "kvmroll-guests",
         section: "8",
-        cmd: kvmroll_guests_cli::Cli::command,
+        cmd: kvmroll_guests::command,
         md: include_str!("../../../docs/man/kvmroll-guests.8.md"),
         split: false,
     },
     Binary {
         name: "kvmroll-hook",
         section: "8",
-        cmd: kvmroll_hook_cli::Cli::command,
+        cmd: kvmroll_hook::command,
         md: include_str!("../../../docs/man/kvmroll-hook.8.md"),
         split: false,
     },
@@ -95,34 +80,36 @@ const ATTRIBUTES_MD: &str = include_str!("../../../docs/man/kvmroll-attributes.7
 const METADATA_MD: &str = include_str!("../../../docs/man/kvmroll-metadata.5.md");
 
 /// Why the pages could not be made.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum DocsError {
-    NoName {
-        page: String,
-    },
-    Dangling {
-        page: String,
-        names: String,
-    },
+    #[error("{page}: its Markdown has no NAME section reading \"{page} - WHAT\"")]
+    NoName { page: String },
+    #[error("{page} names pages that are not made: {names}")]
+    Dangling { page: String, names: String },
+    #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
 }
 
-impl std::fmt::Display for DocsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// How `kvmroll-docs` exits.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Done,
+    /// A page could not be made or written: said on stderr.
+    Failed,
+    /// Not one DIR argument.
+    Usage,
+}
+
+impl kvmroll_cli::ExitStatus for Exit {
+    fn code(&self) -> u8 {
         match self {
-            DocsError::NoName { page } => write!(
-                f,
-                "{page}: its Markdown has no NAME section reading \"{page} - WHAT\""
-            ),
-            DocsError::Dangling { page, names } => {
-                write!(f, "{page} names pages that are not made: {names}")
-            }
-            DocsError::Write { path, source } => {
-                write!(f, "cannot write {}: {source}", path.display())
-            }
+            Exit::Done => 0,
+            Exit::Failed => 1,
+            Exit::Usage => kvmroll_cli::usage::USAGE_EXIT,
         }
     }
 }
@@ -181,25 +168,7 @@ fn pages() -> Result<Vec<Page>, DocsError> {
             },
         ));
         if b.split {
-            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-                let name = format!("{}-{}", b.name, sub.get_name());
-                let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
-                out.push(page::command_page(
-                    sub,
-                    &Text {
-                        what: page::what_of(&about),
-                        name,
-                        section: b.section,
-                        md: None,
-                        split: None,
-                        see_also: vec![
-                            me.clone(),
-                            "kvmroll-attributes(7)".to_string(),
-                            "kvmroll.conf(5)".to_string(),
-                        ],
-                    },
-                ));
-            }
+            out.extend(subcommand_pages(b, cmd, &me));
         }
     }
     for (name, section, md) in [
@@ -224,11 +193,43 @@ fn pages() -> Result<Vec<Page>, DocsError> {
         section: "5".to_string(),
         roff: CONF_PAGE.to_string(),
     });
-    let made: Vec<String> = out
+    check_references(&out)?;
+    Ok(out)
+}
+
+/// A page for each visible first-level subcommand of `b`, as
+/// `NAME-SUBCOMMAND(N)`, seeing also its binary's page `me`.
+fn subcommand_pages(b: &Binary, cmd: &Command, me: &str) -> Vec<Page> {
+    let mut out = Vec::new();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{}-{}", b.name, sub.get_name());
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.push(page::command_page(
+            sub,
+            &Text {
+                what: page::what_of(&about),
+                name,
+                section: b.section,
+                md: None,
+                split: None,
+                see_also: vec![
+                    me.to_string(),
+                    "kvmroll-attributes(7)".to_string(),
+                    "kvmroll.conf(5)".to_string(),
+                ],
+            },
+        ));
+    }
+    out
+}
+
+/// Refuses a page that names a kvmroll page not among `pages`.
+fn check_references(pages: &[Page]) -> Result<(), DocsError> {
+    let made: Vec<String> = pages
         .iter()
         .map(|p| format!("{}({})", p.name, p.section))
         .collect();
-    for p in &out {
+    for p in pages {
         let dangling: Vec<String> = references(&p.roff)
             .into_iter()
             .filter(|r| !made.contains(r))
@@ -240,7 +241,7 @@ fn pages() -> Result<Vec<Page>, DocsError> {
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The kvmroll pages a roff text names, as `name(N)`.
@@ -322,15 +323,9 @@ fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
     let [dir] = args.as_slice() else {
         eprintln!("usage: kvmroll-docs DIR");
-        return ExitCode::from(2);
+        return ExitCode::from(kvmroll_cli::ExitStatus::code(&Exit::Usage));
     };
-    match run(dir) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kvmroll-docs: {e}");
-            ExitCode::from(1)
-        }
-    }
+    kvmroll_cli::finish("kvmroll-docs", run(dir).map(|()| Exit::Done), Exit::Failed)
 }
 
 #[cfg(test)]

@@ -106,87 +106,115 @@ fn is_rule(row: &str) -> bool {
 pub fn body(roff: &mut Roff, lines: &[String]) {
     let mut i = 0;
     let mut first = true;
-    // A new block after the first starts a new paragraph.
-    let para = |roff: &mut Roff, first: &mut bool| {
-        if !*first {
-            roff.control("PP", []);
-        }
-        *first = false;
-    };
     while i < lines.len() {
         let line = &lines[i];
         if line.trim().is_empty() {
             i += 1;
-        } else if let Some(h) = line.strip_prefix("### ") {
+            continue;
+        }
+        if let Some(h) = line.strip_prefix("### ") {
             roff.control("SS", [h.trim()]);
             first = true;
             i += 1;
-        } else if line.starts_with("    ") {
-            para(roff, &mut first);
-            roff.control("RS", ["4"]);
-            roff.control("nf", []);
-            while i < lines.len() && (lines[i].starts_with("    ") || lines[i].trim().is_empty()) {
-                // A blank line inside the block is kept only before more code.
-                let more = lines[i..].iter().any(|l| l.starts_with("    "));
-                if !more {
-                    break;
-                }
-                roff.text([roman(lines[i].get(4..).unwrap_or_default())]);
-                i += 1;
-            }
-            roff.control("fi", []);
-            roff.control("RE", []);
-        } else if line.trim_start().starts_with('|') {
-            para(roff, &mut first);
-            let header = cells(line);
-            i += 1;
-            while i < lines.len() && lines[i].trim_start().starts_with('|') {
-                if !is_rule(&lines[i]) {
-                    let row = cells(&lines[i]);
-                    roff.control("TP", []);
-                    roff.text(inline(&row[0]));
-                    let described: Vec<String> = row
-                        .iter()
-                        .zip(header.iter())
-                        .skip(1)
-                        .map(|(cell, head)| format!("{head}: {cell}"))
-                        .collect();
-                    roff.text(inline(&described.join("; ")));
-                }
-                i += 1;
-            }
-        } else if let Some(item) = line.strip_prefix("- ") {
-            let mut text = item.to_string();
-            i += 1;
-            while i < lines.len() && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
-                text.push(' ');
-                text.push_str(lines[i].trim());
-                i += 1;
-            }
-            roff.control("IP", ["\\(bu", "2"]);
-            roff.text(inline(&text));
-            first = false;
-        } else {
-            para(roff, &mut first);
-            let mut text = line.trim().to_string();
-            i += 1;
-            while i < lines.len() {
-                let l = &lines[i];
-                let ends = l.trim().is_empty()
-                    || l.starts_with("    ")
-                    || l.starts_with("### ")
-                    || l.trim_start().starts_with('|')
-                    || l.starts_with("- ");
-                if ends {
-                    break;
-                }
-                text.push(' ');
-                text.push_str(l.trim());
-                i += 1;
-            }
-            roff.text(inline(&text));
+            continue;
         }
+        if line.starts_with("- ") {
+            i = item(roff, lines, i);
+            first = false;
+            continue;
+        }
+        // A new block after the first starts a new paragraph.
+        if !first {
+            roff.control("PP", []);
+        }
+        first = false;
+        i = if line.starts_with("    ") {
+            code_block(roff, lines, i)
+        } else if line.trim_start().starts_with('|') {
+            table(roff, lines, i)
+        } else {
+            paragraph(roff, lines, i)
+        };
     }
+}
+
+/// An indented code block from line `i`, kept as it is; the line after it.
+fn code_block(roff: &mut Roff, lines: &[String], mut i: usize) -> usize {
+    roff.control("RS", ["4"]);
+    roff.control("nf", []);
+    while i < lines.len() && (lines[i].starts_with("    ") || lines[i].trim().is_empty()) {
+        // A blank line inside the block is kept only before more code.
+        let more = lines[i..].iter().any(|l| l.starts_with("    "));
+        if !more {
+            break;
+        }
+        roff.text([roman(lines[i].get(4..).unwrap_or_default())]);
+        i += 1;
+    }
+    roff.control("fi", []);
+    roff.control("RE", []);
+    i
+}
+
+/// A table from line `i`: one tagged paragraph per row, its other cells
+/// named by their headers; the line after it.
+fn table(roff: &mut Roff, lines: &[String], mut i: usize) -> usize {
+    let header = cells(&lines[i]);
+    i += 1;
+    while i < lines.len() && lines[i].trim_start().starts_with('|') {
+        if !is_rule(&lines[i]) {
+            let row = cells(&lines[i]);
+            roff.control("TP", []);
+            roff.text(inline(&row[0]));
+            let described: Vec<String> = row
+                .iter()
+                .zip(header.iter())
+                .skip(1)
+                .map(|(cell, head)| format!("{head}: {cell}"))
+                .collect();
+            roff.text(inline(&described.join("; ")));
+        }
+        i += 1;
+    }
+    i
+}
+
+/// A `- ` list item from line `i` with its indented continuation lines;
+/// the line after it.
+fn item(roff: &mut Roff, lines: &[String], mut i: usize) -> usize {
+    let mut text = lines[i]["- ".len()..].to_string();
+    i += 1;
+    while i < lines.len() && lines[i].starts_with("  ") && !lines[i].trim().is_empty() {
+        text.push(' ');
+        text.push_str(lines[i].trim());
+        i += 1;
+    }
+    roff.control("IP", ["\\(bu", "2"]);
+    roff.text(inline(&text));
+    i
+}
+
+/// A paragraph from line `i`, up to a blank line or another block; the
+/// line after it.
+fn paragraph(roff: &mut Roff, lines: &[String], mut i: usize) -> usize {
+    let mut text = lines[i].trim().to_string();
+    i += 1;
+    while i < lines.len() {
+        let l = &lines[i];
+        let ends = l.trim().is_empty()
+            || l.starts_with("    ")
+            || l.starts_with("### ")
+            || l.trim_start().starts_with('|')
+            || l.starts_with("- ");
+        if ends {
+            break;
+        }
+        text.push(' ');
+        text.push_str(l.trim());
+        i += 1;
+    }
+    roff.text(inline(&text));
+    i
 }
 
 #[cfg(test)]

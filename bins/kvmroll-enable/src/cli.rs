@@ -2,7 +2,6 @@
 //! page and completion generator).
 
 use clap::Parser;
-use std::path::PathBuf;
 
 /// Make a node a kvmroll VM container (or, with --disable, not) and reinstall it.
 ///
@@ -30,7 +29,6 @@ pub struct Cli {
     /// Reinstall even though the host's libvirt runs VMs or cannot be reached.
     #[arg(long)]
     pub force: bool,
-    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: kvmroll_cli::args::Db,
 }

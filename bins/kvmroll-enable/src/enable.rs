@@ -145,7 +145,7 @@ fn host_changes(
 }
 
 pub fn run(cli: &Cli) -> Result<(), String> {
-    let db = kvmroll_core::db_location(cli.db.clone()).map_err(|e| chain(&e))?;
+    let db = cli.db.location().map_err(|e| chain(&e))?;
     let mode = if cli.dry_run {
         OpenMode::ReadOnly
     } else {

@@ -6,23 +6,26 @@
 //! Exit status: 0 done (or, with --dry-run, said); 1 refused or failed, with
 //! one line on stderr and the database as it was; 2 usage error.
 
-mod cli;
+use kvmroll_enable::cli;
 mod enable;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 pub use cli::Cli;
 
 use std::process::ExitCode;
 
+// How kvmroll-enable exits: done, or refused or failed with the database
+// as it was (usage errors aside: 2).
+use kvmroll_cli::report::Exit;
+
+/// Why the host was not enabled, as enable::run says it (the reinstall
+/// command's output included, which can be of any size: the report keeps
+/// its first line).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotEnabled(String);
+
 fn main() -> ExitCode {
-    let cli: Cli = usage::parse("kvmroll-enable");
-    match enable::run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // The reinstall command's output can be of any size.
-            eprintln!("kvmroll-enable: {}", kvmroll_core::text::one_line(&e));
-            ExitCode::from(1)
-        }
-    }
+    let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
+    let result = enable::run(&cli).map(|()| Exit::Done).map_err(NotEnabled);
+    kvmroll_cli::finish("kvmroll-enable", result, Exit::Failed)
 }

@@ -2,7 +2,6 @@
 //! page and completion generator).
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 /// Render libvirt domain XML, kickstart fragments, udev rules and dracut
 /// configuration from the kvmroll database.
@@ -14,9 +13,8 @@ use std::path::PathBuf;
     after_long_help = "EXIT STATUS\n  0 success; 1 something could not be rendered (one line per fault on stderr; with --all the other VMs are still printed); 2 usage error.\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database, opened read-only"
 )]
 pub struct Cli {
-    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: kvmroll_cli::args::Db,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -3,17 +3,35 @@
 //! Exit status: 0 on success, 1 when something could not be rendered (one
 //! line per fault on stderr), 2 for a usage error.
 
-use cli::{Cli, Command};
-use kvmroll_core::{error_chain as chain, hostfiles, open_store, OpenMode, Renderer};
+use kvmroll_cli::error_chain;
+use kvmroll_core::{hostfiles, open_store, OpenMode, Renderer};
+use kvmroll_gen::cli::{Cli, Command};
 use std::io::Write;
 use std::process::ExitCode;
 
-mod cli;
-#[path = "../../shared/usage.rs"]
-mod usage;
+// How kvmroll-gen exits: done, or something could not be rendered, said
+// one line per fault (usage errors aside: 2).
+use kvmroll_cli::report::Exit;
 
-fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
-    let path = kvmroll_core::db_location(cli.db)?;
+/// Why nothing (or not all) could be rendered.
+#[derive(Debug, thiserror::Error)]
+enum GenError {
+    #[error(transparent)]
+    Config(#[from] kvmroll_core::conf::ConfigError),
+    #[error(transparent)]
+    Store(#[from] kvmroll_core::StoreError),
+    #[error(transparent)]
+    HostFile(#[from] hostfiles::HostFileError),
+    #[error(transparent)]
+    Render(#[from] kvmroll_core::RenderError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("cannot write to standard output")]
+    Output(#[from] std::io::Error),
+}
+
+fn run(cli: Cli) -> Result<Exit, GenError> {
+    let path = cli.db.location()?;
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
     let mut renderer = Renderer::new(&cluster);
@@ -46,17 +64,17 @@ fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
                 match renderer.render(name) {
                     Ok(xml) => out.write_all(xml.as_bytes())?,
                     Err(e) => {
-                        eprintln!("kvmroll-gen: {}", chain(&e));
+                        eprintln!("kvmroll-gen: {}", error_chain(&e));
                         ok = false;
                     }
                 }
             }
             out.flush()?;
-            return Ok(ok);
+            return Ok(if ok { Exit::Done } else { Exit::Failed });
         }
     }
     out.flush()?;
-    Ok(true)
+    Ok(Exit::Done)
 }
 
 /// Why the container credential could not go into a kickstart.
@@ -91,12 +109,6 @@ fn read_credential(path: &std::path::Path) -> Result<String, CredentialError> {
 }
 
 fn main() -> ExitCode {
-    match run(usage::parse::<Cli>("kvmroll-gen")) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("kvmroll-gen: {}", chain(e.as_ref()));
-            ExitCode::from(1)
-        }
-    }
+    let cli = kvmroll_cli::parse::<Cli>("kvmroll-gen");
+    kvmroll_cli::finish("kvmroll-gen", run(cli), Exit::Failed)
 }

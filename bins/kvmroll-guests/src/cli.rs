@@ -13,9 +13,8 @@ use std::path::PathBuf;
     after_long_help = "EXIT STATUS\n  0 done; 1 could not run (a conflict with libvirt-guests or qemu.conf auto_shutdown, no database, no libvirt), one line on stderr; 2 usage error; 3 ran, but some VMs are not where they should be (listed on stderr).\n\nFILES\n  /var/lib/kvmroll/guests/journal.json  what stop and start did to each VM\n  /var/lib/kvmroll/guests/quarantine/   unusable save images, kept\n  /var/lib/libvirt/qemu/save/VM.save    libvirt's managed-save images\n  /usr/lib/systemd/system/kvmroll-guests.service  runs start at boot and stop at shutdown"
 )]
 pub struct Cli {
-    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: kvmroll_cli::args::Db,
     /// This container's name in the database [default: the short host name].
     #[arg(long, global = true)]
     pub host: Option<String>,

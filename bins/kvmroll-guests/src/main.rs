@@ -5,7 +5,7 @@
 //! run (a conflict, no database, no libvirt); 2 usage; 3 ran, but some VMs are
 //! not where they should be (listed on stderr).
 
-mod cli;
+use kvmroll_guests::cli;
 mod conflicts;
 mod image;
 mod journal;
@@ -13,8 +13,6 @@ mod known;
 mod logger;
 mod progress;
 mod service;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 use cli::{Cli, Command};
 use known::{Known, Source};
@@ -38,7 +36,7 @@ const DB_WAIT: Duration = Duration::from_secs(10);
 /// definitions, with a warning. A host the database does not know is an
 /// error: the database answered.
 fn service(cli: &Cli) -> Result<Service, ServiceError> {
-    let db = kvmroll_core::db_location(cli.db.clone())?;
+    let db = cli.db.location()?;
     let host = cli
         .host
         .clone()
@@ -82,7 +80,7 @@ fn service(cli: &Cli) -> Result<Service, ServiceError> {
 /// Hands the events this container's hook spooled to the database, where
 /// it answers: at boot, those a shutdown or an outage left behind.
 fn forward_spool(cli: &Cli) {
-    let Ok(db) = kvmroll_core::db_location(cli.db.clone()) else {
+    let Ok(db) = cli.db.location() else {
         return;
     };
     let Ok(conf) = kvmroll_core::conf::Config::load() else {
@@ -230,18 +228,37 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
     }
 }
 
-fn main() -> ExitCode {
-    let cli: Cli = usage::parse("kvmroll-guests");
-    logger::init();
-    match run(cli) {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Partial(missed)) => {
-            log::error!("not where they should be: {}", missed.join(", "));
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            log::error!("{}", chain(&e));
-            ExitCode::from(1)
+/// How `kvmroll-guests` exits (usage errors aside: 2).
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Done,
+    /// Could not run: a conflict, no database, no libvirt.
+    Failed,
+    /// Ran, but some VMs are not where they should be (listed).
+    Partial,
+}
+
+impl kvmroll_cli::ExitStatus for Exit {
+    fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
+            Exit::Partial => 3,
         }
     }
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = kvmroll_cli::parse("kvmroll-guests");
+    logger::init();
+    let result = run(cli).map(|outcome| match outcome {
+        Outcome::Done => Exit::Done,
+        Outcome::Partial(missed) => {
+            log::error!("not where they should be: {}", missed.join(", "));
+            Exit::Partial
+        }
+    });
+    // Logged, not printed: syslog gets it too, and the logger prefixes
+    // stderr's line with the binary's name.
+    kvmroll_cli::report::finish_with(result, Exit::Failed, |e| log::error!("{}", chain(e)))
 }

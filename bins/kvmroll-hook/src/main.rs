@@ -24,14 +24,12 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
 
-mod cli;
 use kvmroll_core::conf as config;
+use kvmroll_hook::cli;
 mod dispatch;
 mod install;
 mod refresh;
 mod upkeep;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 use std::io::{Read, Write};
 
@@ -285,7 +283,7 @@ fn run() -> u8 {
         // --force`); a VM may be called "install".
         _ if args.len() == 4 && !args[1].starts_with('-') => hook(&args),
         Some("install" | "help" | "--help" | "-h" | "--version" | "-V") => {
-            match usage::parse::<cli::Cli>("kvmroll-hook").command {
+            match kvmroll_cli::parse::<cli::Cli>("kvmroll-hook").command {
                 cli::Command::Install {
                     dropin,
                     root,

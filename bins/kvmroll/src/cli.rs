@@ -20,9 +20,8 @@ use std::path::PathBuf;
     after_long_help = "EXIT STATUS\n  0 success; 1 failure or refusal, one line on stderr, the database unchanged (attr get of an unset attribute: 1 and no output); 2 usage error; 3 the database changed but a libvirt definition could not be refreshed (the VM is marked stale; kvmroll vm define VM retries), or vm remove --delete-disks could not delete every image (each is named).\n\nFILES\n  /var/lib/kvmroll/kvmroll.db  the cluster database (SQLite, WAL); --db or $KVMROLL_DB (a path, sqlite:PATH or a postgresql:// URL), else the db line of /etc/kvmroll/kvmroll.conf, names another. `kvmroll db init` makes it, as do host add, appliance add and attr set where nothing is at its path; no other command makes one, and a file that is not a kvmroll database is refused\n\nENVIRONMENT\n  KVMROLL_DB  the database; KVMROLL_DB_READONLY=1 refuses every write; KVMROLL_STAGE (set by kvmroll-hook) defers libvirt refreshes"
 )]
 pub struct Cli {
-    /// The cluster database [default: $KVMROLL_DB, else /var/lib/kvmroll/kvmroll.db].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: kvmroll_cli::args::Db,
 
     /// Change the database only; do not refresh libvirt definitions.
     #[arg(long, global = true)]
@@ -229,42 +228,9 @@ pub enum ApplianceCmd {
 #[derive(Debug, Subcommand)]
 pub enum VmCmd {
     /// Add a VM and its own node row (appliance hosted-vm).
-    Add {
-        name: String,
-        /// The VM container it runs on.
-        #[arg(long)]
-        container: String,
-        /// Memory in MiB.
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-        mem: u32,
-        /// Virtual CPUs.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        cpus: u32,
-        /// TYPE:PATH,DEV,BUS[,SIZE_GIB], TYPE one of file, raw, qcow2, block.
-        #[arg(long = "disk", value_name = "SPEC")]
-        disks: Vec<String>,
-        /// bridge:NAME[,mac=MAC][,vlan=N][,model=M] or direct:DEV[,...].
-        #[arg(long = "nic", value_name = "SPEC")]
-        nics: Vec<String>,
-        /// kvm, or qemu for software emulation.
-        #[arg(long, default_value = "kvm")]
-        virt_type: String,
-        /// Allow disk images outside kvm_disk_roots: used as they are, never made.
-        #[arg(long)]
-        force: bool,
-    },
+    Add(VmAdd),
     /// Change a VM's placement or size.
-    Set {
-        name: String,
-        #[arg(long)]
-        container: Option<String>,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        mem: Option<u32>,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        cpus: Option<u32>,
-        #[arg(long)]
-        virt_type: Option<String>,
-    },
+    Set(VmSet),
     /// List VMs.
     List {
         #[arg(long)]
@@ -394,4 +360,45 @@ pub enum AttrCmd {
         #[arg(num_args = 1..=2, required = true)]
         args: Vec<String>,
     },
+}
+
+// `vm add`'s arguments (its help is the variant's).
+#[derive(Debug, Args)]
+pub struct VmAdd {
+    pub name: String,
+    /// The VM container it runs on.
+    #[arg(long)]
+    pub container: String,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mem: u32,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cpus: u32,
+    /// TYPE:PATH,DEV,BUS[,SIZE_GIB], TYPE one of file, raw, qcow2, block.
+    #[arg(long = "disk", value_name = "SPEC")]
+    pub disks: Vec<String>,
+    /// bridge:NAME[,mac=MAC][,vlan=N][,model=M] or direct:DEV[,...].
+    #[arg(long = "nic", value_name = "SPEC")]
+    pub nics: Vec<String>,
+    /// kvm, or qemu for software emulation.
+    #[arg(long, default_value = "kvm")]
+    pub virt_type: String,
+    /// Allow disk images outside kvm_disk_roots: used as they are, never made.
+    #[arg(long)]
+    pub force: bool,
+}
+
+// `vm set`'s arguments (its help is the variant's).
+#[derive(Debug, Args)]
+pub struct VmSet {
+    pub name: String,
+    #[arg(long)]
+    pub container: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mem: Option<u32>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cpus: Option<u32>,
+    #[arg(long)]
+    pub virt_type: Option<String>,
 }

@@ -6,7 +6,7 @@
 //! the containers run kvmroll).
 
 use crate::cli::ImportCmd;
-use crate::commands::Outcome;
+use crate::commands::{CommandError as Error, Exit};
 use kvmroll_core::model::NicKind;
 use kvmroll_core::rocksdump::{self, Unreadable};
 use kvmroll_core::rocksimport::{self, ImportError, Options, Report};
@@ -16,11 +16,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why an import failed, with the file it is about.
 #[derive(Debug, thiserror::Error)]
-enum ImportFailed {
+pub enum ImportFailed {
     #[error("cannot read {}", .0.display())]
     Read(PathBuf, #[source] std::io::Error),
     #[error("VM list {}", .0.display())]
@@ -31,12 +29,7 @@ enum ImportFailed {
 
 /// Runs `kvmroll import rocks`; `mode` is how the CLI opens the database
 /// for a write (read-only where KVMROLL_DB_READONLY says so).
-pub fn run(
-    cmd: ImportCmd,
-    db: &Path,
-    mode: OpenMode,
-    out: &mut dyn Write,
-) -> Result<Outcome, Error> {
+pub fn run(cmd: ImportCmd, db: &Path, mode: OpenMode, out: &mut dyn Write) -> Result<Exit, Error> {
     let ImportCmd::Rocks {
         dump: dump_path,
         vm_list,
@@ -73,7 +66,7 @@ pub fn run(
             .map_err(failed)?
     };
     print_report(out, &report, dry_run, &dump_path)?;
-    Ok(Outcome::Done)
+    Ok(Exit::Done)
 }
 
 fn plural(n: usize, what: &str) -> String {

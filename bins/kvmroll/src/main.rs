@@ -1,24 +1,14 @@
 //! `kvmroll`: the admin CLI over the cluster database. Parses the command
 //! line, runs one command and maps its outcome to the documented exit status.
 
-mod cli;
+use kvmroll::cli;
 mod commands;
 mod import;
 mod sync;
-#[path = "../../shared/usage.rs"]
-mod usage;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli: cli::Cli = usage::parse("kvmroll");
-    match commands::run(cli) {
-        Ok(commands::Outcome::Done) => ExitCode::SUCCESS,
-        Ok(commands::Outcome::Unset) => ExitCode::from(1),
-        Ok(commands::Outcome::Stale) => ExitCode::from(3),
-        Err(e) => {
-            eprintln!("kvmroll: {}", sync::chain(e.as_ref()));
-            ExitCode::from(1)
-        }
-    }
+    let cli: cli::Cli = kvmroll_cli::parse("kvmroll");
+    kvmroll_cli::finish("kvmroll", commands::run(cli), commands::Exit::Failed)
 }

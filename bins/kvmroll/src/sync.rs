@@ -13,6 +13,7 @@
 //! unreachable container costs its connection time limit once, beside the
 //! others, and the whole change takes about the largest container's share.
 
+use kvmroll_cli::error_chain;
 use kvmroll_core::{Change, Plan, Store, StoreError};
 use kvmroll_virt::{Connector, Hypervisor};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -78,7 +79,7 @@ impl<'a> Syncer<'a> {
     /// The connection to a URI, opened on first use.
     pub fn conn(&mut self, uri: &str) -> Result<&dyn Hypervisor, String> {
         if !self.conns.contains_key(uri) {
-            let opened = self.connector.connect(uri).map_err(|e| chain(&e));
+            let opened = self.connector.connect(uri).map_err(|e| error_chain(&e));
             self.conns.insert(uri.to_string(), opened);
         }
         match self.conns.get(uri) {
@@ -144,8 +145,8 @@ impl<'a> Syncer<'a> {
                     let Some((uri, cached, batch)) = next else {
                         break;
                     };
-                    let conn =
-                        cached.unwrap_or_else(|| connector.connect(&uri).map_err(|e| chain(&e)));
+                    let conn = cached
+                        .unwrap_or_else(|| connector.connect(&uri).map_err(|e| error_chain(&e)));
                     let missed = define_batch(&conn, batch);
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -173,8 +174,8 @@ fn define_batch(conn: &Result<Box<dyn Hypervisor>, String>, batch: Batch<'_>) ->
                     .map_err(String::clone)
                     .and_then(|hv| match hv.domain(name) {
                         Ok(None) => Ok(()),
-                        Ok(Some(_)) => hv.define(xml).map_err(|e| chain(&e)),
-                        Err(e) => Err(chain(&e)),
+                        Ok(Some(_)) => hv.define(xml).map_err(|e| error_chain(&e)),
+                        Err(e) => Err(error_chain(&e)),
                     });
             result.err().map(|reason| Missed {
                 vm: name.to_string(),
@@ -208,8 +209,6 @@ pub fn mark_stale(
     })?;
     Ok(())
 }
-
-pub use kvmroll_core::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,10 @@
 //! libvirt's own schema check of a domain (`virt-xml-validate`).
 
 use std::path::Path;
+
+// Each test binary uses part of it.
+#[allow(dead_code)]
+pub mod cluster;
 use std::process::Command;
 
 /// Compares `got` with the golden file `file`: `None` when they are the

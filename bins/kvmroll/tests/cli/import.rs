@@ -9,8 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-mod common;
-use common::{assert_refused, kvmroll_at};
+use crate::common::{assert_refused, kvmroll_at};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

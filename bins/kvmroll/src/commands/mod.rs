@@ -1,0 +1,189 @@
+//! The commands of `kvmroll`: each turns its arguments into core changes,
+//! writes them in one transaction and brings libvirt in step. One module
+//! per operation, as youki's commands/: `run` here dispatches.
+
+mod attr;
+mod db;
+mod define;
+mod disk;
+mod events;
+mod host;
+mod remove;
+mod vm;
+
+use crate::cli::{ApplianceCmd, AttrCmd, Cli, Command, DbCmd, EventsCmd, HostCmd, VmCmd};
+use crate::import;
+use crate::sync::{SyncMode, Syncer};
+use kvmroll_core::{open_store, OpenMode, Store, StoreError};
+use kvmroll_virt::Libvirt;
+use serde::Serialize;
+use std::io::Write;
+
+/// Why a command failed (its refusals included); the database is as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A refusal with its own message.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] kvmroll_core::ClusterError),
+    #[error(transparent)]
+    Validation(#[from] kvmroll_core::ValidationError),
+    #[error(transparent)]
+    Config(#[from] kvmroll_core::conf::ConfigError),
+    #[error(transparent)]
+    Location(#[from] kvmroll_core::location::LocationError),
+    #[error(transparent)]
+    Render(#[from] kvmroll_core::RenderError),
+    #[error(transparent)]
+    Import(#[from] import::ImportFailed),
+    /// Standard output or a local file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+type Error = CommandError;
+
+fn refused(msg: impl Into<String>) -> Error {
+    CommandError::Refused(msg.into())
+}
+
+/// How a `kvmroll` run exits: the statuses of its man page but usage (2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Done,
+    /// `attr get` of an unset attribute.
+    Unset,
+    /// The command failed or was refused.
+    Failed,
+    /// The database changed but some libvirt definition is stale.
+    Stale,
+}
+
+impl kvmroll_cli::ExitStatus for Exit {
+    fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Unset | Exit::Failed => 1,
+            Exit::Stale => 3,
+        }
+    }
+}
+
+struct App<'a> {
+    store: Box<dyn Store>,
+    sync: Syncer<'a>,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// How a command opens the database. Only the commands that can start a
+/// cluster make one where nothing is (and only once a new database accepts
+/// what they write); other writes need one to exist; reads never write,
+/// never make anything, and never upgrade.
+fn open_mode(command: &Command) -> OpenMode {
+    match command {
+        Command::Host(HostCmd::Add { .. })
+        | Command::Appliance(ApplianceCmd::Add { .. })
+        | Command::Attr(AttrCmd::Set { .. })
+        | Command::Db(DbCmd::Init { .. } | DbCmd::Copy { .. })
+        | Command::Import(_) => OpenMode::Create,
+        Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
+        | Command::Vm(
+            VmCmd::Add(_)
+            | VmCmd::Set(_)
+            | VmCmd::Remove { .. }
+            | VmCmd::Cdrom { .. }
+            | VmCmd::Disk(_)
+            | VmCmd::Nic(_)
+            | VmCmd::Sync { .. }
+            | VmCmd::Define { .. },
+        )
+        | Command::Attr(AttrCmd::Rm { .. })
+        | Command::Events {
+            prune: Some(EventsCmd::Prune { .. }),
+            ..
+        } => OpenMode::ReadWrite,
+        Command::Host(HostCmd::List { .. } | HostCmd::Show { .. })
+        | Command::Appliance(ApplianceCmd::List { .. })
+        | Command::Vm(VmCmd::List { .. } | VmCmd::Show { .. })
+        | Command::Attr(AttrCmd::Get { .. } | AttrCmd::List { .. })
+        | Command::Events { prune: None, .. }
+        | Command::Db(DbCmd::Status { .. }) => OpenMode::ReadOnly,
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Exit, Error> {
+    let mode = if env_flag("KVMROLL_DB_READONLY") {
+        OpenMode::ReadOnly
+    } else {
+        open_mode(&cli.command)
+    };
+    let mut out = std::io::stdout().lock();
+    // Names its two databases itself.
+    if let Command::Db(DbCmd::Copy { from, to }) = cli.command {
+        if mode == OpenMode::ReadOnly {
+            return Err(StoreError::ReadOnly.into());
+        }
+        return db::copy_db(&from, &to, &mut out);
+    }
+    let path = cli.db.location()?;
+    if let Command::Db(cmd) = cli.command {
+        return db::db(cmd, &path, mode, &mut out);
+    }
+    if let Command::Import(cmd) = cli.command {
+        return import::run(cmd, &path, mode, &mut out);
+    }
+    let store = open_store(&path, mode)?;
+    let sync_mode = if cli.no_sync {
+        SyncMode::Off
+    } else if std::env::var_os("KVMROLL_STAGE").is_some() {
+        SyncMode::Deferred
+    } else {
+        SyncMode::Live
+    };
+    let connector = Libvirt;
+    let mut app = App {
+        store,
+        sync: Syncer::new(&connector, sync_mode),
+    };
+    match cli.command {
+        // Answered above, before the store was opened.
+        Command::Db(_) | Command::Import(_) => Ok(Exit::Done),
+        Command::Host(c) => app.host(c, &mut out),
+        Command::Appliance(c) => app.appliance(c, &mut out),
+        Command::Vm(c) => app.vm(c, &mut out),
+        Command::Attr(c) => app.attr(c, &mut out),
+        Command::Events {
+            prune: Some(EventsCmd::Prune { older_than, keep }),
+            ..
+        } => app.prune_events(older_than, keep, &mut out),
+        Command::Events {
+            prune: None,
+            vm,
+            container,
+            limit,
+            json,
+        } => {
+            events::forward_spool(&path);
+            app.events(vm, container, limit, json.json, &mut out)
+        }
+    }
+}
+
+fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A value on one line for a table: newlines shown as `\n`.
+fn one_line(v: &str) -> String {
+    v.replace('\n', "\\n")
+}
