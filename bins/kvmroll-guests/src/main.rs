@@ -20,7 +20,7 @@ use cli::{Cli, Command};
 use known::{Known, Source};
 use kvmroll_core::OpenMode;
 use serde::Serialize;
-use service::{Outcome, Service, ServiceError};
+use service::{Placement, Service, ServiceError};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ const DB_WAIT: Duration = Duration::from_secs(10);
 /// file gone or broken), from the kvmroll metadata of libvirt's own
 /// definitions, with a warning. A host the database does not know is an
 /// error: the database answered.
-fn service(cli: &Cli) -> Result<Service, ServiceError> {
+fn service(cli: &Cli, connector: &dyn kvmroll_virt::Connector) -> Result<Service, ServiceError> {
     let db = kvmroll_core::db_location(cli.db.clone())?;
     let host = cli
         .host
@@ -65,7 +65,7 @@ fn service(cli: &Cli) -> Result<Service, ServiceError> {
                 .libvirt_uri
                 .clone()
                 .unwrap_or_else(|| "qemu:///system".to_string());
-            let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &uri)?;
+            let hv = connector.connect(&uri)?;
             (uri, Known::from_definitions(hv.as_ref(), &host, why)?)
         }
     };
@@ -120,9 +120,13 @@ struct VmStatus {
     journal: Option<journal::Entry>,
 }
 
-fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
+fn status(
+    svc: &Service,
+    connector: &dyn kvmroll_virt::Connector,
+    json: bool,
+) -> Result<(), ServiceError> {
     let j = journal::Journal::load(&svc.journal_path())?;
-    let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &svc.uri).ok();
+    let hv = connector.connect(&svc.uri).ok();
     let mut rows = Vec::new();
     for (name, vm) in &svc.known.vms {
         let state = match hv.as_ref().map(|h| h.domain(name)) {
@@ -186,7 +190,7 @@ fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
             .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
         let journal = r.journal.map_or("-".to_string(), |e| {
             if e.note.is_empty() {
-                e.state
+                e.state.to_string()
             } else {
                 format!("{} ({})", e.state, e.note)
             }
@@ -202,10 +206,12 @@ fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<Outcome, ServiceError> {
-    let svc = service(&cli)?;
+fn run(cli: Cli) -> Result<Placement, ServiceError> {
+    // The real libvirt; the service's tests hand it a fake instead.
+    let connector = kvmroll_virt::Libvirt;
+    let svc = service(&cli, &connector)?;
     match cli.command {
-        Command::Status { json } => status(&svc, json).map(|()| Outcome::Done),
+        Command::Status { json } => status(&svc, &connector, json).map(|()| Placement::AllInPlace),
         Command::Start | Command::Stop => {
             if let Some(conflict) = conflicts::find(&cli.root) {
                 return Err(ServiceError::Conflict(conflict));
@@ -214,7 +220,7 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
                 if matches!(svc.known.source, Source::Database(_)) {
                     forward_spool(&cli);
                 }
-                service::start(&svc)
+                service::start(&svc, &connector)
             } else {
                 // SIGTERM and SIGINT only set a flag; the stop's monitor loop
                 // reads it (no work in the handler).
@@ -224,7 +230,7 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
                         log::warn!("cannot watch signal {sig}: {e}");
                     }
                 }
-                service::stop(&svc, &interrupted)
+                service::stop(&svc, &connector, &interrupted)
             }
         }
     }
@@ -234,8 +240,8 @@ fn main() -> ExitCode {
     let cli: Cli = usage::parse("kvmroll-guests");
     logger::init();
     match run(cli) {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Partial(missed)) => {
+        Ok(Placement::AllInPlace) => ExitCode::SUCCESS,
+        Ok(Placement::Missed(missed)) => {
             log::error!("not where they should be: {}", missed.join(", "));
             ExitCode::from(3)
         }

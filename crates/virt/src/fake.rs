@@ -33,7 +33,7 @@ pub const HANG_CAP: Duration = Duration::from_secs(10);
 pub enum Fault {
     /// Reading its state fails (`domain`, and `list_domains` leaves it out).
     Inspect,
-    /// A save fails at once; the domain keeps running.
+    /// A save fails (once it has taken its time); the domain keeps running.
     SaveFails,
     /// A save runs until its job is aborted (then fails, the domain still
     /// running) or [`HANG_CAP`] passes.
@@ -119,13 +119,19 @@ struct Domain {
     aborted: bool,
     /// A save begun by a client gone since, which libvirtd finishes then.
     orphan_save_ends: Option<Instant>,
+    /// How long the guest takes to power off when asked.
+    shutdown_takes: Duration,
+    /// When a guest asked to shut down powers off.
+    powers_off_at: Option<Instant>,
 }
 
 /// Everything the fake holds, behind one lock.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct World {
     domains: BTreeMap<String, Domain>,
     calls: Vec<Call>,
+    /// Told of each call as it is made (see [`FakeLibvirt::on_call`]).
+    on_call: Option<Box<OnCall>>,
     connects: usize,
     refuse_connects_from: Option<usize>,
     save_dir: Option<PathBuf>,
@@ -135,7 +141,27 @@ struct World {
     disks: BTreeMap<(String, String), u64>,
 }
 
+/// What [`FakeLibvirt::on_call`] takes.
+type OnCall = dyn Fn(&Call) + Send + Sync;
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("domains", &self.domains)
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
+}
+
 impl World {
+    /// Keeps a call, after telling the test's observer of it.
+    fn record(&mut self, call: Call) {
+        if let Some(tell) = &self.on_call {
+            tell(&call);
+        }
+        self.calls.push(call);
+    }
+
     /// Ends the orphaned saves whose time has come, as libvirtd would have.
     fn settle(&mut self) {
         let now = Instant::now();
@@ -147,6 +173,10 @@ impl World {
                 d.state = DomainState::ShutOff;
                 d.managed_save = true;
                 write_image(dir.as_deref(), name, &d.xml);
+            }
+            if d.powers_off_at.is_some_and(|t| now >= t) {
+                d.powers_off_at = None;
+                d.state = DomainState::ShutOff;
             }
         }
     }
@@ -204,6 +234,8 @@ impl FakeLibvirt {
                 job: false,
                 aborted: false,
                 orphan_save_ends: None,
+                shutdown_takes: Duration::ZERO,
+                powers_off_at: None,
             },
         );
         self
@@ -219,6 +251,11 @@ impl FakeLibvirt {
     /// Makes each save of `name` take `how_long`.
     pub fn save_takes(&self, name: &str, how_long: Duration) -> &FakeLibvirt {
         self.with_domain(name, |d| d.save_takes = how_long)
+    }
+
+    /// Makes the guest `name` take `how_long` to power off when asked.
+    pub fn shutdown_takes(&self, name: &str, how_long: Duration) -> &FakeLibvirt {
+        self.with_domain(name, |d| d.shutdown_takes = how_long)
     }
 
     /// Gives a shut-off domain a managed-save image (written when images
@@ -252,6 +289,14 @@ impl FakeLibvirt {
     /// Makes an image file known to the storage driver, for `delete_image`.
     pub fn add_image(&self, path: &str) -> &FakeLibvirt {
         self.world().images.insert(path.to_owned());
+        self
+    }
+
+    /// Calls `tell` with each call as it is made, before it acts: a test
+    /// reads there what the code under test had done by then (its files,
+    /// say). `tell` must not call the fake.
+    pub fn on_call(&self, tell: impl Fn(&Call) + Send + Sync + 'static) -> &FakeLibvirt {
+        self.world().on_call = Some(Box::new(tell));
         self
     }
 
@@ -292,7 +337,7 @@ impl FakeLibvirt {
 impl Connector for FakeLibvirt {
     fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError> {
         let mut w = self.world();
-        w.calls.push(Call::Connect(uri.to_owned()));
+        w.record(Call::Connect(uri.to_owned()));
         let n = w.connects;
         w.connects += 1;
         if w.refuse_connects_from.is_some_and(|from| n >= from) {

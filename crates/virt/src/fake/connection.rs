@@ -23,7 +23,7 @@ impl Connection {
         op: impl FnOnce(&mut Domain, Option<&Path>) -> Result<T, ()>,
     ) -> Result<T, VirtError> {
         let mut w = self.fake.world();
-        w.calls.push(call);
+        w.record(call);
         let dir = w.save_dir.clone();
         let d = w.domains.get_mut(name).ok_or_else(|| lookup_error(name))?;
         op(d, dir.as_deref()).map_err(|()| err(name.to_owned(), refused()))
@@ -38,12 +38,12 @@ impl Connection {
         };
         let takes = {
             let mut w = self.fake.world();
-            w.calls.push(Call::ManagedSave {
+            w.record(Call::ManagedSave {
                 name: name.to_owned(),
                 bypass_cache,
             });
             let d = w.domains.get_mut(name).ok_or_else(|| lookup_error(name))?;
-            if !active(&d.state) || d.job || d.faults.contains(&Fault::SaveFails) {
+            if !active(&d.state) || d.job {
                 return Err(fail());
             }
             d.job = true;
@@ -74,7 +74,10 @@ impl Connection {
         let dir = w.save_dir.clone();
         let d = w.domains.get_mut(name).ok_or_else(|| lookup_error(name))?;
         d.job = false;
-        if d.aborted || d.faults.contains(&Fault::SaveHangs) {
+        let fails = [Fault::SaveHangs, Fault::SaveFails]
+            .iter()
+            .any(|f| d.faults.contains(f));
+        if d.aborted || fails {
             return Err(fail());
         }
         d.state = DomainState::ShutOff;
@@ -121,7 +124,7 @@ impl Hypervisor for Connection {
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>, VirtError> {
         let mut w = self.fake.world();
-        w.calls.push(Call::List);
+        w.record(Call::List);
         Ok(w.domains
             .iter()
             .filter(|(_, d)| !d.faults.contains(&Fault::Inspect))
@@ -132,7 +135,7 @@ impl Hypervisor for Connection {
     fn define(&self, xml: &str) -> Result<(), VirtError> {
         let mut w = self.fake.world();
         let name = name_in(xml).unwrap_or_default().to_owned();
-        w.calls.push(Call::Define(name.clone()));
+        w.record(Call::Define(name.clone()));
         let refuse = || VirtError::Define {
             uri: "fake".into(),
             source: refused(),
@@ -156,7 +159,7 @@ impl Hypervisor for Connection {
 
     fn undefine(&self, name: &str) -> Result<(), VirtError> {
         let mut w = self.fake.world();
-        w.calls.push(Call::Undefine(name.to_owned()));
+        w.record(Call::Undefine(name.to_owned()));
         let dir = w.save_dir.clone();
         match w.domains.remove(name) {
             Some(_) => {
@@ -211,8 +214,13 @@ impl Hypervisor for Connection {
             if !active(&d.state) {
                 return Err(());
             }
-            if !d.faults.contains(&Fault::ShutdownIgnored) {
+            if d.faults.contains(&Fault::ShutdownIgnored) {
+                return Ok(());
+            }
+            if d.shutdown_takes.is_zero() {
                 d.state = DomainState::ShutOff;
+            } else {
+                d.powers_off_at = Some(Instant::now() + d.shutdown_takes);
             }
             Ok(())
         })
@@ -275,7 +283,7 @@ impl Hypervisor for Connection {
             bytes,
         };
         let mut w = self.fake.world();
-        w.calls.push(call);
+        w.record(call);
         if !w.domains.contains_key(name) {
             return Err(lookup_error(name));
         }
@@ -290,7 +298,7 @@ impl Hypervisor for Connection {
 
     fn delete_image(&self, path: &str) -> Result<bool, VirtError> {
         let mut w = self.fake.world();
-        w.calls.push(Call::DeleteImage(path.to_owned()));
+        w.record(Call::DeleteImage(path.to_owned()));
         Ok(w.images.remove(path))
     }
 }

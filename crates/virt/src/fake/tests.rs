@@ -55,6 +55,12 @@ fn scripted_faults_fail_or_are_ignored() {
         Err(VirtError::Destroy { .. })
     ));
     hv.managed_save("lost").unwrap();
+    fake.add("slow", DomainState::Running)
+        .shutdown_takes("slow", Duration::from_millis(50));
+    hv.shutdown("slow").unwrap();
+    assert_eq!(state(&*hv, "slow"), DomainState::Running);
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(state(&*hv, "slow"), DomainState::ShutOff);
     let lost = hv.domain("lost").unwrap().unwrap();
     assert_eq!(lost.state, DomainState::ShutOff);
     assert!(!lost.has_managed_save);
