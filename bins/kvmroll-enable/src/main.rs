@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli: Cli = usage::parse("kvmroll-enable");
-    match enable::run(&cli) {
+    match enable::run(&cli, &kvmroll_virt::Libvirt) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The reinstall command's output can be of any size.
