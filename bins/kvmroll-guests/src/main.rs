@@ -19,6 +19,7 @@ mod usage;
 use cli::{Cli, Command};
 use known::{Known, Source};
 use kvmroll_core::OpenMode;
+use kvmroll_virt::Connector;
 use serde::Serialize;
 use service::{Placement, Service, ServiceError};
 use std::process::ExitCode;
@@ -37,7 +38,7 @@ const DB_WAIT: Duration = Duration::from_secs(10);
 /// file gone or broken), from the kvmroll metadata of libvirt's own
 /// definitions, with a warning. A host the database does not know is an
 /// error: the database answered.
-fn service(cli: &Cli, connector: &dyn kvmroll_virt::Connector) -> Result<Service, ServiceError> {
+fn service(cli: &Cli, connector: &dyn Connector) -> Result<Service, ServiceError> {
     let db = kvmroll_core::db_location(cli.db.clone())?;
     let host = cli
         .host
@@ -120,11 +121,7 @@ struct VmStatus {
     journal: Option<journal::Entry>,
 }
 
-fn status(
-    svc: &Service,
-    connector: &dyn kvmroll_virt::Connector,
-    json: bool,
-) -> Result<(), ServiceError> {
+fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), ServiceError> {
     let j = journal::Journal::load(&svc.journal_path())?;
     let hv = connector.connect(&svc.uri).ok();
     let mut rows = Vec::new();
