@@ -5,7 +5,7 @@ use crate::Cli;
 use kvmroll_core::model::BootAction;
 use kvmroll_core::plugins::{self, RunSpec};
 use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope};
-use kvmroll_virt::{Connector, DomainState, Libvirt};
+use kvmroll_virt::{Connector, DomainState};
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,14 +32,19 @@ pub fn reinstall_argv(c: &Cluster, host: &str) -> Result<Vec<String>, String> {
 /// Asks the host's libvirt which domains run; refuses where any do or where
 /// it cannot be reached (unless forced). A host that is not a VM container
 /// and has no `libvirt_uri` runs no libvirt of kvmroll's to ask.
-fn check_running(c: &Cluster, host: &str, force: bool) -> Result<(), String> {
+fn check_running(
+    c: &Cluster,
+    host: &str,
+    force: bool,
+    connector: &dyn Connector,
+) -> Result<(), String> {
     let h = c.host(host).map_err(|e| e.to_string())?;
     let container = c.is_container(h);
     if !container && c.attr(h, "libvirt_uri").is_none() {
         return Ok(());
     }
     let uri = c.libvirt_uri(host);
-    let running = Libvirt
+    let running = connector
         .connect(&uri)
         .and_then(|hv| hv.list_domains())
         .map(|ds| {
@@ -144,7 +149,9 @@ fn host_changes(
     ])
 }
 
-pub fn run(cli: &Cli) -> Result<(), String> {
+/// Enables (or disables) `cli.host`, asking its libvirt through `connector`
+/// whether VMs run there.
+pub fn run(cli: &Cli, connector: &dyn Connector) -> Result<(), String> {
     let db = cli.db.location().map_err(|e| chain(&e))?;
     let mode = if cli.dry_run {
         OpenMode::ReadOnly
@@ -174,13 +181,13 @@ pub fn run(cli: &Cli) -> Result<(), String> {
     let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
     if cli.dry_run {
         println!("would set kvm={want} on {host} (now {is_now}), set its boot action to install (now {}), and run: {shown}", h.boot_action.as_str());
-        if let Err(e) = check_running(&c, host, cli.force) {
+        if let Err(e) = check_running(&c, host, cli.force, connector) {
             println!("but it would refuse: {e}");
         }
         println!("nothing changed (--dry-run)");
         return Ok(());
     }
-    check_running(&c, host, cli.force)?;
+    check_running(&c, host, cli.force, connector)?;
     store
         .update(&mut |now| host_changes(now, host, Some(want.to_string()), BootAction::Install))
         .map_err(|e| chain(&e))?;
@@ -206,50 +213,4 @@ pub fn run(cli: &Cli) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_names_are_substituted_after_splitting() {
-        let mut c = Cluster::seeded();
-        c.apply(&Change::AddHost(kvmroll_core::Host::new(
-            "c-0-0", "compute",
-        )))
-        .unwrap();
-        c.apply(&Change::SetAttr {
-            scope: Scope::Global,
-            name: "kvm_reinstall_command".into(),
-            value: "ipmitool -H '{host}-ipmi' -P \"a b\" chassis power cycle".into(),
-        })
-        .unwrap();
-        assert_eq!(
-            reinstall_argv(&c, "c-0-0").unwrap(),
-            [
-                "ipmitool",
-                "-H",
-                "c-0-0-ipmi",
-                "-P",
-                "a b",
-                "chassis",
-                "power",
-                "cycle"
-            ]
-        );
-        c.apply(&Change::SetAttr {
-            scope: Scope::Global,
-            name: "kvm_reinstall_command".into(),
-            value: "echo 'unbalanced".into(),
-        })
-        .unwrap();
-        assert!(reinstall_argv(&c, "c-0-0")
-            .unwrap_err()
-            .contains("does not parse"));
-        c.apply(&Change::SetAttr {
-            scope: Scope::Global,
-            name: "kvm_reinstall_command".into(),
-            value: "   ".into(),
-        })
-        .unwrap();
-        assert!(reinstall_argv(&c, "c-0-0").unwrap_err().contains("empty"));
-    }
-}
+mod tests;

@@ -39,6 +39,65 @@ pub enum Phase {
     Started,
 }
 
+/// The last state a VM reached in a run, as the journal spells it
+/// (`saved`, `shut-down`, ...): one enum rather than strings, as
+/// firecracker's `VmState`, so that a state cannot be misspelt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmState {
+    /// `stop` or `start` will act on it; the note says how.
+    Planned,
+    Saving,
+    Saved,
+    /// The save failed; a shutdown follows.
+    SaveFailed,
+    ShuttingDown,
+    ShutDown,
+    /// It did not shut down in time and was destroyed.
+    Destroyed,
+    /// It did not shut down in time and could not, or was not to, be destroyed.
+    LeftRunning,
+    /// The stop was interrupted before its save began.
+    NotSaved,
+    Restoring,
+    Restored,
+    /// Cold-booted: it had no saved image.
+    Booted,
+    /// Its saved image was unusable, moved aside, and it was cold-booted.
+    Quarantined,
+    AlreadyRunning,
+    Failed,
+}
+
+impl VmState {
+    /// The journal's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Planned => "planned",
+            VmState::Saving => "saving",
+            VmState::Saved => "saved",
+            VmState::SaveFailed => "save-failed",
+            VmState::ShuttingDown => "shutting-down",
+            VmState::ShutDown => "shut-down",
+            VmState::Destroyed => "destroyed",
+            VmState::LeftRunning => "left-running",
+            VmState::NotSaved => "not-saved",
+            VmState::Restoring => "restoring",
+            VmState::Restored => "restored",
+            VmState::Booted => "booted",
+            VmState::Quarantined => "quarantined",
+            VmState::AlreadyRunning => "already-running",
+            VmState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What was done to one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -46,10 +105,8 @@ pub struct Entry {
     pub autostart: bool,
     /// Whether it ran when `stop` began.
     pub was_running: bool,
-    /// The last state reached: planned, saving, saved, save-failed,
-    /// shutting-down, shut-down, destroyed, left-running, not-saved,
-    /// restoring, restored, booted, quarantined, already-running, failed.
-    pub state: String,
+    /// The last state reached.
+    pub state: VmState,
     /// The size of its managed-save image when the save completed: a
     /// different size at `start` means the image was damaged since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,17 +166,17 @@ impl Journal {
     }
 
     /// Sets a VM's state (and note), keeping what else it knew.
-    pub fn set(&mut self, vm: &str, state: &str, note: impl Into<String>) {
+    pub fn set(&mut self, vm: &str, state: VmState, note: impl Into<String>) {
         let now = kvmroll_core::now_ms();
         let e = self.vms.entry(vm.to_string()).or_insert_with(|| Entry {
             autostart: false,
             was_running: false,
-            state: String::new(),
+            state,
             image_size: None,
             note: String::new(),
             updated_ms: now,
         });
-        e.state = state.to_string();
+        e.state = state;
         e.note = note.into();
         e.updated_ms = now;
         self.updated_ms = now;
@@ -144,20 +201,51 @@ impl Journal {
 mod tests {
     use super::*;
 
+    /// The journal on disk and `status` spell a state the same way.
+    #[test]
+    fn states_are_spelt_as_the_journal_always_spelt_them() {
+        use VmState::*;
+        let all = [
+            (Planned, "planned"),
+            (Saving, "saving"),
+            (Saved, "saved"),
+            (SaveFailed, "save-failed"),
+            (ShuttingDown, "shutting-down"),
+            (ShutDown, "shut-down"),
+            (Destroyed, "destroyed"),
+            (LeftRunning, "left-running"),
+            (NotSaved, "not-saved"),
+            (Restoring, "restoring"),
+            (Restored, "restored"),
+            (Booted, "booted"),
+            (Quarantined, "quarantined"),
+            (AlreadyRunning, "already-running"),
+            (Failed, "failed"),
+        ];
+        for (state, spelt) in all {
+            assert_eq!(state.to_string(), spelt);
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{spelt}\""));
+            assert_eq!(serde_json::from_str::<VmState>(&json).unwrap(), state);
+        }
+    }
+
     #[test]
     fn round_trips_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/journal.json");
         assert_eq!(Journal::load(&path).unwrap(), None);
         let mut j = Journal::new("c", Phase::Stopping);
-        j.set("vm1", "saving", "");
+        j.set("vm1", VmState::Saving, "");
         j.vms.get_mut("vm1").unwrap().autostart = true;
         j.save(&path).unwrap();
-        j.set("vm1", "saved", "1.2s");
+        j.set("vm1", VmState::Saved, "1.2s");
         j.save(&path).unwrap();
         let back = Journal::load(&path).unwrap().unwrap();
         assert_eq!(back, j);
-        assert_eq!(back.vms["vm1"].state, "saved");
+        assert_eq!(back.vms["vm1"].state, VmState::Saved);
+        let text = String::from_utf8(j.to_bytes().unwrap()).unwrap();
+        assert!(text.contains(r#""state": "saved""#), "{text}");
         assert!(back.vms["vm1"].autostart);
         let leftovers = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
         assert_eq!(leftovers, 1);

@@ -17,8 +17,9 @@ mod service;
 use cli::{Cli, Command};
 use known::{Known, Source};
 use kvmroll_core::OpenMode;
+use kvmroll_virt::Connector;
 use serde::Serialize;
-use service::{Outcome, Service, ServiceError};
+use service::{Placement, Service, ServiceError};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ const DB_WAIT: Duration = Duration::from_secs(10);
 /// file gone or broken), from the kvmroll metadata of libvirt's own
 /// definitions, with a warning. A host the database does not know is an
 /// error: the database answered.
-fn service(cli: &Cli) -> Result<Service, ServiceError> {
+fn service(cli: &Cli, connector: &dyn Connector) -> Result<Service, ServiceError> {
     let db = cli.db.location()?;
     let host = cli
         .host
@@ -63,7 +64,7 @@ fn service(cli: &Cli) -> Result<Service, ServiceError> {
                 .libvirt_uri
                 .clone()
                 .unwrap_or_else(|| "qemu:///system".to_string());
-            let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &uri)?;
+            let hv = connector.connect(&uri)?;
             (uri, Known::from_definitions(hv.as_ref(), &host, why)?)
         }
     };
@@ -118,9 +119,9 @@ struct VmStatus {
     journal: Option<journal::Entry>,
 }
 
-fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
+fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), ServiceError> {
     let j = journal::Journal::load(&svc.journal_path())?;
-    let hv = kvmroll_virt::Connector::connect(&kvmroll_virt::Libvirt, &svc.uri).ok();
+    let hv = connector.connect(&svc.uri).ok();
     let mut rows = Vec::new();
     for (name, vm) in &svc.known.vms {
         let state = match hv.as_ref().map(|h| h.domain(name)) {
@@ -184,7 +185,7 @@ fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
             .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
         let journal = r.journal.map_or("-".to_string(), |e| {
             if e.note.is_empty() {
-                e.state
+                e.state.to_string()
             } else {
                 format!("{} ({})", e.state, e.note)
             }
@@ -200,10 +201,12 @@ fn status(svc: &Service, json: bool) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<Outcome, ServiceError> {
-    let svc = service(&cli)?;
+fn run(cli: Cli) -> Result<Placement, ServiceError> {
+    // The real libvirt; the service's tests hand it a fake instead.
+    let connector = kvmroll_virt::Libvirt;
+    let svc = service(&cli, &connector)?;
     match cli.command {
-        Command::Status { json } => status(&svc, json).map(|()| Outcome::Done),
+        Command::Status { json } => status(&svc, &connector, json).map(|()| Placement::AllInPlace),
         Command::Start | Command::Stop => {
             if let Some(conflict) = conflicts::find(&cli.root) {
                 return Err(ServiceError::Conflict(conflict));
@@ -212,7 +215,7 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
                 if matches!(svc.known.source, Source::Database(_)) {
                     forward_spool(&cli);
                 }
-                service::start(&svc)
+                service::start(&svc, &connector)
             } else {
                 // SIGTERM and SIGINT only set a flag; the stop's monitor loop
                 // reads it (no work in the handler).
@@ -222,7 +225,7 @@ fn run(cli: Cli) -> Result<Outcome, ServiceError> {
                         log::warn!("cannot watch signal {sig}: {e}");
                     }
                 }
-                service::stop(&svc, &interrupted)
+                service::stop(&svc, &connector, &interrupted)
             }
         }
     }
@@ -251,9 +254,9 @@ impl kvmroll_cli::ExitStatus for Exit {
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-guests");
     logger::init();
-    let result = run(cli).map(|outcome| match outcome {
-        Outcome::Done => Exit::Done,
-        Outcome::Partial(missed) => {
+    let result = run(cli).map(|placement| match placement {
+        Placement::AllInPlace => Exit::Done,
+        Placement::Missed(missed) => {
             log::error!("not where they should be: {}", missed.join(", "));
             Exit::Partial
         }

@@ -8,7 +8,13 @@
 //! `virt` crate. The adapter is tested against libvirt's built-in
 //! `test:///default` driver, which needs no daemon. What that driver does and
 //! does not support is noted on the methods it affects.
+//!
+//! With the cargo feature `fake`, [`fake::FakeLibvirt`] is a libvirt in
+//! memory that can also fail, hang and lose a save: the binaries' unit tests
+//! drive their decisions with it.
 
+#[cfg(feature = "fake")]
+pub mod fake;
 mod libvirt;
 
 pub use libvirt::Libvirt;

@@ -1,0 +1,98 @@
+//! Saving one VM: a managed save within the VM's limit (the stop's monitor
+//! aborts one that runs past it), falling back to a shutdown when it fails;
+//! and noticing a save still running in libvirtd from a stop cut off.
+
+use super::shutdown::shut_down;
+use super::{human, Service, Shared};
+use crate::image;
+use crate::journal::VmState;
+use kvmroll_virt::{DomainState, Hypervisor, VirtError};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The saves under way: each VM's deadline, read by the stop's monitor.
+pub(super) type InFlight = Mutex<BTreeMap<String, Instant>>;
+
+/// Whether a save of the VM is under way in libvirtd, begun by this run or
+/// by one cut off before. libvirt's job query alone misses the moments when
+/// the job's owner is gone; the pause reason libvirt sets for a save holds
+/// from the pause until the image is written.
+pub(super) fn save_in_flight(hv: &dyn Hypervisor, name: &str) -> bool {
+    hv.job_progress(name).is_ok_and(|j| j.is_some())
+        || hv.domain(name).is_ok_and(|d| d.is_some_and(|d| d.saving))
+}
+
+/// Waits, up to `limit`, for a save under way to end.
+pub(super) fn wait_for_save(hv: &dyn Hypervisor, name: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && save_in_flight(hv, name) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn save(hv: &dyn Hypervisor, name: &str, bypass_cache: bool) -> Result<(), VirtError> {
+    if bypass_cache {
+        hv.managed_save_bypass_cache(name)
+    } else {
+        hv.managed_save(name)
+    }
+}
+
+/// Saves `name`, or shuts it down when the save fails, and journals each
+/// step; its deadline sits in `inflight` while the save runs.
+pub(super) fn save_one(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    shared: &Shared,
+    inflight: &InFlight,
+) {
+    let started = Instant::now();
+    shared.set(name, VmState::Saving, "");
+    inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), started + svc.limits(name).save_timeout);
+    // An earlier stop, cut off, may have left this VM's save running in
+    // libvirtd: let it finish rather than start a second one.
+    let result = if save_in_flight(hv, name) {
+        log::info!("VM {name}: a save begun earlier is still running; waiting for it");
+        wait_for_save(hv, name, svc.limits(name).save_timeout);
+        match hv.domain(name) {
+            Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
+            _ => save(hv, name, svc.limits(name).bypass_cache),
+        }
+    } else {
+        save(hv, name, svc.limits(name).bypass_cache)
+    };
+    inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name);
+    match result {
+        Ok(()) => {
+            let size = std::fs::metadata(image::path(&svc.root, name))
+                .ok()
+                .map(|m| m.len());
+            let note = format!("{:.1}s", started.elapsed().as_secs_f64());
+            log::info!(
+                "VM {name}: saved in {note}{}",
+                size.map_or(String::new(), |s| format!(" ({})", human(s)))
+            );
+            shared.with(|j| {
+                j.set(name, VmState::Saved, note);
+                if let Some(e) = j.vms.get_mut(name) {
+                    e.image_size = size;
+                }
+            });
+        }
+        Err(e) => {
+            let why = crate::chain(&e);
+            log::warn!("VM {name}: save failed ({why}); asking it to shut down");
+            shared.set(name, VmState::SaveFailed, why.clone());
+            let state = shut_down(hv, name, svc.limits(name));
+            shared.set(name, state, format!("after a failed save: {why}"));
+        }
+    }
+}

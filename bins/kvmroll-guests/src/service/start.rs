@@ -1,0 +1,288 @@
+//! `start`, at boot: this container's `kvm_autostart` VMs come back,
+//! restored from their saved images where those are usable (a bad one is
+//! moved aside, kept, and the VM cold-booted), cold-booted otherwise; a few
+//! at once, or one at a time `kvm_guests_start_delay` apart.
+
+use super::define::define_from_database;
+use super::save::{save_in_flight, wait_for_save};
+use super::{next_in, save_or_go_on, Placement, Service, ServiceError, Shared};
+use crate::image::{self, Verdict};
+use crate::journal::{Journal, Phase, VmState};
+use kvmroll_virt::{Connector, DomainInfo, DomainState, Hypervisor};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A VM's journal state and note, as one start leaves it.
+type Reached = (VmState, String);
+
+/// `start`: brings this container's `kvm_autostart` VMs back.
+pub fn start(svc: &Service, connector: &dyn Connector) -> Result<Placement, ServiceError> {
+    let hv = svc.connect(connector)?;
+    let old = Journal::load(&svc.journal_path()).unwrap_or_else(|e| {
+        log::warn!("{}; starting without it", crate::chain(&e));
+        None
+    });
+    let mut journal = Journal::new(&svc.host, Phase::Starting);
+    if let Some(old) = &old {
+        journal.vms = old.vms.clone();
+    }
+    if let Some(cluster) = svc.known.cluster() {
+        define_from_database(hv.as_ref(), cluster, &svc.host);
+    }
+    let wanted: Vec<String> = svc.autostart().into_iter().collect();
+    for name in &wanted {
+        journal.set(name, VmState::Planned, "start");
+        if let Some(e) = journal.vms.get_mut(name) {
+            e.autostart = true;
+        }
+    }
+    save_or_go_on(&journal, &svc.journal_path());
+    drop(hv);
+    log::info!(
+        "start on {}: bringing back {} VM(s){}",
+        svc.host,
+        wanted.len(),
+        if svc.settings.start_delay.is_zero() {
+            format!(
+                ", {} at once",
+                svc.settings.parallel.min(wanted.len().max(1))
+            )
+        } else {
+            format!(", {} ms apart", svc.settings.start_delay.as_millis())
+        }
+    );
+    // The size a save left is only a check on the image of that save: one
+    // written since by someone else (virsh managedsave) must not be judged
+    // by an older size.
+    let recorded: BTreeMap<String, Option<u64>> = old
+        .map(|j| {
+            j.vms
+                .into_iter()
+                .map(|(n, e)| (n, e.image_size.filter(|_| e.state == VmState::Saved)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shared = Shared::new(journal, svc.journal_path());
+    let queue = Mutex::new(wanted.iter().cloned().collect::<VecDeque<_>>());
+    // With a delay, one at a time, spaced; without, a few at once.
+    let width = if svc.settings.start_delay.is_zero() {
+        svc.settings.parallel.min(wanted.len())
+    } else {
+        1
+    };
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..width)
+            .map(|_| s.spawn(|| start_all(svc, connector, &shared, &queue, &recorded)))
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    Ok(finish(svc, &shared, &wanted))
+}
+
+/// One worker: brings back VMs off the queue, on a connection of its own.
+fn start_all(
+    svc: &Service,
+    connector: &dyn Connector,
+    shared: &Shared,
+    queue: &Mutex<VecDeque<String>>,
+    recorded: &BTreeMap<String, Option<u64>>,
+) {
+    let Some(hv) = svc.worker_connection(connector) else {
+        return;
+    };
+    let mut first = true;
+    while let Some(name) = next_in(queue) {
+        if !first && !svc.settings.start_delay.is_zero() {
+            std::thread::sleep(svc.settings.start_delay);
+        }
+        first = false;
+        let recorded = recorded.get(&name).copied().flatten();
+        let (state, note) = start_one(hv.as_ref(), svc, &name, recorded, shared);
+        shared.set(&name, state, note);
+    }
+}
+
+/// The journal's last word on the start, and the wanted VMs not back.
+fn finish(svc: &Service, shared: &Shared, wanted: &[String]) -> Placement {
+    let mut missed = Vec::new();
+    shared.with(|j| {
+        j.phase = Phase::Started;
+        for name in wanted {
+            if let Some(e) = j.vms.get(name) {
+                let back = matches!(
+                    e.state,
+                    VmState::Restored
+                        | VmState::Booted
+                        | VmState::Quarantined
+                        | VmState::AlreadyRunning
+                );
+                if !back {
+                    missed.push(format!("{name} ({})", e.state));
+                }
+            }
+        }
+    });
+    if missed.is_empty() {
+        log::info!("start on {}: done", svc.host);
+    }
+    Placement::of(missed)
+}
+
+/// Brings one VM back; returns its journal state and note.
+fn start_one(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    recorded: Option<u64>,
+    shared: &Shared,
+) -> Reached {
+    let info = match defined(hv, svc, name).and_then(|i| after_any_save(hv, svc, name, i)) {
+        Ok(info) => info,
+        Err(reached) => return reached,
+    };
+    if info.state != DomainState::ShutOff {
+        // Paused by someone (not by a save, waited for above) counts as
+        // running: it is not this service's to resume.
+        let how = if info.state == DomainState::Paused {
+            "already running (paused)"
+        } else {
+            "already running"
+        };
+        log::info!("VM {name}: {how}");
+        return (VmState::AlreadyRunning, String::new());
+    }
+    let image = image::path(&svc.root, name);
+    if info.has_managed_save || image.exists() {
+        return restore(hv, svc, name, &image, recorded, shared);
+    }
+    match hv.start(name) {
+        Ok(()) => {
+            log::info!("VM {name}: cold-booted (no saved image)");
+            (VmState::Booted, String::new())
+        }
+        Err(e) => {
+            log::error!("VM {name}: cannot start it: {}", crate::chain(&e));
+            (VmState::Failed, crate::chain(&e))
+        }
+    }
+}
+
+/// The VM as libvirt has it; one libvirt lacks (a reinstalled container)
+/// is defined from the database, where it answers.
+fn defined(hv: &dyn Hypervisor, svc: &Service, name: &str) -> Result<DomainInfo, Reached> {
+    let failed = |why: String| (VmState::Failed, why);
+    match hv.domain(name) {
+        Ok(Some(d)) => return Ok(d),
+        Ok(None) => {}
+        Err(e) => return Err(failed(crate::chain(&e))),
+    }
+    let rendered = match svc.known.cluster() {
+        Some(c) => kvmroll_core::render_domain(c, name).map_err(|e| crate::chain(&e)),
+        None => Err("not defined in libvirt, and the database does not answer".into()),
+    };
+    let xml = rendered.map_err(|why| {
+        log::error!("VM {name}: cannot define it: {why}");
+        failed(why)
+    })?;
+    if let Err(e) = hv.define(&xml) {
+        log::error!(
+            "VM {name}: not defined in libvirt and cannot be: {}",
+            crate::chain(&e)
+        );
+        return Err(failed(crate::chain(&e)));
+    }
+    log::info!("VM {name}: defined from the database");
+    match hv.domain(name) {
+        Ok(Some(d)) => Ok(d),
+        _ => Err(failed("vanished after its definition".into())),
+    }
+}
+
+/// A save still running in libvirtd (the stop that began it was cut off):
+/// waits for it to end, and returns the VM as it left it.
+fn after_any_save(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    info: DomainInfo,
+) -> Result<DomainInfo, Reached> {
+    if !info.saving && !save_in_flight(hv, name) {
+        return Ok(info);
+    }
+    log::info!("VM {name}: a save (an interrupted stop's) is still running; waiting for it");
+    wait_for_save(hv, name, svc.limits(name).save_timeout);
+    match hv.domain(name) {
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => Err((VmState::Failed, "vanished while its job ran".into())),
+        Err(e) => Err((VmState::Failed, crate::chain(&e))),
+    }
+}
+
+/// Restores a VM from its saved image if the image is usable; otherwise,
+/// or when the restore fails, quarantines the image and cold-boots.
+fn restore(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    image: &Path,
+    recorded: Option<u64>,
+    shared: &Shared,
+) -> Reached {
+    let t = Instant::now();
+    if let Verdict::Unusable { why } = image::inspect(image, recorded) {
+        return quarantine_and_boot(hv, svc, name, image, &why);
+    }
+    shared.set(name, VmState::Restoring, "");
+    match hv.start(name) {
+        Ok(()) => {
+            log::info!(
+                "VM {name}: restored from its saved image in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            let took = format!("{:.1}s", t.elapsed().as_secs_f64());
+            (VmState::Restored, took)
+        }
+        Err(e) => {
+            let why = crate::chain(&e);
+            log::warn!("VM {name}: restore failed ({why})");
+            quarantine_and_boot(hv, svc, name, image, &why)
+        }
+    }
+}
+
+fn quarantine_and_boot(
+    hv: &dyn Hypervisor,
+    svc: &Service,
+    name: &str,
+    image: &Path,
+    why: &str,
+) -> Reached {
+    let moved = if image.exists() {
+        match image::quarantine(image, &svc.quarantine_dir(), name) {
+            Ok(dest) => format!("moved to {}", dest.display()),
+            Err(e) => {
+                log::error!(
+                    "VM {name}: its saved image is unusable ({why}) and cannot be moved aside: {e}"
+                );
+                return (VmState::Failed, format!("unusable image not moved: {e}"));
+            }
+        }
+    } else {
+        "gone".to_string()
+    };
+    log::warn!("VM {name}: saved image unusable ({why}); {moved}; cold-booting it");
+    match hv.start_force_boot(name) {
+        Ok(()) => (
+            VmState::Quarantined,
+            format!("{why}; image {moved}; cold-booted"),
+        ),
+        Err(e) => {
+            log::error!("VM {name}: cannot cold-boot it: {}", crate::chain(&e));
+            (VmState::Failed, crate::chain(&e))
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The fake behaves as the libvirt it stands in for, faults aside.
+
+use super::*;
+
+fn state(hv: &dyn Hypervisor, name: &str) -> DomainState {
+    hv.domain(name).unwrap().expect("defined").state
+}
+
+#[test]
+fn a_save_leaves_an_image_that_a_start_restores_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeLibvirt::new();
+    fake.save_images_in(dir.path())
+        .add("a", DomainState::Running);
+    let hv = fake.connect("fake:///").unwrap();
+    hv.managed_save("a").unwrap();
+    let info = hv.domain("a").unwrap().unwrap();
+    assert_eq!(info.state, DomainState::ShutOff);
+    assert!(info.has_managed_save);
+    let image = std::fs::read(dir.path().join("a.save")).unwrap();
+    assert!(image.starts_with(b"LibvirtQemudSave"));
+    assert!(
+        hv.managed_save("a").is_err(),
+        "an off domain cannot be saved"
+    );
+
+    hv.start("a").unwrap();
+    assert_eq!(state(&*hv, "a"), DomainState::Running);
+    assert!(!dir.path().join("a.save").exists());
+    assert!(hv.start("a").is_err(), "a running domain cannot start");
+    assert_eq!(
+        fake.said(),
+        ["connect fake:///", "save a", "save a", "start a", "start a"]
+    );
+}
+
+#[test]
+fn scripted_faults_fail_or_are_ignored() {
+    let fake = FakeLibvirt::new();
+    fake.add("fails", DomainState::Running)
+        .fault("fails", Fault::SaveFails)
+        .fault("fails", Fault::ShutdownIgnored)
+        .fault("fails", Fault::DestroyFails)
+        .add("lost", DomainState::Running)
+        .fault("lost", Fault::SaveLost);
+    let hv = fake.connect("fake:///").unwrap();
+    assert!(matches!(
+        hv.managed_save("fails"),
+        Err(VirtError::ManagedSave { .. })
+    ));
+    hv.shutdown("fails").unwrap();
+    assert_eq!(state(&*hv, "fails"), DomainState::Running);
+    assert!(matches!(
+        hv.destroy("fails"),
+        Err(VirtError::Destroy { .. })
+    ));
+    hv.managed_save("lost").unwrap();
+    fake.add("slow", DomainState::Running)
+        .shutdown_takes("slow", Duration::from_millis(50));
+    hv.shutdown("slow").unwrap();
+    assert_eq!(state(&*hv, "slow"), DomainState::Running);
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(state(&*hv, "slow"), DomainState::ShutOff);
+    let lost = hv.domain("lost").unwrap().unwrap();
+    assert_eq!(lost.state, DomainState::ShutOff);
+    assert!(!lost.has_managed_save);
+}
+
+#[test]
+fn a_hanging_save_ends_when_its_job_is_aborted() {
+    let fake = FakeLibvirt::new();
+    fake.add("h", DomainState::Running)
+        .fault("h", Fault::SaveHangs);
+    let hv = fake.connect("fake:///").unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let saving = s.spawn(|| fake.connect("fake:///").unwrap().managed_save("h"));
+        while hv.job_progress("h").unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        hv.abort_job("h").unwrap();
+        assert!(saving.join().unwrap().is_err());
+    });
+    assert!(t.elapsed() < HANG_CAP / 2, "{:?}", t.elapsed());
+    assert_eq!(state(&*hv, "h"), DomainState::Running);
+    assert_eq!(hv.job_progress("h").unwrap(), None);
+    assert!(hv.abort_job("h").is_err(), "no job runs any more");
+}
+
+#[test]
+fn an_orphaned_save_is_finished_by_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeLibvirt::new();
+    fake.save_images_in(dir.path())
+        .add("o", DomainState::Running)
+        .orphan_save("o", Duration::from_millis(50));
+    let hv = fake.connect("fake:///").unwrap();
+    let during = hv.domain("o").unwrap().unwrap();
+    assert!(during.saving && during.state == DomainState::Paused);
+    assert!(hv.job_progress("o").unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(60));
+    let after = hv.domain("o").unwrap().unwrap();
+    assert!(!after.saving && after.has_managed_save);
+    assert_eq!(after.state, DomainState::ShutOff);
+    assert!(dir.path().join("o.save").exists());
+}
+
+#[test]
+fn connections_are_refused_from_the_nth_on() {
+    let fake = FakeLibvirt::new();
+    fake.refuse_connects_from(1);
+    assert!(fake.connect("a").is_ok());
+    let err = fake.connect("b").err().unwrap();
+    assert_eq!(err.to_string(), "cannot connect to b");
+    assert_eq!(fake.said(), ["connect a", "connect b"]);
+}
+
+#[test]
+fn saves_at_once_are_counted() {
+    let fake = FakeLibvirt::new();
+    for n in ["a", "b", "c"] {
+        fake.add(n, DomainState::Running)
+            .save_takes(n, Duration::from_millis(100));
+    }
+    std::thread::scope(|s| {
+        for n in ["a", "b", "c"] {
+            let fake = &fake;
+            s.spawn(move || fake.connect("x").unwrap().managed_save(n).unwrap());
+        }
+    });
+    assert_eq!(fake.most_saves_at_once(), 3);
+}
+
+#[test]
+fn define_adds_or_replaces_and_undefine_removes() {
+    let fake = FakeLibvirt::new();
+    fake.add("d", DomainState::Running)
+        .fault("d", Fault::Inspect);
+    let hv = fake.connect("x").unwrap();
+    hv.define("<domain><name>n</name><memory>1</memory></domain>")
+        .unwrap();
+    assert_eq!(state(&*hv, "n"), DomainState::ShutOff);
+    hv.define("<domain><name>n</name><memory>2</memory></domain>")
+        .unwrap();
+    assert!(hv.xml("n", true).unwrap().contains("<memory>2"));
+    assert!(hv.domain("d").is_err());
+    let names: Vec<String> = hv
+        .list_domains()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["n"]);
+    hv.undefine("n").unwrap();
+    assert!(hv.domain("n").unwrap().is_none());
+    assert!(hv.undefine("n").is_err());
+}
