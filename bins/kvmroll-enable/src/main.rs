@@ -26,6 +26,8 @@ struct NotEnabled(String);
 
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
-    let result = enable::run(&cli, &kvmroll_virt::Libvirt).map(|()| Exit::Done).map_err(NotEnabled);
+    let result = enable::run(&cli, &kvmroll_virt::Libvirt)
+        .map(|()| Exit::Done)
+        .map_err(NotEnabled);
     kvmroll_cli::finish("kvmroll-enable", result, Exit::Failed)
 }

@@ -92,7 +92,9 @@ impl Fx {
             disable: flags.contains(&"disable"),
             dry_run: flags.contains(&"dry-run"),
             force: flags.contains(&"force"),
-            db: Some(self.db()),
+            db: kvmroll_cli::args::Db {
+                path: Some(self.db()),
+            },
         };
         run(&cli, &self.fake)
     }
