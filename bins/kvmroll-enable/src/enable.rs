@@ -38,7 +38,7 @@ fn check_running(c: &Cluster, host: &str, force: bool) -> Result<(), String> {
     if !container && c.attr(h, "libvirt_uri").is_none() {
         return Ok(());
     }
-    let uri = c.libvirt_uri(host);
+    let uri = c.libvirt_uri(host, &kvmroll_core::sys::local_hostname());
     let running = Libvirt
         .connect(&uri)
         .and_then(|hv| hv.list_domains())

@@ -767,7 +767,7 @@ impl App<'_> {
                 let mut left_behind = false;
                 if moving && self.sync.mode == SyncMode::Live {
                     if let Some(from) = &old.container {
-                        let uri = snapshot.libvirt_uri(from);
+                        let uri = snapshot.libvirt_uri(from, &kvmroll_core::sys::local_hostname());
                         match self
                             .sync
                             .conn(&uri)
@@ -1052,7 +1052,7 @@ impl App<'_> {
         let mut done = BTreeSet::new();
         let mut failed = 0;
         for (name, container, xml) in jobs {
-            let uri = c.libvirt_uri(&container);
+            let uri = c.libvirt_uri(&container, &kvmroll_core::sys::local_hostname());
             match self
                 .sync
                 .conn(&uri)
@@ -1086,7 +1086,7 @@ impl App<'_> {
         let mut failed = 0;
         for (name, container, xml) in jobs {
             let stale = c.vm(&name)?.stale;
-            let uri = c.libvirt_uri(&container);
+            let uri = c.libvirt_uri(&container, &kvmroll_core::sys::local_hostname());
             if let Some(old) = from.filter(|old| *old != container) {
                 match self.move_definition(c, &name, old, &container, &xml) {
                     Ok(Some(what)) => {
@@ -1151,7 +1151,10 @@ impl App<'_> {
         new: &str,
         xml: &str,
     ) -> Result<Option<String>, String> {
-        let (old_uri, new_uri) = (c.libvirt_uri(old), c.libvirt_uri(new));
+        let (old_uri, new_uri) = (
+            c.libvirt_uri(old, &kvmroll_core::sys::local_hostname()),
+            c.libvirt_uri(new, &kvmroll_core::sys::local_hostname()),
+        );
         let Some(there) = self
             .sync
             .conn(&old_uri)?
@@ -1322,7 +1325,7 @@ impl App<'_> {
         };
         let redefined = self.after_write(&plan)?;
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
-            let uri = c.libvirt_uri(container);
+            let uri = c.libvirt_uri(container, &kvmroll_core::sys::local_hostname());
             let live = self.sync.conn(&uri).and_then(|hv| {
                 match hv.domain(name).map_err(|e| chain(&e))? {
                     Some(d) if matches!(d.state, DomainState::Running | DomainState::Paused) => hv
@@ -1367,7 +1370,7 @@ impl App<'_> {
         let mut defined_at = None;
         let mut missed = Vec::new();
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
-            let uri = c.libvirt_uri(container);
+            let uri = c.libvirt_uri(container, &kvmroll_core::sys::local_hostname());
             match self
                 .sync
                 .conn(&uri)
@@ -1432,7 +1435,7 @@ impl App<'_> {
                 );
                 continue;
             }
-            let uri = c.libvirt_uri(&m.container);
+            let uri = c.libvirt_uri(&m.container, &kvmroll_core::sys::local_hostname());
             let deleted = self
                 .sync
                 .conn(&uri)

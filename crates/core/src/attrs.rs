@@ -755,6 +755,16 @@ mod tests {
         normalize("kvm_disk_roots", "/state/partition1/kvm/disks:/srv/vm").unwrap();
     }
 
+    /// Regression: U+FFFE in `kvm_emulator` was accepted and rendered, and
+    /// libvirt refused the whole definition (the paths' half is in model's
+    /// tests).
+    #[test]
+    fn an_emulator_with_a_character_xml_cannot_carry_is_refused() {
+        for bad in ["/a\u{FFFE}b", "/a\u{FFFF}"] {
+            assert!(normalize("kvm_emulator", bad).is_err());
+        }
+    }
+
     #[test]
     fn a_plugin_time_limit_over_the_cap_is_refused_naming_it() {
         for v in ["3601", "4294967295", "99999999999999999999999"] {

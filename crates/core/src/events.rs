@@ -97,6 +97,14 @@ pub struct EventFilter {
 /// a plugin printed; `first_lines` picks what a plugin's stderr shows.
 pub use crate::text::{first_lines, message};
 
+/// One event from a container's spool ([`crate::spool`]) and its origin,
+/// the key that makes its delivery happen once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    pub origin: String,
+    pub event: Event,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,78 +13,7 @@ use crate::metadata::{self, DiskSize, Metadata};
 use crate::model::{disk_index, DiskKind, NicKind, ValidationError, Vm, DRIVE_BUSES};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Why a VM cannot be rendered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    #[error("unknown VM {0:?}")]
-    UnknownVm(String),
-    #[error("VM {vm:?}")]
-    Attribute {
-        vm: String,
-        #[source]
-        source: ValidationError,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning {pinning} needs the VM placed on a container")]
-    Unplaced { vm: String, pinning: &'static str },
-    #[error("VM {vm:?}: pin_all needs {vcpus} vCPUs pinned but container {container:?} has only {cpus} CPUs")]
-    PinAllTooWide {
-        vm: String,
-        vcpus: u32,
-        container: String,
-        cpus: u32,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> pins to CPU {cpu} but container {container:?} has only CPUs 0-{last}")]
-    NoSuchCpu {
-        vm: String,
-        element: &'static str,
-        cpu: u32,
-        container: String,
-        last: u32,
-    },
-    #[error("VM {vm:?}: no {bus} slot is left for the cdrom: its disks take {taken}")]
-    NoCdromSlot {
-        vm: String,
-        bus: &'static str,
-        taken: String,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> names vCPU {vcpu} but the VM has only {vcpus} vCPUs")]
-    NoSuchVcpu {
-        vm: String,
-        element: &'static str,
-        vcpu: u32,
-        vcpus: u32,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> names NUMA node {node} but container {container:?} has {nodes} (its numa_cells)")]
-    NoSuchNode {
-        vm: String,
-        element: &'static str,
-        node: u32,
-        container: String,
-        nodes: usize,
-    },
-    #[error("VM {vm:?}: pin_auto needs {need} free CPUs{where_} on container {container:?} but at most {free} are free")]
-    PinAutoFull {
-        vm: String,
-        container: String,
-        need: u32,
-        free: u32,
-        where_: &'static str,
-    },
-    #[error("VM {vm:?}: kvm_device_{next} is set but kvm_device_{missing} is not; the numbering must have no gap")]
-    DeviceGap { vm: String, missing: u32, next: u32 },
-    #[error("VM {vm:?}: kvm_device_{index}'s <disk> takes target {dev}, which another disk of the VM has")]
-    DuplicateTarget { vm: String, index: u32, dev: String },
-    #[error("VM {vm:?}: disks {other} and {dev} take the same {bus} slot (libvirt places a disk by the letters of its name: hda, sda and vda are all the first)")]
-    SameSlot {
-        vm: String,
-        dev: String,
-        other: String,
-        bus: &'static str,
-    },
-    /// A fault of kvmroll's own: what it rendered does not parse.
-    #[error("VM {vm:?}: the rendered definition does not parse: {why}")]
-    Unparsable { vm: String, why: String },
-}
+pub use crate::cluster::RenderError;
 
 /// The default CPU mode (the Rocks frontend's global default).
 pub const DEFAULT_CPU_MODE: &str = "host-passthrough";

@@ -22,6 +22,8 @@
 //! keep. A file torn by a power cut is moved to `bad/` with a log line, not
 //! forwarded and not deleted.
 
+pub use crate::events::Spooled;
+
 use crate::events::Event;
 use crate::store::{Store, StoreError};
 use std::io::Write;
@@ -50,14 +52,6 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// One spooled event and its origin, the key that makes its delivery
-/// happen once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spooled {
-    pub origin: String,
-    pub event: Event,
 }
 
 /// What one [`Spool::forward`] did.

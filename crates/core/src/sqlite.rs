@@ -3,12 +3,13 @@
 //! running at once wait their turn instead of failing with "database is
 //! locked", and a schema upgraded by numbered migrations.
 
-use crate::cluster::{Change, Cluster, ClusterError, Plan};
-use crate::copy::{Cell, Rows, TABLES};
-use crate::events::{Event, EventFilter, Outcome};
+use crate::cluster::{Change, Cluster, ClusterError};
+use crate::events::{Event, EventFilter, Outcome, Spooled};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-use crate::spool::Spooled;
-use crate::store::{Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk};
+use crate::plan::Plan;
+use crate::store::{
+    Cell, Init, MadeImage, OpenMode, Rows, Store, StoreError, StoreStatus, VmBrief, VmDisk, TABLES,
+};
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };

@@ -11,7 +11,7 @@
 //! (what each `sslmode` checks).
 
 use super::Fault;
-use crate::location::{PgHost, PgLocation, SslMode};
+use crate::dburl::{PgHost, PgLocation, SslMode};
 use crate::store::{OpenMode, StoreError};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};

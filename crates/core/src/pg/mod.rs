@@ -24,14 +24,14 @@ mod schema;
 pub use connect::{PgEnv, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_DIR};
 pub use schema::SCHEMA_VERSION;
 
-use crate::cluster::{Change, Cluster, ClusterError, Plan};
-use crate::copy::{Cell, Rows, TABLES};
-use crate::events::{Event, EventFilter, Outcome};
-use crate::location::PgLocation;
+use crate::cluster::{Change, Cluster, ClusterError};
+use crate::dburl::PgLocation;
+use crate::events::{Event, EventFilter, Outcome, Spooled};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
-use crate::spool::Spooled;
+use crate::plan::Plan;
 use crate::store::{
-    BackendError, Init, MadeImage, OpenMode, Store, StoreError, StoreStatus, VmBrief, VmDisk,
+    BackendError, Cell, Init, MadeImage, OpenMode, Rows, Store, StoreError, StoreStatus, VmBrief,
+    VmDisk, TABLES,
 };
 use postgres::error::SqlState;
 use postgres::{Client, GenericClient, IsolationLevel};
