@@ -1,6 +1,7 @@
 //! Unit tests of [`super`] (sqlite), kept beside it so the module reads
 //! on its own.
 
+use super::schema::migrate;
 use super::*;
 use crate::cluster::tests::vm;
 
