@@ -5,12 +5,16 @@
 //! block device, a gap in `kvm_device_N` is an error, and attribute text is
 //! escaped while XML fragments are inserted only after they were checked.
 
+mod domain;
+
 use crate::attrs::{self, CpuMode, PinSets, Pinning};
 use crate::cluster::Cluster;
 use crate::cpuset;
 use crate::drift;
-use crate::metadata::{self, DiskSize, Metadata};
-use crate::model::{disk_index, DiskKind, NicKind, ValidationError, Vm, DRIVE_BUSES};
+use crate::metadata::{self, Metadata};
+use crate::model::{disk_index, Host, Vm, DRIVE_BUSES};
+use crate::xml::escape_attr as esc;
+use domain::{Checked, Lines};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use crate::cluster::RenderError;
@@ -50,21 +54,7 @@ impl<'a> Renderer<'a> {
             return plan;
         };
         let cpus = host.cpus;
-        let all: BTreeSet<u32> = (0..cpus).collect();
-        let numa_cells = c.attr(host, "numa_cells").map(cpuset::parse_cells);
-        // NUMA nodes are known only where numa_cells describes them.
-        let nodes = match &numa_cells {
-            Some(Ok(cells)) => Some(cells.len()),
-            _ => None,
-        };
-        let cells: Vec<BTreeSet<u32>> = match numa_cells {
-            Some(Ok(cells)) => cells
-                .into_iter()
-                .map(|cell| cell.intersection(&all).copied().collect::<BTreeSet<u32>>())
-                .filter(|cell| !cell.is_empty())
-                .collect(),
-            _ => vec![all],
-        };
+        let (cells, nodes) = cells_of(c, host);
         let numa = cells.len() > 1;
         let mut used = BTreeSet::new();
         let mut autos = Vec::new();
@@ -165,24 +155,19 @@ impl<'a> Renderer<'a> {
             .hosts
             .get(name)
             .ok_or_else(|| RenderError::UnknownVm(name.to_string()))?;
-        let attr = |n: &str| c.attr(host, n);
-        let bad = |source: ValidationError| RenderError::Attribute {
-            vm: name.to_string(),
-            source,
+        let checked = Checked {
+            cluster: c,
+            host,
+            vm: name,
         };
-        // Re-check what was checked when set: the rules may have grown since.
-        let checked = |n: &str| -> Result<Option<String>, RenderError> {
-            attr(n)
-                .map(|v| attrs::normalize(n, v).map_err(bad))
-                .transpose()
-        };
-        let cpu_mode = match checked("cpu_mode")? {
+        let bad = |e| checked.bad(e);
+        let cpu_mode = match checked.get("cpu_mode")? {
             Some(v) => Some(CpuMode::parse(&v).map_err(bad)?),
             None if vm.virt_type == "kvm" => Some(CpuMode::parse(DEFAULT_CPU_MODE).map_err(bad)?),
             // Plain QEMU emulation cannot pass the host CPU through.
             None => None,
         };
-        let pinning = match checked("kvm_cpu_pinning")? {
+        let pinning = match checked.get("kvm_cpu_pinning")? {
             None => None,
             Some(v) => Some(Pinning::parse(&v).map_err(bad)?),
         };
@@ -198,225 +183,40 @@ impl<'a> Renderer<'a> {
             None => None,
         };
         let (devices, targets) = device_fragments(c, host, vm)?;
-        let machine = checked("kvm_machine")?.unwrap_or_else(|| "pc".to_string());
-        let graphics = checked("kvm_graphics")?.unwrap_or_else(|| "vnc".to_string());
-        let emulator = checked("kvm_emulator")?;
+        let machine = checked
+            .get("kvm_machine")?
+            .unwrap_or_else(|| "pc".to_string());
+        let graphics = checked
+            .get("kvm_graphics")?
+            .unwrap_or_else(|| "vnc".to_string());
+        let emulator = checked.get("kvm_emulator")?;
 
-        let mut x = String::with_capacity(2048);
-        let line = |x: &mut String, indent: usize, s: &str| {
-            for _ in 0..indent {
-                x.push_str("  ");
-            }
-            x.push_str(s);
-            x.push('\n');
-        };
-        let esc = crate::xml::escape_attr;
-        line(
-            &mut x,
-            0,
-            &format!("<domain type='{}'>", esc(&vm.virt_type)),
-        );
-        line(&mut x, 1, &format!("<name>{}</name>", esc(&vm.name)));
-        line(&mut x, 1, &format!("<uuid>{}</uuid>", esc(&vm.uuid)));
+        let mut x = Lines::new();
+        x.line(0, &format!("<domain type='{}'>", esc(&vm.virt_type)));
+        x.line(1, &format!("<name>{}</name>", esc(&vm.name)));
+        x.line(1, &format!("<uuid>{}</uuid>", esc(&vm.uuid)));
         // kvmroll's metadata goes here, once the rest is rendered: its facts
         // are taken from the rendering.
-        let metadata_at = x.len();
-        let kib = u64::from(vm.memory_mib) * 1024;
-        line(&mut x, 1, &format!("<memory unit='KiB'>{kib}</memory>"));
-        line(
-            &mut x,
-            1,
-            &format!("<currentMemory unit='KiB'>{kib}</currentMemory>"),
-        );
-        line(
-            &mut x,
-            1,
-            &format!("<vcpu placement='static'>{}</vcpu>", vm.vcpus),
-        );
-        match (&pinning, pins) {
-            (Some(Pinning::Fragment { xml, .. }), _) => {
-                for l in xml.trim().lines() {
-                    line(&mut x, 1, l.trim_end());
-                }
-            }
-            (_, Some(pins)) => {
-                line(&mut x, 1, "<cputune>");
-                for (vcpu, cpu) in pins.iter().enumerate() {
-                    line(
-                        &mut x,
-                        2,
-                        &format!("<vcpupin vcpu='{vcpu}' cpuset='{cpu}'/>"),
-                    );
-                }
-                line(&mut x, 1, "</cputune>");
-            }
-            _ => {}
-        }
-        line(&mut x, 1, "<os>");
-        line(
-            &mut x,
-            2,
-            &format!("<type arch='x86_64' machine='{}'>hvm</type>", esc(&machine)),
-        );
-        if vm.cdrom.is_some() {
-            line(&mut x, 2, "<boot dev='cdrom'/>");
-        }
-        line(&mut x, 2, "<boot dev='network'/>");
-        line(&mut x, 2, "<boot dev='hd'/>");
-        line(&mut x, 2, "<bootmenu enable='yes'/>");
-        line(&mut x, 1, "</os>");
-        line(&mut x, 1, "<features>");
-        line(&mut x, 2, "<acpi/>");
-        line(&mut x, 2, "<apic/>");
-        line(&mut x, 2, "<pae/>");
-        line(&mut x, 1, "</features>");
-        if let Some(cpu) = &cpu_mode {
-            let open = if cpu.exact {
-                format!("<cpu mode='{}' match='exact'", cpu.mode)
-            } else {
-                format!("<cpu mode='{}'", cpu.mode)
-            };
-            match &cpu.inner {
-                None => line(&mut x, 1, &format!("{open}/>")),
-                Some(inner) => {
-                    line(&mut x, 1, &format!("{open}>"));
-                    for l in inner.trim().lines() {
-                        line(&mut x, 2, l.trim_end());
-                    }
-                    line(&mut x, 1, "</cpu>");
-                }
-            }
-        }
-        line(&mut x, 1, "<clock offset='utc'/>");
-        line(&mut x, 1, "<on_poweroff>destroy</on_poweroff>");
-        line(&mut x, 1, "<on_reboot>restart</on_reboot>");
-        line(&mut x, 1, "<on_crash>destroy</on_crash>");
-        line(&mut x, 1, "<devices>");
+        let metadata_at = x.0.len();
+        domain::size(&mut x, vm, pinning.as_ref(), pins);
+        domain::os(&mut x, vm, &machine, cpu_mode.as_ref());
+        x.line(1, "<devices>");
         if let Some(e) = &emulator {
-            line(&mut x, 2, &format!("<emulator>{}</emulator>", esc(e)));
+            x.line(2, &format!("<emulator>{}</emulator>", esc(e)));
         }
-        for d in &vm.disks {
-            let (kind, src, format) = match d.kind {
-                DiskKind::Block => ("block", "dev", "raw"),
-                DiskKind::Qcow2 => ("file", "file", "qcow2"),
-                DiskKind::File | DiskKind::Raw => ("file", "file", "raw"),
-            };
-            line(&mut x, 2, &format!("<disk type='{kind}' device='disk'>"));
-            line(&mut x, 3, &format!("<driver name='qemu' type='{format}'/>"));
-            line(&mut x, 3, &format!("<source {src}='{}'/>", esc(&d.path)));
-            line(
-                &mut x,
-                3,
-                &format!("<target dev='{}' bus='{}'/>", esc(&d.dev), esc(&d.bus)),
-            );
-            line(&mut x, 2, "</disk>");
-        }
-        if let Some(cd) = &vm.cdrom {
-            // Rocks declared every cdrom a file; a device node is a block device.
-            let (kind, src) = if cd.starts_with("/dev/") {
-                ("block", "dev")
-            } else {
-                ("file", "file")
-            };
-            let (dev, bus) = cdrom_target(vm, &targets, &machine)?;
-            line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
-            line(&mut x, 3, "<driver name='qemu' type='raw'/>");
-            line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
-            line(&mut x, 3, &format!("<target dev='{dev}' bus='{bus}'/>"));
-            line(&mut x, 3, "<readonly/>");
-            line(&mut x, 2, "</disk>");
-        }
-        for n in &vm.nics {
-            line(
-                &mut x,
-                2,
-                &format!("<interface type='{}'>", n.kind.as_str()),
-            );
-            line(&mut x, 3, &format!("<mac address='{}'/>", n.mac));
-            match (n.kind, n.vlan) {
-                (NicKind::Bridge, _) => {
-                    line(&mut x, 3, &format!("<source bridge='{}'/>", esc(&n.source)));
-                }
-                // macvtap on the VLAN's own interface, as Rocks did.
-                (NicKind::Direct, Some(v)) => {
-                    line(
-                        &mut x,
-                        3,
-                        &format!("<source dev='{}.{v}' mode='bridge'/>", esc(&n.source)),
-                    );
-                }
-                (NicKind::Direct, None) => {
-                    line(
-                        &mut x,
-                        3,
-                        &format!("<source dev='{}' mode='bridge'/>", esc(&n.source)),
-                    );
-                }
-            }
-            if let (NicKind::Bridge, Some(v)) = (n.kind, n.vlan) {
-                line(&mut x, 3, "<vlan>");
-                line(&mut x, 4, &format!("<tag id='{v}'/>"));
-                line(&mut x, 3, "</vlan>");
-            }
-            line(&mut x, 3, &format!("<model type='{}'/>", esc(&n.model)));
-            line(&mut x, 2, "</interface>");
-        }
+        domain::disks(&mut x, vm, &targets, &machine)?;
+        domain::nics(&mut x, vm);
         for dev in &devices {
-            for l in dev.trim().lines() {
-                line(&mut x, 2, l.trim_end());
-            }
+            x.fragment(2, dev);
         }
-        line(&mut x, 2, "<serial type='pty'>");
-        line(&mut x, 3, "<target port='0'/>");
-        line(&mut x, 2, "</serial>");
-        line(&mut x, 2, "<console type='pty'>");
-        line(&mut x, 3, "<target type='serial' port='0'/>");
-        line(&mut x, 2, "</console>");
-        match graphics.as_str() {
-            "none" => {}
-            kind => line(
-                &mut x,
-                2,
-                &format!("<graphics type='{kind}' autoport='yes' listen='127.0.0.1'/>"),
-            ),
-        }
-        line(&mut x, 1, "</devices>");
-        line(&mut x, 0, "</domain>");
-        let mut meta = Metadata {
-            generation: vm.generation,
-            container: vm.container.clone(),
-            disks: vm
-                .disks
-                .iter()
-                .filter_map(|d| {
-                    d.size_gib.map(|size_gib| DiskSize {
-                        dev: d.dev.clone(),
-                        size_gib,
-                    })
-                })
-                .collect(),
-            ..Metadata::default()
-        };
-        for n in metadata::VM_SETTINGS {
-            if let Some(v) = checked(n)? {
-                meta.settings.insert(n.to_string(), v);
-            }
-        }
-        if let Some(container) = vm.container.as_deref().and_then(|n| c.hosts.get(n)) {
-            for n in metadata::CONTAINER_SETTINGS {
-                if let Some(v) = c.attr(container, n) {
-                    // Checked when set; a value the rules refuse since is
-                    // the service's to refuse, not this VM's rendering.
-                    let v = attrs::normalize(n, v).unwrap_or_else(|_| v.to_string());
-                    meta.container_settings.insert(n.to_string(), v);
-                }
-            }
-        }
+        domain::console(&mut x, &graphics);
+        x.line(1, "</devices>");
+        x.line(0, "</domain>");
         Ok(Draft {
             vm: name.to_string(),
-            xml: x,
+            xml: x.0,
             metadata_at,
-            meta,
+            meta: domain::metadata_of(vm, &checked)?,
         })
     }
 }
@@ -461,6 +261,27 @@ impl Draft {
         xml.insert_str(metadata_at, &block);
         Ok(xml)
     }
+}
+
+/// A container's NUMA cells, each with the CPUs it has (one cell of all
+/// its CPUs where `numa_cells` does not describe them), and how many NUMA
+/// nodes it has, known only where `numa_cells` describes them.
+fn cells_of(c: &Cluster, host: &Host) -> (Vec<BTreeSet<u32>>, Option<usize>) {
+    let all: BTreeSet<u32> = (0..host.cpus).collect();
+    let numa_cells = c.attr(host, "numa_cells").map(cpuset::parse_cells);
+    let nodes = match &numa_cells {
+        Some(Ok(cells)) => Some(cells.len()),
+        _ => None,
+    };
+    let cells: Vec<BTreeSet<u32>> = match numa_cells {
+        Some(Ok(cells)) => cells
+            .into_iter()
+            .map(|cell| cell.intersection(&all).copied().collect::<BTreeSet<u32>>())
+            .filter(|cell| !cell.is_empty())
+            .collect(),
+        _ => vec![all],
+    };
+    (cells, nodes)
 }
 
 /// What a container has for a pinning fragment to name.
@@ -599,7 +420,7 @@ fn implied_bus(dev: &str) -> &'static str {
 /// disk before it already has (libvirt refuses the definition).
 fn device_fragments(
     c: &Cluster,
-    host: &crate::model::Host,
+    host: &Host,
     vm: &Vm,
 ) -> Result<(Vec<String>, Targets), RenderError> {
     let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
