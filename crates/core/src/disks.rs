@@ -41,6 +41,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod image;
+mod owner;
+mod walk;
+
+use image::{grow_image, Image};
+pub use owner::{image_owner, QemuConf};
+use walk::{Reached, Walk};
+
 /// The attribute listing the folders disks are made in, colon-separated.
 pub const ROOTS_ATTR: &str = "kvm_disk_roots";
 
@@ -247,34 +255,11 @@ pub fn prepare(
 ) -> Result<Done, DiskError> {
     let path = disk.path.as_str();
     if disk.kind == DiskKind::Block {
-        // libvirt follows /dev/disk/by-* links; so does this look.
-        return match std::fs::metadata(path) {
-            Ok(_) => Ok(Done::Present),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(DiskError::BlockMissing { path: path.into() })
-            }
-            Err(source) => Err(DiskError::Inspect {
-                path: path.into(),
-                source,
-            }),
-        };
+        return block_device(path);
     }
     let target = disk.size_gib.map(gib_bytes);
     let Some((root, below)) = roots.locate(path) else {
-        return match std::fs::symlink_metadata(path) {
-            Ok(_) if grow => Ok(Done::NotGrown(format!(
-                "{path} is outside {ROOTS_ATTR} ({roots}); kvmroll changes no image there"
-            ))),
-            Ok(_) => Ok(Done::Present),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DiskError::Outside {
-                path: path.into(),
-                roots: roots.to_string(),
-            }),
-            Err(source) => Err(DiskError::Inspect {
-                path: path.into(),
-                source,
-            }),
-        };
+        return outside_roots(path, grow, roots);
     };
     let (name, folders) = below.split_last().expect("a path inside a root has a name");
     let mut walk = Walk::start(Path::new(root))?;
@@ -321,6 +306,39 @@ pub fn prepare(
         Err(e) => Err(DiskError::Inspect {
             path: here,
             source: e.into(),
+        }),
+    }
+}
+
+/// A block device disk: used as it is, refused when it is not there.
+fn block_device(path: &str) -> Result<Done, DiskError> {
+    // libvirt follows /dev/disk/by-* links; so does this look.
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(Done::Present),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(DiskError::BlockMissing { path: path.into() })
+        }
+        Err(source) => Err(DiskError::Inspect {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+/// An image outside every root: used as it is, never made nor grown.
+fn outside_roots(path: &str, grow: bool, roots: &Roots) -> Result<Done, DiskError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) if grow => Ok(Done::NotGrown(format!(
+            "{path} is outside {ROOTS_ATTR} ({roots}); kvmroll changes no image there"
+        ))),
+        Ok(_) => Ok(Done::Present),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DiskError::Outside {
+            path: path.into(),
+            roots: roots.to_string(),
+        }),
+        Err(source) => Err(DiskError::Inspect {
+            path: path.into(),
+            source,
         }),
     }
 }
@@ -396,491 +414,6 @@ fn make_missing(
             Err(e)
         }
     }
-}
-
-/// A walk down from a root, one folder at a time, never following a link.
-struct Walk {
-    /// The folders opened so far, the root first.
-    dirs: Vec<OwnedFd>,
-    /// Where the walk stands, as a path for messages.
-    here: PathBuf,
-    /// Folders this walk made: (index of the parent in `dirs`, name).
-    made: Vec<(usize, String)>,
-}
-
-enum Reached {
-    Folder,
-    /// A folder on the way does not exist (the walk stands above it).
-    Missing,
-    /// A folder on the way is a symlink.
-    Link(PathBuf),
-}
-
-/// Opens a folder below `dir` (or `path` itself without `dir`); below a
-/// root, a symlink is refused (`ELOOP`).
-fn open_dir(dir: Option<&OwnedFd>, path: &str, follow: bool) -> nix::Result<OwnedFd> {
-    let mut flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    if !follow {
-        flags |= OFlag::O_NOFOLLOW;
-    }
-    let fd = nix::fcntl::openat(dir.map(AsRawFd::as_raw_fd), path, flags, Mode::empty())?;
-    // SAFETY: openat just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-impl Walk {
-    /// Opens the root; the root itself may be reached through links (the
-    /// administrator named it).
-    fn start(root: &Path) -> Result<Walk, DiskError> {
-        let fd = open_dir(None, &root.to_string_lossy(), true).map_err(|e| DiskError::Root {
-            root: root.to_path_buf(),
-            source: e.into(),
-        })?;
-        Ok(Walk {
-            dirs: vec![fd],
-            here: root.to_path_buf(),
-            made: Vec::new(),
-        })
-    }
-
-    fn dir(&self) -> &OwnedFd {
-        self.dirs.last().expect("a walk holds its root")
-    }
-
-    /// Goes down through `folders`, making the missing ones when `make`.
-    fn down(&mut self, folders: &[String], make: bool, path: &str) -> Result<Reached, DiskError> {
-        for name in folders {
-            let at = self.here.join(name);
-            let opened = match open_dir(Some(self.dir()), name, false) {
-                Err(Errno::ENOENT) if make => {
-                    match nix::sys::stat::mkdirat(
-                        Some(self.dir().as_raw_fd()),
-                        name.as_str(),
-                        Mode::from_bits_truncate(0o711),
-                    ) {
-                        Ok(()) => self.made.push((self.dirs.len() - 1, name.clone())),
-                        // Made by another start meanwhile.
-                        Err(Errno::EEXIST) => {}
-                        Err(e) => {
-                            return Err(DiskError::MakeFolder {
-                                path: at,
-                                source: e.into(),
-                            })
-                        }
-                    }
-                    open_dir(Some(self.dir()), name, false)
-                }
-                other => other,
-            };
-            match opened {
-                Ok(fd) => {
-                    self.dirs.push(fd);
-                    self.here = at;
-                }
-                Err(Errno::ENOENT) => return Ok(Reached::Missing),
-                Err(Errno::ELOOP) => return Ok(Reached::Link(at)),
-                Err(Errno::ENOTDIR) => {
-                    let link = nix::sys::stat::fstatat(
-                        Some(self.dir().as_raw_fd()),
-                        name.as_str(),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .is_ok_and(|st| {
-                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
-                    });
-                    return if link {
-                        Ok(Reached::Link(at))
-                    } else {
-                        Err(DiskError::NotAFolder {
-                            path: path.into(),
-                            at,
-                        })
-                    };
-                }
-                Err(e) => {
-                    return Err(DiskError::Inspect {
-                        path: at,
-                        source: e.into(),
-                    })
-                }
-            }
-        }
-        Ok(Reached::Folder)
-    }
-
-    /// Removes the folders this walk made, deepest first.
-    fn undo(&mut self) {
-        while let Some((parent, name)) = self.made.pop() {
-            let _ = nix::unistd::unlinkat(
-                Some(self.dirs[parent].as_raw_fd()),
-                name.as_str(),
-                nix::unistd::UnlinkatFlags::RemoveDir,
-            );
-        }
-    }
-}
-
-/// qcow2's cluster: 64 KiB, QEMU's default.
-const CLUSTER_BITS: u32 = 16;
-const CLUSTER: u64 = 1 << CLUSTER_BITS;
-
-/// QEMU opens no L1 table larger than 32 MiB (qcow2.txt, "size").
-const MAX_L1_BYTES: u64 = 32 << 20;
-
-/// An image's bytes: what to write where, and the file's length (the rest
-/// reads as zeros, and takes no room).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Image {
-    pieces: Vec<(u64, Vec<u8>)>,
-    length: u64,
-}
-
-impl Image {
-    fn new(kind: DiskKind, bytes: u64, gib: u32) -> Result<Image, DiskError> {
-        match kind {
-            DiskKind::Qcow2 => qcow2(bytes).ok_or(DiskError::TooLarge { gib }),
-            _ => Ok(Image {
-                pieces: Vec::new(),
-                length: bytes,
-            }),
-        }
-    }
-
-    /// The bytes written (for the free-space check): one cluster at least,
-    /// so a full file system refuses even a sparse image that would fail at
-    /// the guest's first write.
-    fn written(&self) -> u64 {
-        let data: u64 = self.pieces.iter().map(|(_, b)| b.len() as u64).sum();
-        data.max(CLUSTER)
-    }
-
-    /// Writes the image as `name` in `dir`: under a temporary name, synced,
-    /// then linked in place without replacing anything. `Ok(false)` when
-    /// another process made `name` meanwhile (ours is removed).
-    fn write(
-        &self,
-        dir: &OwnedFd,
-        name: &str,
-        path: &str,
-        owner: Option<(u32, u32)>,
-    ) -> Result<bool, DiskError> {
-        let fail = |source: std::io::Error| DiskError::Make {
-            path: path.into(),
-            source,
-        };
-        let vfs = nix::sys::statvfs::fstatvfs(dir.as_fd()).map_err(|e| fail(e.into()))?;
-        let free = vfs.blocks_available().saturating_mul(vfs.fragment_size());
-        if free < self.written() {
-            return Err(DiskError::NoSpace {
-                path: path.into(),
-                free,
-                need: self.written(),
-            });
-        }
-        let (tmp, file) = temp_file(dir, name).map_err(fail)?;
-        let result = (|| -> std::io::Result<bool> {
-            for (at, bytes) in &self.pieces {
-                file.write_all_at(bytes, *at)?;
-            }
-            file.set_len(self.length)?;
-            if let Some((uid, gid)) = owner {
-                nix::unistd::fchown(
-                    file.as_raw_fd(),
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                )?;
-            }
-            nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(0o600))?;
-            file.sync_all()?;
-            let placed = link_no_replace(dir, &tmp, name)?;
-            if placed {
-                nix::unistd::fsync(dir.as_raw_fd())?;
-            }
-            Ok(placed)
-        })();
-        // The temporary name goes, whatever happened; where the image was
-        // placed by rename it is gone already.
-        let _ = nix::unistd::unlinkat(
-            Some(dir.as_raw_fd()),
-            tmp.as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
-        result.map_err(fail)
-    }
-}
-
-/// A new file in `dir` under a name no one else uses, mode 0600.
-fn temp_file(dir: &OwnedFd, name: &str) -> std::io::Result<(String, File)> {
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    for n in 0..100u32 {
-        // Hidden, and ignored by libvirt's dir pools refreshing the folder.
-        let tmp = format!(".{name}.kvmroll-{}-{nanos:x}-{n}", std::process::id());
-        match nix::fcntl::openat(
-            Some(dir.as_raw_fd()),
-            tmp.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        ) {
-            // SAFETY: openat just returned this descriptor; nothing else owns it.
-            Ok(fd) => return Ok((tmp, unsafe { File::from_raw_fd(fd) })),
-            Err(Errno::EEXIST) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "no free temporary name",
-    ))
-}
-
-/// Gives `tmp` the name `name` unless `name` exists; false when it does.
-fn link_no_replace(dir: &OwnedFd, tmp: &str, name: &str) -> std::io::Result<bool> {
-    let fd = Some(dir.as_raw_fd());
-    match nix::fcntl::renameat2(fd, tmp, fd, name, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(true),
-        Err(Errno::EEXIST) => Ok(false),
-        // A file system without RENAME_NOREPLACE (NFS): link never replaces.
-        Err(Errno::EINVAL | Errno::ENOSYS) => {
-            match nix::unistd::linkat(fd, tmp, fd, name, AtFlags::empty()) {
-                Ok(()) => Ok(true),
-                Err(Errno::EEXIST) => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// An empty qcow2 v3 image of `size` bytes (rounded up to 512): cluster 0 the
-/// header, 1 the refcount table, 2 its one refcount block, then the L1
-/// table, all zero (no L2 table yet: every guest cluster unallocated).
-/// `None` beyond QEMU's L1 limit.
-fn qcow2(size: u64) -> Option<Image> {
-    let size = size.checked_add(511)? / 512 * 512;
-    // One L2 table (a cluster of 8-byte entries) maps this many bytes.
-    let per_l2 = CLUSTER * (CLUSTER / 8);
-    let l1_entries = size.div_ceil(per_l2);
-    let l1_bytes = l1_entries * 8;
-    if l1_bytes > MAX_L1_BYTES {
-        return None;
-    }
-    let l1_clusters = l1_bytes.div_ceil(CLUSTER).max(1);
-    let clusters = 3 + l1_clusters;
-    let mut header = Vec::with_capacity(104);
-    header.extend_from_slice(b"QFI\xfb");
-    header.extend_from_slice(&3u32.to_be_bytes()); // version
-    header.extend_from_slice(&0u64.to_be_bytes()); // backing_file_offset
-    header.extend_from_slice(&0u32.to_be_bytes()); // backing_file_size
-    header.extend_from_slice(&CLUSTER_BITS.to_be_bytes());
-    header.extend_from_slice(&size.to_be_bytes());
-    header.extend_from_slice(&0u32.to_be_bytes()); // crypt_method
-    header.extend_from_slice(&u32::try_from(l1_entries).ok()?.to_be_bytes());
-    header.extend_from_slice(&(3 * CLUSTER).to_be_bytes()); // l1_table_offset
-    header.extend_from_slice(&CLUSTER.to_be_bytes()); // refcount_table_offset
-    header.extend_from_slice(&1u32.to_be_bytes()); // refcount_table_clusters
-    header.extend_from_slice(&0u32.to_be_bytes()); // nb_snapshots
-    header.extend_from_slice(&0u64.to_be_bytes()); // snapshots_offset
-    header.extend_from_slice(&0u64.to_be_bytes()); // incompatible_features
-    header.extend_from_slice(&0u64.to_be_bytes()); // compatible_features
-    header.extend_from_slice(&0u64.to_be_bytes()); // autoclear_features
-    header.extend_from_slice(&4u32.to_be_bytes()); // refcount_order: 16-bit counts
-    header.extend_from_slice(&104u32.to_be_bytes()); // header_length
-    debug_assert_eq!(header.len(), 104);
-    // The header extensions that follow are none: the zeros after the
-    // header end them. The refcount table points at its block in cluster 2;
-    // the block counts one reference for each metadata cluster (a block of
-    // 16-bit counts covers 32768 clusters, far more than there are).
-    let table = (2 * CLUSTER).to_be_bytes().to_vec();
-    let block: Vec<u8> = (0..clusters).flat_map(|_| 1u16.to_be_bytes()).collect();
-    Some(Image {
-        pieces: vec![(0, header), (CLUSTER, table), (2 * CLUSTER, block)],
-        length: clusters * CLUSTER,
-    })
-}
-
-/// Grows an existing image to `bytes` when it is smaller; never shrinks.
-fn grow_image(
-    dir: &OwnedFd,
-    name: &str,
-    path: &str,
-    kind: DiskKind,
-    bytes: u64,
-    place: &Place<'_>,
-) -> Result<Done, DiskError> {
-    let fail = |source: std::io::Error| DiskError::Grow {
-        path: path.into(),
-        source,
-    };
-    let fd = nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
-        name,
-        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(e.into()))?;
-    // SAFETY: openat just returned this descriptor; nothing else owns it.
-    let file = unsafe { File::from_raw_fd(fd) };
-    if kind != DiskKind::Qcow2 {
-        let from = file.metadata().map_err(fail)?.len();
-        if from >= bytes {
-            return Ok(Done::Present);
-        }
-        file.set_len(bytes).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-        return Ok(Done::Grown { from, to: bytes });
-    }
-    let mut header = [0u8; 32];
-    file.read_exact_at(&mut header, 0).map_err(fail)?;
-    if &header[..4] != b"QFI\xfb" {
-        return Err(DiskError::GrowQcow2 {
-            path: path.into(),
-            bytes,
-            why: "it is not a qcow2 image".into(),
-        });
-    }
-    let from = u64::from_be_bytes(header[24..32].try_into().expect("eight bytes"));
-    if from >= bytes {
-        return Ok(Done::Present);
-    }
-    drop(file);
-    let args = [
-        "resize".to_string(),
-        "-q".into(),
-        "-f".into(),
-        "qcow2".into(),
-        path.to_string(),
-        bytes.to_string(),
-    ];
-    let timeout = place.deadline.saturating_duration_since(Instant::now());
-    let spec = RunSpec {
-        path: place.qemu_img,
-        args: &args,
-        env: &[],
-        stdin: b"",
-        timeout: timeout.max(Duration::from_millis(1)),
-    };
-    let why = match plugins::run(&spec) {
-        Ok(r) if r.success() => return Ok(Done::Grown { from, to: bytes }),
-        Ok(r) if r.timed_out => "qemu-img ran past the stage's time limit".to_string(),
-        Ok(r) => format!(
-            "qemu-img failed: {}",
-            crate::events::first_lines(&String::from_utf8_lossy(&r.stderr), 1, 300)
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
-            "{} is not installed (package qemu-utils, or qemu-img)",
-            place.qemu_img.display()
-        ),
-        Err(e) => format!("{} could not be started: {e}", place.qemu_img.display()),
-    };
-    Err(DiskError::GrowQcow2 {
-        path: path.into(),
-        bytes,
-        why,
-    })
-}
-
-/// What qemu.conf says about the owner of QEMU's disks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QemuConf {
-    /// libvirt hands each disk to QEMU's user at start (default true).
-    pub dynamic_ownership: bool,
-    pub user: Option<String>,
-    pub group: Option<String>,
-}
-
-impl QemuConf {
-    /// Reads the settings kvmroll needs from qemu.conf's `key = value`
-    /// lines (libvirt's configuration syntax: `#` comments, quoted strings,
-    /// numbers).
-    pub fn parse(text: &str) -> QemuConf {
-        let mut conf = QemuConf {
-            dynamic_ownership: true,
-            user: None,
-            group: None,
-        };
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or_default();
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().trim_matches('"').to_string();
-            match key.trim() {
-                "dynamic_ownership" => conf.dynamic_ownership = value != "0",
-                "user" => conf.user = Some(value),
-                "group" => conf.group = Some(value),
-                _ => {}
-            }
-        }
-        conf
-    }
-}
-
-/// The id of `name` in a passwd or group file (`+N` is the number N, as
-/// qemu.conf allows), with the passwd entry's primary group.
-fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
-    if let Some(n) = name.strip_prefix('+') {
-        let id = n.parse().ok()?;
-        return Some((id, id));
-    }
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        (f.next()? == name).then_some(())?;
-        let id = f.nth(1)?.parse().ok()?;
-        let gid = f.next().and_then(|g| g.parse().ok()).unwrap_or(id);
-        Some((id, gid))
-    })
-}
-
-/// Who a new image belongs to: `None` for root (libvirt relabels it at each
-/// start); qemu.conf's user and group where `dynamic_ownership = 0`. Names
-/// are looked up in `sysroot`'s /etc/passwd and /etc/group, not through
-/// NSS: the hook is a static binary.
-pub fn image_owner(sysroot: &Path) -> Result<Option<(u32, u32)>, DiskError> {
-    let conf_path = sysroot.join("etc/libvirt/qemu.conf");
-    let read = |path: PathBuf| match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(DiskError::ReadConf { path, source }),
-    };
-    let conf = QemuConf::parse(&read(conf_path.clone())?);
-    if conf.dynamic_ownership {
-        return Ok(None);
-    }
-    let Some(user) = &conf.user else {
-        // libvirt's built-in user is a build choice kvmroll cannot know.
-        log::warn!(
-            "{} turns dynamic_ownership off and names no user: new disk images stay root's",
-            conf_path.display()
-        );
-        return Ok(None);
-    };
-    let passwd = sysroot.join("etc/passwd");
-    let (uid, primary) =
-        lookup(&read(passwd.clone())?, user).ok_or_else(|| DiskError::UnknownOwner {
-            conf: conf_path.clone(),
-            what: "user",
-            name: user.clone(),
-            file: passwd,
-        })?;
-    let gid = match &conf.group {
-        None => primary,
-        Some(g) => {
-            let group = sysroot.join("etc/group");
-            lookup(&read(group.clone())?, g)
-                .ok_or_else(|| DiskError::UnknownOwner {
-                    conf: conf_path.clone(),
-                    what: "group",
-                    name: g.clone(),
-                    file: group,
-                })?
-                .0
-        }
-    };
-    Ok(Some((uid, gid)))
 }
 
 #[cfg(test)]

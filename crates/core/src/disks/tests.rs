@@ -1,6 +1,8 @@
 //! Unit tests of [`super`] (disks), kept beside it so the module reads
 //! on its own.
 
+use super::image::{qcow2, CLUSTER};
+use super::walk::open_dir;
 use super::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
