@@ -454,17 +454,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
             return Ok(b.to_string());
         }
         n if n.starts_with("kvm_plugin_timeout_") && SECONDS_ATTRS.contains(&n) => {
-            let over = !value.is_empty()
-                && value.bytes().all(|b| b.is_ascii_digit())
-                && value
-                    .parse::<u64>()
-                    .map_or(true, |n| n > MAX_PLUGIN_TIMEOUT_SECS);
-            if over {
-                return Err(bad(format!(
-                    "{value} s is over the cap of {MAX_PLUGIN_TIMEOUT_SECS} s (libvirtd waits for the hook)"
-                )));
-            }
-            positive(&value).map_err(bad)?;
+            plugin_timeout(&value).map_err(bad)?;
         }
         n if SECONDS_ATTRS.contains(&n) => {
             positive(&value).map_err(bad)?;
@@ -495,11 +485,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "numa_cells" => {
             cpuset::parse_cells(&value).map_err(bad)?;
         }
-        "libvirt_uri"
-            if value.is_empty()
-                || !value.contains(":/")
-                || value.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-        {
+        "libvirt_uri" if !looks_like_uri(&value) => {
             return Err(bad(format!(
                 "{:?} is not a libvirt URI such as qemu:///system or qemu+ssh://{{host}}/system",
                 shown()
@@ -516,6 +502,29 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         _ => {}
     }
     Ok(value)
+}
+
+/// A plugin's time limit: a positive number of seconds, at most the cap
+/// (libvirtd waits for the hook).
+fn plugin_timeout(value: &str) -> Result<u32, String> {
+    let over = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && value
+            .parse::<u64>()
+            .map_or(true, |n| n > MAX_PLUGIN_TIMEOUT_SECS);
+    if over {
+        return Err(format!(
+            "{value} s is over the cap of {MAX_PLUGIN_TIMEOUT_SECS} s (libvirtd waits for the hook)"
+        ));
+    }
+    positive(value)
+}
+
+/// Whether `value` can be a libvirt URI: a scheme and a path, no blanks.
+fn looks_like_uri(value: &str) -> bool {
+    !value.is_empty()
+        && value.contains(":/")
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn positive(value: &str) -> Result<u32, String> {
