@@ -5,7 +5,7 @@
 
 use crate::attrs;
 use crate::cluster::Cluster;
-use crate::model::parse_bool;
+use crate::model::{parse_bool, Host};
 use crate::render::{RenderError, Renderer};
 use crate::xml::escape_text;
 use std::collections::BTreeMap;
@@ -352,6 +352,19 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
         x.push_str("  <package>kvmroll</package>\n");
     }
     let mut post = String::new();
+    install_steps(&mut post, o);
+    config_steps(&mut post, host, o)?;
+    host_steps(&mut post, c, h, host)?;
+    domain_steps(&mut post, c, host)?;
+    x.push_str("  <post>\n");
+    x.push_str(&escape_text(&post));
+    x.push_str("  </post>\n</kickstart>\n");
+    Ok(x)
+}
+
+/// The kickstart's first steps: kvmroll's files, from its package or a
+/// tarball, and kvmroll's folders.
+fn install_steps(post: &mut String, o: &KickstartOptions) {
     post.push_str("set -e\n");
     match &o.dist_url {
         None => post.push_str(
@@ -372,6 +385,11 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
     post.push_str(
         "mkdir -p /etc/kvmroll /etc/kvmroll/attributes /etc/kvmroll/domains /var/lib/kvmroll\n",
     );
+}
+
+/// `kvmroll.conf`, the database credential where PostgreSQL needs one, and
+/// the units a tarball does not enable.
+fn config_steps(post: &mut String, host: &str, o: &KickstartOptions) -> Result<(), HostFileError> {
     let passfile = if is_postgres(&o.db) {
         format!("passfile = {CONTAINER_PASSFILE}\n")
     } else {
@@ -399,6 +417,11 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
     if o.dist_url.is_some() {
         post.push_str("systemctl enable kvmroll-guests.service kvmroll-events-prune.timer\n");
     }
+    Ok(())
+}
+
+/// The host's udev rules, dracut configuration and resolved attributes.
+fn host_steps(post: &mut String, c: &Cluster, h: &Host, host: &str) -> Result<(), HostFileError> {
     let devices = pci_devices(c, host)?;
     post.push_str(&heredoc(
         UDEV_RULES_PATH,
@@ -419,6 +442,12 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
             &format!("attribute {name}"),
         )?);
     }
+    Ok(())
+}
+
+/// The definitions of the container's VMs, installed for libvirtd's first
+/// start.
+fn domain_steps(post: &mut String, c: &Cluster, host: &str) -> Result<(), HostFileError> {
     post.push_str("# The VMs of this container, defined when libvirtd first starts.\n");
     let mut renderer = Renderer::new(c);
     for vm in c.vms_on(host) {
@@ -433,10 +462,7 @@ pub fn kickstart(c: &Cluster, host: &str, o: &KickstartOptions) -> Result<String
             vm.name
         ));
     }
-    x.push_str("  <post>\n");
-    x.push_str(&escape_text(&post));
-    x.push_str("  </post>\n</kickstart>\n");
-    Ok(x)
+    Ok(())
 }
 
 /// Quotes a word for the shell.
