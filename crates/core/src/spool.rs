@@ -397,7 +397,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Outcome;
+    use crate::events::EventOutcome;
 
     fn event(vm: &str, n: i64) -> Event {
         Event {
@@ -408,7 +408,7 @@ mod tests {
             op: "prepare".into(),
             subop: "begin".into(),
             plugin: None,
-            outcome: Outcome::Ok,
+            outcome: EventOutcome::Ok,
             status: Some(0),
             duration_ms: 1,
             message: "a \"quoted\"\nline".into(),

@@ -35,7 +35,7 @@ use write::{generation, insert_events, put_attr, vm_entry, vm_id, write};
 
 use crate::cluster::{Change, Cluster, ClusterError};
 use crate::dburl::PgLocation;
-use crate::events::{Event, EventFilter, Outcome, Spooled};
+use crate::events::{Event, EventFilter, EventOutcome, Spooled};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
 use crate::plan::Plan;
 use crate::store::{
@@ -341,7 +341,7 @@ impl Store for PgStore {
                         op: r.try_get(4)?,
                         subop: r.try_get(5)?,
                         plugin: r.try_get(6)?,
-                        outcome: Outcome::parse(&outcome)
+                        outcome: EventOutcome::parse(&outcome)
                             .ok_or_else(|| Fail::Corrupt(format!("event outcome {outcome}")))?,
                         status: r.try_get(8)?,
                         duration_ms: r.try_get::<_, i64>(9)?.max(0) as u64,

@@ -16,7 +16,7 @@ use load::{quoted, read_rows};
 use write::{generation, insert_events, vm_id, write, EVENT_COLUMNS};
 
 use crate::cluster::{Change, Cluster, ClusterError};
-use crate::events::{Event, EventFilter, Outcome, Spooled};
+use crate::events::{Event, EventFilter, EventOutcome, Spooled};
 use crate::model::{BootAction, Disk, DiskKind, Host, Mac, Nic, NicKind, Scope, Vm};
 use crate::plan::Plan;
 use crate::store::{
@@ -365,7 +365,7 @@ impl Store for SqliteStore {
                         op: r.get(4)?,
                         subop: r.get(5)?,
                         plugin: r.get(6)?,
-                        outcome: Outcome::Ok,
+                        outcome: EventOutcome::Ok,
                         status: r.get(8)?,
                         duration_ms: r.get::<_, i64>(9)?.max(0) as u64,
                         message: r.get(10)?,
@@ -377,7 +377,7 @@ impl Store for SqliteStore {
             .map_err(q)?;
         rows.map(|row| {
             let (mut event, outcome) = row.map_err(q)?;
-            event.outcome = Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt {
+            event.outcome = EventOutcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt {
                 path: p.clone(),
                 what: format!("event outcome {outcome}"),
             })?;

@@ -53,7 +53,7 @@ fn ok_event(vm: &str, time_ms: i64) -> Event {
         op: "prepare".into(),
         subop: "begin".into(),
         plugin: None,
-        outcome: Outcome::Ok,
+        outcome: EventOutcome::Ok,
         status: None,
         duration_ms: 1,
         message: String::new(),

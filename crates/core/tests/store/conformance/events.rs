@@ -2,7 +2,7 @@
 //! once; filtered and pruned.
 
 use crate::common::{event, one_line, Engine};
-use kvmroll_core::events::{EventFilter, Outcome};
+use kvmroll_core::events::{EventFilter, EventOutcome};
 use kvmroll_core::{OpenMode, StoreError};
 
 on_both_engines!(
@@ -16,7 +16,7 @@ fn events_round_trip_filter_and_prune(e: &dyn Engine) {
     let mut hook = e.open(OpenMode::ReadWriteFast).unwrap();
     let mut odd = event("w", 2);
     odd.plugin = None;
-    odd.outcome = Outcome::PassThrough;
+    odd.outcome = EventOutcome::PassThrough;
     odd.status = None;
     odd.message = String::new();
     hook.record_events(&[event("v", 1), odd.clone(), event("v", 3)])
