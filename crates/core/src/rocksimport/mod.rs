@@ -196,20 +196,7 @@ pub fn translate(
     }
     let g = Gathered::read(dump, vm_list)?;
     let mut drop: BTreeSet<Unit> = BTreeSet::new();
-    let mut skipped: Vec<(Unit, Skipped)> = dump
-        .unreadable
-        .iter()
-        .map(|u| {
-            let origin = Origin::Line(u.line);
-            let s = Skipped {
-                origin,
-                subject: "a line that cannot be read".into(),
-                fault: Fault::Dump(u.why.clone()),
-                with_it: 0,
-            };
-            (Unit::Line(origin), s)
-        })
-        .collect();
+    let mut skipped = unreadable_skipped(dump);
     loop {
         let built = build(&g, base, &drop, uuid);
         if !built.conflicts.is_empty() {
@@ -261,6 +248,24 @@ pub fn translate(
             }
         }
     }
+}
+
+/// The lines of `dump` that cannot be read, as skipped (reached only
+/// under `skip_invalid`).
+fn unreadable_skipped(dump: &Dump) -> Vec<(Unit, Skipped)> {
+    dump.unreadable
+        .iter()
+        .map(|u| {
+            let origin = Origin::Line(u.line);
+            let s = Skipped {
+                origin,
+                subject: "a line that cannot be read".into(),
+                fault: Fault::Dump(u.why.clone()),
+                with_it: 0,
+            };
+            (Unit::Line(origin), s)
+        })
+        .collect()
 }
 
 /// What one pass over the steps did.
