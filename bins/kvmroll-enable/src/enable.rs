@@ -43,7 +43,7 @@ fn check_running(
     if !container && c.attr(h, "libvirt_uri").is_none() {
         return Ok(());
     }
-    let uri = c.libvirt_uri(host);
+    let uri = c.libvirt_uri(host, &kvmroll_core::sys::local_hostname());
     let running = connector
         .connect(&uri)
         .and_then(|hv| hv.list_domains())

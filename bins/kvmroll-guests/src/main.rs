@@ -49,10 +49,9 @@ fn service(cli: &Cli, connector: &dyn Connector) -> Result<Service, ServiceError
             if !cluster.hosts.contains_key(&host) {
                 return Err(ServiceError::UnknownHost(host));
             }
-            let uri = cli
-                .libvirt_uri
-                .clone()
-                .unwrap_or_else(|| cluster.libvirt_uri(&host));
+            let uri = cli.libvirt_uri.clone().unwrap_or_else(|| {
+                cluster.libvirt_uri(&host, &kvmroll_core::sys::local_hostname())
+            });
             (uri, Known::from_cluster(cluster, &host))
         }
         Err(e) => {

@@ -110,7 +110,10 @@ impl<'a> Syncer<'a> {
                     reason: "deferred: kvmroll runs inside a libvirt hook".into(),
                 }),
                 SyncMode::Live => batches
-                    .entry(plan.after.libvirt_uri(&container))
+                    .entry(
+                        plan.after
+                            .libvirt_uri(&container, &kvmroll_core::sys::local_hostname()),
+                    )
                     .or_default()
                     .push((name, xml, container)),
             }
@@ -353,7 +356,9 @@ mod tests {
             state: Mutex::new((0, 0)),
             all_here: Condvar::new(),
             expect: 4,
-            unreachable: plan.after.libvirt_uri("vm-container-0-2"),
+            unreachable: plan
+                .after
+                .libvirt_uri("vm-container-0-2", &kvmroll_core::sys::local_hostname()),
             defined: defined.clone(),
         };
         let mut syncer = Syncer::new(&gathering, SyncMode::Live);

@@ -142,7 +142,7 @@ impl Config {
                 // so a typo is this line's fault, not a connection's).
                 "db" => {
                     db = Some(
-                        match crate::location::Location::from_url_path(Path::new(value)) {
+                        match crate::dburl::Location::from_url_path(Path::new(value)) {
                             Ok(Some(_)) => PathBuf::from(value),
                             Ok(None) => abs(value).map_err(|_| {
                                 bad("db must be an absolute path or a postgresql:// URL".into())

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// How an invocation or a plugin run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
+pub enum EventOutcome {
     /// Ran and succeeded.
     Ok,
     /// Ran and failed (non-zero exit, bad output).
@@ -26,30 +26,30 @@ pub enum Outcome {
     Unreachable,
 }
 
-impl Outcome {
+impl EventOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Timeout => "timeout",
-            Outcome::Refused => "refused",
-            Outcome::PassThrough => "pass-through",
-            Outcome::Drift => "drift",
-            Outcome::Stale => "stale",
-            Outcome::Unreachable => "unreachable",
+            EventOutcome::Ok => "ok",
+            EventOutcome::Failed => "failed",
+            EventOutcome::Timeout => "timeout",
+            EventOutcome::Refused => "refused",
+            EventOutcome::PassThrough => "pass-through",
+            EventOutcome::Drift => "drift",
+            EventOutcome::Stale => "stale",
+            EventOutcome::Unreachable => "unreachable",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Outcome> {
+    pub fn parse(s: &str) -> Option<EventOutcome> {
         Some(match s {
-            "ok" => Outcome::Ok,
-            "failed" => Outcome::Failed,
-            "timeout" => Outcome::Timeout,
-            "refused" => Outcome::Refused,
-            "pass-through" => Outcome::PassThrough,
-            "drift" => Outcome::Drift,
-            "stale" => Outcome::Stale,
-            "unreachable" => Outcome::Unreachable,
+            "ok" => EventOutcome::Ok,
+            "failed" => EventOutcome::Failed,
+            "timeout" => EventOutcome::Timeout,
+            "refused" => EventOutcome::Refused,
+            "pass-through" => EventOutcome::PassThrough,
+            "drift" => EventOutcome::Drift,
+            "stale" => EventOutcome::Stale,
+            "unreachable" => EventOutcome::Unreachable,
             _ => return None,
         })
     }
@@ -68,7 +68,7 @@ pub struct Event {
     pub subop: String,
     /// The plugin's path; `None` for the invocation itself.
     pub plugin: Option<String>,
-    pub outcome: Outcome,
+    pub outcome: EventOutcome,
     /// The exit status, where there was one.
     pub status: Option<i32>,
     pub duration_ms: u64,
@@ -97,6 +97,14 @@ pub struct EventFilter {
 /// a plugin printed; `first_lines` picks what a plugin's stderr shows.
 pub use crate::text::{first_lines, message};
 
+/// One event from a container's spool ([`crate::spool`]) and its origin,
+/// the key that makes its delivery happen once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    pub origin: String,
+    pub event: Event,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,16 +112,16 @@ mod tests {
     #[test]
     fn outcomes_round_trip() {
         for o in [
-            Outcome::Ok,
-            Outcome::Failed,
-            Outcome::Timeout,
-            Outcome::Refused,
-            Outcome::PassThrough,
-            Outcome::Drift,
-            Outcome::Stale,
-            Outcome::Unreachable,
+            EventOutcome::Ok,
+            EventOutcome::Failed,
+            EventOutcome::Timeout,
+            EventOutcome::Refused,
+            EventOutcome::PassThrough,
+            EventOutcome::Drift,
+            EventOutcome::Stale,
+            EventOutcome::Unreachable,
         ] {
-            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(EventOutcome::parse(o.as_str()), Some(o));
         }
     }
 }

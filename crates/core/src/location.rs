@@ -1,209 +1,21 @@
-//! Where the cluster database is: a SQLite file or a PostgreSQL server, as
-//! one value parsed from the text an administrator gives (`--db`,
-//! `KVMROLL_DB`, the `db` line of `kvmroll.conf`), and the one function that
-//! opens the engine it names.
-//!
-//! The accepted forms:
-//! - an absolute path, or `sqlite:PATH` (`sqlite:///abs/path` too): SQLite;
-//! - `postgresql://...` or `postgres://...`: PostgreSQL, in libpq's URI
-//!   syntax (<https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-CONNSTRING>):
-//!   `postgresql://[user[:password]@][host][:port][/dbname][?param=value&...]`
-//!   with the parameters `host` (a folder for a unix socket, as in
-//!   `?host=/run/postgresql`), `port`, `user`, `password`, `dbname`,
-//!   `sslmode`, `sslrootcert`, `connect_timeout`, `passfile` and
-//!   `application_name`.
-//!
-//! A relative path is made absolute against the current folder the caller
-//! passes in: the CLI's `--db ./k.db` keeps working, and the location shown
-//! back (`kvmroll db status`) says which file it is. Anything else (a
-//! `postgresql:` without `//`, a scheme kvmroll does not know, an empty text)
-//! is refused in one line, so that a mistyped URL never becomes a folder in
-//! the current directory.
-//!
-//! A location's `Display` never shows a password.
+//! Opening the cluster database: the one place that knows every engine.
+//! [`open`] and [`init`] take a parsed [`Location`] ([`crate::dburl`]);
+//! [`open_store`], [`open_within`] and [`init_store`] a `--db` or
+//! `KVMROLL_DB` value, a SQLite path or a URL. The [`Store`] trait and
+//! both engines ([`crate::sqlite`], [`crate::pg`]) sit below this module
+//! and know nothing of it.
 
-use crate::store::{Init, OpenMode, Store, StoreError};
-use std::fmt;
-use std::path::{Path, PathBuf};
+pub use crate::dburl::{Location, LocationError, PgHost, PgLocation, SslMode};
+
+use crate::cluster::{Change, Cluster, ClusterError};
+use crate::events::{Event, EventFilter, Spooled};
+use crate::model::Disk;
+use crate::plan::Plan;
+use crate::store::{
+    Init, MadeImage, OpenMode, Rows, Store, StoreError, StoreStatus, VmBrief, VmDisk,
+};
+use std::path::Path;
 use std::time::Duration;
-
-/// A parsed database location.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A SQLite file, always an absolute path.
-    Sqlite(PathBuf),
-    /// A PostgreSQL server and database.
-    Postgres(PgLocation),
-}
-
-/// How TLS is used on a TCP connection: libpq's `sslmode`. A unix socket
-/// never uses TLS, as in libpq.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// Never.
-    Disable,
-    /// TLS if the server offers it, without checking its certificate
-    /// (libpq's default).
-    Prefer,
-    /// TLS or no connection; the certificate is checked against
-    /// `sslrootcert` only if one is given (libpq: then as `verify-ca`).
-    Require,
-    /// TLS, and a certificate signed by the CA of `sslrootcert`.
-    VerifyCa,
-    /// As `VerifyCa`, and the certificate names the host connected to.
-    VerifyFull,
-}
-
-impl SslMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    fn parse(s: &str) -> Option<SslMode> {
-        Some(match s {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return None,
-        })
-    }
-}
-
-/// Where the server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PgHost {
-    /// A host name or an IP address, over TCP.
-    Tcp(String),
-    /// A folder holding the server's unix socket (`.s.PGSQL.PORT`).
-    Socket(PathBuf),
-}
-
-/// A PostgreSQL location as given: each part `None` where the text left it
-/// to libpq's default, which the engine fills in (host: the socket folder
-/// `/run/postgresql`; port 5432; user: the caller's login name; dbname: the
-/// user's name; sslmode `prefer`).
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct PgLocation {
-    pub host: Option<PgHost>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    /// Never shown: `Display` and `Debug` leave it out.
-    pub password: Option<String>,
-    pub dbname: Option<String>,
-    pub sslmode: Option<SslMode>,
-    pub sslrootcert: Option<PathBuf>,
-    /// How long opening a connection may take; `Some(ZERO)` is libpq's
-    /// `connect_timeout=0`, no limit.
-    pub connect_timeout: Option<Duration>,
-    pub passfile: Option<PathBuf>,
-    pub application_name: Option<String>,
-}
-
-/// Why a location was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum LocationError {
-    #[error("the database location is empty")]
-    Empty,
-    #[error("database location {given}: {scheme}: must be followed by // (postgresql://[user@]host[:port]/dbname)")]
-    NoSlashes { given: String, scheme: String },
-    #[error("database location {given}: unknown scheme {scheme}: (use a path, sqlite:PATH or postgresql://...)")]
-    UnknownScheme { given: String, scheme: String },
-    #[error("database location {given}: {why}")]
-    Malformed { given: String, why: String },
-}
-
-impl Location {
-    /// Parses `text`; a relative path is taken against `cwd`.
-    pub fn parse(text: &str, cwd: &Path) -> Result<Location, LocationError> {
-        Location::parse_in(text, Some(cwd))
-    }
-
-    /// As [`Location::parse`]; without `cwd` a relative path stays relative.
-    fn parse_in(text: &str, cwd: Option<&Path>) -> Result<Location, LocationError> {
-        if text.is_empty() {
-            return Err(LocationError::Empty);
-        }
-        let Some((scheme, rest)) = split_scheme(text) else {
-            return Ok(Location::Sqlite(absolute(Path::new(text), cwd)));
-        };
-        match scheme.to_ascii_lowercase().as_str() {
-            "sqlite" => {
-                // `sqlite:///abs` as a file URL would say it; `sqlite://x`
-                // would name a host, which a file has not.
-                let path = match rest.strip_prefix("//") {
-                    Some(p) if p.starts_with('/') => p,
-                    Some(_) => {
-                        return Err(LocationError::Malformed {
-                            given: redact(text),
-                            why: "sqlite:// must be followed by an absolute path".into(),
-                        })
-                    }
-                    None => rest,
-                };
-                if path.is_empty() {
-                    return Err(LocationError::Malformed {
-                        given: redact(text),
-                        why: "sqlite: names no file".into(),
-                    });
-                }
-                Ok(Location::Sqlite(absolute(Path::new(path), cwd)))
-            }
-            "postgresql" | "postgres" => {
-                match rest.strip_prefix("//") {
-                    Some(uri) => parse_pg(uri).map(Location::Postgres).map_err(|why| {
-                        LocationError::Malformed {
-                            given: redact(text),
-                            why,
-                        }
-                    }),
-                    None => Err(LocationError::NoSlashes {
-                        given: redact(text),
-                        scheme: scheme.to_string(),
-                    }),
-                }
-            }
-            _ => Err(LocationError::UnknownScheme {
-                given: redact(text),
-                scheme: scheme.to_string(),
-            }),
-        }
-    }
-
-    /// The location named by a `--db`/`KVMROLL_DB` value taken as a path,
-    /// where that value is a URL (`postgresql:`, `postgres:` or `sqlite:`);
-    /// `None` for a plain path. A relative path stays relative, opened
-    /// against the process's current folder as a plain path is.
-    pub fn from_url_path(path: &Path) -> Result<Option<Location>, LocationError> {
-        let Some(text) = path.to_str() else {
-            return Ok(None);
-        };
-        match split_scheme(text) {
-            Some((scheme, _))
-                if ["postgresql", "postgres", "sqlite"]
-                    .contains(&scheme.to_ascii_lowercase().as_str()) =>
-            {
-                Location::parse_in(text, None).map(Some)
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The engine's name, as `kvmroll db status` shows it.
-    pub fn engine(&self) -> &'static str {
-        match self {
-            Location::Sqlite(_) => "sqlite",
-            Location::Postgres(_) => "postgresql",
-        }
-    }
-}
 
 /// Opens the store at `location` with the engine it names. With
 /// [`OpenMode::Create`], a database not made yet (no SQLite file, or a
@@ -212,7 +24,7 @@ impl Location {
 /// engine.
 pub fn open(location: &Location, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
     Ok(match location {
-        Location::Sqlite(path) => crate::store::open_sqlite(path, mode)?,
+        Location::Sqlite(path) => open_sqlite(path, mode)?,
         Location::Postgres(pg) => {
             let env = crate::pg::PgEnv::from_process();
             let first = match mode {
@@ -221,7 +33,7 @@ pub fn open(location: &Location, mode: OpenMode) -> Result<Box<dyn Store>, Store
             };
             match crate::pg::PgStore::open(pg, first, &env) {
                 Err(StoreError::NoSchema { .. }) if mode == OpenMode::Create => {
-                    crate::store::unmade(location.clone())
+                    unmade(location.clone())
                 }
                 opened => Box::new(opened?),
             }
@@ -243,487 +55,238 @@ pub fn init(location: &Location) -> Result<(Box<dyn Store>, Init), StoreError> {
     })
 }
 
-/// `scheme` and what follows its colon, where `text` starts with a URL
-/// scheme (RFC 3986: a letter, then letters, digits, `+`, `-`, `.`).
-fn split_scheme(text: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = text.split_once(':')?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    (first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-    .then_some((scheme, rest))
+/// Opens the store at `path` (SQLite, the only backend so far). With
+/// [`OpenMode::Create`] and nothing at `path`, the database is made by the
+/// first write a new database accepts, so a refused write leaves nothing.
+pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
+    // A URL given where a path was expected (`--db`, `KVMROLL_DB`).
+    if let Some(location) = Location::from_url_path(path)? {
+        return open(&location, mode);
+    }
+    open_sqlite(path, mode)
 }
 
-fn absolute(path: &Path, cwd: Option<&Path>) -> PathBuf {
-    match cwd {
-        Some(cwd) if path.is_relative() => cwd.join(path),
-        _ => path.to_path_buf(),
+/// [`open_store`] for a SQLite file.
+pub(crate) fn open_sqlite(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
+    if mode == OpenMode::Create && !path.exists() {
+        return Ok(unmade(Location::Sqlite(path.to_path_buf())));
     }
+    let mode = if mode == OpenMode::Create {
+        OpenMode::ReadWrite
+    } else {
+        mode
+    };
+    Ok(Box::new(crate::sqlite::SqliteStore::open(path, mode)?))
 }
 
-/// `text` with any password in a URL's user part replaced, for messages.
-fn redact(text: &str) -> String {
-    // After `scheme://`, or after `scheme:` where the slashes were left out.
-    let (head, uri) = match (text.split_once("//"), split_scheme(text)) {
-        (Some(parts), _) => parts,
-        (None, Some((scheme, rest))) => (&text[..=scheme.len()], rest),
-        (None, None) => return text.to_string(),
-    };
-    let netloc_end = uri.find(['/', '?']).unwrap_or(uri.len());
-    let (netloc, tail) = uri.split_at(netloc_end);
-    let netloc = match netloc.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{name}:***@{host}"),
-            None => netloc.to_string(),
-        },
-        None => netloc.to_string(),
-    };
-    // A password given as a parameter.
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some(("password", _)) => "password=***".to_string(),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", params.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    let slashes = if text.contains("//") { "//" } else { "" };
-    format!("{head}{slashes}{netloc}{tail}")
-}
-
-/// Parses what follows `postgresql://`.
-fn parse_pg(uri: &str) -> Result<PgLocation, String> {
-    let mut loc = PgLocation::default();
-    let (before_query, query) = match uri.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (uri, None),
-    };
-    let (netloc, dbname) = match before_query.split_once('/') {
-        Some((n, d)) => (n, Some(d)),
-        None => (before_query, None),
-    };
-    // A host cannot hold an `@`, so the last one ends the user part: a
-    // password with an unencoded `@` still parses.
-    let hosts = match netloc.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (userinfo, None),
-            };
-            if !user.is_empty() {
-                loc.user = Some(decode(user, "user")?);
-            }
-            if let Some(p) = password {
-                loc.password = Some(decode(p, "password")?);
-            }
-            hosts
-        }
-        None => netloc,
-    };
-    if hosts.contains(',') {
-        return Err("more than one host is not supported".into());
+/// Opens the store at `path` as [`open_store`] does, giving up after
+/// `limit`: the open runs on a thread of its own, left behind when it does
+/// not answer in time (a server that does not answer, a file locked by a
+/// migration). For callers with a deadline of their own, the hook first:
+/// libvirtd waits for it.
+pub fn open_within(
+    path: &Path,
+    mode: OpenMode,
+    limit: Duration,
+) -> Result<Box<dyn Store>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let at = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("open-store".into())
+        .spawn(move || {
+            // The receiver may be gone (timed out): nothing to tell.
+            let _ = tx.send(open_store(&at, mode));
+        });
+    if spawned.is_err() {
+        // No thread to spare: open here, without the limit.
+        return open_store(path, mode);
     }
-    let (host, port) = split_host_port(hosts)?;
-    if !host.is_empty() {
-        loc.host = Some(host_of(&decode(host, "host")?));
-    }
-    if let Some(port) = port {
-        loc.port = Some(parse_port(&decode(port, "port")?)?);
-    }
-    if let Some(d) = dbname.filter(|d| !d.is_empty()) {
-        loc.dbname = Some(decode(d, "dbname")?);
-    }
-    for kv in query.into_iter().flat_map(|q| q.split('&')) {
-        if kv.is_empty() {
-            continue;
-        }
-        let (key, value) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("parameter {} has no value", printable(kv)))?;
-        let key = decode(key, "a parameter name")?;
-        let value = decode(value, &key)?;
-        set_param(&mut loc, &key, value)?;
-    }
-    Ok(loc)
-}
-
-/// `host[:port]`, where the host may be `[an IPv6 address]`.
-fn split_host_port(text: &str) -> Result<(&str, Option<&str>), String> {
-    if let Some(inner) = text.strip_prefix('[') {
-        let (addr, after) = inner
-            .split_once(']')
-            .ok_or_else(|| "an IPv6 address misses its ]".to_string())?;
-        return match after {
-            "" => Ok((addr, None)),
-            _ => match after.strip_prefix(':') {
-                Some(port) => Ok((addr, Some(port))),
-                None => Err(format!("unexpected {} after ]", printable(after))),
-            },
-        };
-    }
-    Ok(match text.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (text, None),
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(StoreError::NoAnswer {
+            location: path.display().to_string(),
+            waited: limit,
+        })
     })
 }
 
-fn host_of(host: &str) -> PgHost {
-    if host.starts_with('/') {
-        PgHost::Socket(PathBuf::from(host))
-    } else {
-        PgHost::Tcp(host.to_string())
+/// Makes the database at `path` if there is none, or upgrades it: what
+/// `kvmroll db init` does. A file that is not a kvmroll database is refused.
+pub fn init_store(path: &Path) -> Result<(Box<dyn Store>, Init), StoreError> {
+    if let Some(location) = Location::from_url_path(path)? {
+        return init(&location);
     }
+    let (store, init) = crate::sqlite::SqliteStore::init(path)?;
+    Ok((Box::new(store), init))
 }
 
-fn parse_port(text: &str) -> Result<u16, String> {
-    match text.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("invalid port {}", printable(text))),
+/// A database not made yet (no SQLite file, or a PostgreSQL database
+/// without kvmroll's tables): until it is, it reads as a new one would (the
+/// seeded cluster, no events), and the first write that such a cluster
+/// accepts makes it; from then on everything goes to the database made.
+struct Unmade {
+    location: Location,
+    made: Option<Box<dyn Store>>,
+}
+
+/// The store of `location`, where nothing is made yet, for [`OpenMode::Create`].
+pub(crate) fn unmade(location: Location) -> Box<dyn Store> {
+    Box::new(Unmade {
+        location,
+        made: None,
+    })
+}
+
+impl Unmade {
+    fn made(&mut self) -> Result<&mut Box<dyn Store>, StoreError> {
+        let store = match self.made.take() {
+            Some(s) => s,
+            None => init(&self.location)?.0,
+        };
+        Ok(self.made.insert(store))
     }
-}
 
-fn set_param(loc: &mut PgLocation, key: &str, value: String) -> Result<(), String> {
-    match key {
-        "host" if value.is_empty() => loc.host = None,
-        "host" => {
-            if value.contains(',') {
-                return Err("more than one host is not supported".into());
-            }
-            loc.host = Some(host_of(&value));
-        }
-        "port" => loc.port = Some(parse_port(&value)?),
-        "user" => loc.user = Some(value),
-        "password" => loc.password = Some(value),
-        "dbname" => loc.dbname = Some(value),
-        "sslmode" => {
-            loc.sslmode = Some(SslMode::parse(&value).ok_or_else(|| {
-                format!(
-                    "sslmode {} is not one of disable, prefer, require, verify-ca, verify-full",
-                    printable(&value)
-                )
-            })?)
-        }
-        // libpq takes this JDBC spelling as sslmode=require.
-        "ssl" if value == "true" => loc.sslmode = Some(SslMode::Require),
-        "sslrootcert" if value == "system" => {
-            return Err("sslrootcert=system is not supported: name a CA file".into())
-        }
-        "sslrootcert" => loc.sslrootcert = Some(PathBuf::from(value)),
-        "passfile" => loc.passfile = Some(PathBuf::from(value)),
-        "application_name" => loc.application_name = Some(value),
-        "connect_timeout" => {
-            // libpq: whole seconds; zero or less waits for ever; 1 means 2.
-            let secs: i64 = value.trim().parse().map_err(|_| {
-                format!("connect_timeout {} is not whole seconds", printable(&value))
-            })?;
-            loc.connect_timeout = Some(Duration::from_secs(match secs {
-                ..=0 => 0,
-                1 => 2,
-                s => s as u64,
-            }));
-        }
-        other => {
-            return Err(format!(
-                "unknown parameter {} (kvmroll reads host, port, user, password, dbname, \
-                 sslmode, sslrootcert, connect_timeout, passfile, application_name)",
-                printable(other)
-            ))
-        }
-    }
-    Ok(())
-}
-
-/// Percent-decodes one part of the URI; `what` names it in the error.
-fn decode(text: &str, what: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("invalid percent-encoding in {what}"))?;
-            if hex == 0 {
-                return Err(format!("{what} holds a %00"));
-            }
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{what} is not UTF-8 once decoded"))
-}
-
-/// A piece of the given text for a message, quoted and cut short.
-fn printable(text: &str) -> String {
-    let cut: String = text.chars().take(64).collect();
-    format!("{cut:?}")
-}
-
-/// Percent-encodes what a URI part cannot hold as it is.
-fn encode(text: &str, keep: &[char]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') || keep.contains(&c) {
-            out.push(c);
-        } else {
-            let mut buf = [0; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
-    out
-}
-
-impl fmt::Display for PgLocation {
-    /// libpq's URI form, which parses back to the same location less its
-    /// password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("postgresql://")?;
-        if let Some(user) = &self.user {
-            write!(f, "{}@", encode(user, &[]))?;
-        }
-        let mut params = Vec::new();
-        match &self.host {
-            Some(PgHost::Tcp(h)) if h.contains(':') => write!(f, "[{h}]")?,
-            Some(PgHost::Tcp(h)) => f.write_str(&encode(h, &[]))?,
-            Some(PgHost::Socket(dir)) => {
-                params.push(format!("host={}", encode(&dir.to_string_lossy(), &['/'])));
-            }
-            None => {}
-        }
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
-        }
-        if let Some(db) = &self.dbname {
-            write!(f, "/{}", encode(db, &[]))?;
-        }
-        if let Some(mode) = self.sslmode {
-            params.push(format!("sslmode={}", mode.as_str()));
-        }
-        if let Some(ca) = &self.sslrootcert {
-            params.push(format!(
-                "sslrootcert={}",
-                encode(&ca.to_string_lossy(), &['/'])
-            ));
-        }
-        if let Some(t) = self.connect_timeout {
-            params.push(format!("connect_timeout={}", t.as_secs()));
-        }
-        if let Some(p) = &self.passfile {
-            params.push(format!("passfile={}", encode(&p.to_string_lossy(), &['/'])));
-        }
-        if let Some(a) = &self.application_name {
-            params.push(format!("application_name={}", encode(a, &[])));
-        }
-        if !params.is_empty() {
-            write!(f, "?{}", params.join("&"))?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for PgLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PgLocation({self})")
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::Sqlite(p) => write!(f, "{}", p.display()),
-            Location::Postgres(pg) => pg.fmt(f),
+    /// What a read that needs the database made says.
+    fn missing(&self) -> StoreError {
+        match &self.location {
+            Location::Sqlite(path) => StoreError::Missing { path: path.clone() },
+            Location::Postgres(pg) => StoreError::NoSchema {
+                location: pg.to_string(),
+            },
         }
     }
 }
 
-impl fmt::Debug for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
-            Location::Postgres(pg) => pg.fmt(f),
+impl Store for Unmade {
+    fn snapshot(&self) -> Result<Cluster, StoreError> {
+        match &self.made {
+            Some(s) => s.snapshot(),
+            None => Ok(Cluster::seeded()),
         }
+    }
+
+    fn update(
+        &mut self,
+        changes: &mut dyn FnMut(&Cluster) -> Result<Vec<Change>, ClusterError>,
+    ) -> Result<Plan, StoreError> {
+        if self.made.is_none() {
+            let new = Cluster::seeded();
+            new.plan(&changes(&new)?)?;
+        }
+        // Another process may have made it meanwhile: the changes are asked
+        // again, of what the database holds.
+        self.made()?.update(changes)
+    }
+
+    fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError> {
+        match &self.made {
+            Some(s) => s.vm_brief(name),
+            None => Ok(None),
+        }
+    }
+
+    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
+        match &self.made {
+            Some(s) => s.vm_disks(vm),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn record_disk_work(
+        &mut self,
+        vm: &str,
+        container: &str,
+        made: &[String],
+        grown: &[String],
+    ) -> Result<(), StoreError> {
+        // A database not made yet has no VM to record anything of.
+        match &mut self.made {
+            Some(s) => s.record_disk_work(vm, container, made, grown),
+            None => Ok(()),
+        }
+    }
+
+    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
+        match &self.made {
+            Some(s) => s.made_images(vm),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
+        match &mut self.made {
+            Some(s) => s.grow_disk(vm, dev, size_gib),
+            None => Err(ClusterError::UnknownVm(vm.to_string()).into()),
+        }
+    }
+
+    fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        self.made()?.record_events(events)
+    }
+
+    fn record_spooled(&mut self, events: &[Spooled]) -> Result<usize, StoreError> {
+        self.made()?.record_spooled(events)
+    }
+
+    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        match &self.made {
+            Some(s) => s.events(filter),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn status(&self) -> Result<StoreStatus, StoreError> {
+        match &self.made {
+            Some(s) => s.status(),
+            None => Err(self.missing()),
+        }
+    }
+
+    fn prune_events(
+        &mut self,
+        before_ms: Option<i64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match &mut self.made {
+            Some(s) => s.prune_events(before_ms, keep),
+            None => Ok(0),
+        }
+    }
+
+    fn rows(&self) -> Result<Rows, StoreError> {
+        match &self.made {
+            Some(s) => s.rows(),
+            None => Err(self.missing()),
+        }
+    }
+
+    fn fill(&mut self, rows: &Rows) -> Result<(), StoreError> {
+        self.made()?.fill(rows)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Host;
 
-    fn parse(text: &str) -> Result<Location, LocationError> {
-        Location::parse(text, Path::new("/work/here"))
-    }
-
-    fn pg(text: &str) -> PgLocation {
-        match parse(text).unwrap() {
-            Location::Postgres(pg) => pg,
-            other => panic!("{text} parsed as {other:?}"),
-        }
-    }
-
+    /// A first write makes the database only when a new database accepts
+    /// it: bad input to it leaves no file and no folder behind.
     #[test]
-    fn paths_are_sqlite_and_relative_ones_are_made_absolute() {
-        let sqlite = |p: &str| Location::Sqlite(PathBuf::from(p));
-        assert_eq!(parse("/var/lib/k.db").unwrap(), sqlite("/var/lib/k.db"));
-        assert_eq!(parse("k.db").unwrap(), sqlite("/work/here/k.db"));
-        assert_eq!(parse("./d/k.db").unwrap(), sqlite("/work/here/./d/k.db"));
-        assert_eq!(parse("sqlite:/a/k.db").unwrap(), sqlite("/a/k.db"));
-        assert_eq!(parse("sqlite:k.db").unwrap(), sqlite("/work/here/k.db"));
-        assert_eq!(parse("sqlite:///a/k.db").unwrap(), sqlite("/a/k.db"));
-        // A colon after a slash is no scheme.
-        assert_eq!(parse("d/a:b.db").unwrap(), sqlite("/work/here/d/a:b.db"));
-        assert_eq!(parse("/a/k.db").unwrap().engine(), "sqlite");
-    }
-
-    #[test]
-    fn anything_else_is_refused_in_one_line() {
-        for (text, says) in [
-            ("", "empty"),
-            ("postgresql:kvmroll", "must be followed by //"),
-            ("postgres:/x", "must be followed by //"),
-            ("mysql://h/db", "unknown scheme mysql:"),
-            ("http://x", "unknown scheme http:"),
-            ("sqlite:", "names no file"),
-            ("sqlite://host/x.db", "absolute path"),
-            ("postgresql://h:99999/db", "invalid port"),
-            ("postgresql://h:/db", "invalid port"),
-            ("postgresql://a,b/db", "more than one host"),
-            ("postgresql://h/db?sslmode=allow", "sslmode \"allow\""),
-            ("postgresql://h/db?sslmode=", "sslmode"),
-            ("postgresql://h/db?bogus=1", "unknown parameter \"bogus\""),
-            ("postgresql://h/db?host", "has no value"),
-            ("postgresql://h/d%zzb", "percent-encoding in dbname"),
-            ("postgresql://h/db?connect_timeout=x", "whole seconds"),
-            ("postgresql://h/db?sslrootcert=system", "name a CA file"),
-            ("postgresql://[::1/db", "misses its ]"),
-        ] {
-            let err = parse(text).expect_err(text).to_string();
-            assert!(err.contains(says), "{text}: {err}");
-            assert!(!err.contains('\n'), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn libpq_uris_parse() {
-        let l = pg(
-            "postgresql://kvmroll:s%40cr%3At@frontend.local:5433/kvm%20db\
-                    ?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=5",
-        );
-        assert_eq!(l.user.as_deref(), Some("kvmroll"));
-        assert_eq!(l.password.as_deref(), Some("s@cr:t"));
-        assert_eq!(l.host, Some(PgHost::Tcp("frontend.local".into())));
-        assert_eq!(l.port, Some(5433));
-        assert_eq!(l.dbname.as_deref(), Some("kvm db"));
-        assert_eq!(l.sslmode, Some(SslMode::VerifyFull));
-        assert_eq!(l.sslrootcert, Some(PathBuf::from("/etc/ca.pem")));
-        assert_eq!(l.connect_timeout, Some(Duration::from_secs(5)));
-
-        let s = pg("postgres:///kvmroll?host=/run/postgresql&user=root&port=5432");
-        assert_eq!(s.host, Some(PgHost::Socket("/run/postgresql".into())));
-        assert_eq!((s.user.as_deref(), s.port), (Some("root"), Some(5432)));
-        assert_eq!(
-            pg("postgresql://%2Frun%2Fpostgresql/k").host,
-            Some(PgHost::Socket("/run/postgresql".into()))
-        );
-        assert_eq!(pg("postgresql://").host, None);
-        let v6 = pg("postgresql://[::1]:6000/k");
-        assert_eq!(
-            (v6.host, v6.port),
-            (Some(PgHost::Tcp("::1".into())), Some(6000))
-        );
-        // A password with a bare @, and one given as a parameter.
-        assert_eq!(
-            pg("postgresql://u:p@ss@h/k").password.as_deref(),
-            Some("p@ss")
-        );
-        assert_eq!(
-            pg("postgresql://h/k?password=x%26y").password.as_deref(),
-            Some("x&y")
-        );
-        // libpq's timeout rules, and its JDBC spelling of require.
-        assert_eq!(
-            pg("postgresql://h?connect_timeout=1").connect_timeout,
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            pg("postgresql://h?connect_timeout=-3").connect_timeout,
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            pg("postgresql://h?ssl=true").sslmode,
-            Some(SslMode::Require)
-        );
-        assert_eq!(pg("POSTGRESQL://h/k").host, Some(PgHost::Tcp("h".into())));
-    }
-
-    #[test]
-    fn display_never_shows_the_password_and_parses_back() {
-        for text in [
-            "postgresql://kvmroll:secret@frontend:5433/kvmroll?sslmode=require&connect_timeout=3",
-            "postgresql:///kvmroll?host=/tmp/pg%20sock&password=secret",
-            "postgresql://u%3Ax:secret@[::1]/d%2Fb?sslrootcert=/a%20b/ca.pem&passfile=/p",
-            "postgresql://secret@h",
-        ] {
-            let loc = parse(text).unwrap();
-            let shown = loc.to_string();
-            let debug = format!("{loc:?}");
-            let Location::Postgres(mut want) = loc else {
-                unreachable!()
-            };
-            if text.ends_with("secret@h") {
-                // The user named "secret" is no password.
-                assert_eq!(shown, "postgresql://secret@h");
-                continue;
-            }
-            assert!(
-                !shown.contains("secret") && !debug.contains("secret"),
-                "{shown} {debug}"
-            );
-            want.password = None;
-            assert_eq!(pg(&shown), want, "{shown}");
-        }
-    }
-
-    #[test]
-    fn refusals_never_show_the_password() {
-        for text in [
-            "postgresql://u:secret@h:x/db",
-            "postgresql://u@h/db?password=secret&bogus=1",
-            "postgresql:u:secret@h/db",
-            "mysql://u:secret@h/db",
-        ] {
-            let err = parse(text).unwrap_err().to_string();
-            assert!(!err.contains("secret"), "{err}");
-            assert!(err.contains("***"), "{err}");
-        }
-    }
-
-    #[test]
-    fn only_urls_given_as_paths_become_locations() {
-        assert_eq!(
-            Location::from_url_path(Path::new("/var/lib/k.db")).unwrap(),
-            None
-        );
-        assert_eq!(Location::from_url_path(Path::new("k.db")).unwrap(), None);
-        assert!(matches!(
-            Location::from_url_path(Path::new("postgresql://h/k")).unwrap(),
-            Some(Location::Postgres(_))
-        ));
-        assert!(Location::from_url_path(Path::new("postgresql:k")).is_err());
-        assert_eq!(
-            Location::from_url_path(Path::new("sqlite:k.db")).unwrap(),
-            Some(Location::Sqlite(PathBuf::from("k.db")))
-        );
+    fn a_refused_first_write_makes_no_database() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("sub/k.db");
+        let mut s = open_store(&db, OpenMode::Create).unwrap();
+        assert_eq!(s.snapshot().unwrap(), Cluster::seeded());
+        let err = s
+            .update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "no-such-appliance"))]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Refused(_)), "{err}");
+        assert!(!d.path().join("sub").exists());
+        s.update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "compute"))]))
+            .unwrap();
+        assert!(db.exists());
+        assert!(s.snapshot().unwrap().hosts.contains_key("h"));
+        let again = open_store(&db, OpenMode::ReadOnly).unwrap();
+        assert_eq!(again.status().unwrap().hosts, 1);
     }
 }

@@ -195,50 +195,13 @@ impl Metadata {
         let Some(meta) = domain.child("metadata") else {
             return Ok(None);
         };
-        // libvirt keeps the prefix it was given; another tool may have
-        // written the element with its own, or as the default namespace.
-        let found = meta.children.iter().find_map(|e| {
-            let (prefix, local) = match e.name.split_once(':') {
-                Some((p, l)) => (Some(p), l),
-                None => (None, e.name.as_str()),
-            };
-            let binding = match prefix {
-                Some(p) => e.attr(&format!("xmlns:{p}")),
-                None => e.attr("xmlns"),
-            };
-            (local == "vm" && binding == Some(NAMESPACE)).then_some((e, prefix))
-        });
-        let Some((vm, prefix)) = found else {
+        let Some((vm, prefix)) = kvmroll_element(meta) else {
             return Ok(None);
         };
-        let local = |e: &Element| -> Option<String> {
-            match prefix {
-                Some(p) => e
-                    .name
-                    .strip_prefix(p)?
-                    .strip_prefix(':')
-                    .map(str::to_string),
-                None => (!e.name.contains(':')).then(|| e.name.clone()),
-            }
-        };
-        let number = |what: &'static str, v: &str| {
-            v.trim().parse::<u64>().map_err(|_| MetadataError::Number {
-                what,
-                value: crate::text::clip(v, crate::text::QUOTE_CHARS),
-            })
-        };
+        let local = |e: &Element| local_name(e, prefix);
         let mut m = Metadata {
             generation: number("generation", vm.attr("generation").unwrap_or_default())?,
             ..Metadata::default()
-        };
-        let attr_of = |e: &Element| -> Result<(String, String), MetadataError> {
-            let name = e
-                .attr("name")
-                .ok_or(MetadataError::Missing("attr", "name"))?;
-            let value = e
-                .attr("value")
-                .ok_or(MetadataError::Missing("attr", "value"))?;
-            Ok((name.to_string(), value.to_string()))
         };
         let mut decided = false;
         for child in &vm.children {
@@ -261,23 +224,7 @@ impl Metadata {
                     let (k, v) = attr_of(child)?;
                     m.settings.insert(k, v);
                 }
-                Some("disk") => {
-                    let dev = child
-                        .attr("dev")
-                        .ok_or(MetadataError::Missing("disk", "dev"))?;
-                    let size = child
-                        .attr("size-gib")
-                        .ok_or(MetadataError::Missing("disk", "size-gib"))?;
-                    m.disks.push(DiskSize {
-                        dev: dev.to_string(),
-                        size_gib: u32::try_from(number("a disk's size-gib", size)?).map_err(
-                            |_| MetadataError::Number {
-                                what: "a disk's size-gib",
-                                value: size.to_string(),
-                            },
-                        )?,
-                    });
-                }
+                Some("disk") => m.disks.push(disk_size(child)?),
                 Some("decided") => {
                     decided = true;
                     m.sha256 = child.attr("sha256").unwrap_or_default().to_string();
@@ -297,6 +244,72 @@ impl Metadata {
         }
         Ok(Some(m))
     }
+}
+
+/// kvmroll's element in a domain's `<metadata>`, and the prefix it is
+/// written with (`None` where its namespace is the default one).
+fn kvmroll_element(meta: &Element) -> Option<(&Element, Option<&str>)> {
+    // libvirt keeps the prefix it was given; another tool may have
+    // written the element with its own, or as the default namespace.
+    meta.children.iter().find_map(|e| {
+        let (prefix, local) = match e.name.split_once(':') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, e.name.as_str()),
+        };
+        let binding = match prefix {
+            Some(p) => e.attr(&format!("xmlns:{p}")),
+            None => e.attr("xmlns"),
+        };
+        (local == "vm" && binding == Some(NAMESPACE)).then_some((e, prefix))
+    })
+}
+
+/// The name of `e` without `prefix`; `None` for an element of another
+/// namespace.
+fn local_name(e: &Element, prefix: Option<&str>) -> Option<String> {
+    match prefix {
+        Some(p) => e
+            .name
+            .strip_prefix(p)?
+            .strip_prefix(':')
+            .map(str::to_string),
+        None => (!e.name.contains(':')).then(|| e.name.clone()),
+    }
+}
+
+fn number(what: &'static str, v: &str) -> Result<u64, MetadataError> {
+    v.trim().parse::<u64>().map_err(|_| MetadataError::Number {
+        what,
+        value: crate::text::clip(v, crate::text::QUOTE_CHARS),
+    })
+}
+
+/// An `<attr name=... value=...>` of the metadata.
+fn attr_of(e: &Element) -> Result<(String, String), MetadataError> {
+    let name = e
+        .attr("name")
+        .ok_or(MetadataError::Missing("attr", "name"))?;
+    let value = e
+        .attr("value")
+        .ok_or(MetadataError::Missing("attr", "value"))?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// A `<disk dev=... size-gib=...>` of the metadata.
+fn disk_size(e: &Element) -> Result<DiskSize, MetadataError> {
+    let dev = e.attr("dev").ok_or(MetadataError::Missing("disk", "dev"))?;
+    let size = e
+        .attr("size-gib")
+        .ok_or(MetadataError::Missing("disk", "size-gib"))?;
+    Ok(DiskSize {
+        dev: dev.to_string(),
+        size_gib: u32::try_from(number("a disk's size-gib", size)?).map_err(|_| {
+            MetadataError::Number {
+                what: "a disk's size-gib",
+                value: size.to_string(),
+            }
+        })?,
+    })
 }
 
 fn attr_xml(name: &str, value: &str) -> String {

@@ -5,86 +5,19 @@
 //! block device, a gap in `kvm_device_N` is an error, and attribute text is
 //! escaped while XML fragments are inserted only after they were checked.
 
+mod domain;
+
 use crate::attrs::{self, CpuMode, PinSets, Pinning};
 use crate::cluster::Cluster;
 use crate::cpuset;
 use crate::drift;
-use crate::metadata::{self, DiskSize, Metadata};
-use crate::model::{disk_index, DiskKind, NicKind, ValidationError, Vm, DRIVE_BUSES};
+use crate::metadata::{self, Metadata};
+use crate::model::{disk_index, Host, Vm, DRIVE_BUSES};
+use crate::xml::escape_attr as esc;
+use domain::{Checked, Lines};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Why a VM cannot be rendered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    #[error("unknown VM {0:?}")]
-    UnknownVm(String),
-    #[error("VM {vm:?}")]
-    Attribute {
-        vm: String,
-        #[source]
-        source: ValidationError,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning {pinning} needs the VM placed on a container")]
-    Unplaced { vm: String, pinning: &'static str },
-    #[error("VM {vm:?}: pin_all needs {vcpus} vCPUs pinned but container {container:?} has only {cpus} CPUs")]
-    PinAllTooWide {
-        vm: String,
-        vcpus: u32,
-        container: String,
-        cpus: u32,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> pins to CPU {cpu} but container {container:?} has only CPUs 0-{last}")]
-    NoSuchCpu {
-        vm: String,
-        element: &'static str,
-        cpu: u32,
-        container: String,
-        last: u32,
-    },
-    #[error("VM {vm:?}: no {bus} slot is left for the cdrom: its disks take {taken}")]
-    NoCdromSlot {
-        vm: String,
-        bus: &'static str,
-        taken: String,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> names vCPU {vcpu} but the VM has only {vcpus} vCPUs")]
-    NoSuchVcpu {
-        vm: String,
-        element: &'static str,
-        vcpu: u32,
-        vcpus: u32,
-    },
-    #[error("VM {vm:?}: kvm_cpu_pinning's <{element}> names NUMA node {node} but container {container:?} has {nodes} (its numa_cells)")]
-    NoSuchNode {
-        vm: String,
-        element: &'static str,
-        node: u32,
-        container: String,
-        nodes: usize,
-    },
-    #[error("VM {vm:?}: pin_auto needs {need} free CPUs{where_} on container {container:?} but at most {free} are free")]
-    PinAutoFull {
-        vm: String,
-        container: String,
-        need: u32,
-        free: u32,
-        where_: &'static str,
-    },
-    #[error("VM {vm:?}: kvm_device_{next} is set but kvm_device_{missing} is not; the numbering must have no gap")]
-    DeviceGap { vm: String, missing: u32, next: u32 },
-    #[error("VM {vm:?}: kvm_device_{index}'s <disk> takes target {dev}, which another disk of the VM has")]
-    DuplicateTarget { vm: String, index: u32, dev: String },
-    #[error("VM {vm:?}: disks {other} and {dev} take the same {bus} slot (libvirt places a disk by the letters of its name: hda, sda and vda are all the first)")]
-    SameSlot {
-        vm: String,
-        dev: String,
-        other: String,
-        bus: &'static str,
-    },
-    /// A fault of kvmroll's own: what it rendered does not parse.
-    #[error("VM {vm:?}: the rendered definition does not parse: {why}")]
-    Unparsable { vm: String, why: String },
-}
+pub use crate::cluster::RenderError;
 
 /// The default CPU mode (the Rocks frontend's global default).
 pub const DEFAULT_CPU_MODE: &str = "host-passthrough";
@@ -121,21 +54,7 @@ impl<'a> Renderer<'a> {
             return plan;
         };
         let cpus = host.cpus;
-        let all: BTreeSet<u32> = (0..cpus).collect();
-        let numa_cells = c.attr(host, "numa_cells").map(cpuset::parse_cells);
-        // NUMA nodes are known only where numa_cells describes them.
-        let nodes = match &numa_cells {
-            Some(Ok(cells)) => Some(cells.len()),
-            _ => None,
-        };
-        let cells: Vec<BTreeSet<u32>> = match numa_cells {
-            Some(Ok(cells)) => cells
-                .into_iter()
-                .map(|cell| cell.intersection(&all).copied().collect::<BTreeSet<u32>>())
-                .filter(|cell| !cell.is_empty())
-                .collect(),
-            _ => vec![all],
-        };
+        let (cells, nodes) = cells_of(c, host);
         let numa = cells.len() > 1;
         let mut used = BTreeSet::new();
         let mut autos = Vec::new();
@@ -236,24 +155,19 @@ impl<'a> Renderer<'a> {
             .hosts
             .get(name)
             .ok_or_else(|| RenderError::UnknownVm(name.to_string()))?;
-        let attr = |n: &str| c.attr(host, n);
-        let bad = |source: ValidationError| RenderError::Attribute {
-            vm: name.to_string(),
-            source,
+        let checked = Checked {
+            cluster: c,
+            host,
+            vm: name,
         };
-        // Re-check what was checked when set: the rules may have grown since.
-        let checked = |n: &str| -> Result<Option<String>, RenderError> {
-            attr(n)
-                .map(|v| attrs::normalize(n, v).map_err(bad))
-                .transpose()
-        };
-        let cpu_mode = match checked("cpu_mode")? {
+        let bad = |e| checked.bad(e);
+        let cpu_mode = match checked.get("cpu_mode")? {
             Some(v) => Some(CpuMode::parse(&v).map_err(bad)?),
             None if vm.virt_type == "kvm" => Some(CpuMode::parse(DEFAULT_CPU_MODE).map_err(bad)?),
             // Plain QEMU emulation cannot pass the host CPU through.
             None => None,
         };
-        let pinning = match checked("kvm_cpu_pinning")? {
+        let pinning = match checked.get("kvm_cpu_pinning")? {
             None => None,
             Some(v) => Some(Pinning::parse(&v).map_err(bad)?),
         };
@@ -269,225 +183,40 @@ impl<'a> Renderer<'a> {
             None => None,
         };
         let (devices, targets) = device_fragments(c, host, vm)?;
-        let machine = checked("kvm_machine")?.unwrap_or_else(|| "pc".to_string());
-        let graphics = checked("kvm_graphics")?.unwrap_or_else(|| "vnc".to_string());
-        let emulator = checked("kvm_emulator")?;
+        let machine = checked
+            .get("kvm_machine")?
+            .unwrap_or_else(|| "pc".to_string());
+        let graphics = checked
+            .get("kvm_graphics")?
+            .unwrap_or_else(|| "vnc".to_string());
+        let emulator = checked.get("kvm_emulator")?;
 
-        let mut x = String::with_capacity(2048);
-        let line = |x: &mut String, indent: usize, s: &str| {
-            for _ in 0..indent {
-                x.push_str("  ");
-            }
-            x.push_str(s);
-            x.push('\n');
-        };
-        let esc = crate::xml::escape_attr;
-        line(
-            &mut x,
-            0,
-            &format!("<domain type='{}'>", esc(&vm.virt_type)),
-        );
-        line(&mut x, 1, &format!("<name>{}</name>", esc(&vm.name)));
-        line(&mut x, 1, &format!("<uuid>{}</uuid>", esc(&vm.uuid)));
+        let mut x = Lines::new();
+        x.line(0, &format!("<domain type='{}'>", esc(&vm.virt_type)));
+        x.line(1, &format!("<name>{}</name>", esc(&vm.name)));
+        x.line(1, &format!("<uuid>{}</uuid>", esc(&vm.uuid)));
         // kvmroll's metadata goes here, once the rest is rendered: its facts
         // are taken from the rendering.
-        let metadata_at = x.len();
-        let kib = u64::from(vm.memory_mib) * 1024;
-        line(&mut x, 1, &format!("<memory unit='KiB'>{kib}</memory>"));
-        line(
-            &mut x,
-            1,
-            &format!("<currentMemory unit='KiB'>{kib}</currentMemory>"),
-        );
-        line(
-            &mut x,
-            1,
-            &format!("<vcpu placement='static'>{}</vcpu>", vm.vcpus),
-        );
-        match (&pinning, pins) {
-            (Some(Pinning::Fragment { xml, .. }), _) => {
-                for l in xml.trim().lines() {
-                    line(&mut x, 1, l.trim_end());
-                }
-            }
-            (_, Some(pins)) => {
-                line(&mut x, 1, "<cputune>");
-                for (vcpu, cpu) in pins.iter().enumerate() {
-                    line(
-                        &mut x,
-                        2,
-                        &format!("<vcpupin vcpu='{vcpu}' cpuset='{cpu}'/>"),
-                    );
-                }
-                line(&mut x, 1, "</cputune>");
-            }
-            _ => {}
-        }
-        line(&mut x, 1, "<os>");
-        line(
-            &mut x,
-            2,
-            &format!("<type arch='x86_64' machine='{}'>hvm</type>", esc(&machine)),
-        );
-        if vm.cdrom.is_some() {
-            line(&mut x, 2, "<boot dev='cdrom'/>");
-        }
-        line(&mut x, 2, "<boot dev='network'/>");
-        line(&mut x, 2, "<boot dev='hd'/>");
-        line(&mut x, 2, "<bootmenu enable='yes'/>");
-        line(&mut x, 1, "</os>");
-        line(&mut x, 1, "<features>");
-        line(&mut x, 2, "<acpi/>");
-        line(&mut x, 2, "<apic/>");
-        line(&mut x, 2, "<pae/>");
-        line(&mut x, 1, "</features>");
-        if let Some(cpu) = &cpu_mode {
-            let open = if cpu.exact {
-                format!("<cpu mode='{}' match='exact'", cpu.mode)
-            } else {
-                format!("<cpu mode='{}'", cpu.mode)
-            };
-            match &cpu.inner {
-                None => line(&mut x, 1, &format!("{open}/>")),
-                Some(inner) => {
-                    line(&mut x, 1, &format!("{open}>"));
-                    for l in inner.trim().lines() {
-                        line(&mut x, 2, l.trim_end());
-                    }
-                    line(&mut x, 1, "</cpu>");
-                }
-            }
-        }
-        line(&mut x, 1, "<clock offset='utc'/>");
-        line(&mut x, 1, "<on_poweroff>destroy</on_poweroff>");
-        line(&mut x, 1, "<on_reboot>restart</on_reboot>");
-        line(&mut x, 1, "<on_crash>destroy</on_crash>");
-        line(&mut x, 1, "<devices>");
+        let metadata_at = x.0.len();
+        domain::size(&mut x, vm, pinning.as_ref(), pins);
+        domain::os(&mut x, vm, &machine, cpu_mode.as_ref());
+        x.line(1, "<devices>");
         if let Some(e) = &emulator {
-            line(&mut x, 2, &format!("<emulator>{}</emulator>", esc(e)));
+            x.line(2, &format!("<emulator>{}</emulator>", esc(e)));
         }
-        for d in &vm.disks {
-            let (kind, src, format) = match d.kind {
-                DiskKind::Block => ("block", "dev", "raw"),
-                DiskKind::Qcow2 => ("file", "file", "qcow2"),
-                DiskKind::File | DiskKind::Raw => ("file", "file", "raw"),
-            };
-            line(&mut x, 2, &format!("<disk type='{kind}' device='disk'>"));
-            line(&mut x, 3, &format!("<driver name='qemu' type='{format}'/>"));
-            line(&mut x, 3, &format!("<source {src}='{}'/>", esc(&d.path)));
-            line(
-                &mut x,
-                3,
-                &format!("<target dev='{}' bus='{}'/>", esc(&d.dev), esc(&d.bus)),
-            );
-            line(&mut x, 2, "</disk>");
-        }
-        if let Some(cd) = &vm.cdrom {
-            // Rocks declared every cdrom a file; a device node is a block device.
-            let (kind, src) = if cd.starts_with("/dev/") {
-                ("block", "dev")
-            } else {
-                ("file", "file")
-            };
-            let (dev, bus) = cdrom_target(vm, &targets, &machine)?;
-            line(&mut x, 2, &format!("<disk type='{kind}' device='cdrom'>"));
-            line(&mut x, 3, "<driver name='qemu' type='raw'/>");
-            line(&mut x, 3, &format!("<source {src}='{}'/>", esc(cd)));
-            line(&mut x, 3, &format!("<target dev='{dev}' bus='{bus}'/>"));
-            line(&mut x, 3, "<readonly/>");
-            line(&mut x, 2, "</disk>");
-        }
-        for n in &vm.nics {
-            line(
-                &mut x,
-                2,
-                &format!("<interface type='{}'>", n.kind.as_str()),
-            );
-            line(&mut x, 3, &format!("<mac address='{}'/>", n.mac));
-            match (n.kind, n.vlan) {
-                (NicKind::Bridge, _) => {
-                    line(&mut x, 3, &format!("<source bridge='{}'/>", esc(&n.source)));
-                }
-                // macvtap on the VLAN's own interface, as Rocks did.
-                (NicKind::Direct, Some(v)) => {
-                    line(
-                        &mut x,
-                        3,
-                        &format!("<source dev='{}.{v}' mode='bridge'/>", esc(&n.source)),
-                    );
-                }
-                (NicKind::Direct, None) => {
-                    line(
-                        &mut x,
-                        3,
-                        &format!("<source dev='{}' mode='bridge'/>", esc(&n.source)),
-                    );
-                }
-            }
-            if let (NicKind::Bridge, Some(v)) = (n.kind, n.vlan) {
-                line(&mut x, 3, "<vlan>");
-                line(&mut x, 4, &format!("<tag id='{v}'/>"));
-                line(&mut x, 3, "</vlan>");
-            }
-            line(&mut x, 3, &format!("<model type='{}'/>", esc(&n.model)));
-            line(&mut x, 2, "</interface>");
-        }
+        domain::disks(&mut x, vm, &targets, &machine)?;
+        domain::nics(&mut x, vm);
         for dev in &devices {
-            for l in dev.trim().lines() {
-                line(&mut x, 2, l.trim_end());
-            }
+            x.fragment(2, dev);
         }
-        line(&mut x, 2, "<serial type='pty'>");
-        line(&mut x, 3, "<target port='0'/>");
-        line(&mut x, 2, "</serial>");
-        line(&mut x, 2, "<console type='pty'>");
-        line(&mut x, 3, "<target type='serial' port='0'/>");
-        line(&mut x, 2, "</console>");
-        match graphics.as_str() {
-            "none" => {}
-            kind => line(
-                &mut x,
-                2,
-                &format!("<graphics type='{kind}' autoport='yes' listen='127.0.0.1'/>"),
-            ),
-        }
-        line(&mut x, 1, "</devices>");
-        line(&mut x, 0, "</domain>");
-        let mut meta = Metadata {
-            generation: vm.generation,
-            container: vm.container.clone(),
-            disks: vm
-                .disks
-                .iter()
-                .filter_map(|d| {
-                    d.size_gib.map(|size_gib| DiskSize {
-                        dev: d.dev.clone(),
-                        size_gib,
-                    })
-                })
-                .collect(),
-            ..Metadata::default()
-        };
-        for n in metadata::VM_SETTINGS {
-            if let Some(v) = checked(n)? {
-                meta.settings.insert(n.to_string(), v);
-            }
-        }
-        if let Some(container) = vm.container.as_deref().and_then(|n| c.hosts.get(n)) {
-            for n in metadata::CONTAINER_SETTINGS {
-                if let Some(v) = c.attr(container, n) {
-                    // Checked when set; a value the rules refuse since is
-                    // the service's to refuse, not this VM's rendering.
-                    let v = attrs::normalize(n, v).unwrap_or_else(|_| v.to_string());
-                    meta.container_settings.insert(n.to_string(), v);
-                }
-            }
-        }
+        domain::console(&mut x, &graphics);
+        x.line(1, "</devices>");
+        x.line(0, "</domain>");
         Ok(Draft {
             vm: name.to_string(),
-            xml: x,
+            xml: x.0,
             metadata_at,
-            meta,
+            meta: domain::metadata_of(vm, &checked)?,
         })
     }
 }
@@ -532,6 +261,27 @@ impl Draft {
         xml.insert_str(metadata_at, &block);
         Ok(xml)
     }
+}
+
+/// A container's NUMA cells, each with the CPUs it has (one cell of all
+/// its CPUs where `numa_cells` does not describe them), and how many NUMA
+/// nodes it has, known only where `numa_cells` describes them.
+fn cells_of(c: &Cluster, host: &Host) -> (Vec<BTreeSet<u32>>, Option<usize>) {
+    let all: BTreeSet<u32> = (0..host.cpus).collect();
+    let numa_cells = c.attr(host, "numa_cells").map(cpuset::parse_cells);
+    let nodes = match &numa_cells {
+        Some(Ok(cells)) => Some(cells.len()),
+        _ => None,
+    };
+    let cells: Vec<BTreeSet<u32>> = match numa_cells {
+        Some(Ok(cells)) => cells
+            .into_iter()
+            .map(|cell| cell.intersection(&all).copied().collect::<BTreeSet<u32>>())
+            .filter(|cell| !cell.is_empty())
+            .collect(),
+        _ => vec![all],
+    };
+    (cells, nodes)
 }
 
 /// What a container has for a pinning fragment to name.
@@ -670,7 +420,7 @@ fn implied_bus(dev: &str) -> &'static str {
 /// disk before it already has (libvirt refuses the definition).
 fn device_fragments(
     c: &Cluster,
-    host: &crate::model::Host,
+    host: &Host,
     vm: &Vm,
 ) -> Result<(Vec<String>, Targets), RenderError> {
     let mut found: BTreeMap<u32, (String, String)> = BTreeMap::new();
@@ -763,311 +513,4 @@ fn cdrom_target(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::tests::{small_cluster, vm};
-    use crate::cluster::Change;
-    use crate::model::Scope;
-
-    fn set(c: &mut Cluster, host: &str, name: &str, value: &str) {
-        c.apply(&Change::SetAttr {
-            scope: Scope::Host(host.into()),
-            name: name.into(),
-            value: value.into(),
-        })
-        .unwrap();
-    }
-
-    fn with_vms(specs: &[(&str, u32)]) -> Cluster {
-        let mut c = small_cluster();
-        for (name, vcpus) in specs {
-            c.apply(&Change::AddVm(vm(name, "vm-container-0-0", *vcpus)))
-                .unwrap();
-        }
-        c
-    }
-
-    #[test]
-    fn pin_all_pins_vcpu_i_to_cpu_i() {
-        let mut c = with_vms(&[("a", 3)]);
-        set(&mut c, "a", "kvm_cpu_pinning", "pin_all");
-        let x = render_domain(&c, "a").unwrap();
-        assert!(x.contains("<vcpupin vcpu='0' cpuset='0'/>"));
-        assert!(x.contains("<vcpupin vcpu='2' cpuset='2'/>"));
-        assert!(!x.contains("vcpu='3'"));
-    }
-
-    #[test]
-    fn pin_auto_avoids_cpus_others_hold() {
-        let mut c = with_vms(&[("a", 2), ("b", 3), ("d", 2)]);
-        set(&mut c, "a", "kvm_cpu_pinning", "pin_all");
-        set(&mut c, "b", "kvm_cpu_pinning", "pin_auto");
-        set(
-            &mut c,
-            "d",
-            "kvm_cpu_pinning",
-            "<cputune><vcpupin vcpu='0' cpuset='2'/><vcpupin vcpu='1' cpuset='3'/></cputune>",
-        );
-        let x = render_domain(&c, "b").unwrap();
-        assert!(x.contains("<vcpupin vcpu='0' cpuset='4'/>"), "{x}");
-        assert!(x.contains("<vcpupin vcpu='2' cpuset='6'/>"), "{x}");
-    }
-
-    #[test]
-    fn pin_auto_stays_in_one_numa_cell_and_fails_when_full() {
-        let mut c = with_vms(&[("a", 3), ("b", 3), ("d", 3)]);
-        set(&mut c, "vm-container-0-0", "numa_cells", "0-3;4-7");
-        for v in ["a", "b", "d"] {
-            set(&mut c, v, "kvm_cpu_pinning", "pin_auto");
-        }
-        let mut r = Renderer::new(&c);
-        assert!(r
-            .render("a")
-            .unwrap()
-            .contains("cpuset='2'/>\n  </cputune>"));
-        let b = r.render("b").unwrap();
-        assert!(b.contains("<vcpupin vcpu='0' cpuset='4'/>"), "{b}");
-        let err = r.render("d").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "VM \"d\": pin_auto needs 3 free CPUs in one NUMA cell on container \
-             \"vm-container-0-0\" but at most 1 are free"
-        );
-    }
-
-    #[test]
-    fn impossible_fragment_pins_are_errors() {
-        let mut c = with_vms(&[("a", 2)]);
-        set(
-            &mut c,
-            "a",
-            "kvm_cpu_pinning",
-            "<cputune><vcpupin vcpu='0' cpuset='9'/></cputune>",
-        );
-        assert!(matches!(
-            render_domain(&c, "a"),
-            Err(RenderError::NoSuchCpu { cpu: 9, .. })
-        ));
-        set(
-            &mut c,
-            "a",
-            "kvm_cpu_pinning",
-            "<cputune><vcpupin vcpu='5' cpuset='1'/></cputune>",
-        );
-        assert!(matches!(
-            render_domain(&c, "a"),
-            Err(RenderError::NoSuchVcpu { vcpu: 5, .. })
-        ));
-    }
-
-    /// Regression: an emulatorpin or iothreadpin beyond the container's
-    /// CPUs was rendered, and libvirt refused the definition.
-    #[test]
-    fn every_set_of_a_fragment_is_checked_against_vm_and_container() {
-        let mut c = with_vms(&[("a", 2)]);
-        let cases = [
-            ("<cputune><emulatorpin cpuset='8'/></cputune>", "<emulatorpin> pins to CPU 8 but container \"vm-container-0-0\" has only CPUs 0-7"),
-            ("<iothreads>1</iothreads><cputune><iothreadpin iothread='1' cpuset='0,9'/></cputune>", "<iothreadpin> pins to CPU 9"),
-            ("<cputune><vcpupin vcpu='0' cpuset='8'/></cputune>", "<vcpupin> pins to CPU 8"),
-            ("<cputune><vcpusched vcpus='0-2' scheduler='fifo' priority='1'/></cputune>", "<vcpusched> names vCPU 2 but the VM has only 2 vCPUs"),
-            ("<cputune><cachetune vcpus='0'><monitor level='3' vcpus='3'/></cachetune></cputune>", "<monitor> names vCPU 3"),
-        ];
-        for (fragment, why) in cases {
-            set(&mut c, "a", "kvm_cpu_pinning", fragment);
-            let e = render_domain(&c, "a").unwrap_err();
-            assert!(e.to_string().contains(why), "{fragment}: {e}");
-        }
-        // NUMA nodes are checked where numa_cells says how many there are.
-        set(
-            &mut c,
-            "a",
-            "kvm_cpu_pinning",
-            "<numatune><memory mode='strict' nodeset='1'/></numatune>",
-        );
-        render_domain(&c, "a").unwrap();
-        set(&mut c, "vm-container-0-0", "numa_cells", "0-7");
-        let e = render_domain(&c, "a").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("<memory> names NUMA node 1 but container \"vm-container-0-0\" has 1"),
-            "{e}"
-        );
-        set(&mut c, "vm-container-0-0", "numa_cells", "0-3;4-7");
-        let ok = "<cputune><vcpupin vcpu='1' cpuset='7'/><emulatorpin cpuset='0-1'/></cputune>\n<numatune><memory mode='strict' nodeset='1'/></numatune>";
-        set(&mut c, "a", "kvm_cpu_pinning", ok);
-        let x = render_domain(&c, "a").unwrap();
-        assert!(
-            x.contains("<emulatorpin cpuset='0-1'/></cputune>\n  <numatune>"),
-            "{x}"
-        );
-    }
-
-    #[test]
-    fn device_gap_is_an_error() {
-        let mut c = with_vms(&[("a", 1)]);
-        set(&mut c, "a", "kvm_device_0", "<watchdog model='i6300esb'/>");
-        set(
-            &mut c,
-            "a",
-            "kvm_device_2",
-            "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
-        );
-        assert_eq!(
-            render_domain(&c, "a"),
-            Err(RenderError::DeviceGap {
-                vm: "a".into(),
-                missing: 1,
-                next: 2
-            })
-        );
-    }
-
-    /// Regression: a `kvm_device_N` disk on a target the VM's own disk (or
-    /// another fragment's, or the cdrom) had was rendered, and libvirt
-    /// refused the definition ("target 'vda' duplicated").
-    #[test]
-    fn a_device_disk_on_a_taken_target_is_refused_and_the_cdrom_moves_aside() {
-        let mut c = with_vms(&[("a", 1)]);
-        let mut v = c.vm("a").unwrap().clone();
-        v.disks = vec![crate::model::Disk::parse("file:/s/a.img,vda,virtio").unwrap()];
-        v.cdrom = Some("/isos/a.iso".into());
-        c.apply(&Change::SetVm(v)).unwrap();
-        let disk = |dev: &str| {
-            format!("<disk type='file' device='disk'><source file='/s/{dev}.img'/><target dev='{dev}' bus='virtio'/></disk>")
-        };
-        let plan = c.plan(&[Change::SetAttr {
-            scope: Scope::Host("a".into()),
-            name: "kvm_device_0".into(),
-            value: disk("vda"),
-        }]);
-        let e = crate::sys::error_chain(&plan.unwrap_err());
-        assert!(
-            e.contains("kvm_device_0's <disk> takes target vda, which another disk of the VM has"),
-            "{e}"
-        );
-        set(&mut c, "a", "kvm_device_0", &disk("vdb"));
-        set(&mut c, "a", "kvm_device_1", &disk("vdb"));
-        assert_eq!(
-            render_domain(&c, "a"),
-            Err(RenderError::DuplicateTarget {
-                vm: "a".into(),
-                index: 1,
-                dev: "vdb".into()
-            })
-        );
-        // A fragment's cdrom on hdc: kvmroll's cdrom takes the next slot.
-        set(
-            &mut c,
-            "a",
-            "kvm_device_1",
-            "<disk type='file' device='cdrom'><source file='/i.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>",
-        );
-        let x = render_domain(&c, "a").unwrap();
-        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
-    }
-
-    /// Regression: disks sda and hda on one SATA (IDE, SCSI) bus were
-    /// rendered, and libvirt refused the domain ("Found duplicate drive
-    /// address"): it places such a disk by the letters of its name.
-    #[test]
-    fn disks_whose_names_take_one_slot_are_refused_and_the_cdrom_avoids_them() {
-        let mut c = with_vms(&[("a", 1)]);
-        let disks = |specs: &[&str]| -> Vec<crate::model::Disk> {
-            specs
-                .iter()
-                .map(|d| crate::model::Disk::parse(d).unwrap())
-                .collect()
-        };
-        let mut v = c.vm("a").unwrap().clone();
-        v.disks = disks(&["file:/s/a.img,sda,sata", "file:/s/b.img,hda,sata"]);
-        let e = crate::sys::error_chain(&c.plan(&[Change::SetVm(v.clone())]).unwrap_err());
-        assert!(
-            e.contains("disks sda and hda take the same sata slot"),
-            "{e}"
-        );
-        // On other buses, or on another index, they are fine.
-        v.disks = disks(&[
-            "file:/s/a.img,sda,sata",
-            "file:/s/b.img,hda,virtio",
-            "file:/s/c.img,sdb,scsi",
-        ]);
-        c.apply(&Change::SetVm(v.clone())).unwrap();
-        render_domain(&c, "a").unwrap();
-        // A fragment's disk is placed by its name too, unless it has an address.
-        let fragment = |dev: &str, address: &str| {
-            format!("<disk type='file' device='disk'><source file='/s/f.img'/><target dev='{dev}' bus='scsi'/>{address}</disk>")
-        };
-        set(&mut c, "a", "kvm_device_0", &fragment("hdb", ""));
-        assert!(matches!(
-            render_domain(&c, "a"),
-            Err(RenderError::SameSlot { ref dev, ref other, .. }) if dev == "hdb" && other == "sdb"
-        ));
-        set(
-            &mut c,
-            "a",
-            "kvm_device_0",
-            &fragment(
-                "hdb",
-                "<address type='drive' controller='0' bus='0' target='0' unit='5'/>",
-            ),
-        );
-        render_domain(&c, "a").unwrap();
-        // The cdrom skips hdc, whose slot a disk named sdc has on IDE.
-        v.disks = disks(&["file:/s/a.img,sdc,ide"]);
-        v.cdrom = Some("/isos/a.iso".into());
-        c.apply(&Change::SetVm(v)).unwrap();
-        let x = render_domain(&c, "a").unwrap();
-        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
-    }
-
-    #[test]
-    fn boot_order_follows_the_cdrom() {
-        let mut c = with_vms(&[("a", 1)]);
-        let x = render_domain(&c, "a").unwrap();
-        assert!(x.contains("<boot dev='network'/>\n    <boot dev='hd'/>"));
-        assert!(!x.contains("cdrom"));
-        let mut v = c.vm("a").unwrap().clone();
-        v.cdrom = Some("/dev/sr0".into());
-        c.apply(&Change::SetVm(v)).unwrap();
-        let x = render_domain(&c, "a").unwrap();
-        assert!(x.contains("<boot dev='cdrom'/>\n    <boot dev='network'/>\n    <boot dev='hd'/>"));
-        assert!(x.contains("<disk type='block' device='cdrom'>"));
-        assert!(x.contains("<source dev='/dev/sr0'/>"));
-    }
-
-    #[test]
-    fn a_cdrom_takes_a_free_slot_or_none() {
-        let mut c = with_vms(&[("a", 1)]);
-        let mut v = c.vm("a").unwrap().clone();
-        v.disks = ["hda", "hdc"]
-            .iter()
-            .map(|d| crate::model::Disk::parse(&format!("file:/s/{d}.img,{d},ide")).unwrap())
-            .collect();
-        v.cdrom = Some("/isos/a.iso".into());
-        c.apply(&Change::SetVm(v.clone())).unwrap();
-        let x = render_domain(&c, "a").unwrap();
-        assert!(x.contains("<target dev='hdd' bus='ide'/>"), "{x}");
-        // Every IDE slot a disk: refused, rather than two devices on hdd.
-        v.disks = ["hda", "hdb", "hdc", "hdd"]
-            .iter()
-            .map(|d| crate::model::Disk::parse(&format!("file:/s/{d}.img,{d},ide")).unwrap())
-            .collect();
-        c.apply(&Change::SetVm(v)).unwrap();
-        let e = render_domain(&c, "a").unwrap_err().to_string();
-        assert!(e.contains("no ide slot is left for the cdrom"), "{e}");
-    }
-
-    #[test]
-    fn text_is_escaped() {
-        let mut c = with_vms(&[("a", 1)]);
-        let mut v = c.vm("a").unwrap().clone();
-        v.cdrom = Some("/isos/a&b'<c>.iso".into());
-        c.apply(&Change::SetVm(v)).unwrap();
-        let x = render_domain(&c, "a").unwrap();
-        assert!(
-            x.contains("<source file='/isos/a&amp;b&apos;&lt;c&gt;.iso'/>"),
-            "{x}"
-        );
-        crate::xml::parse_document(&x).unwrap();
-    }
-}
+mod tests;

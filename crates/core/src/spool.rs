@@ -22,6 +22,8 @@
 //! keep. A file torn by a power cut is moved to `bad/` with a log line, not
 //! forwarded and not deleted.
 
+pub use crate::events::Spooled;
+
 use crate::events::Event;
 use crate::store::{Store, StoreError};
 use std::io::Write;
@@ -50,14 +52,6 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// One spooled event and its origin, the key that makes its delivery
-/// happen once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spooled {
-    pub origin: String,
-    pub event: Event,
 }
 
 /// What one [`Spool::forward`] did.
@@ -403,7 +397,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Outcome;
+    use crate::events::EventOutcome;
 
     fn event(vm: &str, n: i64) -> Event {
         Event {
@@ -414,7 +408,7 @@ mod tests {
             op: "prepare".into(),
             subop: "begin".into(),
             plugin: None,
-            outcome: Outcome::Ok,
+            outcome: EventOutcome::Ok,
             status: Some(0),
             duration_ms: 1,
             message: "a \"quoted\"\nline".into(),

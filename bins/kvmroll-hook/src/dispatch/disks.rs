@@ -4,7 +4,7 @@
 use super::refusal::Refusal;
 use super::run::{Db, Run};
 use kvmroll_core::disks::{self, Done, Place, Roots};
-use kvmroll_core::events::Outcome;
+use kvmroll_core::events::EventOutcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::model::{Disk, DiskKind};
 use kvmroll_core::xml::Element;
@@ -183,7 +183,7 @@ fn make_ready(run: &mut Run<'_>, disks: &[VmDisk], roots: &Roots, place: &Place<
         }
         if let Some(msg) = said {
             log::info!("VM {vm}: {msg}");
-            run.event(None, Outcome::Ok, None, started.elapsed(), msg);
+            run.event(None, EventOutcome::Ok, None, started.elapsed(), msg);
         }
     }
     Work {
@@ -212,6 +212,6 @@ fn record(run: &mut Run<'_>, brief: Option<&VmBrief>, deadline: Instant, work: &
             work.made.join(", ")
         );
         log::error!("VM {vm}: {msg}");
-        run.event(None, Outcome::Unreachable, None, Duration::ZERO, msg);
+        run.event(None, EventOutcome::Unreachable, None, Duration::ZERO, msg);
     }
 }

@@ -6,7 +6,7 @@ use super::limits::flag;
 use super::refusal::Refusal;
 use super::run::{Db, Run};
 use kvmroll_core::drift;
-use kvmroll_core::events::Outcome;
+use kvmroll_core::events::EventOutcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::xml::Element;
 use kvmroll_core::{Store, VmBrief};
@@ -52,7 +52,13 @@ pub(super) fn drift_from_metadata(
 /// A drift: recorded, and the refusal where `strict`, else logged.
 fn drifted(run: &mut Run<'_>, why: Refusal, started: Instant, strict: bool) -> Result<(), Refusal> {
     let text = crate::chain(&why);
-    run.event(None, Outcome::Drift, None, started.elapsed(), text.clone());
+    run.event(
+        None,
+        EventOutcome::Drift,
+        None,
+        started.elapsed(),
+        text.clone(),
+    );
     if strict {
         return Err(why);
     }
@@ -87,7 +93,7 @@ pub(super) fn drift_check(
                 source: Box::new(source),
             };
             let text = crate::chain(&why);
-            run.event(None, Outcome::Drift, None, started.elapsed(), text);
+            run.event(None, EventOutcome::Drift, None, started.elapsed(), text);
             return if strict { Err(why) } else { Ok(()) };
         }
     };

@@ -5,7 +5,7 @@ use super::limits::DB_CONNECT_TIMEOUT;
 use super::refusal::Refusal;
 use super::run::{Db, Run};
 use super::{Answer, Stage};
-use kvmroll_core::events::Outcome;
+use kvmroll_core::events::EventOutcome;
 use kvmroll_core::{open_store, OpenMode, StoreError, VmBrief};
 use std::time::Duration;
 
@@ -100,7 +100,7 @@ pub(super) fn pass_through(mut run: Run<'_>) -> Answer {
     }
     run.event(
         None,
-        Outcome::PassThrough,
+        EventOutcome::PassThrough,
         None,
         run.started.elapsed(),
         "not in the kvmroll database".into(),

@@ -7,7 +7,7 @@ use super::refusal::{PluginFailure, Refusal};
 use super::run::Run;
 use super::{Call, Stage};
 use crate::config::Config;
-use kvmroll_core::events::{first_lines, Outcome};
+use kvmroll_core::events::{first_lines, EventOutcome};
 use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::VmBrief;
 use std::path::{Path, PathBuf};
@@ -208,7 +208,7 @@ fn refused(run: &mut Run<'_>, path: PathBuf, why: String) -> Result<(), Refusal>
     log::warn!("VM {vm}: {} not run: {why}", path.display());
     run.event(
         Some(&path),
-        Outcome::Refused,
+        EventOutcome::Refused,
         None,
         Duration::ZERO,
         why.clone(),
@@ -240,7 +240,7 @@ fn out_of_time(
     };
     run.event(
         Some(path),
-        Outcome::Timeout,
+        EventOutcome::Timeout,
         None,
         Duration::ZERO,
         failure.to_string(),
@@ -260,7 +260,7 @@ fn not_started(run: &mut Run<'_>, path: &Path, e: std::io::Error) -> Result<(), 
     let msg = crate::chain(&failure);
     run.event(
         Some(path),
-        Outcome::Failed,
+        EventOutcome::Failed,
         None,
         Duration::ZERO,
         msg.clone(),
@@ -284,9 +284,9 @@ fn failed(
     let stage = run.stage.clone();
     let stderr = first_lines(&String::from_utf8_lossy(&result.stderr), 5, 2000);
     let outcome = if result.timed_out {
-        Outcome::Timeout
+        EventOutcome::Timeout
     } else {
-        Outcome::Failed
+        EventOutcome::Failed
     };
     let failure = failure(path, result, &stage, limit, after);
     let msg = failure.to_string();
@@ -328,7 +328,7 @@ fn succeeded(
             Err(failure) => {
                 run.event(
                     Some(path),
-                    Outcome::Failed,
+                    EventOutcome::Failed,
                     result.code,
                     result.duration,
                     crate::chain(&failure),
@@ -342,7 +342,7 @@ fn succeeded(
     }
     run.event(
         Some(path),
-        Outcome::Ok,
+        EventOutcome::Ok,
         result.code,
         result.duration,
         stderr,

@@ -5,7 +5,7 @@ use super::refusal::Refusal;
 use super::run::{Db, Run};
 use crate::config::Config;
 use kvmroll_core::disks::ROOTS_ATTR;
-use kvmroll_core::events::Outcome;
+use kvmroll_core::events::EventOutcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::VmBrief;
 use std::time::Duration;
@@ -63,7 +63,7 @@ pub(super) fn stale_check(run: &mut Run<'_>, meta: &Metadata) {
             meta.generation, now.generation
         );
         log::warn!("{why}");
-        run.event(None, Outcome::Stale, None, Duration::ZERO, why);
+        run.event(None, EventOutcome::Stale, None, Duration::ZERO, why);
     }
 }
 
@@ -100,7 +100,7 @@ pub(super) fn after_allocate(
         Db::Unreachable(why) => {
             let why = format!("the relocation check after the allocate plugins is skipped: the database is unreachable: {why}");
             log::warn!("VM {vm}: {why}");
-            run.event(None, Outcome::Unreachable, None, Duration::ZERO, why);
+            run.event(None, EventOutcome::Unreachable, None, Duration::ZERO, why);
         }
         Db::Unopened => {}
     }

@@ -4,7 +4,7 @@
 use super::limits::{seconds, DB_CONNECT_TIMEOUT};
 use super::{Answer, Call, Stage};
 use crate::config::Config;
-use kvmroll_core::events::{Event, Outcome};
+use kvmroll_core::events::{Event, EventOutcome};
 use kvmroll_core::spool::Spool;
 use kvmroll_core::{OpenMode, Store, VmBrief};
 use std::path::Path;
@@ -55,7 +55,7 @@ impl Run<'_> {
     pub(super) fn event(
         &mut self,
         plugin: Option<&Path>,
-        outcome: Outcome,
+        outcome: EventOutcome,
         status: Option<i32>,
         took: Duration,
         message: String,
@@ -104,7 +104,7 @@ impl Run<'_> {
                 log::warn!("VM {vm}: the kvmroll database is unreachable: {why}");
                 self.event(
                     None,
-                    Outcome::Unreachable,
+                    EventOutcome::Unreachable,
                     None,
                     t.elapsed(),
                     format!("the database is unreachable: {why}"),
@@ -117,8 +117,8 @@ impl Run<'_> {
     /// The invocation's own event, then [`Run::close`].
     pub(super) fn finish(mut self, answer: &Answer) -> bool {
         let (outcome, message) = match &answer.refusal {
-            Some(r) => (Outcome::Failed, crate::chain(r)),
-            None => (Outcome::Ok, String::new()),
+            Some(r) => (EventOutcome::Failed, crate::chain(r)),
+            None => (EventOutcome::Ok, String::new()),
         };
         let took = self.started.elapsed();
         self.event(None, outcome, None, took, message);

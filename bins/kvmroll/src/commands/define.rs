@@ -127,7 +127,7 @@ impl App<'_> {
         let mut done = BTreeSet::new();
         let mut failed = 0;
         for (name, container, xml) in jobs {
-            let uri = c.libvirt_uri(&container);
+            let uri = self.uri(c, &container);
             match self
                 .sync
                 .conn(&uri)
@@ -161,7 +161,7 @@ impl App<'_> {
         let mut failed = 0;
         for (name, container, xml) in jobs {
             let stale = c.vm(&name)?.stale;
-            let uri = c.libvirt_uri(&container);
+            let uri = self.uri(c, &container);
             if let Some(old) = from.filter(|old| *old != container) {
                 match self.move_definition(c, &name, old, &container, &xml) {
                     Ok(Some(what)) => {
@@ -226,7 +226,7 @@ impl App<'_> {
         new: &str,
         xml: &str,
     ) -> Result<Option<String>, String> {
-        let (old_uri, new_uri) = (c.libvirt_uri(old), c.libvirt_uri(new));
+        let (old_uri, new_uri) = (self.uri(c, old), self.uri(c, new));
         let Some(there) = self
             .sync
             .conn(&old_uri)?

@@ -51,7 +51,7 @@ impl App<'_> {
         };
         let redefined = self.after_write(&plan)?;
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
-            let uri = c.libvirt_uri(container);
+            let uri = self.uri(&c, container);
             let live = self.sync.conn(&uri).and_then(|hv| {
                 match hv.domain(name).map_err(|e| error_chain(&e))? {
                     Some(d) if matches!(d.state, DomainState::Running | DomainState::Paused) => hv

@@ -77,6 +77,16 @@ impl kvmroll_cli::ExitStatus for Exit {
 struct App<'a> {
     store: Box<dyn Store>,
     sync: Syncer<'a>,
+    /// This machine's host name, asked once: a container of this name is
+    /// reached at `qemu:///system`.
+    local_host: String,
+}
+
+impl App<'_> {
+    /// Where `container`'s libvirt is reached from here.
+    fn uri(&self, c: &kvmroll_core::Cluster, container: &str) -> String {
+        c.libvirt_uri(container, &self.local_host)
+    }
 }
 
 fn env_flag(name: &str) -> bool {
@@ -152,6 +162,7 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
     let mut app = App {
         store,
         sync: Syncer::new(&connector, sync_mode),
+        local_host: kvmroll_core::sys::local_hostname(),
     };
     match cli.command {
         // Answered above, before the store was opened.

@@ -23,7 +23,7 @@ impl App<'_> {
         let mut defined_at = None;
         let mut missed = Vec::new();
         if let (Some(container), SyncMode::Live) = (&vm.container, self.sync.mode) {
-            let uri = c.libvirt_uri(container);
+            let uri = self.uri(&c, container);
             match self
                 .sync
                 .conn(&uri)
@@ -88,7 +88,7 @@ impl App<'_> {
                 );
                 continue;
             }
-            let uri = c.libvirt_uri(&m.container);
+            let uri = self.uri(c, &m.container);
             let deleted = self
                 .sync
                 .conn(&uri)

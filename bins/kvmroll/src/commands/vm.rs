@@ -167,7 +167,7 @@ impl App<'_> {
         let mut left_behind = false;
         if moving && self.sync.mode == SyncMode::Live {
             if let Some(from) = &old.container {
-                let uri = snapshot.libvirt_uri(from);
+                let uri = self.uri(&snapshot, from);
                 match self
                     .sync
                     .conn(&uri)

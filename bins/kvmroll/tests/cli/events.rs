@@ -86,7 +86,7 @@ fn the_event_pruning_units_run_prune_daily() {
 /// shows which container each happened on, and picks one with --container.
 #[test]
 fn events_forward_this_hosts_spool_and_filter_by_container() {
-    use kvmroll_core::events::{Event, Outcome};
+    use kvmroll_core::events::{Event, EventOutcome};
     let f = Fixture::on(Engine::Sqlite);
     let dir = f.file("x").parent().unwrap().to_path_buf();
     let conf = dir.join("kvmroll.conf");
@@ -99,7 +99,7 @@ fn events_forward_this_hosts_spool_and_filter_by_container() {
         op: "start".into(),
         subop: "begin".into(),
         plugin: None,
-        outcome: Outcome::Ok,
+        outcome: EventOutcome::Ok,
         status: None,
         duration_ms: 1,
         message: message.into(),

@@ -353,24 +353,7 @@ pub(super) fn vm_steps(
             return;
         }
     };
-    if let Some(old) = base.vms.get(&h.host.name) {
-        let mut differs = vm_differences(old, &vm);
-        if let Some(old_host) = base.hosts.get(&h.host.name) {
-            // Its CPUs are the VM's vCPUs, compared above.
-            let stated = g.stated(&h.host.name, &["appliance", "rack", "rank", "os"]);
-            differs.extend(host_differences(old_host, &own, &stated));
-        }
-        if differs.is_empty() {
-            b.unchanged += 1;
-        } else {
-            b.conflicts
-                .push(format!("VM {} ({})", h.host.name, differs.join(", ")));
-        }
-        return;
-    }
-    if base.hosts.contains_key(&h.host.name) {
-        b.conflicts
-            .push(format!("host {} (not a VM in the database)", h.host.name));
+    if already_there(b, g, base, h, &vm, &own) {
         return;
     }
     b.steps.push(Step {
@@ -387,6 +370,39 @@ pub(super) fn vm_steps(
         needs: None,
         change: Ok(Change::SetHost(own)),
     });
+}
+
+/// Whether the database has the VM's name already: as the same VM
+/// (counted unchanged), or as another one or a host (a conflict).
+fn already_there(
+    b: &mut Built,
+    g: &Gathered<'_>,
+    base: &Cluster,
+    h: &HostLine,
+    vm: &Vm,
+    own: &Host,
+) -> bool {
+    if let Some(old) = base.vms.get(&h.host.name) {
+        let mut differs = vm_differences(old, vm);
+        if let Some(old_host) = base.hosts.get(&h.host.name) {
+            // Its CPUs are the VM's vCPUs, compared above.
+            let stated = g.stated(&h.host.name, &["appliance", "rack", "rank", "os"]);
+            differs.extend(host_differences(old_host, own, &stated));
+        }
+        if differs.is_empty() {
+            b.unchanged += 1;
+        } else {
+            b.conflicts
+                .push(format!("VM {} ({})", h.host.name, differs.join(", ")));
+        }
+        return true;
+    }
+    if base.hosts.contains_key(&h.host.name) {
+        b.conflicts
+            .push(format!("host {} (not a VM in the database)", h.host.name));
+        return true;
+    }
+    false
 }
 
 pub(super) fn vm_differences(old: &Vm, new: &Vm) -> Vec<&'static str> {

@@ -28,22 +28,7 @@ pub(super) fn build_vm(
     let memory_mib = line
         .mem_mb
         .ok_or_else(|| bad("set host vm gives no mem=".into()))?;
-    // `set host vm` takes hvm or para; `dumpVM` writes 'None' for neither.
-    let virt_type = match line
-        .virt_type
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("hvm" | "none" | "") => "kvm".to_string(),
-        Some("para") => {
-            return Err(bad(
-                "virt-type para is Xen's paravirtualisation; kvmroll runs hvm guests under kvm"
-                    .into(),
-            ))
-        }
-        Some(other) => return Err(bad(format!("unknown virt-type {:?}", clip(other, 40)))),
-    };
+    let virt_type = virt_type_of(line).map_err(bad)?;
     let disks = line
         .disks
         .iter()
@@ -93,6 +78,24 @@ pub(super) fn build_vm(
         },
         notes,
     ))
+}
+
+/// The VM's virt type: Rocks' hvm is kvm; Xen's para has no kvmroll
+/// equivalent.
+fn virt_type_of(line: &VmLine) -> Result<String, String> {
+    // `set host vm` takes hvm or para; `dumpVM` writes 'None' for neither.
+    match line
+        .virt_type
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("hvm" | "none" | "") => Ok("kvm".to_string()),
+        Some("para") => Err(
+            "virt-type para is Xen's paravirtualisation; kvmroll runs hvm guests under kvm".into(),
+        ),
+        Some(other) => Err(format!("unknown virt-type {:?}", clip(other, 40))),
+    }
 }
 
 /// A Rocks disk as kvmroll's: `file` a raw image, `qcow2`, `phy` a block

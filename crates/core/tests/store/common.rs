@@ -2,7 +2,7 @@
 //! database of its own on the private PostgreSQL server for each test (from
 //! `KVMROLL_TEST_PG`), and small builders of hosts, VMs and events.
 
-use kvmroll_core::events::{Event, Outcome};
+use kvmroll_core::events::{Event, EventOutcome};
 use kvmroll_core::location::{Location, PgHost, PgLocation};
 use kvmroll_core::{OpenMode, Store, StoreError, Vm};
 use std::path::{Path, PathBuf};
@@ -228,7 +228,7 @@ pub fn event(vm: &str, time_ms: i64) -> Event {
         op: "prepare".into(),
         subop: "begin".into(),
         plugin: Some("/etc/kvmroll/plugins/allocate.d/10-x".into()),
-        outcome: Outcome::Failed,
+        outcome: EventOutcome::Failed,
         status: Some(3),
         duration_ms: 12,
         message: "first line\nsecond line".into(),

@@ -1,16 +1,22 @@
 //! The store: where the cluster lives. The binaries reach it only through the
 //! [`Store`] trait, so a PostgreSQL backend serving many containers can take
 //! SQLite's place without touching them.
+//!
+//! This module knows none of its engines ([`crate::sqlite`], [`crate::pg`]):
+//! they implement the trait, and [`crate::location`], above them all, opens
+//! the one a location names.
 
-use crate::cluster::{Change, Cluster, ClusterError, Plan};
-use crate::copy::Rows;
-use crate::events::{Event, EventFilter};
-use crate::location::Location;
+mod rows;
+
+pub use rows::{Cell, Rows, Table, TABLES};
+
+use crate::cluster::{Change, Cluster, ClusterError};
+use crate::events::{Event, EventFilter, Spooled};
 use crate::model::Disk;
-use crate::spool::Spooled;
+use crate::plan::Plan;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The database kvmroll uses when neither `--db` nor `KVMROLL_DB` names one.
@@ -22,7 +28,7 @@ pub const DEFAULT_DB_PATH: &str = "/var/lib/kvmroll/kvmroll.db";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
     /// Read-write, making the database where none exists: through
-    /// [`open_store`], at the first write that a new database accepts (a
+    /// [`open_store`](crate::location::open_store), at the first write that a new database accepts (a
     /// refused write makes nothing); `SqliteStore::open` makes it at once.
     /// The CLI's commands that can start a cluster, and `kvmroll db init`.
     Create,
@@ -136,13 +142,13 @@ pub enum StoreError {
     #[error(transparent)]
     Refused(#[from] ClusterError),
     /// The open did not finish within the caller's time limit
-    /// ([`open_within`]).
+    /// ([`open_within`](crate::location::open_within)).
     #[error("database {location} did not answer within {} ms", waited.as_millis())]
     NoAnswer { location: String, waited: Duration },
     // Variants of a server engine (PostgreSQL). A `location` is shown as
     // users see it: never with its password.
     #[error(transparent)]
-    Location(#[from] crate::location::LocationError),
+    Location(#[from] crate::dburl::LocationError),
     #[error("cannot reach the database server at {host} port {port}")]
     Unreachable {
         host: String,
@@ -200,7 +206,7 @@ pub struct StoreStatus {
 }
 
 /// What kvmroll needs of a database. `Send`, so that an open can be left to
-/// a thread and waited for with a time limit ([`open_within`]).
+/// a thread and waited for with a time limit ([`open_within`](crate::location::open_within)).
 pub trait Store: Send {
     /// The whole cluster, read in one transaction.
     fn snapshot(&self) -> Result<Cluster, StoreError>;
@@ -289,240 +295,4 @@ pub trait Store: Send {
     /// where this database holds more than a new one is seeded with
     /// ([`StoreError::NotEmpty`]).
     fn fill(&mut self, rows: &Rows) -> Result<(), StoreError>;
-}
-
-/// Opens the store at `path` (SQLite, the only backend so far). With
-/// [`OpenMode::Create`] and nothing at `path`, the database is made by the
-/// first write a new database accepts, so a refused write leaves nothing.
-pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
-    // A URL given where a path was expected (`--db`, `KVMROLL_DB`).
-    if let Some(location) = crate::location::Location::from_url_path(path)? {
-        return crate::location::open(&location, mode);
-    }
-    open_sqlite(path, mode)
-}
-
-/// [`open_store`] for a SQLite file.
-pub(crate) fn open_sqlite(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
-    if mode == OpenMode::Create && !path.exists() {
-        return Ok(unmade(Location::Sqlite(path.to_path_buf())));
-    }
-    let mode = if mode == OpenMode::Create {
-        OpenMode::ReadWrite
-    } else {
-        mode
-    };
-    Ok(Box::new(crate::sqlite::SqliteStore::open(path, mode)?))
-}
-
-/// Opens the store at `path` as [`open_store`] does, giving up after
-/// `limit`: the open runs on a thread of its own, left behind when it does
-/// not answer in time (a server that does not answer, a file locked by a
-/// migration). For callers with a deadline of their own, the hook first:
-/// libvirtd waits for it.
-pub fn open_within(
-    path: &Path,
-    mode: OpenMode,
-    limit: Duration,
-) -> Result<Box<dyn Store>, StoreError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let at = path.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("open-store".into())
-        .spawn(move || {
-            // The receiver may be gone (timed out): nothing to tell.
-            let _ = tx.send(open_store(&at, mode));
-        });
-    if spawned.is_err() {
-        // No thread to spare: open here, without the limit.
-        return open_store(path, mode);
-    }
-    rx.recv_timeout(limit).unwrap_or_else(|_| {
-        Err(StoreError::NoAnswer {
-            location: path.display().to_string(),
-            waited: limit,
-        })
-    })
-}
-
-/// Makes the database at `path` if there is none, or upgrades it: what
-/// `kvmroll db init` does. A file that is not a kvmroll database is refused.
-pub fn init_store(path: &Path) -> Result<(Box<dyn Store>, Init), StoreError> {
-    if let Some(location) = crate::location::Location::from_url_path(path)? {
-        return crate::location::init(&location);
-    }
-    let (store, init) = crate::sqlite::SqliteStore::init(path)?;
-    Ok((Box::new(store), init))
-}
-
-/// A database not made yet (no SQLite file, or a PostgreSQL database
-/// without kvmroll's tables): until it is, it reads as a new one would (the
-/// seeded cluster, no events), and the first write that such a cluster
-/// accepts makes it; from then on everything goes to the database made.
-struct Unmade {
-    location: Location,
-    made: Option<Box<dyn Store>>,
-}
-
-/// The store of `location`, where nothing is made yet, for [`OpenMode::Create`].
-pub(crate) fn unmade(location: Location) -> Box<dyn Store> {
-    Box::new(Unmade {
-        location,
-        made: None,
-    })
-}
-
-impl Unmade {
-    fn made(&mut self) -> Result<&mut Box<dyn Store>, StoreError> {
-        let store = match self.made.take() {
-            Some(s) => s,
-            None => crate::location::init(&self.location)?.0,
-        };
-        Ok(self.made.insert(store))
-    }
-
-    /// What a read that needs the database made says.
-    fn missing(&self) -> StoreError {
-        match &self.location {
-            Location::Sqlite(path) => StoreError::Missing { path: path.clone() },
-            Location::Postgres(pg) => StoreError::NoSchema {
-                location: pg.to_string(),
-            },
-        }
-    }
-}
-
-impl Store for Unmade {
-    fn snapshot(&self) -> Result<Cluster, StoreError> {
-        match &self.made {
-            Some(s) => s.snapshot(),
-            None => Ok(Cluster::seeded()),
-        }
-    }
-
-    fn update(
-        &mut self,
-        changes: &mut dyn FnMut(&Cluster) -> Result<Vec<Change>, ClusterError>,
-    ) -> Result<Plan, StoreError> {
-        if self.made.is_none() {
-            let new = Cluster::seeded();
-            new.plan(&changes(&new)?)?;
-        }
-        // Another process may have made it meanwhile: the changes are asked
-        // again, of what the database holds.
-        self.made()?.update(changes)
-    }
-
-    fn vm_brief(&self, name: &str) -> Result<Option<VmBrief>, StoreError> {
-        match &self.made {
-            Some(s) => s.vm_brief(name),
-            None => Ok(None),
-        }
-    }
-
-    fn vm_disks(&self, vm: &str) -> Result<Vec<VmDisk>, StoreError> {
-        match &self.made {
-            Some(s) => s.vm_disks(vm),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn record_disk_work(
-        &mut self,
-        vm: &str,
-        container: &str,
-        made: &[String],
-        grown: &[String],
-    ) -> Result<(), StoreError> {
-        // A database not made yet has no VM to record anything of.
-        match &mut self.made {
-            Some(s) => s.record_disk_work(vm, container, made, grown),
-            None => Ok(()),
-        }
-    }
-
-    fn made_images(&self, vm: &str) -> Result<Vec<MadeImage>, StoreError> {
-        match &self.made {
-            Some(s) => s.made_images(vm),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn grow_disk(&mut self, vm: &str, dev: &str, size_gib: u32) -> Result<Disk, StoreError> {
-        match &mut self.made {
-            Some(s) => s.grow_disk(vm, dev, size_gib),
-            None => Err(ClusterError::UnknownVm(vm.to_string()).into()),
-        }
-    }
-
-    fn record_events(&mut self, events: &[Event]) -> Result<(), StoreError> {
-        self.made()?.record_events(events)
-    }
-
-    fn record_spooled(&mut self, events: &[Spooled]) -> Result<usize, StoreError> {
-        self.made()?.record_spooled(events)
-    }
-
-    fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        match &self.made {
-            Some(s) => s.events(filter),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn status(&self) -> Result<StoreStatus, StoreError> {
-        match &self.made {
-            Some(s) => s.status(),
-            None => Err(self.missing()),
-        }
-    }
-
-    fn prune_events(
-        &mut self,
-        before_ms: Option<i64>,
-        keep: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        match &mut self.made {
-            Some(s) => s.prune_events(before_ms, keep),
-            None => Ok(0),
-        }
-    }
-
-    fn rows(&self) -> Result<Rows, StoreError> {
-        match &self.made {
-            Some(s) => s.rows(),
-            None => Err(self.missing()),
-        }
-    }
-
-    fn fill(&mut self, rows: &Rows) -> Result<(), StoreError> {
-        self.made()?.fill(rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Host;
-
-    /// A first write makes the database only when a new database accepts
-    /// it: bad input to it leaves no file and no folder behind.
-    #[test]
-    fn a_refused_first_write_makes_no_database() {
-        let d = tempfile::tempdir().unwrap();
-        let db = d.path().join("sub/k.db");
-        let mut s = open_store(&db, OpenMode::Create).unwrap();
-        assert_eq!(s.snapshot().unwrap(), Cluster::seeded());
-        let err = s
-            .update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "no-such-appliance"))]))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Refused(_)), "{err}");
-        assert!(!d.path().join("sub").exists());
-        s.update(&mut |_| Ok(vec![Change::AddHost(Host::new("h", "compute"))]))
-            .unwrap();
-        assert!(db.exists());
-        assert!(s.snapshot().unwrap().hosts.contains_key("h"));
-        let again = open_store(&db, OpenMode::ReadOnly).unwrap();
-        assert_eq!(again.status().unwrap().hosts, 1);
-    }
 }
