@@ -22,11 +22,11 @@ use kvmroll_core::drift;
 use kvmroll_core::events::{first_lines, Event, Outcome};
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::model::{Disk, DiskKind};
-use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::spool::Spool;
 use kvmroll_core::text::{clip, QUOTE_CHARS};
 use kvmroll_core::xml::{parse_document, Element};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError, VmBrief, VmDisk};
+use kvmroll_plugins::{self as plugins, Found};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -659,7 +659,8 @@ fn stage_body(
     let limit = stage_limit(&stage, brief, vm);
     let deadline = run.started + limit;
     let euid = nix::unistd::geteuid().as_raw();
-    let found = plugins::discover(&conf.root, stage.name(), vm, euid);
+    let named = kvmroll_core::model::check_name("VM", vm).map_err(|e| e.to_string());
+    let found = plugins::discover(&conf.root, stage.name(), named.map(|()| vm.as_str()), euid);
     if let Some(meta) = meta {
         let required = flag(brief, "kvm_require_database");
         let wanted = match stage {

@@ -17,7 +17,6 @@ pub mod location;
 pub mod metadata;
 pub mod model;
 pub mod pg;
-pub mod plugins;
 pub mod render;
 pub mod rocksdump;
 pub mod rocksimport;
