@@ -28,11 +28,20 @@
 //! unspecified order, `eval`ed file names and had no time limit: each of
 //! those is a fault this crate is written not to have.
 //!
-//! The crate is split by what it does: `walk` resolves paths
-//! one checked folder at a time, `discover` finds a stage's plugins with
-//! it, `run` spawns and supervises a process, and `result` says how a run
-//! ended. It links no database and no libvirt: the hook, `kvmroll-enable`
-//! and the disk code of `kvmroll-core` use it.
+//! Cost, on the hook's path at every VM event: ROOT is resolved once from
+//! `/`, then both stage folders and every plugin from there, an `openat`
+//! and an `fstat` each (tens of microseconds for a stage). Running a plugin
+//! costs what its spawn and exec cost (glibc's posix_spawn, which resets
+//! every signal in the child), three pipes, a pidfd and one poll until it
+//! exits. Measured for issue 9 (perf, 3 no-op plugins at `start begin`):
+//! the discovery is under 2% of the hook's CPU time, and the runner adds
+//! under a tenth of a millisecond a plugin to a bare posix_spawn.
+//!
+//! The crate is split by what it does: `walk` resolves paths one checked
+//! folder at a time, `discover` finds a stage's plugins with it, `run`
+//! spawns and supervises a process, and `result` says how a run ended. It
+//! links no database and no libvirt: the hook, `kvmroll-enable` and the
+//! disk code of `kvmroll-core` use it.
 
 mod discover;
 mod result;
