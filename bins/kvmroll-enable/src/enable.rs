@@ -3,8 +3,8 @@
 
 use crate::Cli;
 use kvmroll_core::model::BootAction;
-use kvmroll_core::plugins::{self, RunSpec};
 use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope};
+use kvmroll_plugins::{self as plugins, RunSpec};
 use kvmroll_virt::{Connector, DomainState};
 use std::path::Path;
 use std::time::Duration;
@@ -76,7 +76,7 @@ fn check_running(
 }
 
 /// Runs the reinstall command as the hook runs a plugin
-/// (`kvmroll_core::plugins::run`): its own process group, killed whole at
+/// (`kvmroll_plugins::run`): its own process group, killed whole at
 /// the time limit, both outputs read as they come. Its output on failure.
 fn reinstall(argv: &[String], shown: &str, limit: Duration) -> Result<(), String> {
     let r = plugins::run(&RunSpec {

@@ -30,7 +30,7 @@
 //! waits for it.
 
 use crate::model::{check_abs_path, Disk, DiskKind, ValidationError};
-use crate::plugins::{self, RunSpec};
+use kvmroll_plugins::{self as plugins, RunSpec};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};

@@ -24,8 +24,9 @@
 //! - [`cluster`]: the snapshot, resolution and checked changes, with the
 //!   errors of both (a change that would break a VM carries the renderer's
 //!   [`RenderError`]);
-//! - [`attrs`] over [`disks`] (whose disk roots are an attribute), over
-//!   `plugins`, over [`model`];
+//! - [`attrs`] over [`disks`] (whose disk roots are an attribute; it
+//!   runs `qemu-img` through the kvmroll-plugins crate's runner), over
+//!   [`model`];
 //! - [`drift`] and [`metadata`] (what a definition decides), [`dburl`]
 //!   (where the database is), [`events`], [`cpuset`], [`xml`], [`sys`],
 //!   [`text`].
@@ -45,7 +46,6 @@ pub mod metadata;
 pub mod model;
 pub mod pg;
 pub mod plan;
-pub mod plugins;
 pub mod render;
 pub mod rocksdump;
 pub mod rocksimport;

@@ -8,8 +8,8 @@ use super::run::Run;
 use super::{Call, Stage};
 use crate::config::Config;
 use kvmroll_core::events::{first_lines, EventOutcome};
-use kvmroll_core::plugins::{self, Found};
 use kvmroll_core::VmBrief;
+use kvmroll_plugins::{self as plugins, Found};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -12,9 +12,9 @@ use super::relocation::{after_allocate, stale_check};
 use super::run::Run;
 use super::Stage;
 use kvmroll_core::metadata::Metadata;
-use kvmroll_core::plugins;
 use kvmroll_core::xml::Element;
 use kvmroll_core::VmBrief;
+use kvmroll_plugins as plugins;
 use std::time::Instant;
 
 /// What a stage hands libvirt besides its verdict.
@@ -36,7 +36,13 @@ pub(super) fn stage_body(
     let limit = stage_limit(&stage, brief, vm);
     let deadline = run.started + limit;
     let euid = nix::unistd::geteuid().as_raw();
-    let found = plugins::discover(&run.conf.root, stage.name(), vm, euid);
+    let named = kvmroll_core::model::check_name("VM", vm).map_err(|e| e.to_string());
+    let found = plugins::discover(
+        &run.conf.root,
+        stage.name(),
+        named.map(|()| vm.as_str()),
+        euid,
+    );
     if let Some(meta) = meta {
         reach_database(run, brief, meta, !found.is_empty(), deadline)?;
     }
