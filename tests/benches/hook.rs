@@ -4,7 +4,10 @@
 //! the common path, no database), against `/bin/true` given the same stdin,
 //! against a shell dispatcher that runs the same three plugins with
 //! `run-parts`, and against running the three plugins directly, one after
-//! another, all in one run, printed as ratios.
+//! another; and the cluster's database on PostgreSQL over TCP (a private
+//! server of the test rig, its data on disk, SCRAM login) against SQLite,
+//! where the hook opens it (allocate with plugins) and where it does not
+//! (allocate without plugins): all in one run, printed as ratios.
 //!
 //!     scripts/build.sh --release && cargo bench -p kvmroll-tests --bench hook
 //!
@@ -14,10 +17,17 @@
 //! Goals: `start begin` with no plugins at most 1.3x /bin/true; with three
 //! plugins, the hook's own cost over running them directly at most 0.3 ms;
 //! `prepare begin` with no plugins at most 2x /bin/true, and with three
-//! plugins at most 0.8x the run-parts dispatcher.
+//! plugins at most 0.8x the run-parts dispatcher. The PostgreSQL cases
+//! have no goal: they show what a container pays per event that opens the
+//! cluster's database (a new connection and its login), and that an event
+//! which needs no database pays nothing for its engine. They need root and
+//! a PostgreSQL server (scripts/deps.sh); without them they are skipped,
+//! said so.
 
+use kvmroll_core::location::Location;
 use kvmroll_core::sqlite::SqliteStore;
 use kvmroll_core::{Change, Host, OpenMode, Store, Vm};
+use kvmroll_tests::rig::{self, Postgres};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -104,137 +114,210 @@ impl<'a> Case<'a> {
     }
 }
 
-fn main() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let top = dir.path();
-    let db = top.join("kvmroll.db");
-    let mut store = SqliteStore::open(&db, OpenMode::Create).expect("db");
-    let mut host = Host::new("bench-container", "vm-container");
-    host.cpus = 4;
-    let vm = Vm {
-        id: 0,
-        name: VM.into(),
-        container: Some("bench-container".into()),
-        memory_mib: 64,
-        vcpus: 1,
-        uuid: "0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b".into(),
-        cdrom: None,
-        virt_type: "kvm".into(),
-        disks: vec![],
-        nics: vec![],
-        stale: false,
-        generation: 0,
-    };
-    store
-        .update(&mut |_| {
-            Ok(vec![
-                Change::AddHost(host.clone()),
-                Change::AddVm(vm.clone()),
-            ])
-        })
-        .expect("write");
-    let xml =
-        kvmroll_core::render_domain(&store.snapshot().expect("snapshot"), VM).expect("render");
-    drop(store);
+/// The bench's files: a database, plugin roots, a configuration per case.
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    xml: String,
+    cluster: Vec<Change>,
+    /// The three preboot plugins, to run directly.
+    plugins: Vec<PathBuf>,
+    plug_root: PathBuf,
+    empty_root: PathBuf,
+}
 
-    let empty_root = top.join("empty");
-    let plug_root = top.join("plugged");
-    let mut plugins = Vec::new();
-    for stage in ["allocate", "preboot"] {
-        let folder = plug_root.join(format!("vms/{VM}/{stage}.d"));
-        for n in ["10-a", "20-b", "30-c"] {
-            script(&folder.join(n), "exit 0");
-            if stage == "preboot" {
-                plugins.push(folder.join(n));
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = dir.path().to_path_buf();
+        let db = top.join("kvmroll.db");
+        let mut store = SqliteStore::open(&db, OpenMode::Create).expect("db");
+        let mut host = Host::new("bench-container", "vm-container");
+        host.cpus = 4;
+        let vm = Vm {
+            id: 0,
+            name: VM.into(),
+            container: Some("bench-container".into()),
+            memory_mib: 64,
+            vcpus: 1,
+            uuid: "0f5a2b3c-1d2e-4f50-8a6b-7c8d9e0f1a2b".into(),
+            cdrom: None,
+            virt_type: "kvm".into(),
+            disks: vec![],
+            nics: vec![],
+            stale: false,
+            generation: 0,
+        };
+        let cluster = vec![Change::AddHost(host), Change::AddVm(vm)];
+        store.update(&mut |_| Ok(cluster.clone())).expect("write");
+        let xml =
+            kvmroll_core::render_domain(&store.snapshot().expect("snapshot"), VM).expect("render");
+        drop(store);
+        let empty_root = top.join("empty");
+        let plug_root = top.join("plugged");
+        let mut plugins = Vec::new();
+        for stage in ["allocate", "preboot"] {
+            let folder = plug_root.join(format!("vms/{VM}/{stage}.d"));
+            for n in ["10-a", "20-b", "30-c"] {
+                script(&folder.join(n), "exit 0");
+                if stage == "preboot" {
+                    plugins.push(folder.join(n));
+                }
             }
+            fix_modes(&top, &folder);
         }
-        fix_modes(top, &folder);
+        std::fs::create_dir_all(&empty_root).expect("mkdir");
+        fix_modes(&top, &empty_root);
+        Fixture {
+            dir,
+            db,
+            xml,
+            cluster,
+            plugins,
+            plug_root,
+            empty_root,
+        }
     }
-    std::fs::create_dir_all(&empty_root).expect("mkdir");
-    fix_modes(top, &empty_root);
-    let conf = |name: &str, root: &Path| {
-        let p = top.join(name);
+
+    /// A kvmroll.conf for the database `db` and plugin root `root`.
+    fn conf(&self, name: &str, db: &str, root: &Path) -> PathBuf {
+        let p = self.dir.path().join(name);
         std::fs::write(
             &p,
             format!(
-                "db = {}\nroot = {}\nhost = bench-container\nkvmroll = /bin/false\n",
-                db.display(),
-                root.display()
+                "db = {db}\nroot = {}\nhost = bench-container\nkvmroll = /bin/false\nspool = {}\n",
+                root.display(),
+                self.dir.path().join(format!("{name}.spool")).display()
             ),
         )
         .expect("conf");
         p
-    };
-    let conf_empty = conf("empty.conf", &empty_root);
-    let conf_plugged = conf("plugged.conf", &plug_root);
-    let dispatcher = top.join("run-parts-dispatcher");
-    script(
-        &dispatcher,
-        &format!(
-            "exec run-parts --arg=allocate --arg=\"$1\" {}",
-            plug_root.join(format!("vms/{VM}/allocate.d")).display()
-        ),
-    );
-
-    let hook = kvmroll_tests::static_hook();
-    println!("hook: {}", hook.display());
-    let prepare = vec![VM, "prepare", "begin", "-"];
-    let start = vec![VM, "start", "begin", "-"];
-    let mut direct = Case::new("3 plugins run directly", &plugins[0], vec!["preboot", VM]);
-    for p in &plugins[1..] {
-        direct.steps.push(Step {
-            program: p.clone(),
-            args: vec!["preboot", VM],
-            env: vec![],
-        });
     }
-    let mut cases = [
-        Case::new("/bin/true", "/bin/true", start.clone()),
-        Case::new("kvmroll-hook start begin, no plugins", &hook, start.clone())
-            .env("KVMROLL_CONF", &conf_empty),
-        direct,
-        Case::new("kvmroll-hook start begin, 3 plugins", &hook, start.clone())
-            .env("KVMROLL_CONF", &conf_plugged),
-        Case::new(
-            "kvmroll-hook prepare begin, no plugins",
-            &hook,
-            prepare.clone(),
-        )
-        .env("KVMROLL_CONF", &conf_empty),
-        Case::new("run-parts dispatcher, 3 plugins", &dispatcher, vec![VM]),
-        Case::new(
-            "kvmroll-hook prepare begin, 3 plugins",
-            &hook,
-            prepare.clone(),
-        )
-        .env("KVMROLL_CONF", &conf_plugged),
-    ];
-    // Warm up, then interleave the cases round by round so that the
-    // machine's drift touches them alike.
-    for c in &cases {
+
+    /// The shell dispatcher that runs the three allocate plugins.
+    fn run_parts(&self) -> PathBuf {
+        let dispatcher = self.dir.path().join("run-parts-dispatcher");
+        script(
+            &dispatcher,
+            &format!(
+                "exec run-parts --arg=allocate --arg=\"$1\" {}",
+                self.plug_root
+                    .join(format!("vms/{VM}/allocate.d"))
+                    .display()
+            ),
+        );
+        dispatcher
+    }
+}
+
+/// A private PostgreSQL server holding `cluster`, and the URL of its
+/// database over TCP; `None` where the rig cannot run one.
+fn postgres_cluster(cluster: &[Change]) -> Option<(Postgres, String)> {
+    let (pg, url) = rig::bench_server("the PostgreSQL cases")?;
+    let location = Location::parse(&url, Path::new("/")).expect("URL");
+    let (mut store, _) = kvmroll_core::location::init(&location).expect("db init");
+    store.update(&mut |_| Ok(cluster.to_vec())).expect("write");
+    Some((pg, url))
+}
+
+/// Warms each case up, then times them interleaved, round by round, so
+/// that the machine's drift touches them alike.
+fn measure(cases: &mut [Case<'_>], xml: &[u8]) {
+    for c in cases.iter() {
         for _ in 0..5 {
-            c.run(xml.as_bytes());
+            c.run(xml);
         }
     }
     for _ in 0..ROUNDS {
         for c in cases.iter_mut() {
             let t = Instant::now();
             for _ in 0..PER_ROUND {
-                c.run(xml.as_bytes());
+                c.run(xml);
             }
             c.times.push(t.elapsed() / PER_ROUND as u32);
         }
     }
-    let median = |c: &Case| {
-        let mut t = c.times.clone();
-        t.sort();
-        t[t.len() / 2]
-    };
-    println!("per invocation, median of {ROUNDS} rounds of {PER_ROUND}:");
-    for c in &cases {
-        println!("  {:<40} {:>8.3} ms", c.name, median(c).as_secs_f64() * 1e3);
+}
+
+fn median_ms(c: &Case) -> f64 {
+    let mut t = c.times.clone();
+    t.sort();
+    t[t.len() / 2].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let fx = Fixture::new();
+    let sqlite = fx.db.display().to_string();
+    let conf_empty = fx.conf("empty.conf", &sqlite, &fx.empty_root);
+    let conf_plugged = fx.conf("plugged.conf", &sqlite, &fx.plug_root);
+    let dispatcher = fx.run_parts();
+    let pg = postgres_cluster(&fx.cluster);
+    let pg_confs = pg.as_ref().map(|(_, url)| {
+        (
+            fx.conf("pg-empty.conf", url, &fx.empty_root),
+            fx.conf("pg-plugged.conf", url, &fx.plug_root),
+        )
+    });
+    let hook = kvmroll_tests::static_hook();
+    println!("hook: {}", hook.display());
+    let prepare = vec![VM, "prepare", "begin", "-"];
+    let start = vec![VM, "start", "begin", "-"];
+    let mut direct = Case::new(
+        "3 plugins run directly",
+        &fx.plugins[0],
+        vec!["preboot", VM],
+    );
+    for p in &fx.plugins[1..] {
+        direct.steps.push(Step {
+            program: p.clone(),
+            args: vec!["preboot", VM],
+            env: vec![],
+        });
     }
-    let ms = |i: usize| median(&cases[i]).as_secs_f64() * 1e3;
+    let hook_case = |name, args: &Vec<&'static str>, conf| {
+        Case::new(name, &hook, args.clone()).env("KVMROLL_CONF", conf)
+    };
+    let mut cases = vec![
+        Case::new("/bin/true", "/bin/true", start.clone()),
+        hook_case("kvmroll-hook start begin, no plugins", &start, &conf_empty),
+        direct,
+        hook_case("kvmroll-hook start begin, 3 plugins", &start, &conf_plugged),
+        hook_case(
+            "kvmroll-hook prepare begin, no plugins",
+            &prepare,
+            &conf_empty,
+        ),
+        Case::new("run-parts dispatcher, 3 plugins", &dispatcher, vec![VM]),
+        hook_case(
+            "kvmroll-hook prepare begin, 3 plugins",
+            &prepare,
+            &conf_plugged,
+        ),
+    ];
+    if let Some((empty, plugged)) = &pg_confs {
+        cases.push(hook_case(
+            "prepare begin, no plugins, PostgreSQL",
+            &prepare,
+            empty,
+        ));
+        cases.push(hook_case(
+            "prepare begin, 3 plugins, PostgreSQL",
+            &prepare,
+            plugged,
+        ));
+    }
+    measure(&mut cases, fx.xml.as_bytes());
+    report(&cases);
+    drop(pg);
+}
+
+/// The medians and the ratios against the goals.
+fn report(cases: &[Case]) {
+    println!("per invocation, median of {ROUNDS} rounds of {PER_ROUND}:");
+    for c in cases {
+        println!("  {:<44} {:>8.3} ms", c.name, median_ms(c));
+    }
+    let ms = |i: usize| median_ms(&cases[i]);
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
     let start_ratio = ms(1) / ms(0);
     let overhead = ms(3) - ms(2);
@@ -256,4 +339,16 @@ fn main() {
         "prepare begin, 3 plugins / run-parts, 3 plugins:  {vs_run_parts:.2} (goal <= 0.8: {})",
         verdict(vs_run_parts <= 0.8)
     );
+    if cases.len() > 8 {
+        println!(
+            "prepare begin, no plugins: PostgreSQL / SQLite:   {:.2}; PostgreSQL / /bin/true: {:.2} (no database opened)",
+            ms(7) / ms(4),
+            ms(7) / ms(0)
+        );
+        println!(
+            "prepare begin, 3 plugins: PostgreSQL / SQLite:    {:.2} (+{:.3} ms: a connection and its login)",
+            ms(8) / ms(6),
+            ms(8) - ms(6)
+        );
+    }
 }
