@@ -378,7 +378,9 @@ mod attribute_page {
                 if name != "tests" && name != "target" {
                     sources(&path, out);
                 }
-            } else if name.ends_with(".rs") {
+            } else if name.ends_with(".rs") && name != "tests.rs" && name != "fixtures.rs" {
+                // A module's unit tests in a file of their own (tests.rs)
+                // are tests too.
                 out.push(path);
             }
         }
