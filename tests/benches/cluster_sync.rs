@@ -27,6 +27,20 @@ fn main() {
         return;
     }
     let role = Role::login("kvmroll", "bench pass");
+    let rig = start_rig(&role);
+    let url = rig.pg.url_tcp(&role, "kvmroll");
+    write_cluster(&url, &cluster_changes(&rig));
+
+    let all = CONTAINERS * VMS_EACH;
+    let took = kvmroll(&url, None, &["vm", "define", "--all"]);
+    println!("{all} VMs defined (one after another) in {took:.1?}");
+    let (concurrent, serial) = measure(&rig, &url);
+    report(concurrent, serial);
+}
+
+/// The containers and the PostgreSQL server, started; says how long that
+/// took.
+fn start_rig(role: &Role) -> Rig {
     let mut builder = Rig::builder().postgres(
         Postgres::builder()
             .role(role.clone())
@@ -44,9 +58,11 @@ fn main() {
         "rig of {CONTAINERS} containers and PostgreSQL up in {:.1?}",
         t.elapsed()
     );
-    let url = rig.pg.url_tcp(&role, "kvmroll");
+    rig
+}
 
-    // The cluster, written through the store in one go.
+/// The cluster: the rig's nodes as containers, [`VMS_EACH`] VMs on each.
+fn cluster_changes(rig: &Rig) -> Vec<Change> {
     let mut changes = vec![
         Change::SetAttr {
             scope: Scope::Global,
@@ -87,34 +103,42 @@ fn main() {
             }));
         }
     }
-    let location = Location::parse(&url, Path::new("/")).expect("URL");
+    changes
+}
+
+/// Writes the cluster through the store, in one go, into the database at
+/// `url`.
+fn write_cluster(url: &str, changes: &[Change]) {
+    let location = Location::parse(url, Path::new("/")).expect("URL");
     let (mut store, _) = kvmroll_core::location::init(&location).expect("db init");
     store
-        .update(&mut |_| Ok(changes.clone()))
+        .update(&mut |_| Ok(changes.to_vec()))
         .expect("the cluster");
-    drop(store);
+}
 
-    let kvmroll = |parallel: Option<&str>, args: &[&str]| -> Duration {
-        let mut c = Command::new(kvmroll_tests::bin_dir().join("kvmroll"));
-        c.arg("--db").arg(&url).args(args);
-        match parallel {
-            Some(n) => c.env("KVMROLL_SYNC_PARALLEL", n),
-            None => c.env_remove("KVMROLL_SYNC_PARALLEL"),
-        };
-        let t = Instant::now();
-        let out = c.output().expect("kvmroll runs");
-        let took = t.elapsed();
-        assert!(
-            out.status.success(),
-            "kvmroll {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        took
+/// Runs `kvmroll args` on the database at `url`, with
+/// `KVMROLL_SYNC_PARALLEL` set to `parallel` (or unset); how long it took.
+fn kvmroll(url: &str, parallel: Option<&str>, args: &[&str]) -> Duration {
+    let mut c = Command::new(kvmroll_tests::bin_dir().join("kvmroll"));
+    c.arg("--db").arg(url).args(args);
+    match parallel {
+        Some(n) => c.env("KVMROLL_SYNC_PARALLEL", n),
+        None => c.env_remove("KVMROLL_SYNC_PARALLEL"),
     };
-    let all = CONTAINERS * VMS_EACH;
-    let took = kvmroll(None, &["vm", "define", "--all"]);
-    println!("{all} VMs defined (one after another) in {took:.1?}");
+    let t = Instant::now();
+    let out = c.output().expect("kvmroll runs");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "kvmroll {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
 
+/// Times the change concurrent and one after another, interleaved, for
+/// [`ROUNDS`] rounds; checks that the last one reached the last container.
+fn measure(rig: &Rig, url: &str) -> (Vec<Duration>, Vec<Duration>) {
     // Each run flips the attribute, so every VM's definition changes.
     let mut value = "none";
     let mut concurrent = Vec::new();
@@ -123,6 +147,7 @@ fn main() {
         for (parallel, times) in [(None, &mut concurrent), (Some("1"), &mut serial)] {
             value = if value == "none" { "vnc" } else { "none" };
             times.push(kvmroll(
+                url,
                 parallel,
                 &["attr", "set", "--global", "kvm_graphics", value],
             ));
@@ -133,11 +158,17 @@ fn main() {
     let xml = last.virsh(&["dumpxml", &format!("bench-vm-{}-0", CONTAINERS - 1)]);
     let xml = String::from_utf8_lossy(&xml.stdout);
     assert_eq!(xml.contains("<graphics"), value == "vnc", "{xml}");
+    (concurrent, serial)
+}
 
-    let median = |t: &mut Vec<Duration>| {
-        t.sort();
-        t[t.len() / 2]
-    };
+fn median(t: &mut [Duration]) -> Duration {
+    t.sort();
+    t[t.len() / 2]
+}
+
+/// The medians, and their ratio against the goal.
+fn report(mut concurrent: Vec<Duration>, mut serial: Vec<Duration>) {
+    let all = CONTAINERS * VMS_EACH;
     let (c, s) = (median(&mut concurrent), median(&mut serial));
     println!(
         "attr set --global redefining {all} VMs on {CONTAINERS} containers, median of {ROUNDS}:"
