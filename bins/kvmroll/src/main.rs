@@ -3,7 +3,6 @@
 
 use kvmroll::cli;
 mod commands;
-mod import;
 mod sync;
 
 use std::process::ExitCode;

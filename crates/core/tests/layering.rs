@@ -1,5 +1,6 @@
 //! Holds the layering written down in `src/lib.rs`: no two modules of
-//! kvmroll-core import each other, directly or through others. A cycle
+//! kvmroll-core (nor of any other crate of the workspace) import each
+//! other, directly or through others. A cycle
 //! means neither module can be read, tested or moved without the other.
 //!
 //! The sources are read as text: a module is a file or folder right under
@@ -18,7 +19,7 @@ fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
             out.entry(name).or_default().extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" {
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
             out.entry(name).or_default().push(path);
         }
     }
@@ -157,6 +158,33 @@ fn no_two_modules_of_core_import_each_other() {
     assert!(
         found.is_empty(),
         "modules of kvmroll-core import each other (see the layering in src/lib.rs):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The same for every other crate of the workspace: its libraries and its
+/// binaries (whose root is main.rs).
+#[test]
+fn no_two_modules_of_any_crate_of_the_workspace_import_each_other() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    let mut found = Vec::new();
+    for group in ["crates", "bins"] {
+        for entry in std::fs::read_dir(root.join(group)).unwrap() {
+            let src = entry.unwrap().path().join("src");
+            if !src.is_dir() {
+                continue;
+            }
+            checked += 1;
+            for cycle in cycles(&graph(&src)) {
+                found.push(format!("{}: {cycle}", src.display()));
+            }
+        }
+    }
+    assert!(checked >= 9, "only {checked} crates were read");
+    assert!(
+        found.is_empty(),
+        "modules of a crate import each other:\n{}",
         found.join("\n")
     );
 }

@@ -8,11 +8,11 @@ mod define;
 mod disk;
 mod events;
 mod host;
+mod import;
 mod remove;
 mod vm;
 
 use crate::cli::{ApplianceCmd, AttrCmd, Cli, Command, DbCmd, EventsCmd, HostCmd, VmCmd};
-use crate::import;
 use crate::sync::{SyncMode, Syncer};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError};
 use kvmroll_virt::Libvirt;

@@ -5,8 +5,8 @@
 //! not touched (`kvmroll vm define` puts the VMs on their containers, once
 //! the containers run kvmroll).
 
+use super::{CommandError as Error, Exit};
 use crate::cli::ImportCmd;
-use crate::commands::{CommandError as Error, Exit};
 use kvmroll_core::model::NicKind;
 use kvmroll_core::rocksdump::{self, Unreadable};
 use kvmroll_core::rocksimport::{self, ImportError, Options, Report};
