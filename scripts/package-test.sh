@@ -190,6 +190,16 @@ check "man -l of every installed page ($(echo "$pages" | wc -w)) shows its own N
 dpkg -i "$deb" >"$out" 2>&1
 check "installing it again keeps the database, which its postinst finds current" \
     sh -c "grep -q 'at schema [0-9]*: nothing to do' '$out' && /usr/bin/kvmroll host show '$host' >/dev/null 2>&1"
+# A newer package over this one: the same build under a higher version.
+newer=$version+upgrade
+if KVMROLL_PACKAGE_VERSION=$newer scripts/package.sh --profile debug >"$out" 2>&1 &&
+    dpkg -i "target/packages/kvmroll_${newer}_$(dpkg --print-architecture).deb" >"$out" 2>&1; then
+    check "a newer package ($newer) installed over it keeps the database and the configuration" \
+        sh -c "dpkg-query -W -f='\${Version}' kvmroll | grep -qx '$newer' && /usr/bin/kvmroll host show '$host' >/dev/null 2>&1 && test -s /etc/kvmroll/kvmroll.conf"
+else
+    fail "the newer package $newer: $(tail -n3 "$out")"
+fi
+rm -f target/packages/kvmroll_${newer}_* target/packages/kvmroll-${newer}.*
 cp /etc/kvmroll/kvmroll.conf "$save/conf"
 dpkg -r kvmroll >"$out" 2>&1 || fail "dpkg -r: $(tail -n3 "$out")"
 check "dpkg -r leaves the database in place" test -s "$data/kvmroll.db"

@@ -38,6 +38,9 @@ done
 
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 [ -n "$version" ] || die "no [workspace.package] version in Cargo.toml"
+# KVMROLL_PACKAGE_VERSION: another version for the same build (the package
+# test makes a newer one to install over the first).
+version=${KVMROLL_PACKAGE_VERSION:-$version}
 debarch=$(dpkg --print-architecture)
 rpmarch=$(uname -m)
 maintainer="kvmroll developers <kvmroll@example.org>"
