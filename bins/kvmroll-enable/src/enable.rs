@@ -9,19 +9,24 @@ use kvmroll_virt::{Connector, DomainState};
 use std::path::Path;
 use std::time::Duration;
 
-use kvmroll_core::error_chain as chain;
+use kvmroll_core::error_chain;
+
+mod error;
+pub use error::{EnableError, Ended, ReinstallError};
 
 /// The reinstall command as an argument vector, `{host}` replaced in each
 /// argument after splitting (so a host name can never add arguments).
-pub fn reinstall_argv(c: &Cluster, host: &str) -> Result<Vec<String>, String> {
-    let line = c
-        .attr_of(host, "kvm_reinstall_command")
-        .ok_or_else(|| format!("host {host} has no kvm_reinstall_command attribute (e.g. kvmroll attr set --global kvm_reinstall_command 'ipmitool -H {{host}}-ipmi chassis power cycle')"))?;
-    let words = shlex::split(line).ok_or_else(|| {
-        format!("kvm_reinstall_command {line:?} does not parse (unbalanced quotes?)")
+pub fn reinstall_argv(c: &Cluster, host: &str) -> Result<Vec<String>, EnableError> {
+    let line = c.attr_of(host, "kvm_reinstall_command").ok_or_else(|| {
+        EnableError::NoReinstallCommand {
+            host: host.to_string(),
+        }
+    })?;
+    let words = shlex::split(line).ok_or_else(|| EnableError::ReinstallCommandUnparsable {
+        line: line.to_string(),
     })?;
     if words.is_empty() {
-        return Err("kvm_reinstall_command is empty".to_string());
+        return Err(EnableError::ReinstallCommandEmpty);
     }
     Ok(words
         .into_iter()
@@ -37,8 +42,8 @@ fn check_running(
     host: &str,
     force: bool,
     connector: &dyn Connector,
-) -> Result<(), String> {
-    let h = c.host(host).map_err(|e| e.to_string())?;
+) -> Result<(), EnableError> {
+    let h = c.host(host)?;
     let container = c.is_container(h);
     if !container && c.attr(h, "libvirt_uri").is_none() {
         return Ok(());
@@ -59,26 +64,26 @@ fn check_running(
             eprintln!("kvmroll-enable: warning: {host} still runs {} VM(s) ({}); reinstalling anyway (--force)", r.len(), r.join(", "));
             Ok(())
         }
-        Ok(r) => Err(format!(
-            "{host} still runs {} VM(s) ({}): stop them first, or reinstall anyway with --force",
-            r.len(),
-            r.join(", ")
-        )),
+        Ok(vms) => Err(EnableError::VmsRunning {
+            host: host.to_string(),
+            vms,
+        }),
         Err(e) if force => {
-            eprintln!("kvmroll-enable: warning: cannot ask {host}'s libvirt ({uri}) what runs: {}; reinstalling anyway (--force)", chain(&e));
+            eprintln!("kvmroll-enable: warning: cannot ask {host}'s libvirt ({uri}) what runs: {}; reinstalling anyway (--force)", error_chain(&e));
             Ok(())
         }
-        Err(e) => Err(format!(
-            "cannot ask {host}'s libvirt ({uri}) whether VMs run: {}; reinstall anyway with --force",
-            chain(&e)
-        )),
+        Err(cause) => Err(EnableError::LibvirtUnanswered {
+            host: host.to_string(),
+            uri,
+            cause: Box::new(cause),
+        }),
     }
 }
 
 /// Runs the reinstall command as the hook runs a plugin
 /// (`kvmroll_plugins::run`): its own process group, killed whole at
 /// the time limit, both outputs read as they come. Its output on failure.
-fn reinstall(argv: &[String], shown: &str, limit: Duration) -> Result<(), String> {
+fn reinstall(argv: &[String], shown: &str, limit: Duration) -> Result<(), ReinstallError> {
     let r = plugins::run(&RunSpec {
         path: Path::new(&argv[0]),
         args: &argv[1..],
@@ -86,12 +91,15 @@ fn reinstall(argv: &[String], shown: &str, limit: Duration) -> Result<(), String
         stdin: b"",
         timeout: limit,
     })
-    .map_err(|e| format!("reinstall command `{shown}` cannot be run: {e}"))?;
+    .map_err(|source| ReinstallError::Spawn {
+        shown: shown.to_string(),
+        source,
+    })?;
     if r.timed_out {
-        return Err(format!(
-            "reinstall command `{shown}` ran past {}s and was killed; the database is unchanged",
-            limit.as_secs()
-        ));
+        return Err(ReinstallError::TimedOut {
+            shown: shown.to_string(),
+            limit,
+        });
     }
     if r.success() {
         return Ok(());
@@ -101,24 +109,21 @@ fn reinstall(argv: &[String], shown: &str, limit: Duration) -> Result<(), String
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .find(|t| !t.trim().is_empty())
         .unwrap_or_default();
-    let first = said
+    let said = said
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    let how = match (r.code, r.signal) {
-        (Some(code), _) => format!("exit status: {code}"),
-        (None, Some(sig)) => format!("signal: {sig}"),
-        (None, None) => "failed".to_string(),
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string);
+    let ended = match (r.code, r.signal) {
+        (Some(code), _) => Ended::Status(code),
+        (None, Some(sig)) => Ended::Signal(sig),
+        (None, None) => Ended::Unknown,
     };
-    Err(format!(
-        "reinstall command `{shown}` failed ({how}){}; the database is unchanged",
-        if first.is_empty() {
-            String::new()
-        } else {
-            format!(": {first}")
-        }
-    ))
+    Err(ReinstallError::Failed {
+        shown: shown.to_string(),
+        ended,
+        said,
+    })
 }
 
 /// The host's `kvm` attribute set to `kvm` (or removed) and its boot action
@@ -151,19 +156,19 @@ fn host_changes(
 
 /// Enables (or disables) `cli.host`, asking its libvirt through `connector`
 /// whether VMs run there.
-pub fn run(cli: &Cli, connector: &dyn Connector) -> Result<(), String> {
-    let db = cli.db.location().map_err(|e| chain(&e))?;
+pub fn run(cli: &Cli, connector: &dyn Connector) -> Result<(), EnableError> {
+    let db = cli.db.location()?;
     let mode = if cli.dry_run {
         OpenMode::ReadOnly
     } else {
         OpenMode::ReadWrite
     };
-    let mut store = open_store(&db, mode).map_err(|e| chain(&e))?;
-    let c = store.snapshot().map_err(|e| chain(&e))?;
+    let mut store = open_store(&db, mode)?;
+    let c = store.snapshot()?;
     let host = &cli.host;
-    let h = c.host(host).map_err(|e| e.to_string())?.clone();
+    let h = c.host(host)?.clone();
     if c.vms.contains_key(host) {
-        return Err(format!("{host} is a VM; VM containers are physical hosts"));
+        return Err(EnableError::HostIsVm { host: host.clone() });
     }
     let want = !cli.disable;
     let argv = reinstall_argv(&c, host)?;
@@ -173,40 +178,38 @@ pub fn run(cli: &Cli, connector: &dyn Connector) -> Result<(), String> {
         .and_then(|m| m.get("kvm"))
         .cloned();
     let is_now = c.is_container(&h);
-    let changes = host_changes(&c, host, Some(want.to_string()), BootAction::Install)
-        .map_err(|e| e.to_string())?;
+    let changes = host_changes(&c, host, Some(want.to_string()), BootAction::Install)?;
     // Checked against the cluster now: disabling a container that still
     // holds VMs is refused here, before anything runs.
-    c.plan(&changes).map_err(|e| chain(&e))?;
+    c.plan(&changes)?;
     let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
     if cli.dry_run {
         println!("would set kvm={want} on {host} (now {is_now}), set its boot action to install (now {}), and run: {shown}", h.boot_action.as_str());
         if let Err(e) = check_running(&c, host, cli.force, connector) {
-            println!("but it would refuse: {e}");
+            println!("but it would refuse: {}", error_chain(&e));
         }
         println!("nothing changed (--dry-run)");
         return Ok(());
     }
     check_running(&c, host, cli.force, connector)?;
     store
-        .update(&mut |now| host_changes(now, host, Some(want.to_string()), BootAction::Install))
-        .map_err(|e| chain(&e))?;
+        .update(&mut |now| host_changes(now, host, Some(want.to_string()), BootAction::Install))?;
     let limit = c
         .attr(&h, "kvm_reinstall_timeout")
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(300);
-    if let Err(e) = reinstall(&argv, &shown, Duration::from_secs(limit)) {
+    if let Err(reinstall) = reinstall(&argv, &shown, Duration::from_secs(limit)) {
         // Put back exactly what was there: the host's own kvm value (or its
         // absence) and its boot action.
         let undo =
             store.update(&mut |now| host_changes(now, host, before_attr.clone(), h.boot_action));
-        if let Err(u) = undo {
-            return Err(format!(
-                "{e}; and undoing the database change failed: {}",
-                chain(&u)
-            ));
-        }
-        return Err(e);
+        return Err(match undo {
+            Ok(_) => reinstall.into(),
+            Err(source) => EnableError::UndoFailed {
+                reinstall,
+                source: Box::new(source),
+            },
+        });
     }
     println!("{host}: kvm={want}, boot action install; reinstall started with `{shown}`");
     Ok(())

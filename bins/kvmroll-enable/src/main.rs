@@ -17,17 +17,8 @@ use std::process::ExitCode;
 // as it was (usage errors aside: 2).
 use kvmroll_cli::report::Exit;
 
-/// Why the host was not enabled, as enable::run says it (the reinstall
-/// command's output included, which can be of any size: the report keeps
-/// its first line).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NotEnabled(String);
-
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
-    let result = enable::run(&cli, &kvmroll_virt::Libvirt)
-        .map(|()| Exit::Done)
-        .map_err(NotEnabled);
+    let result = enable::run(&cli, &kvmroll_virt::Libvirt).map(|()| Exit::Done);
     kvmroll_cli::finish("kvmroll-enable", result, Exit::Failed)
 }

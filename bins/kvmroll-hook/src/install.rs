@@ -3,6 +3,7 @@
 //! libvirtd must be restarted to see it: libvirtd looks for hook scripts only
 //! when it starts or is sent SIGHUP.
 
+use kvmroll_core::error_chain;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -112,7 +113,7 @@ pub fn main(dropin: bool, root: &Path, force: bool) -> u8 {
             0
         }
         Err(e) => {
-            eprintln!("kvmroll-hook: install: {}", crate::chain(&e));
+            eprintln!("kvmroll-hook: install: {}", error_chain(&e));
             1
         }
     }

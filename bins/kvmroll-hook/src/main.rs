@@ -25,6 +25,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 use kvmroll_core::conf as config;
+use kvmroll_core::error_chain;
 use kvmroll_hook::cli;
 mod dispatch;
 mod install;
@@ -39,8 +40,6 @@ pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
 /// The one line a malformed call gets.
 const USAGE: &str = "expected VM OP SUBOP EXTRA (as libvirt calls /etc/libvirt/hooks/qemu) \
                      or install [--dropin] [--root DIR] [--force]";
-
-pub use kvmroll_core::error_chain as chain;
 
 /// Logs to syslog, facility daemon; without a syslog the hook carries on.
 ///
@@ -106,7 +105,7 @@ fn hook(args: &[String]) -> u8 {
     let conf = match config::Config::load() {
         Ok(c) => c,
         Err(e) => {
-            let why = format!("kvmroll-hook: {}", chain(&e));
+            let why = format!("kvmroll-hook: {}", error_chain(&e));
             log::error!("{why}");
             // Without its configuration the hook cannot know the VM: a start
             // is refused, the stop side goes on.
@@ -148,7 +147,7 @@ fn hook(args: &[String]) -> u8 {
     match answer.refusal {
         Some(reason) => {
             // libvirt shows the hook's stderr whole: one line, a few KB.
-            let reason = chain(&reason);
+            let reason = error_chain(&reason);
             log::warn!("{reason}");
             eprintln!("{reason}");
             1
@@ -182,7 +181,7 @@ fn upkeep() -> u8 {
     let conf = match config::Config::load() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("no upkeep: {}", chain(&e));
+            log::error!("no upkeep: {}", error_chain(&e));
             return 1;
         }
     };
@@ -191,7 +190,7 @@ fn upkeep() -> u8 {
         // Files are left for the next upkeep; the log said why they wait.
         Ok(upkeep::Ended::GaveUp) => 1,
         Err(e) => {
-            log::error!("{}", chain(&e));
+            log::error!("{}", error_chain(&e));
             1
         }
     }
@@ -208,7 +207,7 @@ fn refresh_after(pid: &str, vm: &str) -> u8 {
     let conf = match config::Config::load() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("VM {vm}: no definition refresh: {}", chain(&e));
+            log::error!("VM {vm}: no definition refresh: {}", error_chain(&e));
             return 1;
         }
     };
@@ -218,7 +217,7 @@ fn refresh_after(pid: &str, vm: &str) -> u8 {
             0
         }
         Err(e) => {
-            log::warn!("{}", chain(&e));
+            log::warn!("{}", error_chain(&e));
             1
         }
     }

@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use kvmroll_core::spool::{Spool, SpoolError, SpoolLock};
-use kvmroll_core::{OpenMode, Store, StoreError};
+use kvmroll_core::{error_chain, OpenMode, Store, StoreError};
 use std::time::{Duration, Instant};
 
 /// How long the upkeep stays after the spool is empty, holding it: the
@@ -89,7 +89,7 @@ pub fn upkeep(conf: &Config) -> Result<Ended, UpkeepError> {
     if let Some(store) = &store {
         if store.upkeep_due() {
             if let Err(e) = store.upkeep(Duration::from_secs(2)) {
-                log::warn!("database upkeep failed: {}", crate::chain(&e));
+                log::warn!("database upkeep failed: {}", error_chain(&e));
             }
         }
     }

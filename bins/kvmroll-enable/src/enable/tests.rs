@@ -96,7 +96,8 @@ impl Fx {
                 path: Some(self.db()),
             },
         };
-        run(&cli, &self.fake)
+        // The line the user reads, less the `kvmroll-enable: ` before it.
+        run(&cli, &self.fake).map_err(|e| error_chain(&e))
     }
 }
 
@@ -278,6 +279,7 @@ fn host_names_are_substituted_after_splitting() {
     .unwrap();
     assert!(reinstall_argv(&c, "c-0-0")
         .unwrap_err()
+        .to_string()
         .contains("does not parse"));
     c.apply(&Change::SetAttr {
         scope: Scope::Global,
@@ -285,5 +287,8 @@ fn host_names_are_substituted_after_splitting() {
         value: "   ".into(),
     })
     .unwrap();
-    assert!(reinstall_argv(&c, "c-0-0").unwrap_err().contains("empty"));
+    assert!(reinstall_argv(&c, "c-0-0")
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
 }

@@ -4,6 +4,7 @@
 use super::refusal::Refusal;
 use super::run::{Db, Run};
 use kvmroll_core::disks::{self, Done, Place, Roots};
+use kvmroll_core::error_chain;
 use kvmroll_core::events::EventOutcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::model::{Disk, DiskKind};
@@ -125,7 +126,7 @@ fn waiting_grows(
         }
         Some(Err(e)) => log::warn!(
             "VM {vm}: cannot read the grows waiting for its disks: {}",
-            crate::chain(&e)
+            error_chain(&e)
         ),
         None => {}
     }
@@ -203,7 +204,7 @@ fn record(run: &mut Run<'_>, brief: Option<&VmBrief>, deadline: Instant, work: &
     let recorded = match run.db.store() {
         Some(store) => store
             .record_disk_work(&vm, &host, &work.made, &work.grown)
-            .map_err(|e| crate::chain(&e)),
+            .map_err(|e| error_chain(&e)),
         None => Err("the database is unreachable".to_string()),
     };
     if let Err(why) = recorded {

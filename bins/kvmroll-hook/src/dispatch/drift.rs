@@ -9,7 +9,7 @@ use kvmroll_core::drift;
 use kvmroll_core::events::EventOutcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::xml::Element;
-use kvmroll_core::{Store, VmBrief};
+use kvmroll_core::{error_chain, Store, VmBrief};
 use std::time::Instant;
 
 /// Compares the decided parts of the XML libvirt is about to start with
@@ -51,7 +51,7 @@ pub(super) fn drift_from_metadata(
 
 /// A drift: recorded, and the refusal where `strict`, else logged.
 fn drifted(run: &mut Run<'_>, why: Refusal, started: Instant, strict: bool) -> Result<(), Refusal> {
-    let text = crate::chain(&why);
+    let text = error_chain(&why);
     run.event(
         None,
         EventOutcome::Drift,
@@ -81,7 +81,7 @@ pub(super) fn drift_check(
     let cluster = match store.snapshot() {
         Ok(c) => c,
         Err(e) => {
-            log::warn!("VM {vm}: drift check skipped: {}", crate::chain(&e));
+            log::warn!("VM {vm}: drift check skipped: {}", error_chain(&e));
             return Ok(());
         }
     };
@@ -92,7 +92,7 @@ pub(super) fn drift_check(
                 vm: vm.clone(),
                 source: Box::new(source),
             };
-            let text = crate::chain(&why);
+            let text = error_chain(&why);
             run.event(None, EventOutcome::Drift, None, started.elapsed(), text);
             return if strict { Err(why) } else { Ok(()) };
         }

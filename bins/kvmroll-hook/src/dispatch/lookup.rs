@@ -6,7 +6,7 @@ use super::refusal::Refusal;
 use super::run::{Db, Run};
 use super::{Answer, Stage};
 use kvmroll_core::events::EventOutcome;
-use kvmroll_core::{open_store, OpenMode, StoreError, VmBrief};
+use kvmroll_core::{error_chain, open_store, OpenMode, StoreError, VmBrief};
 use std::time::Duration;
 
 /// What the database says of a VM with no kvmroll metadata.
@@ -45,7 +45,7 @@ pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, Refusal> {
         log::warn!(
             "VM {}: has no kvmroll metadata, and the database does not answer ({}): {} {} passed through",
             call.vm,
-            crate::chain(e),
+            error_chain(e),
             call.op,
             call.subop
         );
@@ -67,7 +67,7 @@ pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, Refusal> {
             Ok(brief.map_or(Known::Unknown, Known::Vm))
         }
         Err(source) => {
-            let unreachable = crate::chain(&source);
+            let unreachable = error_chain(&source);
             let why = Refusal::LookUp {
                 vm: call.vm.clone(),
                 source: Box::new(source),
@@ -76,7 +76,7 @@ pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, Refusal> {
             if run.stage.aborts() {
                 return Err(why);
             }
-            log::error!("{}", crate::chain(&why));
+            log::error!("{}", error_chain(&why));
             // Stop side: still run what can run, without the database.
             run.db = Db::Unreachable(unreachable);
             Ok(Known::Unanswered)

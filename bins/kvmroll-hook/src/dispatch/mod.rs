@@ -29,6 +29,7 @@ mod stage;
 
 use crate::config::Config;
 use kvmroll_core::drift::{check_parsed, DomainError};
+use kvmroll_core::error_chain;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::xml::{parse_document, Element};
 use kvmroll_core::VmBrief;
@@ -154,7 +155,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
             log::warn!(
                 "VM {}: {}; looking it up in the database instead",
                 call.vm,
-                crate::chain(&e)
+                error_chain(&e)
             );
             None
         }),

@@ -7,6 +7,7 @@ use super::refusal::{PluginFailure, Refusal};
 use super::run::Run;
 use super::{Call, Stage};
 use crate::config::Config;
+use kvmroll_core::error_chain;
 use kvmroll_core::events::{first_lines, EventOutcome};
 use kvmroll_core::VmBrief;
 use kvmroll_plugins::{self as plugins, Found};
@@ -257,7 +258,7 @@ fn not_started(run: &mut Run<'_>, path: &Path, e: std::io::Error) -> Result<(), 
         path: path.to_path_buf(),
         source: e,
     };
-    let msg = crate::chain(&failure);
+    let msg = error_chain(&failure);
     run.event(
         Some(path),
         EventOutcome::Failed,
@@ -331,7 +332,7 @@ fn succeeded(
                     EventOutcome::Failed,
                     result.code,
                     result.duration,
-                    crate::chain(&failure),
+                    error_chain(&failure),
                 );
                 return Err(Refusal::Plugin {
                     vm: vm.clone(),

@@ -5,6 +5,7 @@ use super::refusal::Refusal;
 use super::run::{Db, Run};
 use crate::config::Config;
 use kvmroll_core::disks::ROOTS_ATTR;
+use kvmroll_core::error_chain;
 use kvmroll_core::events::EventOutcome;
 use kvmroll_core::metadata::Metadata;
 use kvmroll_core::VmBrief;
@@ -53,7 +54,7 @@ pub(super) fn stale_check(run: &mut Run<'_>, meta: &Metadata) {
         Ok(Some(b)) => b,
         Ok(None) => return,
         Err(e) => {
-            log::warn!("VM {vm}: generation check skipped: {}", crate::chain(&e));
+            log::warn!("VM {vm}: generation check skipped: {}", error_chain(&e));
             return;
         }
     };

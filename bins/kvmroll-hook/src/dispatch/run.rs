@@ -6,7 +6,7 @@ use super::{Answer, Call, Stage};
 use crate::config::Config;
 use kvmroll_core::events::{Event, EventOutcome};
 use kvmroll_core::spool::Spool;
-use kvmroll_core::{OpenMode, Store, VmBrief};
+use kvmroll_core::{error_chain, OpenMode, Store, VmBrief};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,7 @@ impl Run<'_> {
         ) {
             Ok(store) => Db::Open(store),
             Err(e) => {
-                let why = crate::chain(&e);
+                let why = error_chain(&e);
                 log::warn!("VM {vm}: the kvmroll database is unreachable: {why}");
                 self.event(
                     None,
@@ -117,7 +117,7 @@ impl Run<'_> {
     /// The invocation's own event, then [`Run::close`].
     pub(super) fn finish(mut self, answer: &Answer) -> bool {
         let (outcome, message) = match &answer.refusal {
-            Some(r) => (EventOutcome::Failed, crate::chain(r)),
+            Some(r) => (EventOutcome::Failed, error_chain(r)),
             None => (EventOutcome::Ok, String::new()),
         };
         let took = self.started.elapsed();
@@ -136,11 +136,11 @@ impl Run<'_> {
             Err(e) => {
                 // A spool that cannot be written (a full disk): the
                 // database, if this call has it, or the log keeps them.
-                let why = crate::chain(&e);
+                let why = error_chain(&e);
                 let kept = match self.db.store() {
                     Some(store) => store
                         .record_events(&self.events)
-                        .map_err(|e| crate::chain(&e)),
+                        .map_err(|e| error_chain(&e)),
                     None => Err("the database is not open".to_string()),
                 };
                 match kept {

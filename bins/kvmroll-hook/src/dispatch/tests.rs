@@ -40,7 +40,7 @@ fn refusals_read_as_the_one_lines_libvirt_showed_before_they_were_typed() {
     use super::refusal::PluginFailure;
     use kvmroll_core::drift::DomainError;
     let vm = || "v".to_string();
-    let said = |r: &Refusal| crate::chain(r);
+    let said = |r: &Refusal| error_chain(r);
     assert_eq!(
         said(&Refusal::Moved {
             vm: vm(),
