@@ -4,6 +4,7 @@
 use kvmroll::cli;
 mod commands;
 mod import;
+mod states;
 mod sync;
 
 use std::process::ExitCode;
