@@ -220,3 +220,6 @@ fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> 
 fn one_line(v: &str) -> String {
     v.replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests;
