@@ -6,7 +6,10 @@ use crate::fixture::*;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-on_both_engines!(power_commands_refuse_what_they_cannot_do_in_one_line);
+on_both_engines!(
+    power_commands_refuse_what_they_cannot_do_in_one_line,
+    console_is_virsh_s_on_the_container_s_uri,
+);
 
 /// Adds a VM named as the domain libvirt's test driver always runs.
 const ADD_TEST: [&str; 6] = [
@@ -137,4 +140,20 @@ fn power_commands_refuse_what_they_cannot_do_in_one_line(e: Engine) {
         String::from_utf8_lossy(&out.stderr),
         "kvmroll: VM test is running already\n"
     );
+}
+
+/// The test driver has no such domain, so virsh fails after kvmroll has
+/// handed it the terminal: kvmroll's line comes first, then virsh's.
+fn console_is_virsh_s_on_the_container_s_uri(e: Engine) {
+    let f = Fixture::on(e);
+    let out = f.run(&["vm", "console", "hosted-vm-0-0-0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().next(),
+        Some("kvmroll: virsh -c test:///default console hosted-vm-0-0-0"),
+        "{err}"
+    );
+    assert!(err.contains("hosted-vm-0-0-0"), "{err}");
+    assert!(!out.status.success());
+    f.refused(&["vm", "console", "nosuch"], "unknown VM");
 }
