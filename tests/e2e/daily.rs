@@ -7,12 +7,10 @@
 //! It uses only the rig's private daemons: not the machine's libvirtd, nor
 //! its /etc/libvirt or /etc/kvmroll.
 
-use kvmroll_core::location::Location;
-use kvmroll_core::pg::{PgEnv, PgStore};
-use kvmroll_core::OpenMode;
+use kvmroll_core::pg::PgStore;
 use kvmroll_tests::json;
-use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role, NODE_PG_SOCKET};
-use kvmroll_tests::{bin_dir, ok, Kvmroll, GUEST_CPU_MODE};
+use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
+use kvmroll_tests::{ok, Kvmroll, GUEST_CPU_MODE};
 use std::path::Path;
 use std::process::Output;
 
@@ -81,29 +79,7 @@ fn stderr(out: &Output) -> String {
 /// defined there, RUNS with the cdrom `iso`.
 fn cluster(rig: &Rig, iso: &Path) -> Kvmroll {
     let a = rig.node("node-a");
-    let k = Kvmroll::new(rig.pg.url_tcp(&admin(), "kvmroll"));
-    k.ok(&["db", "init"]);
-    let Location::Postgres(loc) =
-        Location::parse(&rig.pg.url_tcp(&admin(), "kvmroll"), Path::new("/")).unwrap()
-    else {
-        unreachable!()
-    };
-    PgStore::open(&loc, OpenMode::ReadWrite, &PgEnv::from_process())
-        .unwrap()
-        .grant_container_role(PgStore::CONTAINER_ROLE, Some(&container_role().password))
-        .unwrap();
-    let in_node = rig
-        .pg
-        .url_socket_in(NODE_PG_SOCKET, &container_role(), "kvmroll");
-    a.write(
-        "/etc/kvmroll/kvmroll.conf",
-        format!(
-            "db = {in_node}\nhost = node-a\nkvmroll = {}\n",
-            bin_dir().join("kvmroll").display()
-        ),
-        0o644,
-    )
-    .unwrap();
+    let k = kvmroll_tests::rig_cluster(rig, &admin(), &container_role(), "node-a");
     a.write(
         format!("/etc/kvmroll/vms/{REFUSED}/allocate.d/10-deny"),
         "#!/bin/sh\necho \"no room for $KVMROLL_VM on this container\" >&2\nexit 1\n",
