@@ -12,7 +12,7 @@
 
 use kvmroll_core::pg::PgStore;
 use kvmroll_tests::json::{self, Get};
-use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role, StopMode};
+use kvmroll_tests::rig::{self, Node, Role, StopMode};
 use kvmroll_tests::{bin_dir, ok, wait_for, Kvmroll, GUEST_CPU_MODE};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -133,16 +133,7 @@ fn containers_keep_working_while_the_frontend_is_down() {
     if !rig::available(TEST) {
         return;
     }
-    let hook = kvmroll_tests::static_hook();
-    let rig = Rig::builder()
-        .postgres(
-            Postgres::builder()
-                .role(admin())
-                .database("kvmroll", "kvmroll"),
-        )
-        .node("node-a", move |n| n.install_hook(&hook))
-        .start()
-        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
+    let rig = kvmroll_tests::one_node_rig(&admin());
     let a = rig.node("node-a");
     // The frontend: the database, the containers' role, the cluster.
     let k = kvmroll_tests::rig_cluster(&rig, &admin(), &container_role(), "node-a");

@@ -9,7 +9,7 @@
 
 use kvmroll_core::pg::PgStore;
 use kvmroll_tests::json;
-use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
+use kvmroll_tests::rig::{self, Node, Rig, Role};
 use kvmroll_tests::{ok, Kvmroll, GUEST_CPU_MODE};
 use std::path::Path;
 use std::process::Output;
@@ -105,16 +105,7 @@ fn daily_commands_on_a_real_libvirtd() {
     if !rig::available(TEST) {
         return;
     }
-    let hook = kvmroll_tests::static_hook();
-    let rig = Rig::builder()
-        .postgres(
-            Postgres::builder()
-                .role(admin())
-                .database("kvmroll", "kvmroll"),
-        )
-        .node("node-a", move |n| n.install_hook(&hook))
-        .start()
-        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
+    let rig = kvmroll_tests::one_node_rig(&admin());
     let a = rig.node("node-a");
     // Media for the cdrom: any file will do for QEMU. /tmp is shared with
     // the node.

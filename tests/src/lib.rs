@@ -389,6 +389,21 @@ impl Kvmroll {
     }
 }
 
+/// A rig of the server, with the role `admin` owning a database `kvmroll`,
+/// and one node, node-a, with this build's static hook installed.
+pub fn one_node_rig(admin: &rig::Role) -> rig::Rig {
+    let hook = static_hook();
+    rig::Rig::builder()
+        .postgres(
+            rig::Postgres::builder()
+                .role(admin.clone())
+                .database("kvmroll", &admin.name),
+        )
+        .node("node-a", move |n| n.install_hook(&hook))
+        .start()
+        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)))
+}
+
 /// A rig made a one-container cluster: the frontend's `kvmroll` on the rig
 /// server's database `kvmroll` over TCP as `admin`, which makes the
 /// database and grants the containers' role `container` (its password);
