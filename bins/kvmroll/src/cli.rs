@@ -237,9 +237,8 @@ pub enum VmCmd {
     List {
         #[arg(long)]
         container: Option<String>,
-        /// How long to wait for the containers' libvirt, in seconds.
-        #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = parse_seconds)]
-        timeout: std::time::Duration,
+        #[command(flatten)]
+        timeout: Timeout,
         #[command(flatten)]
         json: Json,
     },
@@ -252,6 +251,8 @@ pub enum VmCmd {
     Destroy {
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        timeout: Timeout,
     },
     /// Attach to a VM's serial console: runs `virsh -c URI console NAME`
     /// with its container's libvirt_uri (Ctrl+] leaves it).
@@ -399,6 +400,22 @@ pub struct PowerArgs {
     pub all: bool,
     #[arg(long, requires = "all")]
     pub container: Option<String>,
+    #[command(flatten)]
+    pub timeout: Timeout,
+}
+
+/// How long a command waits for the containers' libvirt to answer, all
+/// asked at once; a container that has not answered by then is unreachable.
+#[derive(Debug, Args)]
+pub struct Timeout {
+    /// How long to wait for the containers' libvirt to answer, in seconds.
+    #[arg(
+        long = "timeout",
+        value_name = "SECONDS",
+        default_value = "3",
+        value_parser = parse_seconds
+    )]
+    pub limit: std::time::Duration,
 }
 
 /// A time limit in seconds, e.g. `3` or `0.5`.

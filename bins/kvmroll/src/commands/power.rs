@@ -9,9 +9,10 @@
 
 use super::{refused, App, Error, Exit};
 use crate::cli::PowerArgs;
+use crate::states;
 use kvmroll_cli::error_chain;
 use kvmroll_core::Cluster;
-use kvmroll_virt::{DomainState, Hypervisor, VirtError};
+use kvmroll_virt::{DomainInfo, DomainState, Hypervisor, VirtError};
 
 /// What a power command does to each VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,15 +75,29 @@ impl App<'_> {
             .collect()
     }
 
-    /// `vm start`, `vm shutdown`, `vm destroy`: each VM in turn. With one
-    /// VM its failure is the command's one line; with several each failure
-    /// has a line and a count ends them.
+    /// `vm start`, `vm shutdown`, `vm destroy`: every container asked at
+    /// once for its domains (within --timeout, so that one that hangs costs
+    /// that once), then each VM in turn. With one VM its failure is the
+    /// command's one line; with several each failure has a line and a
+    /// count ends them.
     pub(super) fn power(&mut self, op: Power, args: PowerArgs) -> Result<Exit, Error> {
         let c = self.store.snapshot()?;
         let targets = self.power_targets(&c, &args)?;
+        let uris: Vec<String> = targets.iter().map(|(_, ct)| self.uri(&c, ct)).collect();
+        let answers = states::ask(
+            &self.connector,
+            &uris.iter().cloned().collect(),
+            args.timeout.limit,
+        );
         let mut failed = Vec::new();
-        for (name, container) in &targets {
-            match self.power_one(&c, op, name, container) {
+        for ((name, container), uri) in targets.iter().zip(&uris) {
+            let done = match &answers[uri] {
+                Ok(domains) => self.power_one(op, name, container, uri, domains.get(name)),
+                Err(why) => Err(refused(format!(
+                    "VM {name}: cannot reach {container}: {why}"
+                ))),
+            };
+            match done {
                 Ok(said) => eprintln!("kvmroll: VM {name} {said}"),
                 Err(e) => failed.push(e),
             }
@@ -103,20 +118,17 @@ impl App<'_> {
         }
     }
 
-    /// Powers one VM; what happened, to be said after its name.
+    /// Powers one VM, `domain` as its container listed it (`None`: not
+    /// defined there); what happened, to be said after its name.
     fn power_one(
         &mut self,
-        c: &Cluster,
         op: Power,
         name: &str,
         container: &str,
+        uri: &str,
+        domain: Option<&DomainInfo>,
     ) -> Result<String, Error> {
-        let uri = self.uri(c, container);
-        let hv = self
-            .sync
-            .conn(&uri)
-            .map_err(|e| refused(format!("VM {name}: cannot reach {container}: {e}")))?;
-        let Some(d) = hv.domain(name)? else {
+        let Some(d) = domain else {
             return Err(refused(format!(
                 "VM {name} is not defined on {container}: run `kvmroll vm define {name}`"
             )));
@@ -124,6 +136,10 @@ impl App<'_> {
         if let Err(already) = op.needed(&d.state) {
             return Ok(already.to_string());
         }
+        let hv = self
+            .sync
+            .conn(uri)
+            .map_err(|e| refused(format!("VM {name}: cannot reach {container}: {e}")))?;
         op.act(hv, name)?;
         Ok(match op {
             Power::Shutdown => format!("asked to shut down on {container}"),

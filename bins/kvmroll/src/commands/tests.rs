@@ -4,12 +4,13 @@
 
 use super::power::Power;
 use super::{App, Exit};
-use crate::cli::PowerArgs;
+use crate::cli::{PowerArgs, Timeout};
 use crate::sync::{SyncMode, Syncer};
 use kvmroll_core::{open_store, Change, Host, OpenMode, Scope, Vm};
 use kvmroll_virt::fake::FakeLibvirt;
 use kvmroll_virt::{Connector, DomainState};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Two containers, c0 (`fake:///c0`) and c1 (`fake:///c1`), with the VMs
 /// `vms` on them as (name, container); the fake has them all, shut off.
@@ -61,6 +62,9 @@ fn names(names: &[&str]) -> PowerArgs {
         names: names.iter().map(|n| n.to_string()).collect(),
         all: false,
         container: None,
+        timeout: Timeout {
+            limit: Duration::from_secs(3),
+        },
     }
 }
 
@@ -98,6 +102,9 @@ fn start_all_on_a_container_starts_its_off_vms_only() {
         names: Vec::new(),
         all: true,
         container: Some("c0".into()),
+        timeout: Timeout {
+            limit: Duration::from_secs(3),
+        },
     };
     assert_eq!(app.power(Power::Start, all).unwrap(), Exit::Done);
     assert_eq!(acts(&fake), ["start a"]);
@@ -116,12 +123,16 @@ fn shutdown_and_destroy_reach_each_vm_s_own_container() {
     app.power(Power::Destroy, names(&["a"])).unwrap();
     assert_eq!(fake.state("a"), Some(DomainState::ShutOff));
     assert_eq!(acts(&fake), ["shutdown a", "shutdown b", "destroy a"]);
-    let connects: Vec<String> = fake
+    // Asked from threads first, so in no set order.
+    let connects: std::collections::BTreeSet<String> = fake
         .said()
         .into_iter()
         .filter(|c| c.starts_with("connect"))
         .collect();
-    assert_eq!(connects, ["connect fake:///c0", "connect fake:///c1"]);
+    assert_eq!(
+        connects.into_iter().collect::<Vec<_>>(),
+        ["connect fake:///c0", "connect fake:///c1"]
+    );
 }
 
 #[test]
@@ -132,6 +143,27 @@ fn one_failure_among_several_is_counted_and_the_others_still_act() {
     let err = app.power(Power::Start, names(&["a", "b"])).unwrap_err();
     assert_eq!(err.to_string(), "1 of 2 VM(s) could not be started");
     assert_eq!(fake.state("b"), Some(DomainState::Running));
+}
+
+#[test]
+fn a_hanging_container_costs_its_limit_once_and_the_others_act() {
+    let fake = FakeLibvirt::new();
+    let vms = [("a", "c0"), ("b", "c1"), ("c", "c1")];
+    let (_dir, mut app) = app(&fake, &vms);
+    fake.add("a", DomainState::Running)
+        .connect_hangs("fake:///c1", Duration::from_secs(5));
+    let mut all = names(&[]);
+    all.all = true;
+    all.timeout.limit = Duration::from_millis(300);
+    let t = Instant::now();
+    let err = app.power(Power::Destroy, all).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(err.to_string(), "2 of 3 VM(s) could not be destroyed");
+    assert_eq!(acts(&fake), ["destroy a"]);
 }
 
 const WITH_DRIVE: &str = "<domain type='kvm'><name>cd</name><devices>\

@@ -86,18 +86,19 @@ impl App<'_> {
                 container,
                 timeout,
                 json,
-            } => self.list_vms(container, timeout, json.json, out),
+            } => self.list_vms(container, timeout.limit, json.json, out),
             VmCmd::Show { name, json } => self.show_vm(&name, json.json, out),
             VmCmd::Remove { name, delete_disks } => self.remove_vm(&name, delete_disks),
             VmCmd::Cdrom { name, path, live } => self.set_cdrom(&name, &path, live),
             VmCmd::Start(args) => self.power(Power::Start, args),
             VmCmd::Shutdown(args) => self.power(Power::Shutdown, args),
-            VmCmd::Destroy { names } => self.power(
+            VmCmd::Destroy { names, timeout } => self.power(
                 Power::Destroy,
                 PowerArgs {
                     names,
                     all: false,
                     container: None,
+                    timeout,
                 },
             ),
             VmCmd::Console { name } => self.console(&name),
