@@ -10,14 +10,11 @@
 //! It uses only the rig's private daemons: not the machine's libvirtd, nor
 //! its /etc/libvirt or /etc/kvmroll.
 
-use kvmroll_core::location::Location;
-use kvmroll_core::pg::{PgEnv, PgStore};
-use kvmroll_core::OpenMode;
+use kvmroll_core::pg::PgStore;
 use kvmroll_tests::json::{self, Get};
-use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role, StopMode, NODE_PG_SOCKET};
+use kvmroll_tests::rig::{self, Node, Role, StopMode};
 use kvmroll_tests::{bin_dir, ok, wait_for, Kvmroll, GUEST_CPU_MODE};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TEST: &str = "containers_keep_working_while_the_frontend_is_down";
@@ -136,42 +133,10 @@ fn containers_keep_working_while_the_frontend_is_down() {
     if !rig::available(TEST) {
         return;
     }
-    let hook = kvmroll_tests::static_hook();
-    let rig = Rig::builder()
-        .postgres(
-            Postgres::builder()
-                .role(admin())
-                .database("kvmroll", "kvmroll"),
-        )
-        .node("node-a", move |n| n.install_hook(&hook))
-        .start()
-        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
+    let rig = kvmroll_tests::one_node_rig(&admin());
     let a = rig.node("node-a");
-    let k = Kvmroll::new(rig.pg.url_tcp(&admin(), "kvmroll"));
-
     // The frontend: the database, the containers' role, the cluster.
-    k.ok(&["db", "init"]);
-    let Location::Postgres(loc) =
-        Location::parse(&rig.pg.url_tcp(&admin(), "kvmroll"), Path::new("/")).unwrap()
-    else {
-        unreachable!()
-    };
-    PgStore::open(&loc, OpenMode::ReadWrite, &PgEnv::from_process())
-        .unwrap()
-        .grant_container_role(PgStore::CONTAINER_ROLE, Some(&container_role().password))
-        .unwrap();
-    let in_node = rig
-        .pg
-        .url_socket_in(NODE_PG_SOCKET, &container_role(), "kvmroll");
-    a.write(
-        "/etc/kvmroll/kvmroll.conf",
-        format!(
-            "db = {in_node}\nhost = node-a\nkvmroll = {}\n",
-            bin_dir().join("kvmroll").display()
-        ),
-        0o644,
-    )
-    .unwrap();
+    let k = kvmroll_tests::rig_cluster(&rig, &admin(), &container_role(), "node-a");
     for stage in ["allocate", "preboot", "shutdown"] {
         a.write(
             format!("/etc/kvmroll/plugins/{stage}.d/10-mark"),

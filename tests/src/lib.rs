@@ -3,6 +3,7 @@
 //! domains a test made even when it fails; and [`rig`], the cluster rig (a
 //! private PostgreSQL and VM containers, each its own libvirtd).
 
+use kvmroll_core::error_chain;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -386,4 +387,62 @@ impl Kvmroll {
         self.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
         host
     }
+}
+
+/// A rig of the server, with the role `admin` owning a database `kvmroll`,
+/// and one node, node-a, with this build's static hook installed.
+pub fn one_node_rig(admin: &rig::Role) -> rig::Rig {
+    let hook = static_hook();
+    rig::Rig::builder()
+        .postgres(
+            rig::Postgres::builder()
+                .role(admin.clone())
+                .database("kvmroll", &admin.name),
+        )
+        .node("node-a", move |n| n.install_hook(&hook))
+        .start()
+        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)))
+}
+
+/// A rig made a one-container cluster: the frontend's `kvmroll` on the rig
+/// server's database `kvmroll` over TCP as `admin`, which makes the
+/// database and grants the containers' role `container` (its password);
+/// and `node`'s `/etc/kvmroll/kvmroll.conf` reaching that database as that
+/// role on the bound socket, naming this build's `kvmroll`. Returns the
+/// frontend's `kvmroll`.
+pub fn rig_cluster(
+    rig: &rig::Rig,
+    admin: &rig::Role,
+    container: &rig::Role,
+    node: &str,
+) -> Kvmroll {
+    use kvmroll_core::location::Location;
+    use kvmroll_core::pg::{PgEnv, PgStore};
+    let url = rig.pg.url_tcp(admin, "kvmroll");
+    let k = Kvmroll::new(&url);
+    k.ok(&["db", "init"]);
+    let Ok(Location::Postgres(loc)) = Location::parse(&url, Path::new("/")) else {
+        panic!("the rig's URL is not PostgreSQL's: {url}")
+    };
+    PgStore::open(
+        &loc,
+        kvmroll_core::OpenMode::ReadWrite,
+        &PgEnv::from_process(),
+    )
+    .and_then(|mut pg| pg.grant_container_role(&container.name, Some(&container.password)))
+    .unwrap_or_else(|e| panic!("the containers' role: {}", error_chain(&e)));
+    let in_node = rig
+        .pg
+        .url_socket_in(rig::NODE_PG_SOCKET, container, "kvmroll");
+    rig.node(node)
+        .write(
+            "/etc/kvmroll/kvmroll.conf",
+            format!(
+                "db = {in_node}\nhost = {node}\nkvmroll = {}\n",
+                bin_dir().join("kvmroll").display()
+            ),
+            0o644,
+        )
+        .unwrap_or_else(|e| panic!("{node}'s kvmroll.conf: {}", rig::chain(&e)));
+    k
 }

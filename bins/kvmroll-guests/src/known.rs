@@ -265,6 +265,9 @@ mod tests {
         fn grow_disk(&self, _: &str, _: &str, _: u64) -> Result<u64, VirtError> {
             unreachable!()
         }
+        fn change_media(&self, _: &str, _: &str) -> Result<(), VirtError> {
+            unreachable!()
+        }
         fn delete_image(&self, _: &str) -> Result<bool, VirtError> {
             unreachable!()
         }

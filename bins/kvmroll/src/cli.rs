@@ -231,13 +231,32 @@ pub enum VmCmd {
     Add(VmAdd),
     /// Change a VM's placement or size.
     Set(VmSet),
-    /// List VMs.
+    /// List VMs, with the state each container's libvirt gives (asked of
+    /// every container at once; one that does not answer within --timeout
+    /// shows its VMs as unreachable).
     List {
         #[arg(long)]
         container: Option<String>,
         #[command(flatten)]
+        timeout: Timeout,
+        #[command(flatten)]
         json: Json,
     },
+    /// Start VMs through their container's libvirt (restoring a saved one);
+    /// the hook runs their allocate and preboot plugins, which may refuse.
+    Start(PowerArgs),
+    /// Ask VMs to shut down (an ACPI request, which a guest may ignore).
+    Shutdown(PowerArgs),
+    /// Stop VMs at once, as pulling the plug would.
+    Destroy {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        timeout: Timeout,
+    },
+    /// Attach to a VM's serial console: runs `virsh -c URI console NAME`
+    /// with its container's libvirt_uri (Ctrl+] leaves it).
+    Console { name: String },
     /// Show one VM.
     Show {
         name: String,
@@ -252,8 +271,17 @@ pub enum VmCmd {
         #[arg(long)]
         delete_disks: bool,
     },
-    /// Set the VM's cdrom (an absolute path; under /dev a block device) or `none`.
-    Cdrom { name: String, path: String },
+    /// Set the VM's cdrom (an absolute path; under /dev a block device) or
+    /// `none`. The definition changes; a running VM sees it at its next
+    /// power cycle, or at once with --live.
+    Cdrom {
+        name: String,
+        path: String,
+        /// Also change the medium in the running VM now (libvirt's media
+        /// change), as `virsh change-media --live` does.
+        #[arg(long)]
+        live: bool,
+    },
     /// Add, remove or grow a disk.
     #[command(subcommand)]
     Disk(DiskCmd),
@@ -360,6 +388,42 @@ pub enum AttrCmd {
         #[arg(num_args = 1..=2, required = true)]
         args: Vec<String>,
     },
+}
+
+// `vm start`'s and `vm shutdown`'s arguments (their help is the variant's).
+#[derive(Debug, Args)]
+pub struct PowerArgs {
+    #[arg(required_unless_present = "all")]
+    pub names: Vec<String>,
+    /// Every placed VM (with --container, those of one container).
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    #[arg(long, requires = "all")]
+    pub container: Option<String>,
+    #[command(flatten)]
+    pub timeout: Timeout,
+}
+
+/// How long a command waits for the containers' libvirt to answer, all
+/// asked at once; a container that has not answered by then is unreachable.
+#[derive(Debug, Args)]
+pub struct Timeout {
+    /// How long to wait for the containers' libvirt to answer, in seconds.
+    #[arg(
+        long = "timeout",
+        value_name = "SECONDS",
+        default_value = "3",
+        value_parser = parse_seconds
+    )]
+    pub limit: std::time::Duration,
+}
+
+/// A time limit in seconds, e.g. `3` or `0.5`.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 3600.0 => Ok(std::time::Duration::from_secs_f64(n)),
+        _ => Err("a number of seconds above 0 and at most 3600".into()),
+    }
 }
 
 // `vm add`'s arguments (its help is the variant's).

@@ -3,6 +3,7 @@
 
 use kvmroll::cli;
 mod commands;
+mod states;
 mod sync;
 
 use std::process::ExitCode;

@@ -311,6 +311,9 @@ mod tests {
         fn grow_disk(&self, _: &str, _: &str, _: u64) -> Result<u64, VirtError> {
             Ok(0)
         }
+        fn change_media(&self, _: &str, _: &str) -> Result<(), VirtError> {
+            Ok(())
+        }
         fn delete_image(&self, _: &str) -> Result<bool, VirtError> {
             Ok(false)
         }

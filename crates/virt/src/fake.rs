@@ -7,7 +7,8 @@
 //! order, for a test to assert, and it can be told to fail. Here a domain
 //! can be scripted to fail its save, to hang in it until the job is aborted,
 //! to "lose" it (success said, no image left), to ignore a shutdown request,
-//! to fail a destroy or a restore; and connections can be refused.
+//! to fail a destroy or a restore, to have its start refused by the hook;
+//! and connections can be refused, or hang, to one URI or all.
 //!
 //! Its errors carry a `virt::error::Error` made without libvirt (the only
 //! constructor the `virt` crate offers without a call into libvirt), so
@@ -70,6 +71,7 @@ pub enum Call {
     },
     ManagedSaveRemove(String),
     AbortJob(String),
+    ChangeMedia(String),
     GrowDisk {
         name: String,
         dev: String,
@@ -99,6 +101,7 @@ impl std::fmt::Display for Call {
             }
             Call::ManagedSaveRemove(n) => write!(f, "remove-save {n}"),
             Call::AbortJob(n) => write!(f, "abort {n}"),
+            Call::ChangeMedia(n) => write!(f, "change-media {n}"),
             Call::GrowDisk { name, dev, bytes } => write!(f, "grow {name} {dev} {bytes}"),
             Call::DeleteImage(p) => write!(f, "delete {p}"),
         }
@@ -123,6 +126,10 @@ struct Domain {
     shutdown_takes: Duration,
     /// When a guest asked to shut down powers off.
     powers_off_at: Option<Instant>,
+    /// What the qemu hook says when it refuses each start.
+    hook_refuses: Option<String>,
+    /// The drive element of the last live medium change.
+    live_media: Option<String>,
 }
 
 /// Everything the fake holds, behind one lock.
@@ -134,6 +141,10 @@ struct World {
     on_call: Option<Box<OnCall>>,
     connects: usize,
     refuse_connects_from: Option<usize>,
+    /// URIs whose connections fail at once.
+    unreachable: BTreeSet<String>,
+    /// URIs whose connections hang this long, then fail.
+    hanging: BTreeMap<String, Duration>,
     save_dir: Option<PathBuf>,
     saves_now: usize,
     most_saves_at_once: usize,
@@ -236,6 +247,8 @@ impl FakeLibvirt {
                 orphan_save_ends: None,
                 shutdown_takes: Duration::ZERO,
                 powers_off_at: None,
+                hook_refuses: None,
+                live_media: None,
             },
         );
         self
@@ -284,6 +297,36 @@ impl FakeLibvirt {
     pub fn refuse_connects_from(&self, n: usize) -> &FakeLibvirt {
         self.world().refuse_connects_from = Some(n);
         self
+    }
+
+    /// Makes every connection to `uri` fail at once, as to a socket that
+    /// does not exist.
+    pub fn unreachable(&self, uri: &str) -> &FakeLibvirt {
+        self.world().unreachable.insert(uri.to_owned());
+        self
+    }
+
+    /// Makes every connection to `uri` hang for `how_long` (at most
+    /// [`HANG_CAP`]) and then fail, as to a libvirtd that accepts and never
+    /// answers.
+    pub fn connect_hangs(&self, uri: &str, how_long: Duration) -> &FakeLibvirt {
+        self.world()
+            .hanging
+            .insert(uri.to_owned(), how_long.min(HANG_CAP));
+        self
+    }
+
+    /// Makes each start of `name` refused by the qemu hook, which says `said`.
+    pub fn hook_refuses(&self, name: &str, said: &str) -> &FakeLibvirt {
+        self.with_domain(name, |d| d.hook_refuses = Some(said.to_owned()))
+    }
+
+    /// The drive element of the last live medium change of `name`.
+    pub fn live_media(&self, name: &str) -> Option<String> {
+        self.world()
+            .domains
+            .get(name)
+            .and_then(|d| d.live_media.clone())
     }
 
     /// Makes an image file known to the storage driver, for `delete_image`.
@@ -340,7 +383,14 @@ impl Connector for FakeLibvirt {
         w.record(Call::Connect(uri.to_owned()));
         let n = w.connects;
         w.connects += 1;
-        if w.refuse_connects_from.is_some_and(|from| n >= from) {
+        if let Some(hang) = w.hanging.get(uri).copied() {
+            // Outside the lock: other connections go on meanwhile.
+            drop(w);
+            std::thread::sleep(hang);
+            w = self.world();
+        }
+        let refuse_all = w.refuse_connects_from.is_some_and(|from| n >= from);
+        if refuse_all || w.unreachable.contains(uri) || w.hanging.contains_key(uri) {
             return Err(VirtError::Connect {
                 uri: uri.to_owned(),
                 source: refused(),

@@ -96,6 +96,10 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
+    /// The start was refused by the qemu hook (kvmroll-hook: a plugin or
+    /// a check): `said` is the hook's own line, as libvirt quotes its stderr.
+    #[error("domain {name} did not start: {said}")]
+    HookRefused { name: String, said: String },
     #[error("cannot force-boot domain {name}")]
     StartForceBoot {
         name: String,
@@ -139,6 +143,12 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot change the medium of domain {name} while it runs")]
+    ChangeMedia {
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
     #[error("cannot delete the image {path}")]
     DeleteImage {
         path: String,
@@ -166,7 +176,9 @@ impl VirtError {
             | Self::ManagedSaveRemove { source, .. }
             | Self::AbortJob { source, .. }
             | Self::GrowDisk { source, .. }
+            | Self::ChangeMedia { source, .. }
             | Self::DeleteImage { source, .. } => Some(source),
+            Self::HookRefused { .. } => None,
         }
     }
 
@@ -197,7 +209,8 @@ pub trait Hypervisor: Send {
     /// (`VIR_DOMAIN_XML_INACTIVE`) rather than the live one.
     fn xml(&self, name: &str, inactive: bool) -> Result<String, VirtError>;
     /// Starts the domain; libvirt restores it from its managed-save image
-    /// when there is one.
+    /// when there is one. A refusal of the qemu hook (which runs kvmroll's
+    /// allocate and preboot plugins) is [`VirtError::HookRefused`].
     fn start(&self, name: &str) -> Result<(), VirtError>;
     /// Discards any managed-save image and cold-boots the domain.
     fn start_force_boot(&self, name: &str) -> Result<(), VirtError>;
@@ -222,6 +235,12 @@ pub trait Hypervisor: Send {
     /// `bytes` while the guest runs (`virDomainBlockResize`), unless it is
     /// that large already: never shrinks. Returns the size it had.
     fn grow_disk(&self, name: &str, dev: &str, bytes: u64) -> Result<u64, VirtError>;
+    /// Changes a removable medium of the running domain
+    /// (`virDomainUpdateDeviceFlags` with `VIR_DOMAIN_AFFECT_LIVE`):
+    /// `device_xml` is the drive's `<disk>` element with its new `<source>`,
+    /// or none to eject. The persistent definition is not touched.
+    /// libvirt's test driver lacks it.
+    fn change_media(&self, name: &str, device_xml: &str) -> Result<(), VirtError>;
     /// Deletes the image file at `path` on the connection's host through
     /// libvirt's storage driver (`virStorageVolDelete`), from a pool that
     /// holds it or a transient one made for its folder; `false` when there

@@ -141,9 +141,11 @@ impl Hypervisor for Connection {
     }
 
     fn start(&self, name: &str) -> Result<(), VirtError> {
-        self.with_domain(name, Domain::create, |name, source| VirtError::Start {
-            name,
-            source,
+        self.with_domain(name, Domain::create, |name, source| {
+            match hook_said(&source) {
+                Some(said) => VirtError::HookRefused { name, said },
+                None => VirtError::Start { name, source },
+            }
         })
     }
 
@@ -246,6 +248,14 @@ impl Hypervisor for Connection {
         Ok(had)
     }
 
+    fn change_media(&self, name: &str, device_xml: &str) -> Result<(), VirtError> {
+        self.with_domain(
+            name,
+            |dom| dom.update_device_flags(device_xml, sys::VIR_DOMAIN_AFFECT_LIVE),
+            |name, source| VirtError::ChangeMedia { name, source },
+        )
+    }
+
     fn delete_image(&self, path: &str) -> Result<bool, VirtError> {
         let fail = |source| VirtError::DeleteImage {
             path: path.to_owned(),
@@ -346,6 +356,32 @@ fn domain_state(state: virt::domain::DomainStateEnum) -> DomainState {
         Enum::Unknown(raw) => format!("unknown {raw}"),
     };
     DomainState::Other(other)
+}
+
+/// What the qemu hook said when it refused, if `err` is libvirt's report of
+/// a hook that failed: libvirt (src/util/virhook.c, src/util/vircommand.c)
+/// turns the hook's exit into "... unexpected exit status N: STDERR", so the
+/// hook's own words are after the status. Its lines are joined into one.
+fn hook_said(err: &Error) -> Option<String> {
+    if err.code() != Enum::Known(ErrorNumber::HookScriptFailed) {
+        return None;
+    }
+    Some(hook_words(err.message()))
+}
+
+/// The hook's words in libvirt's message of a failed hook, on one line:
+/// its non-empty lines trimmed and joined with "; ".
+fn hook_words(msg: &str) -> String {
+    let said = msg
+        .split_once("unexpected exit status ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map_or(msg, |(_, said)| said);
+    let lines: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
 }
 
 /// Whether libvirt's error says there is no such domain.

@@ -3,21 +3,24 @@
 //! per operation, as youki's commands/: `run` here dispatches.
 
 mod attr;
+mod cdrom;
 mod db;
 mod define;
 mod disk;
 mod events;
 mod host;
 mod import;
+mod power;
 mod remove;
 mod vm;
 
 use crate::cli::{ApplianceCmd, AttrCmd, Cli, Command, DbCmd, EventsCmd, HostCmd, VmCmd};
 use crate::sync::{SyncMode, Syncer};
 use kvmroll_core::{open_store, OpenMode, Store, StoreError};
-use kvmroll_virt::Libvirt;
+use kvmroll_virt::{Connector, Libvirt};
 use serde::Serialize;
 use std::io::Write;
+use std::sync::Arc;
 
 /// Why a command failed (its refusals included); the database is as it was.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,14 @@ pub enum CommandError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Virt(#[from] kvmroll_virt::VirtError),
+    #[error("cannot run {program}")]
+    Run {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 type Error = CommandError;
@@ -77,6 +88,9 @@ impl kvmroll_cli::ExitStatus for Exit {
 struct App<'a> {
     store: Box<dyn Store>,
     sync: Syncer<'a>,
+    /// The connector `sync` uses, owned too: `vm list` hands it to threads
+    /// it may leave behind (states.rs).
+    connector: Arc<dyn Connector + Send>,
     /// This machine's host name, asked once: a container of this name is
     /// reached at `qemu:///system`.
     local_host: String,
@@ -122,7 +136,14 @@ fn open_mode(command: &Command) -> OpenMode {
         } => OpenMode::ReadWrite,
         Command::Host(HostCmd::List { .. } | HostCmd::Show { .. })
         | Command::Appliance(ApplianceCmd::List { .. })
-        | Command::Vm(VmCmd::List { .. } | VmCmd::Show { .. })
+        | Command::Vm(
+            VmCmd::List { .. }
+            | VmCmd::Show { .. }
+            | VmCmd::Start(_)
+            | VmCmd::Shutdown(_)
+            | VmCmd::Destroy { .. }
+            | VmCmd::Console { .. },
+        )
         | Command::Attr(AttrCmd::Get { .. } | AttrCmd::List { .. })
         | Command::Events { prune: None, .. }
         | Command::Db(DbCmd::Status { .. }) => OpenMode::ReadOnly,
@@ -158,10 +179,11 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
     } else {
         SyncMode::Live
     };
-    let connector = Libvirt;
+    let connector: Arc<dyn Connector + Send> = Arc::new(Libvirt);
     let mut app = App {
         store,
-        sync: Syncer::new(&connector, sync_mode),
+        sync: Syncer::new(connector.as_ref(), sync_mode),
+        connector: Arc::clone(&connector),
         local_host: kvmroll_core::sys::local_hostname(),
     };
     match cli.command {
@@ -198,3 +220,6 @@ fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> 
 fn one_line(v: &str) -> String {
     v.replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,13 +2,15 @@
 //! one VM's cdrom, disks and NICs; define, sync, remove and disk resize
 //! have modules of their own.
 
+use super::power::Power;
 use super::{print_json, refused, App, Error, Exit};
-use crate::cli::{DiskCmd, NicCmd, VmAdd, VmCmd, VmSet};
+use crate::cli::{DiskCmd, NicCmd, PowerArgs, VmAdd, VmCmd, VmSet};
+use crate::states::{self, VmState};
 use crate::sync::SyncMode;
 use kvmroll_cli::error_chain;
 use kvmroll_cli::print_table;
 use kvmroll_core::disks::{Roots, ROOTS_ATTR};
-use kvmroll_core::model::{check_abs_path, check_name};
+use kvmroll_core::model::check_name;
 use kvmroll_core::{
     Change, Cluster, ClusterError, Disk, Host, Mac, Nic, NicSpec, ValidationError, Vm,
 };
@@ -16,6 +18,7 @@ use kvmroll_virt::DomainState;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::time::Duration;
 
 /// A MAC in 52:54:00 not used anywhere in the cluster (nor in `taken`).
 fn fresh_mac(cluster: &Cluster, taken: &BTreeSet<Mac>) -> Mac {
@@ -45,6 +48,14 @@ fn nics_from_specs(cluster: &Cluster, specs: &[NicSpec], mut taken: BTreeSet<Mac
         .collect()
 }
 
+/// A row of `vm list --json`: the VM's fields and its state's word.
+#[derive(Serialize)]
+struct VmRow<'a> {
+    #[serde(flatten)]
+    vm: &'a Vm,
+    state: &'a VmState,
+}
+
 #[derive(Serialize)]
 struct VmView<'a> {
     #[serde(flatten)]
@@ -71,10 +82,26 @@ impl App<'_> {
         match cmd {
             VmCmd::Add(args) => self.add_vm(args),
             VmCmd::Set(args) => self.set_vm(args),
-            VmCmd::List { container, json } => self.list_vms(container, json.json, out),
+            VmCmd::List {
+                container,
+                timeout,
+                json,
+            } => self.list_vms(container, timeout.limit, json.json, out),
             VmCmd::Show { name, json } => self.show_vm(&name, json.json, out),
             VmCmd::Remove { name, delete_disks } => self.remove_vm(&name, delete_disks),
-            VmCmd::Cdrom { name, path } => self.set_cdrom(&name, &path),
+            VmCmd::Cdrom { name, path, live } => self.set_cdrom(&name, &path, live),
+            VmCmd::Start(args) => self.power(Power::Start, args),
+            VmCmd::Shutdown(args) => self.power(Power::Shutdown, args),
+            VmCmd::Destroy { names, timeout } => self.power(
+                Power::Destroy,
+                PowerArgs {
+                    names,
+                    all: false,
+                    container: None,
+                    timeout,
+                },
+            ),
+            VmCmd::Console { name } => self.console(&name),
             VmCmd::Disk(DiskCmd::Add { name, spec, force }) => {
                 let disk = Disk::parse(&spec)?;
                 self.edit_vm(&name, &mut |c, vm| {
@@ -221,6 +248,7 @@ impl App<'_> {
     fn list_vms(
         &mut self,
         container: Option<String>,
+        limit: Duration,
         json: bool,
         out: &mut dyn Write,
     ) -> Result<Exit, Error> {
@@ -233,16 +261,24 @@ impl App<'_> {
             .values()
             .filter(|v| container.is_none() || v.container == container)
             .collect();
+        let states = self.vm_states(&c, &vms, limit);
         if json {
-            print_json(out, &vms)?;
+            let rows: Vec<VmRow<'_>> = vms
+                .iter()
+                .zip(&states)
+                .map(|(vm, state)| VmRow { vm, state })
+                .collect();
+            print_json(out, &rows)?;
             return Ok(Exit::Done);
         }
         let rows: Vec<Vec<String>> = vms
             .iter()
-            .map(|v| {
+            .zip(&states)
+            .map(|(v, state)| {
                 vec![
                     v.name.clone(),
                     v.container.clone().unwrap_or_else(|| "-".into()),
+                    state.word().to_string(),
                     v.memory_mib.to_string(),
                     v.vcpus.to_string(),
                     v.cdrom.clone().unwrap_or_else(|| "-".into()),
@@ -252,10 +288,57 @@ impl App<'_> {
             .collect();
         print_table(
             out,
-            &["VM", "CONTAINER", "MEM_MIB", "VCPUS", "CDROM", "DEFINITION"],
+            &[
+                "VM",
+                "CONTAINER",
+                "STATE",
+                "MEM_MIB",
+                "VCPUS",
+                "CDROM",
+                "DEFINITION",
+            ],
             &rows,
         )?;
         Ok(Exit::Done)
+    }
+
+    /// The state of each of `vms`, from their containers' libvirt, asked
+    /// at once within `limit`; each container that did not answer is named
+    /// on stderr once. Inside a hook stage libvirtd waits for the hook, and
+    /// `--no-sync` asks for no libvirt call: no state then.
+    fn vm_states(&self, c: &Cluster, vms: &[&Vm], limit: Duration) -> Vec<VmState> {
+        if self.sync.mode != SyncMode::Live {
+            return vec![VmState::Unknown; vms.len()];
+        }
+        let uris: Vec<Option<(String, String)>> = vms
+            .iter()
+            .map(|v| {
+                let ct = v.container.as_ref()?;
+                Some((ct.clone(), self.uri(c, ct)))
+            })
+            .collect();
+        let asked: BTreeSet<String> = uris.iter().flatten().map(|(_, u)| u.clone()).collect();
+        let answers = states::ask(&self.connector, &asked, limit);
+        let mut told = BTreeSet::new();
+        vms.iter()
+            .zip(&uris)
+            .map(|(vm, placed)| {
+                let Some((ct, uri)) = placed else {
+                    return VmState::NotPlaced;
+                };
+                match &answers[uri] {
+                    Ok(domains) => VmState::of(domains.get(&vm.name)),
+                    Err(why) => {
+                        if told.insert(uri.clone()) {
+                            eprintln!(
+                                "kvmroll: warning: container {ct} ({uri}) is unreachable: {why}"
+                            );
+                        }
+                        VmState::Unreachable
+                    }
+                }
+            })
+            .collect()
     }
 
     fn show_vm(&mut self, name: &str, json: bool, out: &mut dyn Write) -> Result<Exit, Error> {
@@ -294,20 +377,6 @@ impl App<'_> {
             writeln!(out, "nic:       {s}")?;
         }
         Ok(Exit::Done)
-    }
-
-    fn set_cdrom(&mut self, name: &str, path: &str) -> Result<Exit, Error> {
-        let cdrom = match path {
-            "none" => None,
-            p => {
-                check_abs_path(p)?;
-                Some(p.to_string())
-            }
-        };
-        self.edit_vm(name, &mut |_, vm| {
-            vm.cdrom = cdrom.clone();
-            Ok(())
-        })
     }
 
     fn remove_disk(&mut self, name: &str, dev: &str) -> Result<Exit, Error> {

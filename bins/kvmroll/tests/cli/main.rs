@@ -40,3 +40,4 @@ mod import;
 mod libvirt;
 mod postgres;
 mod refusals;
+mod states;

@@ -179,7 +179,11 @@ impl Hypervisor for Connection {
     fn start(&self, name: &str) -> Result<(), VirtError> {
         let call = Call::Start(name.to_owned());
         let err = |name, source| VirtError::Start { name, source };
-        self.act(call, name, err, |d, dir| {
+        // The hook runs before anything starts, a restore included.
+        let refused_by_hook = self.act(call, name, err, |d, dir| {
+            if let Some(said) = &d.hook_refuses {
+                return Ok(Some(said.clone()));
+            }
             let restore_fails = d.managed_save && d.faults.contains(&Fault::RestoreFails);
             if active(&d.state) || d.faults.contains(&Fault::StartFails) || restore_fails {
                 return Err(());
@@ -189,8 +193,15 @@ impl Hypervisor for Connection {
                 remove_image(dir, name);
             }
             d.state = DomainState::Running;
-            Ok(())
-        })
+            Ok(None)
+        })?;
+        match refused_by_hook {
+            Some(said) => Err(VirtError::HookRefused {
+                name: name.to_owned(),
+                said,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn start_force_boot(&self, name: &str) -> Result<(), VirtError> {
@@ -294,6 +305,18 @@ impl Hypervisor for Connection {
         let had = *size;
         *size = had.max(bytes);
         Ok(had)
+    }
+
+    fn change_media(&self, name: &str, device_xml: &str) -> Result<(), VirtError> {
+        let call = Call::ChangeMedia(name.to_owned());
+        let err = |name, source| VirtError::ChangeMedia { name, source };
+        self.act(call, name, err, |d, _| {
+            if !active(&d.state) {
+                return Err(());
+            }
+            d.live_media = Some(device_xml.to_owned());
+            Ok(())
+        })
     }
 
     fn delete_image(&self, path: &str) -> Result<bool, VirtError> {

@@ -155,3 +155,67 @@ fn define_adds_or_replaces_and_undefine_removes() {
     assert!(hv.domain("n").unwrap().is_none());
     assert!(hv.undefine("n").is_err());
 }
+
+#[test]
+fn a_hanging_uri_costs_its_time_and_fails_while_others_answer() {
+    let fake = FakeLibvirt::new();
+    fake.connect_hangs("hangs", Duration::from_millis(200))
+        .unreachable("gone");
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let hanging = s.spawn(|| fake.connect("hangs").err());
+        assert!(
+            fake.connect("answers").is_ok(),
+            "another URI waits for none"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        let err = hanging
+            .join()
+            .unwrap()
+            .expect("a hanging URI fails at last");
+        assert_eq!(err.to_string(), "cannot connect to hangs");
+    });
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    let t = Instant::now();
+    assert!(fake.connect("gone").is_err());
+    assert!(t.elapsed() < Duration::from_millis(100));
+}
+
+#[test]
+fn a_hook_refusal_starts_nothing_and_says_the_hook_s_words() {
+    let fake = FakeLibvirt::new();
+    fake.add("r", DomainState::ShutOff)
+        .give_managed_save("r")
+        .hook_refuses("r", "allocate plugin 10-deny refused: no room");
+    let hv = fake.connect("x").unwrap();
+    let err = hv.start("r").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "domain r did not start: allocate plugin 10-deny refused: no room"
+    );
+    assert_eq!(state(&*hv, "r"), DomainState::ShutOff);
+    assert!(fake.has_managed_save("r"), "the image stays");
+}
+
+#[test]
+fn a_medium_changes_only_while_the_domain_runs() {
+    let fake = FakeLibvirt::new();
+    fake.add("m", DomainState::ShutOff);
+    let hv = fake.connect("x").unwrap();
+    let drive = "<disk type='file' device='cdrom'><source file='/b.iso'/></disk>";
+    assert!(matches!(
+        hv.change_media("m", drive),
+        Err(VirtError::ChangeMedia { .. })
+    ));
+    hv.start("m").unwrap();
+    hv.change_media("m", drive).unwrap();
+    assert_eq!(fake.live_media("m").as_deref(), Some(drive));
+    assert_eq!(
+        fake.said(),
+        ["connect x", "change-media m", "start m", "change-media m"]
+    );
+}

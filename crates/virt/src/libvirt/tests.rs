@@ -240,6 +240,38 @@ fn growing_a_disk_names_the_domain_and_disk_when_it_fails() {
     hv.undefine("grow-disk").unwrap();
 }
 
+/// The test driver has no `virDomainUpdateDeviceFlags`; the change itself
+/// is tested end to end (tests/e2e/daily.rs). Its failure names the domain.
+#[test]
+fn a_medium_change_the_driver_lacks_fails_naming_the_domain() {
+    let hv = connect();
+    define(&*hv, "change-media");
+    hv.start("change-media").unwrap();
+    let drive = "<disk type='file' device='cdrom'><source file='/b.iso'/>\
+                 <target dev='hdc' bus='ide'/><readonly/></disk>";
+    let err = hv.change_media("change-media", drive).unwrap_err();
+    assert!(matches!(err, VirtError::ChangeMedia { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot change the medium of domain change-media while it runs"
+    );
+    hv.destroy("change-media").unwrap();
+    hv.undefine("change-media").unwrap();
+}
+
+#[test]
+fn a_hook_s_words_are_taken_from_libvirt_s_message() {
+    // As libvirt 9.0 reported a kvmroll-hook refusal here.
+    let msg = "Hook script execution failed: internal error: Child process \
+               (LC_ALL=C PATH=/usr/bin /etc/libvirt/hooks/qemu vm-a prepare begin -) \
+               unexpected exit status 1: kvmroll-hook: VM vm-a: allocate plugin deny refused: no room\n";
+    assert_eq!(
+        hook_words(msg),
+        "kvmroll-hook: VM vm-a: allocate plugin deny refused: no room"
+    );
+    assert_eq!(hook_words("first\n\n  second \n"), "first; second");
+}
+
 #[test]
 fn bogus_uri_fails_naming_the_uri() {
     let err = Libvirt.connect("bogus:///nowhere").err().unwrap();
