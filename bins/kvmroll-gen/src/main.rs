@@ -35,8 +35,7 @@ fn run(cli: Cli) -> Result<Exit, GenError> {
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
     let mut renderer = Renderer::new(&cluster);
-    let out = std::io::stdout();
-    let mut out = std::io::BufWriter::new(out.lock());
+    let mut out = std::io::BufWriter::new(kvmroll_cli::output::stdout());
     match cli.command {
         Command::Kickstart { host, dist_url } => {
             let mut o = hostfiles::KickstartOptions::for_host(&cluster, &host)?;

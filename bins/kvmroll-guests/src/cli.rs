@@ -42,5 +42,7 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
 }

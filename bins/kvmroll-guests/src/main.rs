@@ -20,6 +20,7 @@ use kvmroll_core::OpenMode;
 use kvmroll_virt::Connector;
 use serde::Serialize;
 use service::{Placement, Service, ServiceError};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -118,7 +119,13 @@ struct VmStatus {
     journal: Option<journal::Entry>,
 }
 
-fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), ServiceError> {
+fn status(
+    svc: &Service,
+    connector: &dyn Connector,
+    json: bool,
+    header: kvmroll_cli::args::NoHeader,
+) -> Result<(), ServiceError> {
+    let mut out = kvmroll_cli::output::stdout();
     let j = journal::Journal::load(&svc.journal_path())?;
     let hv = connector.connect(&svc.uri).ok();
     let mut rows = Vec::new();
@@ -164,39 +171,48 @@ fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), Se
             phase: j.as_ref().map(|j| j.phase),
             vms: rows,
         };
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&all).unwrap_or_default()
+        )?;
         return Ok(());
     }
-    match &j {
-        Some(j) => println!("host {}: last run {:?}", svc.host, j.phase),
-        None => println!("host {}: no journal yet", svc.host),
+    if !header.no_header {
+        match &j {
+            Some(j) => writeln!(out, "host {}: last run {:?}", svc.host, j.phase)?,
+            None => writeln!(out, "host {}: no journal yet", svc.host)?,
+        }
+        if let Source::Definitions(why) = &svc.known.source {
+            writeln!(
+                out,
+                "from libvirt's definitions: the database is unreachable ({why})"
+            )?;
+        }
     }
-    if let Source::Definitions(why) = &svc.known.source {
-        println!("from libvirt's definitions: the database is unreachable ({why})");
-    }
-    println!(
-        "{:<24} {:<9} {:<12} {:<14} JOURNAL",
-        "VM", "AUTOSTART", "STATE", "SAVED IMAGE"
-    );
-    for r in rows {
-        let image = r
-            .image_size
-            .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
-        let journal = r.journal.map_or("-".to_string(), |e| {
-            if e.note.is_empty() {
-                e.state.to_string()
-            } else {
-                format!("{} ({})", e.state, e.note)
-            }
-        });
-        println!(
-            "{:<24} {:<9} {:<12} {:<14} {journal}",
-            r.name,
-            if r.autostart { "yes" } else { "no" },
-            r.state,
-            image
-        );
-    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            let image = r
+                .image_size
+                .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
+            let journal = r.journal.map_or("-".to_string(), |e| {
+                if e.note.is_empty() {
+                    e.state.to_string()
+                } else {
+                    format!("{} ({})", e.state, e.note)
+                }
+            });
+            let autostart = if r.autostart { "yes" } else { "no" };
+            vec![r.name, autostart.to_string(), r.state, image, journal]
+        })
+        .collect();
+    kvmroll_cli::print_rows(
+        &mut out,
+        &["VM", "AUTOSTART", "STATE", "SAVED IMAGE", "JOURNAL"],
+        &rows,
+        !header.no_header,
+    )?;
     Ok(())
 }
 
@@ -205,7 +221,9 @@ fn run(cli: Cli) -> Result<Placement, ServiceError> {
     let connector = kvmroll_virt::Libvirt;
     let svc = service(&cli, &connector)?;
     match cli.command {
-        Command::Status { json } => status(&svc, &connector, json).map(|()| Placement::AllInPlace),
+        Command::Status { json, header } => {
+            status(&svc, &connector, json, header).map(|()| Placement::AllInPlace)
+        }
         Command::Start | Command::Stop => {
             if let Some(conflict) = conflicts::find(&cli.root) {
                 return Err(ServiceError::Conflict(conflict));

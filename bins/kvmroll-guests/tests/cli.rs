@@ -83,23 +83,10 @@ fn an_empty_database_file_is_said_and_left_empty() {
 /// container saves for 600 s) and `b`, and libvirt's test driver holding
 /// their definitions (as kvmroll rendered them) and one defined by hand.
 fn cluster_and_definitions(dir: &Path) -> (PathBuf, String) {
-    use kvmroll_core::{Change, Host, Scope, Vm};
+    use kvmroll_core::{Change, Host, Scope};
     let db = dir.join("k.db");
     let mut store = kvmroll_core::open_store(&db, kvmroll_core::OpenMode::Create).unwrap();
-    let vm = |name: &str, n: u8| Vm {
-        id: 0,
-        name: name.into(),
-        container: Some("c0".into()),
-        memory_mib: 64,
-        vcpus: 1,
-        uuid: format!("6f1c2a4e-0d4b-4f57-9a53-0000000000{n:02}"),
-        cdrom: None,
-        virt_type: "kvm".into(),
-        disks: vec![],
-        nics: vec![],
-        stale: false,
-        generation: 0,
-    };
+    let vm = vm_on_c0;
     let plan = store
         .update(&mut |_| {
             Ok(vec![
@@ -196,4 +183,96 @@ fn the_unit_orders_and_bounds_the_service() {
         assert!(text.contains(want), "the unit lacks {want:?}");
     }
     // systemd-analyze verify runs on every unit in tests/e2e/host.rs.
+}
+
+/// A small VM on container `c0`, its UUID ending in `n`.
+fn vm_on_c0(name: &str, n: u8) -> kvmroll_core::Vm {
+    kvmroll_core::Vm {
+        id: 0,
+        name: name.into(),
+        container: Some("c0".into()),
+        memory_mib: 64,
+        vcpus: 1,
+        uuid: format!("6f1c2a4e-0d4b-4f57-9a53-0000000000{n:02}"),
+        cdrom: None,
+        virt_type: "kvm".into(),
+        disks: vec![],
+        nics: vec![],
+        stale: false,
+        generation: 0,
+    }
+}
+
+/// A database of container `c0` holding one VM named `name`.
+fn one_vm(dir: &Path, name: &str) -> PathBuf {
+    use kvmroll_core::{Change, Host};
+    let db = dir.join("one.db");
+    let mut store = kvmroll_core::open_store(&db, kvmroll_core::OpenMode::Create).unwrap();
+    store
+        .update(&mut |_| {
+            Ok(vec![
+                Change::AddHost(Host::new("c0", "vm-container")),
+                Change::AddVm(vm_on_c0(name, 77)),
+            ])
+        })
+        .unwrap();
+    db
+}
+
+/// Regression: `status` printed its columns 24 characters wide, so a
+/// 37-character VM name pushed its row's cells out from under the header.
+#[test]
+fn a_37_character_vm_name_keeps_status_columns_aligned() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "vm-with-a-name-of-thirty-seven-chars0";
+    assert_eq!(long.len(), 37);
+    let db = one_vm(dir.path(), long);
+    let state = dir.path().join("state");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "--db",
+            db.to_str().unwrap(),
+            "--host",
+            "c0",
+            "--libvirt-uri",
+            TEST_URI,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "status",
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let out = guests(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&[]);
+    let header = table.lines().find(|l| l.starts_with("VM ")).unwrap();
+    let row = table.lines().find(|l| l.starts_with(long)).unwrap();
+    let at = header.find("AUTOSTART").unwrap();
+    assert_eq!(&row[at..at + 2], "no", "{table}");
+    assert_eq!(row.as_bytes()[at - 1], b' ', "{table}");
+    // Without the header: the rows alone, as wide.
+    assert_eq!(run(&["--no-header"]), format!("{row}\n"));
+
+    // Regression: a closed pipe ended `status` with a panic of println!.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let a = args(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmroll-guests"))
+        .args(&a)
+        .env_remove("KVMROLL_DB")
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }

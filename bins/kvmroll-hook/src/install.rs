@@ -3,6 +3,7 @@
 //! libvirtd must be restarted to see it: libvirtd looks for hook scripts only
 //! when it starts or is sent SIGHUP.
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -108,7 +109,8 @@ pub fn run(dropin: bool, root: &Path, force: bool) -> Result<String, InstallErro
 pub fn main(dropin: bool, root: &Path, force: bool) -> u8 {
     match run(dropin, root, force) {
         Ok(msg) => {
-            println!("{msg}");
+            // Done whether or not anyone reads the line (a closed pipe).
+            let _ = writeln!(kvmroll_cli::output::stdout(), "{msg}");
             0
         }
         Err(e) => {

@@ -67,6 +67,8 @@ pub enum Command {
         limit: u32,
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
 }
 
@@ -161,7 +163,7 @@ pub enum EventsCmd {
 
 #[derive(Debug, Args)]
 pub struct Json {
-    /// Print JSON for scripts.
+    /// Print JSON for scripts (its fields: kvmroll(1), JSON OUTPUT).
     #[arg(long)]
     pub json: bool,
 }
@@ -203,6 +205,8 @@ pub enum HostCmd {
     List {
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
     /// Show one host.
     Show {
@@ -222,6 +226,8 @@ pub enum ApplianceCmd {
     List {
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
 }
 
@@ -237,6 +243,8 @@ pub enum VmCmd {
         container: Option<String>,
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
     /// Show one VM.
     Show {
@@ -343,14 +351,35 @@ pub enum AttrCmd {
         /// Read the value from a file (`-` for standard input).
         #[arg(long, value_name = "FILE")]
         value_file: Option<PathBuf>,
+        /// Set a name within two edits of a known attribute's, which is
+        /// otherwise refused as a likely typo.
+        #[arg(long)]
+        force: bool,
     },
     /// Print a host's resolved value of an attribute (exit 1 when unset).
     Get { host: String, name: String },
-    /// Every resolved attribute of a host, with the scope it came from.
+    /// Every resolved attribute of a host, with the scope it came from; or,
+    /// after a scope flag, the attributes set at that scope alone.
     List {
-        host: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(required_unless_present_any = ["global", "os", "appliance", "rack"])]
+        host: Option<String>,
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
+    },
+    /// The attributes kvmroll reads: name, scope, type, default and what
+    /// each does (kvmroll-attributes(7) says more). Exit 1 for a NAME
+    /// kvmroll does not read.
+    Known {
+        /// Only this attribute (kvm_device_3 is kvm_device_N).
+        name: Option<String>,
+        #[command(flatten)]
+        json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
     /// Remove an attribute: `attr rm HOST NAME` or `attr rm --global NAME`.
     Rm {

@@ -18,3 +18,12 @@ impl Db {
         kvmroll_core::db_location(self.path.clone())
     }
 }
+
+/// `--no-header`: every command that prints a table takes it, for scripts
+/// that read the rows with `cut` or `awk`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct NoHeader {
+    /// Print the table's rows without its header line.
+    #[arg(long)]
+    pub no_header: bool,
+}

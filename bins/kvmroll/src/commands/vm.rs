@@ -6,7 +6,7 @@ use super::{print_json, refused, App, Error, Exit};
 use crate::cli::{DiskCmd, NicCmd, VmAdd, VmCmd, VmSet};
 use crate::sync::SyncMode;
 use kvmroll_cli::error_chain;
-use kvmroll_cli::print_table;
+use kvmroll_cli::{print_listing, Format};
 use kvmroll_core::disks::{Roots, ROOTS_ATTR};
 use kvmroll_core::model::{check_abs_path, check_name};
 use kvmroll_core::{
@@ -14,6 +14,7 @@ use kvmroll_core::{
 };
 use kvmroll_virt::DomainState;
 use serde::Serialize;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -49,7 +50,26 @@ fn nics_from_specs(cluster: &Cluster, specs: &[NicSpec], mut taken: BTreeSet<Mac
 struct VmView<'a> {
     #[serde(flatten)]
     vm: &'a Vm,
-    attributes: Vec<kvmroll_core::cluster::Resolved>,
+    /// As `attr list --json` gives them.
+    attributes: Vec<AttrView>,
+}
+
+/// A resolved attribute in JSON: `attr list`'s columns.
+#[derive(Serialize)]
+struct AttrView {
+    pub name: String,
+    pub scope: String,
+    pub value: String,
+}
+
+impl From<kvmroll_core::cluster::Resolved> for AttrView {
+    fn from(r: kvmroll_core::cluster::Resolved) -> AttrView {
+        AttrView {
+            scope: r.scope.to_string(),
+            name: r.name,
+            value: r.value,
+        }
+    }
 }
 
 impl App<'_> {
@@ -71,7 +91,11 @@ impl App<'_> {
         match cmd {
             VmCmd::Add(args) => self.add_vm(args),
             VmCmd::Set(args) => self.set_vm(args),
-            VmCmd::List { container, json } => self.list_vms(container, json.json, out),
+            VmCmd::List {
+                container,
+                json,
+                header,
+            } => self.list_vms(container, Format::of(json.json, header.no_header), out),
             VmCmd::Show { name, json } => self.show_vm(&name, json.json, out),
             VmCmd::Remove { name, delete_disks } => self.remove_vm(&name, delete_disks),
             VmCmd::Cdrom { name, path } => self.set_cdrom(&name, &path),
@@ -221,7 +245,7 @@ impl App<'_> {
     fn list_vms(
         &mut self,
         container: Option<String>,
-        json: bool,
+        format: Format,
         out: &mut dyn Write,
     ) -> Result<Exit, Error> {
         let c = self.store.snapshot()?;
@@ -233,27 +257,31 @@ impl App<'_> {
             .values()
             .filter(|v| container.is_none() || v.container == container)
             .collect();
-        if json {
-            print_json(out, &vms)?;
-            return Ok(Exit::Done);
-        }
-        let rows: Vec<Vec<String>> = vms
+        let rows: Vec<Vec<Value>> = vms
             .iter()
             .map(|v| {
                 vec![
-                    v.name.clone(),
-                    v.container.clone().unwrap_or_else(|| "-".into()),
-                    v.memory_mib.to_string(),
-                    v.vcpus.to_string(),
-                    v.cdrom.clone().unwrap_or_else(|| "-".into()),
-                    if v.stale { "stale" } else { "ok" }.to_string(),
+                    json!(v.name),
+                    json!(v.container),
+                    json!(v.memory_mib),
+                    json!(v.vcpus),
+                    json!(v.cdrom),
+                    json!(if v.stale { "stale" } else { "ok" }),
                 ]
             })
             .collect();
-        print_table(
+        print_listing(
             out,
-            &["VM", "CONTAINER", "MEM_MIB", "VCPUS", "CDROM", "DEFINITION"],
+            &[
+                "NAME",
+                "CONTAINER",
+                "MEMORY_MIB",
+                "VCPUS",
+                "CDROM",
+                "DEFINITION",
+            ],
             &rows,
+            format,
         )?;
         Ok(Exit::Done)
     }
@@ -261,7 +289,11 @@ impl App<'_> {
     fn show_vm(&mut self, name: &str, json: bool, out: &mut dyn Write) -> Result<Exit, Error> {
         let c = self.store.snapshot()?;
         let vm = c.vm(name)?;
-        let attributes: Vec<_> = c.resolve(c.host(name)?).into_values().collect();
+        let attributes: Vec<AttrView> = c
+            .resolve(c.host(name)?)
+            .into_values()
+            .map(AttrView::from)
+            .collect();
         if json {
             print_json(out, &VmView { vm, attributes })?;
             return Ok(Exit::Done);

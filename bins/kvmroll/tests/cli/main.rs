@@ -38,5 +38,6 @@ mod fixture;
 mod fragments;
 mod import;
 mod libvirt;
+mod output;
 mod postgres;
 mod refusals;

@@ -1,0 +1,172 @@
+//! What the commands print, as scripts rely on it: the attribute registry,
+//! the typo refusal, one scope's attributes, `--no-header` on every table,
+//! columns as wide as any name, and a closed pipe ending a command quietly.
+
+use crate::fixture::*;
+use std::process::Stdio;
+
+on_both_engines!(
+    a_near_miss_of_a_known_attribute_is_refused_unless_forced,
+    attr_list_shows_one_scope,
+    every_table_drops_its_header_with_no_header,
+    a_long_vm_name_keeps_the_columns_aligned,
+);
+
+fn a_near_miss_of_a_known_attribute_is_refused_unless_forced(e: Engine) {
+    let f = Fixture::on(e);
+    let vm = "hosted-vm-0-0-0";
+    f.refused(
+        &["attr", "set", vm, "kvm_autostrat", "true"],
+        "did you mean kvm_autostart",
+    );
+    f.refused(
+        &["attr", "set", "--global", "libvirt_ur", "test:///default"],
+        "did you mean libvirt_uri",
+    );
+    f.ok(&["attr", "set", vm, "kvm_autostrat", "true", "--force"]);
+    assert_eq!(f.ok(&["attr", "get", vm, "kvm_autostrat"]), "true\n");
+    // A site's own attribute, far from every known one, is kept as Rocks kept it.
+    f.ok(&["attr", "set", vm, "site_backup_class", "gold"]);
+    assert_eq!(f.ok(&["attr", "get", vm, "site_backup_class"]), "gold\n");
+}
+
+fn attr_list_shows_one_scope(e: Engine) {
+    let f = Fixture::on(e);
+    f.ok(&["attr", "set", "--rack", "0", "site_x", "r0"]);
+    f.ok(&["attr", "set", "--os", "linux", "site_y", "os"]);
+    let global = f.ok(&["attr", "list", "--global", "--no-header"]);
+    assert_eq!(global.trim_end(), "libvirt_uri  global  test:///default");
+    let rack: serde_json::Value =
+        serde_json::from_str(&f.ok(&["attr", "list", "--rack", "0", "--json"])).unwrap();
+    assert_eq!(
+        rack,
+        serde_json::json!([{"name": "site_x", "scope": "rack:0", "value": "r0"}])
+    );
+    let os = f.ok(&["attr", "list", "--os", "linux"]);
+    assert!(os.contains("site_y") && !os.contains("site_x"), "{os}");
+    let app = f.ok(&["attr", "list", "--appliance", "vm-container", "--no-header"]);
+    assert_eq!(app.trim_end(), "kvm   appliance:vm-container  true");
+    // A host and a scope at once, or neither: one line.
+    let out = f.run(&["attr", "list", "hosted-vm-0-0-0", "--global"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = f.run(&["attr", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Every command that prints a table, with its header's first word.
+const TABLES: &[(&[&str], &str)] = &[
+    (&["host", "list"], "NAME"),
+    (&["appliance", "list"], "APPLIANCE"),
+    (&["vm", "list"], "NAME"),
+    (&["attr", "list", "hosted-vm-0-0-0"], "NAME"),
+    (&["attr", "list", "--global"], "NAME"),
+    (&["attr", "known"], "NAME"),
+    (&["events"], "ID"),
+];
+
+fn every_table_drops_its_header_with_no_header(e: Engine) {
+    let f = Fixture::on(e);
+    f.execute(
+        "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message)
+         VALUES (0, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, 'm')",
+    );
+    for (args, first) in TABLES {
+        let with = f.ok(args);
+        let mut no_header = args.to_vec();
+        no_header.push("--no-header");
+        let without = f.ok(&no_header);
+        assert!(with.starts_with(first), "kvmroll {args:?}: {with}");
+        assert_eq!(
+            with.lines().skip(1).collect::<Vec<_>>(),
+            without.lines().collect::<Vec<_>>(),
+            "kvmroll {args:?} --no-header"
+        );
+        assert!(!without.is_empty(), "kvmroll {args:?} --no-header: no rows");
+    }
+}
+
+fn a_long_vm_name_keeps_the_columns_aligned(e: Engine) {
+    let f = Fixture::on(e);
+    let long = "vm-with-a-name-of-thirty-seven-chars0";
+    assert_eq!(long.len(), 37);
+    f.ok(&[
+        "--no-sync",
+        "vm",
+        "add",
+        long,
+        "--container",
+        "vm-container-0-0",
+    ]);
+    let list = f.ok(&["vm", "list"]);
+    // Each line's second column starts where the header's does.
+    let at = list.lines().next().unwrap().find("CONTAINER").unwrap();
+    for line in list.lines().skip(1) {
+        assert_eq!(
+            &line[at..at + "vm-container-0-0".len()],
+            "vm-container-0-0",
+            "{list}"
+        );
+        assert_eq!(line.as_bytes()[at - 1], b' ', "{list}");
+    }
+}
+
+/// `attr known`'s JSON: one object per attribute, its keys the table's
+/// columns, and `kvm_device_3` answered by `kvm_device_N`.
+#[test]
+fn attr_known_prints_the_registry() {
+    let f = Fixture::empty(Engine::Sqlite);
+    let all: serde_json::Value = serde_json::from_str(&f.ok(&["attr", "known", "--json"])).unwrap();
+    let all = all.as_array().unwrap();
+    assert!(all.len() > 30);
+    let autostart = all.iter().find(|k| k["name"] == "kvm_autostart").unwrap();
+    assert_eq!(
+        autostart,
+        &serde_json::json!({
+            "name": "kvm_autostart",
+            "scope": "vm",
+            "type": "boolean",
+            "default": "false",
+            "description": autostart["description"],
+        })
+    );
+    let one = f.ok(&["attr", "known", "kvm_device_3", "--no-header"]);
+    let words: Vec<&str> = one.split_whitespace().take(4).collect();
+    assert_eq!(words, ["kvm_device_N", "vm", "xml", "-"], "{one}");
+    assert_eq!(one.lines().count(), 1, "{one}");
+    let out = f.run(&["attr", "known", "kvm_autostrat"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean kvm_autostart"));
+    // It needs no database, and made none.
+    assert!(!f.file("kvmroll.db").exists());
+}
+
+/// Regression: `kvmroll vm list | head -1` printed "kvmroll: Broken pipe"
+/// and exited 1. A reader that went away ends the command quietly.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let f = Fixture::on(Engine::Sqlite);
+    for args in [
+        &["attr", "known"][..],
+        &["vm", "list"][..],
+        &["host", "list", "--json"][..],
+    ] {
+        // The pipe's reading end is closed before kvmroll writes a byte.
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = f
+            .cmd()
+            .args(args)
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "kvmroll {args:?}"
+        );
+    }
+}
