@@ -26,6 +26,7 @@ struct NotEnabled(String);
 
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
+    kvmroll_cli::log::init_command("kvmroll-enable", cli.verbose.verbose);
     let result = enable::run(&cli, &kvmroll_virt::Libvirt)
         .map(|()| Exit::Done)
         .map_err(NotEnabled);

@@ -109,5 +109,6 @@ fn read_credential(path: &std::path::Path) -> Result<String, CredentialError> {
 
 fn main() -> ExitCode {
     let cli = kvmroll_cli::parse::<Cli>("kvmroll-gen");
+    kvmroll_cli::log::init_command("kvmroll-gen", cli.verbose.verbose);
     kvmroll_cli::finish("kvmroll-gen", run(cli), Exit::Failed)
 }

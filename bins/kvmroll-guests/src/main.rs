@@ -10,7 +10,6 @@ mod conflicts;
 mod image;
 mod journal;
 mod known;
-mod logger;
 mod progress;
 mod service;
 
@@ -270,7 +269,11 @@ impl kvmroll_cli::ExitStatus for Exit {
 
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-guests");
-    logger::init();
+    kvmroll_cli::log::init(kvmroll_cli::log::Options {
+        verbose: cli.verbose.verbose,
+        before_stderr: progress::clear_line,
+        ..kvmroll_cli::log::Options::new("kvmroll-guests")
+    });
     let result = run(cli).map(|placement| match placement {
         Placement::AllInPlace => Exit::Done,
         Placement::Missed(missed) => {
@@ -278,7 +281,7 @@ fn main() -> ExitCode {
             Exit::Partial
         }
     });
-    // Logged, not printed: syslog gets it too, and the logger prefixes
-    // stderr's line with the binary's name.
+    // Logged, not printed: the system log gets it too, and the logger
+    // prefixes stderr's line with the binary's name.
     kvmroll_cli::report::finish_with(result, Exit::Failed, |e| log::error!("{}", chain(e)))
 }

@@ -276,3 +276,88 @@ fn a_37_character_vm_name_keeps_status_columns_aligned() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// Regression: every line went to stderr and to syslog, so under systemd
+/// (whose journal is the service's stderr) the journal had it twice, the
+/// stderr copy at info even for errors. Now, where stderr is the journal
+/// (`JOURNAL_STREAM` names it), a line goes to the journal once, natively,
+/// with its priority; elsewhere to stderr and syslog.
+#[test]
+fn under_systemd_a_line_reaches_the_journal_once() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("log");
+    let bind = |rel: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let s = UnixDatagram::bind(&path).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    };
+    let received = |s: &UnixDatagram| {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = s.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    };
+    let journal = bind("run/systemd/journal/socket");
+    let syslog = bind("dev/log");
+    // The service's stderr, and JOURNAL_STREAM naming it as systemd would.
+    let err_path = dir.path().join("stderr");
+    let err = std::fs::File::create(&err_path).unwrap();
+    let meta = err.metadata().unwrap();
+    let db = dir.path().join("none.db");
+    let run = |stream: Option<String>, stderr: std::process::Stdio| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kvmroll-guests"));
+        c.args([
+            "--db",
+            db.to_str().unwrap(),
+            "--libvirt-uri",
+            TEST_URI,
+            "status",
+        ])
+        .env_remove("KVMROLL_DB")
+        .env_remove("JOURNAL_STREAM")
+        .env("KVMROLL_LOG_ROOT", &root)
+        .stderr(stderr);
+        if let Some(s) = stream {
+            c.env("JOURNAL_STREAM", s);
+        }
+        c.output().unwrap()
+    };
+    let said = "the kvmroll database is unreachable";
+    let out = run(
+        Some(format!("{}:{}", meta.dev(), meta.ino())),
+        std::process::Stdio::from(err),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&err_path).unwrap(), "");
+    let lines: Vec<String> = received(&journal)
+        .into_iter()
+        .filter(|d| d.contains(said))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("PRIORITY=4\n"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("SYSLOG_IDENTIFIER=kvmroll-guests\n"),
+        "{}",
+        lines[0]
+    );
+    assert!(received(&syslog).is_empty());
+
+    // Run by hand: stderr too (not the journal), and the journal once.
+    let out = run(None, std::process::Stdio::piped());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+    assert!(stderr.starts_with("kvmroll-guests: warning: "), "{stderr}");
+    assert_eq!(
+        received(&journal)
+            .iter()
+            .filter(|d| d.contains(said))
+            .count(),
+        1
+    );
+}

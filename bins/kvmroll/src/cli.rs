@@ -23,6 +23,9 @@ pub struct Cli {
     #[command(flatten)]
     pub db: kvmroll_cli::args::Db,
 
+    #[command(flatten)]
+    pub verbose: kvmroll_cli::args::Verbose,
+
     /// Change the database only; do not refresh libvirt definitions.
     #[arg(long, global = true)]
     pub no_sync: bool,

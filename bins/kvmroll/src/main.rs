@@ -10,5 +10,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli: cli::Cli = kvmroll_cli::parse("kvmroll");
+    kvmroll_cli::log::init_command("kvmroll", cli.verbose.verbose);
     kvmroll_cli::finish("kvmroll", commands::run(cli), commands::Exit::Failed)
 }

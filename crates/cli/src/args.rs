@@ -27,3 +27,11 @@ pub struct NoHeader {
     #[arg(long)]
     pub no_header: bool,
 }
+
+/// `--verbose`: the debug log lines too (as `KVMROLL_LOG=debug` does).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Verbose {
+    /// Show the debug log lines too (or set KVMROLL_LOG=debug).
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+}

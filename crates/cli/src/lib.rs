@@ -4,6 +4,7 @@
 //! - [`args`]: the options several binaries repeat (`--db`);
 //! - [`usage`]: the parse, where a usage error is one line and exit 2;
 //! - [`table`]: rows printed as aligned columns;
+//! - [`log`]: the log backend, to the journal or syslog and stderr, once;
 //! - [`output`]: standard output, where a closed pipe ends quietly;
 //! - [`report`]: the one place a binary turns its result into its exit
 //!   status, an error into `BIN: message: cause: ...` on one line.
@@ -12,6 +13,7 @@
 //! linked statically and must not call back into libvirtd.
 
 pub mod args;
+pub mod log;
 pub mod output;
 pub mod report;
 pub mod table;

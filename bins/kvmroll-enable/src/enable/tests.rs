@@ -95,6 +95,7 @@ impl Fx {
             db: kvmroll_cli::args::Db {
                 path: Some(self.db()),
             },
+            verbose: kvmroll_cli::args::Verbose { verbose: false },
         };
         run(&cli, &self.fake)
     }

@@ -67,6 +67,10 @@ impl Fx {
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("etc")
     }
+    /// Where the hook finds its journal or syslog socket (`KVMROLL_LOG_ROOT`).
+    pub fn log_root(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
 
     /// The VM's rendered domain: what libvirt would pass.
     pub fn xml(&self) -> String {
@@ -150,6 +154,8 @@ impl Fx {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .env("KVMROLL_CONF", self.conf())
+            // Its log sockets under the test's folder, never the machine's.
+            .env("KVMROLL_LOG_ROOT", self.log_root())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

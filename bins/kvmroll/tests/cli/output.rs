@@ -170,3 +170,130 @@ fn a_closed_pipe_ends_a_command_quietly() {
         );
     }
 }
+
+/// The field lists of kvmroll(1)'s JSON OUTPUT: each `- `COMMAND`: ...`
+/// item, its fields the backquoted words that follow (parenthesized notes
+/// left out), and whether it is an array.
+fn documented_json() -> Vec<(String, bool, Vec<String>)> {
+    let page = include_str!("../../../../docs/man/kvmroll.1.md");
+    let section = page
+        .split("\n## JSON OUTPUT\n")
+        .nth(1)
+        .expect("kvmroll.1.md has a JSON OUTPUT section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut items: Vec<String> = Vec::new();
+    for line in section.lines() {
+        if let Some(item) = line.strip_prefix("- ") {
+            items.push(item.to_string());
+        } else if line.starts_with("  ") && !items.is_empty() {
+            let last = items.last_mut().unwrap();
+            last.push(' ');
+            last.push_str(line.trim());
+        } else if line.trim().is_empty() {
+            continue;
+        } else {
+            // A paragraph ends the list.
+            if !items.is_empty() {
+                break;
+            }
+        }
+    }
+    items
+        .iter()
+        .map(|item| {
+            let (cmd, rest) = item.split_once("`:").unwrap();
+            let cmd = cmd.trim_start_matches('`').to_string();
+            // Drop the notes in parentheses (which name values, not fields).
+            let mut plain = String::new();
+            let mut depth = 0;
+            for c in rest.chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ if depth == 0 => plain.push(c),
+                    _ => {}
+                }
+            }
+            let fields = plain
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            (cmd, rest.trim_start().starts_with("an array"), fields)
+        })
+        .collect()
+}
+
+/// The arguments that run a documented command on the fixture's cluster.
+fn json_args(cmd: &str) -> Vec<&str> {
+    let mut args: Vec<&str> = cmd.split(' ').collect();
+    match cmd {
+        "host show" => args.push("vm-container-0-0"),
+        "vm show" | "attr list" => args.push("hosted-vm-0-0-0"),
+        _ => {}
+    }
+    args.push("--json");
+    args
+}
+
+/// The commands whose clap definition has `--json`, as `host list`.
+fn commands_with_json(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+    if cmd.get_arguments().any(|a| a.get_id() == "json") {
+        out.push(path.trim().to_string());
+    }
+    for sub in cmd.get_subcommands() {
+        commands_with_json(sub, &format!("{path} {}", sub.get_name()), out);
+    }
+}
+
+/// Every `--json` output is documented in kvmroll(1) with its fields, and
+/// each, parsed, has exactly those fields (every row of an array).
+#[test]
+fn every_json_output_has_the_fields_its_manual_lists() {
+    let documented = documented_json();
+    let mut with_json = Vec::new();
+    commands_with_json(&kvmroll::command(), "", &mut with_json);
+    let mut named: Vec<&str> = documented.iter().map(|(c, _, _)| c.as_str()).collect();
+    named.sort_unstable();
+    with_json.sort_unstable();
+    assert_eq!(
+        named, with_json,
+        "the commands with --json and those documented"
+    );
+
+    let f = Fixture::on(Engine::Sqlite);
+    f.execute(
+        "INSERT INTO events (time_ms, vm, stage, op, subop, outcome, duration_ms, message, container)
+         VALUES (1795673733554, 'hosted-vm-0-0-0', 'allocate', 'prepare', 'begin', 'ok', 1, 'm', 'vm-container-0-0')",
+    );
+    for (cmd, array, fields) in &documented {
+        let text = f.ok(&json_args(cmd));
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("kvmroll {cmd} --json: not JSON ({e}): {text}"));
+        let objects = if *array {
+            value
+                .as_array()
+                .unwrap_or_else(|| panic!("{cmd}: not an array"))
+                .clone()
+        } else {
+            vec![value]
+        };
+        assert!(
+            !objects.is_empty(),
+            "kvmroll {cmd} --json: no rows to check"
+        );
+        let mut want: Vec<&str> = fields.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        for o in &objects {
+            let mut keys: Vec<&str> = o.as_object().unwrap().keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, want, "kvmroll {cmd} --json: {o}");
+        }
+    }
+    // Times say their zone.
+    let events: serde_json::Value = serde_json::from_str(&f.ok(&["events", "--json"])).unwrap();
+    assert_eq!(events[0]["time"], "2026-11-26T06:15:33.554Z");
+    let table = f.ok(&["events", "--no-header"]);
+    assert!(table.contains("2026-11-26T06:15:33.554Z"), "{table}");
+}
