@@ -12,6 +12,10 @@
 //!     DIR/zsh/vendor-completions/_NAME
 //!     DIR/fish/vendor_completions.d/NAME.fish
 //!
+//! kvmroll's completions are the scripts of clap_complete's dynamic
+//! completion, which ask `kvmroll` for VM, host and attribute names from
+//! the database; the other binaries' list their options.
+//!
 //! It refuses (exit 1) a page whose Markdown lacks a NAME line for it, and
 //! a page that names a kvmroll page it does not write.
 
@@ -32,6 +36,9 @@ struct Binary {
     cmd: fn() -> Command,
     md: &'static str,
     split: bool,
+    /// Its completions ask the binary (names from the database), rather
+    /// than being a fixed script of its options.
+    dynamic: bool,
 }
 
 const BINARIES: &[Binary] = &[
@@ -41,6 +48,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll::command,
         md: include_str!("../../../docs/man/kvmroll.1.md"),
         split: true,
+        dynamic: true,
     },
     Binary {
         name: "kvmroll-gen",
@@ -48,6 +56,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_gen::command,
         md: include_str!("../../../docs/man/kvmroll-gen.1.md"),
         split: false,
+        dynamic: false,
     },
     Binary {
         name: "kvmroll-enable",
@@ -55,6 +64,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_enable::command,
         md: include_str!("../../../docs/man/kvmroll-enable.8.md"),
         split: false,
+        dynamic: false,
     },
     Binary {
         name: "kvmroll-guests",
@@ -62,6 +72,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_guests::command,
         md: include_str!("../../../docs/man/kvmroll-guests.8.md"),
         split: false,
+        dynamic: false,
     },
     Binary {
         name: "kvmroll-hook",
@@ -69,6 +80,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_hook::command,
         md: include_str!("../../../docs/man/kvmroll-hook.8.md"),
         split: false,
+        dynamic: false,
     },
 ];
 
@@ -288,6 +300,21 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DocsError> {
     std::fs::write(path, bytes).map_err(err)
 }
 
+/// The script that has the shell ask `NAME` itself for completions
+/// (`COMPLETE=SHELL NAME -- WORDS...`), so that names come from the
+/// database as it is when the user presses tab.
+fn registration(shell: clap_complete::Shell, name: &str, out: &mut Vec<u8>) {
+    use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Zsh => &Zsh,
+        clap_complete::Shell::Fish => &Fish,
+        _ => &Bash,
+    };
+    completer
+        .write_registration("COMPLETE", name, name, name, out)
+        .expect("writing to a Vec cannot fail");
+}
+
 fn completions(dir: &Path) -> Result<(), DocsError> {
     use clap_complete::Shell;
     for b in BINARIES {
@@ -302,9 +329,13 @@ fn completions(dir: &Path) -> Result<(), DocsError> {
                 format!("fish/vendor_completions.d/{}.fish", b.name),
             ),
         ] {
-            let mut cmd = (b.cmd)();
             let mut out = Vec::new();
-            clap_complete::generate(shell, &mut cmd, b.name, &mut out);
+            if b.dynamic {
+                registration(shell, b.name, &mut out);
+            } else {
+                let mut cmd = (b.cmd)();
+                clap_complete::generate(shell, &mut cmd, b.name, &mut out);
+            }
             write_file(&dir.join(file), &out)?;
         }
     }

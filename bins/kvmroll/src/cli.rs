@@ -2,6 +2,7 @@
 //! are turned into core values before any work starts.
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use std::path::PathBuf;
 
 /// Manage a kvmroll cluster: hosts, VMs and their attributes.
@@ -60,10 +61,10 @@ pub enum Command {
         #[command(subcommand)]
         prune: Option<EventsCmd>,
         /// Only this VM's events.
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(crate::names::vms))]
         vm: Option<String>,
         /// Only the events that happened on this container.
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
         container: Option<String>,
         /// The newest N events.
         #[arg(long, default_value_t = 50)]
@@ -189,6 +190,7 @@ pub enum HostCmd {
     },
     /// Change a host's row.
     Set {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
         name: String,
         #[arg(long)]
         appliance: Option<String>,
@@ -213,12 +215,16 @@ pub enum HostCmd {
     },
     /// Show one host.
     Show {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
         name: String,
         #[command(flatten)]
         json: Json,
     },
     /// Remove a host (not a VM's, nor a container that holds VMs).
-    Remove { name: String },
+    Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +248,7 @@ pub enum VmCmd {
     Set(VmSet),
     /// List VMs.
     List {
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
         container: Option<String>,
         #[command(flatten)]
         json: Json,
@@ -251,6 +257,7 @@ pub enum VmCmd {
     },
     /// Show one VM.
     Show {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         #[command(flatten)]
         json: Json,
@@ -258,13 +265,18 @@ pub enum VmCmd {
     /// Remove a VM (and its libvirt definition, unless it runs). Its disk
     /// images stay, and the command says where, unless --delete-disks.
     Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         /// Also delete the disk images kvmroll made for it, on its container.
         #[arg(long)]
         delete_disks: bool,
     },
     /// Set the VM's cdrom (an absolute path; under /dev a block device) or `none`.
-    Cdrom { name: String, path: String },
+    Cdrom {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        path: String,
+    },
     /// Add, remove or grow a disk.
     #[command(subcommand)]
     Disk(DiskCmd),
@@ -274,6 +286,7 @@ pub enum VmCmd {
     /// Redefine VMs whose libvirt definition differs from the database (or is stale).
     Sync {
         #[arg(required_unless_present = "all")]
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         names: Vec<String>,
         /// Every placed VM.
         #[arg(long, conflicts_with = "names")]
@@ -288,11 +301,12 @@ pub enum VmCmd {
     /// Render VMs and define them in the libvirt of their container.
     Define {
         #[arg(required_unless_present = "all")]
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         names: Vec<String>,
         /// Every placed VM (with --container, those of one container).
         #[arg(long, conflicts_with = "names")]
         all: bool,
-        #[arg(long, requires = "all")]
+        #[arg(long, requires = "all", add = ArgValueCandidates::new(crate::names::hosts))]
         container: Option<String>,
     },
 }
@@ -302,6 +316,7 @@ pub enum DiskCmd {
     /// Add a disk: TYPE:PATH,DEV,BUS[,SIZE_GIB]. An image missing at the VM's
     /// first start is made then, inside kvm_disk_roots.
     Add {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         spec: String,
         /// Allow an image outside kvm_disk_roots: used as it is, never made.
@@ -309,10 +324,15 @@ pub enum DiskCmd {
         force: bool,
     },
     /// Remove a disk from the VM (its image stays).
-    Remove { name: String, dev: String },
+    Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        dev: String,
+    },
     /// Grow a disk to SIZE GiB (never shrinks): at once while the VM runs,
     /// else at its next start.
     Resize {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         dev: String,
         #[arg(value_name = "SIZE_GIB", value_parser = clap::value_parser!(u32).range(1..))]
@@ -322,8 +342,16 @@ pub enum DiskCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum NicCmd {
-    Add { name: String, spec: String },
-    Remove { name: String, mac: String },
+    Add {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        spec: String,
+    },
+    Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        mac: String,
+    },
 }
 
 /// Which scope an attribute command acts on; none of these means a host.
@@ -360,13 +388,21 @@ pub enum AttrCmd {
         force: bool,
     },
     /// Print a host's resolved value of an attribute (exit 1 when unset).
-    Get { host: String, name: String },
+    Get {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
+        host: String,
+        #[arg(add = ArgValueCandidates::new(crate::names::attributes))]
+        name: String,
+    },
     /// Every resolved attribute of a host, with the scope it came from; or,
     /// after a scope flag, the attributes set at that scope alone.
     List {
         #[command(flatten)]
         scope: ScopeArgs,
-        #[arg(required_unless_present_any = ["global", "os", "appliance", "rack"])]
+        #[arg(
+            required_unless_present_any = ["global", "os", "appliance", "rack"],
+            add = ArgValueCandidates::new(crate::names::hosts)
+        )]
         host: Option<String>,
         #[command(flatten)]
         json: Json,
@@ -378,6 +414,7 @@ pub enum AttrCmd {
     /// kvmroll does not read.
     Known {
         /// Only this attribute (kvm_device_3 is kvm_device_N).
+        #[arg(add = ArgValueCandidates::new(crate::names::attributes))]
         name: Option<String>,
         #[command(flatten)]
         json: Json,
@@ -399,7 +436,7 @@ pub enum AttrCmd {
 pub struct VmAdd {
     pub name: String,
     /// The VM container it runs on.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
     pub container: String,
     /// Memory in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -424,8 +461,9 @@ pub struct VmAdd {
 // `vm set`'s arguments (its help is the variant's).
 #[derive(Debug, Args)]
 pub struct VmSet {
+    #[arg(add = ArgValueCandidates::new(crate::names::vms))]
     pub name: String,
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
     pub container: Option<String>,
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub mem: Option<u32>,

@@ -297,3 +297,75 @@ fn every_json_output_has_the_fields_its_manual_lists() {
     let table = f.ok(&["events", "--no-header"]);
     assert!(table.contains("2026-11-26T06:15:33.554Z"), "{table}");
 }
+
+/// Tab completion of names from the database: bash, through the script
+/// `COMPLETE=bash kvmroll` prints (kvmroll-docs installs the same), and
+/// the answers zsh's and fish's scripts ask kvmroll for.
+#[test]
+fn the_shell_completes_vm_host_and_attribute_names_from_the_database() {
+    let f = Fixture::on(Engine::Sqlite);
+    f.ok(&[
+        "--no-sync",
+        "vm",
+        "add",
+        "web-1",
+        "--container",
+        "vm-container-0-0",
+    ]);
+    f.ok(&["attr", "set", "--global", "site_backup_class", "gold"]);
+    let bin = env!("CARGO_BIN_EXE_kvmroll");
+    // What bash completes for WORDS, the last being completed.
+    let bash = |words: &str| {
+        let script = format!(
+            "source <(COMPLETE=bash {bin}); COMP_WORDS=({words}); \
+             COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMP_TYPE=9; \
+             _clap_complete_kvmroll kvmroll \"${{COMP_WORDS[COMP_CWORD]}}\" kvmroll; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("KVMROLL_DB", &f.db)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(bash("kvmroll vm show ho"), ["hosted-vm-0-0-0"]);
+    assert_eq!(bash("kvmroll vm show w"), ["web-1"]);
+    assert_eq!(bash("kvmroll host show vm-c"), ["vm-container-0-0"]);
+    assert_eq!(bash("kvmroll attr get web-1 kvm_autost"), ["kvm_autostart"]);
+    assert_eq!(bash("kvmroll attr get web-1 site_"), ["site_backup_class"]);
+
+    // zsh and fish ask kvmroll the same way, with their own formats.
+    let ask = |shell: &str, index: &str, words: &[&str]| {
+        let out = f
+            .cmd()
+            .env("COMPLETE", shell)
+            .env("KVMROLL_DB", &f.db)
+            .env("_CLAP_COMPLETE_INDEX", index)
+            .env("_CLAP_IFS", "\n")
+            .arg("--")
+            .args(words)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let zsh = ask("zsh", "3", &["kvmroll", "vm", "show", "w"]);
+    assert_eq!(zsh.trim(), "web-1");
+    let fish = ask("fish", "", &["kvmroll", "events", "--vm", "w"]);
+    assert_eq!(fish.trim(), "web-1");
+    // Their scripts call kvmroll back with COMPLETE set.
+    for (shell, start) in [("zsh", "#compdef kvmroll"), ("fish", "complete ")] {
+        let script = std::process::Command::new(bin)
+            .env("COMPLETE", shell)
+            .output()
+            .unwrap();
+        let script = String::from_utf8(script.stdout).unwrap();
+        assert!(script.trim_start().starts_with(start), "{script}");
+        assert!(
+            script.contains(&format!("COMPLETE={shell}"))
+                || script.contains(&format!("COMPLETE=\"{shell}\"")),
+            "{script}"
+        );
+    }
+}
