@@ -133,7 +133,11 @@ fn status(
             None => "libvirt unreachable".to_string(),
             Some(Ok(Some(d))) => format!("{:?}", d.state).to_lowercase(),
             Some(Ok(None)) => "not defined".to_string(),
-            Some(Err(e)) => chain(&e),
+            // A fixed word in the output; the why goes to the log.
+            Some(Err(e)) => {
+                log::warn!("VM {name}: cannot ask libvirt its state: {}", chain(&e));
+                "unknown".to_string()
+            }
         };
         let img = image::path(&svc.root, name);
         let size = std::fs::metadata(&img).ok().map(|m| m.len());
@@ -192,7 +196,7 @@ fn status(
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|r| {
-            let image = r
+            let size = r
                 .image_size
                 .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
             let journal = r.journal.map_or("-".to_string(), |e| {
@@ -203,12 +207,21 @@ fn status(
                 }
             });
             let autostart = if r.autostart { "yes" } else { "no" };
-            vec![r.name, autostart.to_string(), r.state, image, journal]
+            let image = r.saved_image.unwrap_or_else(|| "-".to_string());
+            vec![r.name, autostart.to_string(), r.state, image, size, journal]
         })
         .collect();
+    // The columns are the JSON's fields of each VM.
     kvmroll_cli::print_rows(
         &mut out,
-        &["VM", "AUTOSTART", "STATE", "SAVED IMAGE", "JOURNAL"],
+        &[
+            "NAME",
+            "AUTOSTART",
+            "STATE",
+            "SAVED_IMAGE",
+            "IMAGE_SIZE",
+            "JOURNAL",
+        ],
         &rows,
         !header.no_header,
     )?;

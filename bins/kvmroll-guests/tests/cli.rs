@@ -219,6 +219,23 @@ fn one_vm(dir: &Path, name: &str) -> PathBuf {
     db
 }
 
+/// `status` of container `c0` on the test driver, then `extra`.
+fn status_args(db: &Path, state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "--db",
+        db.to_str().unwrap(),
+        "--host",
+        "c0",
+        "--libvirt-uri",
+        TEST_URI,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "status",
+    ];
+    a.extend_from_slice(extra);
+    a.into_iter().map(String::from).collect()
+}
+
 /// Regression: `status` printed its columns 24 characters wide, so a
 /// 37-character VM name pushed its row's cells out from under the header.
 #[test]
@@ -228,21 +245,7 @@ fn a_37_character_vm_name_keeps_status_columns_aligned() {
     assert_eq!(long.len(), 37);
     let db = one_vm(dir.path(), long);
     let state = dir.path().join("state");
-    let args = |extra: &[&str]| {
-        let mut a = vec![
-            "--db",
-            db.to_str().unwrap(),
-            "--host",
-            "c0",
-            "--libvirt-uri",
-            TEST_URI,
-            "--state-dir",
-            state.to_str().unwrap(),
-            "status",
-        ];
-        a.extend_from_slice(extra);
-        a.into_iter().map(String::from).collect::<Vec<_>>()
-    };
+    let args = |extra: &[&str]| status_args(&db, &state, extra);
     let run = |extra: &[&str]| {
         let a = args(extra);
         let out = guests(&a.iter().map(String::as_str).collect::<Vec<_>>());
@@ -255,7 +258,7 @@ fn a_37_character_vm_name_keeps_status_columns_aligned() {
         String::from_utf8(out.stdout).unwrap()
     };
     let table = run(&[]);
-    let header = table.lines().find(|l| l.starts_with("VM ")).unwrap();
+    let header = table.lines().find(|l| l.starts_with("NAME ")).unwrap();
     let row = table.lines().find(|l| l.starts_with(long)).unwrap();
     let at = header.find("AUTOSTART").unwrap();
     assert_eq!(&row[at..at + 2], "no", "{table}");
@@ -360,4 +363,69 @@ fn under_systemd_a_line_reaches_the_journal_once() {
             .count(),
         1
     );
+}
+
+/// The fields kvmroll-guests(8) lists for `status --json`: the object's,
+/// and each VM's (after "each of which has"), notes in parentheses left out.
+fn documented_status_fields() -> (Vec<String>, Vec<String>) {
+    let page = include_str!("../../../docs/man/kvmroll-guests.8.md");
+    let start = page.find("`status --json` prints").unwrap();
+    let text = &page[start..];
+    let text = &text[..text.find("\n\n").unwrap()];
+    let mut plain = String::new();
+    let mut depth = 0;
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let ticks = |t: &str| -> Vec<String> {
+        let mut v: Vec<String> = t
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let (top, rows) = plain.split_once("each of which has").unwrap();
+    let mut top = ticks(top);
+    top.retain(|f| f != "status --json");
+    (top, ticks(rows))
+}
+
+/// `status --json` has the fields its manual lists, and each VM's are the
+/// table's columns.
+#[test]
+fn status_json_has_the_fields_its_manual_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = one_vm(dir.path(), "web-1");
+    let state = dir.path().join("state");
+    let status = |extra: &[&str]| {
+        let args = status_args(&db, &state, extra);
+        guests(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = status(&["--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (top, rows) = documented_status_fields();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&json), top);
+    let vm = &json["vms"][0];
+    assert_eq!(keys(vm), rows);
+    assert_eq!(vm["state"], "not defined");
+    let table = status(&[]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    let header = table.lines().find(|l| l.starts_with("NAME ")).unwrap();
+    let mut columns: Vec<String> = header.split_whitespace().map(str::to_lowercase).collect();
+    columns.sort();
+    assert_eq!(columns, rows);
 }
