@@ -95,3 +95,28 @@ fn without_systemd_a_line_reaches_syslog_once() {
         lines[0]
     );
 }
+
+/// Debug lines show with `KVMROLL_LOG=debug`, and only then: a file in a
+/// plugin folder that is not executable is skipped with a debug line.
+#[test]
+fn debug_lines_show_with_kvmroll_log_debug() {
+    let fx = Fx::new();
+    let dir = fx.plugin(&format!("vms/{VM}/allocate.d"), "10-ok", "true");
+    let notes = dir.with_file_name("README");
+    std::fs::write(&notes, "not a plugin\n").unwrap();
+    let syslog = bind(&fx.log_root(), "dev/log");
+    let skipped = |env: &[(&str, &str)]| {
+        let out = fx
+            .spawn_hook_with(VM, "prepare", "begin", &fx.xml(), env)
+            .wait_with_output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        received(&syslog)
+            .iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .filter(|l| l.contains("README: not an executable file, skipped"))
+            .count()
+    };
+    assert_eq!(skipped(&[]), 0);
+    assert_eq!(skipped(&[("KVMROLL_LOG", "debug")]), 1);
+}
