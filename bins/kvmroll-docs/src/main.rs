@@ -12,6 +12,10 @@
 //!     DIR/zsh/vendor-completions/_NAME
 //!     DIR/fish/vendor_completions.d/NAME.fish
 //!
+//! kvmroll's completions are the scripts of clap_complete's dynamic
+//! completion, which ask `kvmroll` for VM, host and attribute names from
+//! the database; the other binaries' list their options.
+//!
 //! It refuses (exit 1) a page whose Markdown lacks a NAME line for it, and
 //! a page that names a kvmroll page it does not write.
 
@@ -32,6 +36,9 @@ struct Binary {
     cmd: fn() -> Command,
     md: &'static str,
     split: bool,
+    /// Its completions ask the binary (names from the database), rather
+    /// than being a fixed script of its options.
+    dynamic: bool,
 }
 
 const BINARIES: &[Binary] = &[
@@ -41,6 +48,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll::command,
         md: include_str!("../../../docs/man/kvmroll.1.md"),
         split: true,
+        dynamic: true,
     },
     Binary {
         name: "kvmroll-gen",
@@ -48,6 +56,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_gen::command,
         md: include_str!("../../../docs/man/kvmroll-gen.1.md"),
         split: false,
+        dynamic: false,
     },
     Binary {
         name: "kvmroll-enable",
@@ -55,6 +64,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_enable::command,
         md: include_str!("../../../docs/man/kvmroll-enable.8.md"),
         split: false,
+        dynamic: false,
     },
     Binary {
         name: "kvmroll-guests",
@@ -62,6 +72,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_guests::command,
         md: include_str!("../../../docs/man/kvmroll-guests.8.md"),
         split: false,
+        dynamic: false,
     },
     Binary {
         name: "kvmroll-hook",
@@ -69,6 +80,7 @@ const BINARIES: &[Binary] = &[
         cmd: kvmroll_hook::command,
         md: include_str!("../../../docs/man/kvmroll-hook.8.md"),
         split: false,
+        dynamic: false,
     },
 ];
 
@@ -288,6 +300,21 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DocsError> {
     std::fs::write(path, bytes).map_err(err)
 }
 
+/// The script that has the shell ask `NAME` itself for completions
+/// (`COMPLETE=SHELL NAME -- WORDS...`), so that names come from the
+/// database as it is when the user presses tab.
+fn registration(shell: clap_complete::Shell, name: &str, out: &mut Vec<u8>) {
+    use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Zsh => &Zsh,
+        clap_complete::Shell::Fish => &Fish,
+        _ => &Bash,
+    };
+    completer
+        .write_registration("COMPLETE", name, name, name, out)
+        .expect("writing to a Vec cannot fail");
+}
+
 fn completions(dir: &Path) -> Result<(), DocsError> {
     use clap_complete::Shell;
     for b in BINARIES {
@@ -302,9 +329,13 @@ fn completions(dir: &Path) -> Result<(), DocsError> {
                 format!("fish/vendor_completions.d/{}.fish", b.name),
             ),
         ] {
-            let mut cmd = (b.cmd)();
             let mut out = Vec::new();
-            clap_complete::generate(shell, &mut cmd, b.name, &mut out);
+            if b.dynamic {
+                registration(shell, b.name, &mut out);
+            } else {
+                let mut cmd = (b.cmd)();
+                clap_complete::generate(shell, &mut cmd, b.name, &mut out);
+            }
             write_file(&dir.join(file), &out)?;
         }
     }
@@ -360,98 +391,5 @@ mod tests {
         let doc = Doc::parse("## NAME\nkvmroll-gen - render\n");
         assert!(name_of("kvmroll-enable", &doc).is_err());
         assert_eq!(name_of("kvmroll-gen", &doc).unwrap(), "render");
-    }
-}
-
-/// kvmroll-attributes(7) against the code: every attribute name the code
-/// reads is described there.
-#[cfg(test)]
-mod attribute_page {
-    use std::path::{Path, PathBuf};
-
-    /// The non-test Rust sources of the workspace's crates and binaries.
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if name != "tests" && name != "target" {
-                    sources(&path, out);
-                }
-            } else if name.ends_with(".rs") && name != "tests.rs" && name != "fixtures.rs" {
-                // A module's unit tests in a file of their own (tests.rs)
-                // are tests too.
-                out.push(path);
-            }
-        }
-    }
-
-    /// Literals that look like attribute names and are not.
-    const NOT_ATTRIBUTES: &[&str] = &[
-        // The containers' PostgreSQL role (crates/core/src/pg).
-        "kvmroll_container",
-    ];
-
-    /// The string literals in `text` that look like attribute names kvmroll
-    /// reads, up to the file's unit tests.
-    fn attribute_literals(text: &str) -> Vec<String> {
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-        let mut out = Vec::new();
-        for piece in code.split('"').skip(1).step_by(2) {
-            let known = ["kvm", "cpu_mode", "libvirt_uri", "numa_cells"];
-            let looks = piece.starts_with("kvm_")
-                || piece.starts_with("kvmroll_")
-                || known.contains(&piece);
-            if looks
-                && !NOT_ATTRIBUTES.contains(&piece)
-                && piece
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            {
-                out.push(piece.to_string());
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn every_attribute_the_code_reads_is_described() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut files = Vec::new();
-        sources(&root.join("crates"), &mut files);
-        sources(&root.join("bins"), &mut files);
-        let page = super::ATTRIBUTES_MD;
-        let headings: Vec<&str> = page
-            .lines()
-            .filter_map(|l| l.strip_prefix("### "))
-            .flat_map(|h| h.split(", "))
-            .collect();
-        let mut missing = Vec::new();
-        let mut seen = 0;
-        for f in &files {
-            for name in attribute_literals(&std::fs::read_to_string(f).unwrap()) {
-                seen += 1;
-                // A prefix the code builds names from (kvm_device_N).
-                let described = headings
-                    .iter()
-                    .any(|h| *h == name || (name.ends_with('_') && h.starts_with(name.as_str())));
-                if !described {
-                    missing.push(format!("{name} ({})", f.display()));
-                }
-            }
-        }
-        assert!(seen > 30, "found only {seen} attribute names in the code");
-        assert!(
-            missing.is_empty(),
-            "not in kvmroll-attributes.7.md: {missing:?}"
-        );
-    }
-
-    #[test]
-    fn an_undescribed_attribute_is_found() {
-        let found = attribute_literals(
-            "let x = c.attr(h, \"kvm_brand_new\");\n#[cfg(test)]\n\"kvm_in_a_test\"",
-        );
-        assert_eq!(found, ["kvm_brand_new"]);
     }
 }

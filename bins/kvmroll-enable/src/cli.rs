@@ -31,4 +31,7 @@ pub struct Cli {
     pub force: bool,
     #[command(flatten)]
     pub db: kvmroll_cli::args::Db,
+
+    #[command(flatten)]
+    pub verbose: kvmroll_cli::args::Verbose,
 }

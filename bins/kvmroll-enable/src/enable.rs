@@ -6,6 +6,7 @@ use kvmroll_core::model::BootAction;
 use kvmroll_core::{open_store, Change, Cluster, OpenMode, Scope};
 use kvmroll_plugins::{self as plugins, RunSpec};
 use kvmroll_virt::{Connector, DomainState};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -183,12 +184,14 @@ pub fn run(cli: &Cli, connector: &dyn Connector) -> Result<(), EnableError> {
     // holds VMs is refused here, before anything runs.
     c.plan(&changes)?;
     let shown = shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+    let mut out = kvmroll_cli::output::stdout();
+    // What is said on stdout: a closed pipe stops nothing already under way.
     if cli.dry_run {
-        println!("would set kvm={want} on {host} (now {is_now}), set its boot action to install (now {}), and run: {shown}", h.boot_action.as_str());
+        let _ = writeln!(out, "would set kvm={want} on {host} (now {is_now}), set its boot action to install (now {}), and run: {shown}", h.boot_action.as_str());
         if let Err(e) = check_running(&c, host, cli.force, connector) {
-            println!("but it would refuse: {}", error_chain(&e));
+            let _ = writeln!(out, "but it would refuse: {}", error_chain(&e));
         }
-        println!("nothing changed (--dry-run)");
+        let _ = writeln!(out, "nothing changed (--dry-run)");
         return Ok(());
     }
     check_running(&c, host, cli.force, connector)?;
@@ -211,7 +214,10 @@ pub fn run(cli: &Cli, connector: &dyn Connector) -> Result<(), EnableError> {
             },
         });
     }
-    println!("{host}: kvm={want}, boot action install; reinstall started with `{shown}`");
+    let _ = writeln!(
+        out,
+        "{host}: kvm={want}, boot action install; reinstall started with `{shown}`"
+    );
     Ok(())
 }
 

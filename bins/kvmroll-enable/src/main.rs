@@ -19,6 +19,7 @@ use kvmroll_cli::report::Exit;
 
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-enable");
+    kvmroll_cli::log::init_command("kvmroll-enable", cli.verbose.verbose);
     let result = enable::run(&cli, &kvmroll_virt::Libvirt).map(|()| Exit::Done);
     kvmroll_cli::finish("kvmroll-enable", result, Exit::Failed)
 }

@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub db: kvmroll_cli::args::Db,
+
+    #[command(flatten)]
+    pub verbose: kvmroll_cli::args::Verbose,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -35,8 +35,7 @@ fn run(cli: Cli) -> Result<Exit, GenError> {
     let store = open_store(&path, OpenMode::ReadOnly)?;
     let cluster = store.snapshot()?;
     let mut renderer = Renderer::new(&cluster);
-    let out = std::io::stdout();
-    let mut out = std::io::BufWriter::new(out.lock());
+    let mut out = std::io::BufWriter::new(kvmroll_cli::output::stdout());
     match cli.command {
         Command::Kickstart { host, dist_url } => {
             let mut o = hostfiles::KickstartOptions::for_host(&cluster, &host)?;
@@ -110,5 +109,6 @@ fn read_credential(path: &std::path::Path) -> Result<String, CredentialError> {
 
 fn main() -> ExitCode {
     let cli = kvmroll_cli::parse::<Cli>("kvmroll-gen");
+    kvmroll_cli::log::init_command("kvmroll-gen", cli.verbose.verbose);
     kvmroll_cli::finish("kvmroll-gen", run(cli), Exit::Failed)
 }

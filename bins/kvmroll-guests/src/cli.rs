@@ -15,6 +15,8 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(flatten)]
     pub db: kvmroll_cli::args::Db,
+    #[command(flatten)]
+    pub verbose: kvmroll_cli::args::Verbose,
     /// This container's name in the database [default: the short host name].
     #[arg(long, global = true)]
     pub host: Option<String>,
@@ -42,5 +44,7 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
 }

@@ -10,7 +10,6 @@ mod conflicts;
 mod image;
 mod journal;
 mod known;
-mod logger;
 mod progress;
 mod service;
 
@@ -20,6 +19,7 @@ use kvmroll_core::OpenMode;
 use kvmroll_virt::Connector;
 use serde::Serialize;
 use service::{Placement, Service, ServiceError};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -118,7 +118,13 @@ struct VmStatus {
     journal: Option<journal::Entry>,
 }
 
-fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), ServiceError> {
+fn status(
+    svc: &Service,
+    connector: &dyn Connector,
+    json: bool,
+    header: kvmroll_cli::args::NoHeader,
+) -> Result<(), ServiceError> {
+    let mut out = kvmroll_cli::output::stdout();
     let j = journal::Journal::load(&svc.journal_path())?;
     let hv = connector.connect(&svc.uri).ok();
     let mut rows = Vec::new();
@@ -127,7 +133,11 @@ fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), Se
             None => "libvirt unreachable".to_string(),
             Some(Ok(Some(d))) => format!("{:?}", d.state).to_lowercase(),
             Some(Ok(None)) => "not defined".to_string(),
-            Some(Err(e)) => chain(&e),
+            // A fixed word in the output; the why goes to the log.
+            Some(Err(e)) => {
+                log::warn!("VM {name}: cannot ask libvirt its state: {}", chain(&e));
+                "unknown".to_string()
+            }
         };
         let img = image::path(&svc.root, name);
         let size = std::fs::metadata(&img).ok().map(|m| m.len());
@@ -164,39 +174,57 @@ fn status(svc: &Service, connector: &dyn Connector, json: bool) -> Result<(), Se
             phase: j.as_ref().map(|j| j.phase),
             vms: rows,
         };
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&all).unwrap_or_default()
+        )?;
         return Ok(());
     }
-    match &j {
-        Some(j) => println!("host {}: last run {:?}", svc.host, j.phase),
-        None => println!("host {}: no journal yet", svc.host),
+    if !header.no_header {
+        match &j {
+            Some(j) => writeln!(out, "host {}: last run {:?}", svc.host, j.phase)?,
+            None => writeln!(out, "host {}: no journal yet", svc.host)?,
+        }
+        if let Source::Definitions(why) = &svc.known.source {
+            writeln!(
+                out,
+                "from libvirt's definitions: the database is unreachable ({why})"
+            )?;
+        }
     }
-    if let Source::Definitions(why) = &svc.known.source {
-        println!("from libvirt's definitions: the database is unreachable ({why})");
-    }
-    println!(
-        "{:<24} {:<9} {:<12} {:<14} JOURNAL",
-        "VM", "AUTOSTART", "STATE", "SAVED IMAGE"
-    );
-    for r in rows {
-        let image = r
-            .image_size
-            .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
-        let journal = r.journal.map_or("-".to_string(), |e| {
-            if e.note.is_empty() {
-                e.state.to_string()
-            } else {
-                format!("{} ({})", e.state, e.note)
-            }
-        });
-        println!(
-            "{:<24} {:<9} {:<12} {:<14} {journal}",
-            r.name,
-            if r.autostart { "yes" } else { "no" },
-            r.state,
-            image
-        );
-    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            let size = r
+                .image_size
+                .map_or("-".to_string(), |s| format!("{} MiB", s >> 20));
+            let journal = r.journal.map_or("-".to_string(), |e| {
+                if e.note.is_empty() {
+                    e.state.to_string()
+                } else {
+                    format!("{} ({})", e.state, e.note)
+                }
+            });
+            let autostart = if r.autostart { "yes" } else { "no" };
+            let image = r.saved_image.unwrap_or_else(|| "-".to_string());
+            vec![r.name, autostart.to_string(), r.state, image, size, journal]
+        })
+        .collect();
+    // The columns are the JSON's fields of each VM.
+    kvmroll_cli::print_rows(
+        &mut out,
+        &[
+            "NAME",
+            "AUTOSTART",
+            "STATE",
+            "SAVED_IMAGE",
+            "IMAGE_SIZE",
+            "JOURNAL",
+        ],
+        &rows,
+        !header.no_header,
+    )?;
     Ok(())
 }
 
@@ -205,7 +233,9 @@ fn run(cli: Cli) -> Result<Placement, ServiceError> {
     let connector = kvmroll_virt::Libvirt;
     let svc = service(&cli, &connector)?;
     match cli.command {
-        Command::Status { json } => status(&svc, &connector, json).map(|()| Placement::AllInPlace),
+        Command::Status { json, header } => {
+            status(&svc, &connector, json, header).map(|()| Placement::AllInPlace)
+        }
         Command::Start | Command::Stop => {
             if let Some(conflict) = conflicts::find(&cli.root) {
                 return Err(ServiceError::Conflict(conflict));
@@ -252,7 +282,11 @@ impl kvmroll_cli::ExitStatus for Exit {
 
 fn main() -> ExitCode {
     let cli: Cli = kvmroll_cli::parse("kvmroll-guests");
-    logger::init();
+    kvmroll_cli::log::init(kvmroll_cli::log::Options {
+        verbose: cli.verbose.verbose,
+        before_stderr: progress::clear_line,
+        ..kvmroll_cli::log::Options::new("kvmroll-guests")
+    });
     let result = run(cli).map(|placement| match placement {
         Placement::AllInPlace => Exit::Done,
         Placement::Missed(missed) => {
@@ -260,7 +294,7 @@ fn main() -> ExitCode {
             Exit::Partial
         }
     });
-    // Logged, not printed: syslog gets it too, and the logger prefixes
-    // stderr's line with the binary's name.
+    // Logged, not printed: the system log gets it too, and the logger
+    // prefixes stderr's line with the binary's name.
     kvmroll_cli::report::finish_with(result, Exit::Failed, |e| log::error!("{}", chain(e)))
 }

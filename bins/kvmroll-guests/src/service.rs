@@ -65,6 +65,8 @@ pub enum ServiceError {
     Journal(#[from] crate::journal::JournalError),
     #[error("host {0:?} is not in the kvmroll database (give --host NAME)")]
     UnknownHost(String),
+    #[error("cannot write to standard output")]
+    Output(#[from] std::io::Error),
 }
 
 /// Everything a run needs.

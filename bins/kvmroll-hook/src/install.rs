@@ -4,6 +4,7 @@
 //! when it starts or is sent SIGHUP.
 
 use kvmroll_core::error_chain;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +110,8 @@ pub fn run(dropin: bool, root: &Path, force: bool) -> Result<String, InstallErro
 pub fn main(dropin: bool, root: &Path, force: bool) -> u8 {
     match run(dropin, root, force) {
         Ok(msg) => {
-            println!("{msg}");
+            // Done whether or not anyone reads the line (a closed pipe).
+            let _ = writeln!(kvmroll_cli::output::stdout(), "{msg}");
             0
         }
         Err(e) => {

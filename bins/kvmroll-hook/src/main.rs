@@ -41,56 +41,18 @@ pub const MARKER: &str = "kvmroll-hook: the libvirt qemu hook of kvmroll";
 const USAGE: &str = "expected VM OP SUBOP EXTRA (as libvirt calls /etc/libvirt/hooks/qemu) \
                      or install [--dropin] [--root DIR] [--force]";
 
-/// Logs to syslog, facility daemon; without a syslog the hook carries on.
-///
-/// The socket is opened at the first message, not at start: most events log
-/// nothing (the events table has them), and libvirtd waits for its hook.
-struct LazySyslog(std::sync::OnceLock<Option<std::sync::Mutex<Syslog>>>);
-
-type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
-
-impl log::Log for LazySyslog {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let conn = self.0.get_or_init(|| {
-            let formatter = syslog::Formatter3164 {
-                facility: syslog::Facility::LOG_DAEMON,
-                hostname: None,
-                process: "kvmroll-hook".into(),
-                pid: std::process::id(),
-            };
-            syslog::unix(formatter).ok().map(std::sync::Mutex::new)
-        });
-        let Some(conn) = conn else { return };
-        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded here, for every message: a plugin's output or libvirt's
-        // XML can reach a log line.
-        let msg = kvmroll_core::text::message(&record.args().to_string());
-        let _ = match record.level() {
-            log::Level::Error => conn.err(msg),
-            log::Level::Warn => conn.warning(msg),
-            _ => conn.info(msg),
-        };
-    }
-
-    fn flush(&self) {}
-}
-
-fn init_syslog() {
-    static LOGGER: LazySyslog = LazySyslog(std::sync::OnceLock::new());
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
+/// The hook's log: the journal (or syslog) only, never stderr, which
+/// libvirtd shows only when the hook fails (the refusal's own line).
+fn init_log() {
+    kvmroll_cli::log::init(kvmroll_cli::log::Options {
+        stderr: false,
+        ..kvmroll_cli::log::Options::new("kvmroll-hook")
+    });
 }
 
 fn hook(args: &[String]) -> u8 {
-    init_syslog();
+    init_log();
+    kvmroll_cli::log::set_vm(&args[0]);
     let mut xml = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut xml) {
         log::warn!("cannot read the domain XML on stdin: {e}");
@@ -148,7 +110,8 @@ fn hook(args: &[String]) -> u8 {
         Some(reason) => {
             // libvirt shows the hook's stderr whole: one line, a few KB.
             let reason = error_chain(&reason);
-            log::warn!("{reason}");
+            // An operation on the VM refused: an error, logged here only.
+            log::error!("{reason}");
             eprintln!("{reason}");
             1
         }
@@ -177,7 +140,7 @@ fn spawn_detached(args: &[&str], what: &str) {
 
 /// The detached upkeep of the event spool (see [`upkeep`]).
 fn upkeep() -> u8 {
-    init_syslog();
+    init_log();
     let conf = match config::Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -198,7 +161,8 @@ fn upkeep() -> u8 {
 
 /// The detached definition refresh (see [`refresh`]).
 fn refresh_after(pid: &str, vm: &str) -> u8 {
-    init_syslog();
+    init_log();
+    kvmroll_cli::log::set_vm(vm);
     let Ok(pid) = pid.parse::<i32>() else {
         eprintln!("kvmroll-hook: refresh-after: {pid:?} is not a pid");
         return 2;

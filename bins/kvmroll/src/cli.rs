@@ -2,6 +2,7 @@
 //! are turned into core values before any work starts.
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use std::path::PathBuf;
 
 /// Manage a kvmroll cluster: hosts, VMs and their attributes.
@@ -22,6 +23,9 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(flatten)]
     pub db: kvmroll_cli::args::Db,
+
+    #[command(flatten)]
+    pub verbose: kvmroll_cli::args::Verbose,
 
     /// Change the database only; do not refresh libvirt definitions.
     #[arg(long, global = true)]
@@ -57,16 +61,18 @@ pub enum Command {
         #[command(subcommand)]
         prune: Option<EventsCmd>,
         /// Only this VM's events.
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(crate::names::vms))]
         vm: Option<String>,
         /// Only the events that happened on this container.
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
         container: Option<String>,
         /// The newest N events.
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
 }
 
@@ -161,7 +167,7 @@ pub enum EventsCmd {
 
 #[derive(Debug, Args)]
 pub struct Json {
-    /// Print JSON for scripts.
+    /// Print JSON for scripts (its fields: kvmroll(1), JSON OUTPUT).
     #[arg(long)]
     pub json: bool,
 }
@@ -184,6 +190,7 @@ pub enum HostCmd {
     },
     /// Change a host's row.
     Set {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
         name: String,
         #[arg(long)]
         appliance: Option<String>,
@@ -203,15 +210,21 @@ pub enum HostCmd {
     List {
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
     /// Show one host.
     Show {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
         name: String,
         #[command(flatten)]
         json: Json,
     },
     /// Remove a host (not a VM's, nor a container that holds VMs).
-    Remove { name: String },
+    Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +235,8 @@ pub enum ApplianceCmd {
     List {
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
 }
 
@@ -235,12 +250,14 @@ pub enum VmCmd {
     /// every container at once; one that does not answer within --timeout
     /// shows its VMs as unreachable).
     List {
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
         container: Option<String>,
         #[command(flatten)]
         timeout: Timeout,
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
     /// Start VMs through their container's libvirt (restoring a saved one);
     /// the hook runs their allocate and preboot plugins, which may refuse.
@@ -259,6 +276,7 @@ pub enum VmCmd {
     Console { name: String },
     /// Show one VM.
     Show {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         #[command(flatten)]
         json: Json,
@@ -266,6 +284,7 @@ pub enum VmCmd {
     /// Remove a VM (and its libvirt definition, unless it runs). Its disk
     /// images stay, and the command says where, unless --delete-disks.
     Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         /// Also delete the disk images kvmroll made for it, on its container.
         #[arg(long)]
@@ -275,6 +294,7 @@ pub enum VmCmd {
     /// `none`. The definition changes; a running VM sees it at its next
     /// power cycle, or at once with --live.
     Cdrom {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         path: String,
         /// Also change the medium in the running VM now (libvirt's media
@@ -291,6 +311,7 @@ pub enum VmCmd {
     /// Redefine VMs whose libvirt definition differs from the database (or is stale).
     Sync {
         #[arg(required_unless_present = "all")]
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         names: Vec<String>,
         /// Every placed VM.
         #[arg(long, conflicts_with = "names")]
@@ -305,11 +326,12 @@ pub enum VmCmd {
     /// Render VMs and define them in the libvirt of their container.
     Define {
         #[arg(required_unless_present = "all")]
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         names: Vec<String>,
         /// Every placed VM (with --container, those of one container).
         #[arg(long, conflicts_with = "names")]
         all: bool,
-        #[arg(long, requires = "all")]
+        #[arg(long, requires = "all", add = ArgValueCandidates::new(crate::names::hosts))]
         container: Option<String>,
     },
 }
@@ -319,6 +341,7 @@ pub enum DiskCmd {
     /// Add a disk: TYPE:PATH,DEV,BUS[,SIZE_GIB]. An image missing at the VM's
     /// first start is made then, inside kvm_disk_roots.
     Add {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         spec: String,
         /// Allow an image outside kvm_disk_roots: used as it is, never made.
@@ -326,10 +349,15 @@ pub enum DiskCmd {
         force: bool,
     },
     /// Remove a disk from the VM (its image stays).
-    Remove { name: String, dev: String },
+    Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        dev: String,
+    },
     /// Grow a disk to SIZE GiB (never shrinks): at once while the VM runs,
     /// else at its next start.
     Resize {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
         name: String,
         dev: String,
         #[arg(value_name = "SIZE_GIB", value_parser = clap::value_parser!(u32).range(1..))]
@@ -339,8 +367,16 @@ pub enum DiskCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum NicCmd {
-    Add { name: String, spec: String },
-    Remove { name: String, mac: String },
+    Add {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        spec: String,
+    },
+    Remove {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        mac: String,
+    },
 }
 
 /// Which scope an attribute command acts on; none of these means a host.
@@ -371,14 +407,44 @@ pub enum AttrCmd {
         /// Read the value from a file (`-` for standard input).
         #[arg(long, value_name = "FILE")]
         value_file: Option<PathBuf>,
+        /// Set a name within two edits of a known attribute's, which is
+        /// otherwise refused as a likely typo.
+        #[arg(long)]
+        force: bool,
     },
     /// Print a host's resolved value of an attribute (exit 1 when unset).
-    Get { host: String, name: String },
-    /// Every resolved attribute of a host, with the scope it came from.
-    List {
+    Get {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
         host: String,
+        #[arg(add = ArgValueCandidates::new(crate::names::attributes))]
+        name: String,
+    },
+    /// Every resolved attribute of a host, with the scope it came from; or,
+    /// after a scope flag, the attributes set at that scope alone.
+    List {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(
+            required_unless_present_any = ["global", "os", "appliance", "rack"],
+            add = ArgValueCandidates::new(crate::names::hosts)
+        )]
+        host: Option<String>,
         #[command(flatten)]
         json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
+    },
+    /// The attributes kvmroll reads: name, scope, type, default and what
+    /// each does (kvmroll-attributes(7) says more). Exit 1 for a NAME
+    /// kvmroll does not read.
+    Known {
+        /// Only this attribute (kvm_device_3 is kvm_device_N).
+        #[arg(add = ArgValueCandidates::new(crate::names::attributes))]
+        name: Option<String>,
+        #[command(flatten)]
+        json: Json,
+        #[command(flatten)]
+        header: kvmroll_cli::args::NoHeader,
     },
     /// Remove an attribute: `attr rm HOST NAME` or `attr rm --global NAME`.
     Rm {
@@ -431,7 +497,7 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
 pub struct VmAdd {
     pub name: String,
     /// The VM container it runs on.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
     pub container: String,
     /// Memory in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -456,8 +522,9 @@ pub struct VmAdd {
 // `vm set`'s arguments (its help is the variant's).
 #[derive(Debug, Args)]
 pub struct VmSet {
+    #[arg(add = ArgValueCandidates::new(crate::names::vms))]
     pub name: String,
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(crate::names::hosts))]
     pub container: Option<String>,
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub mem: Option<u32>,

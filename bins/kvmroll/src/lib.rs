@@ -2,6 +2,7 @@
 //! man page and completions from the very definition the binary parses with.
 
 pub mod cli;
+pub mod names;
 
 /// `kvmroll`'s clap command.
 pub fn command() -> clap::Command {

@@ -18,3 +18,20 @@ impl Db {
         kvmroll_core::db_location(self.path.clone())
     }
 }
+
+/// `--no-header`: every command that prints a table takes it, for scripts
+/// that read the rows with `cut` or `awk`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct NoHeader {
+    /// Print the table's rows without its header line.
+    #[arg(long)]
+    pub no_header: bool,
+}
+
+/// `--verbose`: the debug log lines too (as `KVMROLL_LOG=debug` does).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Verbose {
+    /// Show the debug log lines too (or set KVMROLL_LOG=debug).
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+}

@@ -36,7 +36,9 @@ pub fn report_line(bin: &str, e: &dyn Error) -> String {
 }
 
 /// Ends a run: `Ok(status)` exits with its code; an error is reported on
-/// stderr as [`report_line`] and exits with `failed`'s code.
+/// stderr as [`report_line`] and exits with `failed`'s code, unless
+/// standard output's reader went away ([`crate::output`]): then the run
+/// ends quietly, status 0.
 pub fn finish<S: ExitStatus, E: Error>(bin: &str, result: Result<S, E>, failed: S) -> ExitCode {
     finish_with(result, failed, |e| eprintln!("{}", report_line(bin, e)))
 }
@@ -49,6 +51,8 @@ pub fn finish_with<S: ExitStatus, E: Error>(
     say: impl FnOnce(&dyn Error),
 ) -> ExitCode {
     match result {
+        // The reader of our output went away: it wanted no more.
+        Err(_) if crate::output::pipe_closed() => ExitCode::SUCCESS,
         Ok(status) => ExitCode::from(status.code()),
         Err(e) => {
             say(&e);

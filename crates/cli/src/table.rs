@@ -11,6 +11,17 @@ pub fn print_table(
     header: &[&str],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
+    print_rows(out, header, rows, true)
+}
+
+/// [`print_table`], the header line printed only if `show_header` (the
+/// columns as wide as with it, so that rows line up the same either way).
+pub fn print_rows(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+    show_header: bool,
+) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -28,12 +39,84 @@ pub fn print_table(
         }
         s.trim_end().to_string()
     };
-    writeln!(out, "{}", line(header))?;
+    if show_header {
+        writeln!(out, "{}", line(header))?;
+    }
     for row in rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         writeln!(out, "{}", line(&cells))?;
     }
     Ok(())
+}
+
+/// A list a command prints: a table for people (`--no-header` drops its
+/// header line), or, with `--json`, an array of objects whose keys are the
+/// table's columns (lowercase, a space as `_`) and whose values keep their
+/// types. One value per cell keeps the two in step: a field cannot be in
+/// one and not in the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table { header: bool },
+    Json,
+}
+
+impl Format {
+    /// The format `--json` and `--no-header` ask for.
+    pub fn of(json: bool, no_header: bool) -> Format {
+        if json {
+            Format::Json
+        } else {
+            Format::Table { header: !no_header }
+        }
+    }
+}
+
+/// The JSON key of a column: `SAVED IMAGE` is `saved_image`.
+pub fn json_key(column: &str) -> String {
+    column.to_lowercase().replace(' ', "_")
+}
+
+/// A cell as the table shows it: text on one line (a newline as `\n`),
+/// null as `-`, booleans as `yes` and `no`.
+pub fn cell_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        serde_json::Value::String(s) => s.replace('\n', "\\n"),
+        other => other.to_string(),
+    }
+}
+
+/// Prints `rows` under `columns` in `format`.
+pub fn print_listing(
+    out: &mut dyn Write,
+    columns: &[&str],
+    rows: &[Vec<serde_json::Value>],
+    format: Format,
+) -> std::io::Result<()> {
+    match format {
+        Format::Json => {
+            let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
+                .iter()
+                .map(|row| {
+                    columns
+                        .iter()
+                        .map(|c| json_key(c))
+                        .zip(row.iter().cloned())
+                        .collect()
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &objects)?;
+            writeln!(out)
+        }
+        Format::Table { header } => {
+            let text: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| r.iter().map(cell_text).collect())
+                .collect();
+            print_rows(out, columns, &text, header)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -58,6 +141,35 @@ mod tests {
                 &[&["vm-a", "2", "h1"], &["a-long-name", "16", ""]]
             ),
             "NAME         CPUS  HOST\nvm-a         2     h1\na-long-name  16\n"
+        );
+    }
+
+    #[test]
+    fn without_the_header_the_rows_keep_their_columns() {
+        let rows = vec![vec!["vm-a".to_string(), "2".to_string()]];
+        let mut out = Vec::new();
+        super::print_rows(&mut out, &["A-LONG-HEADER", "CPUS"], &rows, false).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "vm-a           2\n");
+    }
+
+    #[test]
+    fn a_listing_s_json_keys_are_its_columns() {
+        use serde_json::json;
+        let rows = vec![vec![json!("vm-a"), json!(null), json!(true), json!(2)]];
+        let columns = ["VM", "CONTAINER", "KVM", "SAVED IMAGE"];
+        let mut out = Vec::new();
+        super::print_listing(&mut out, &columns, &rows, super::Format::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!([{"vm": "vm-a", "container": null, "kvm": true, "saved_image": 2}])
+        );
+        let mut out = Vec::new();
+        let table = super::Format::of(false, false);
+        super::print_listing(&mut out, &columns, &rows, table).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "VM    CONTAINER  KVM  SAVED IMAGE\nvm-a  -          yes  2\n"
         );
     }
 

@@ -10,6 +10,8 @@ use crate::text::{clip, QUOTE_CHARS};
 use crate::xml::{self, Element};
 use std::collections::BTreeSet;
 
+pub mod known;
+
 /// libvirt's CPU modes, and Rocks' `exact` (which becomes custom + exact match).
 pub const CPU_MODES: &[&str] = &[
     "custom",

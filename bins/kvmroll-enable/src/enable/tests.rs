@@ -95,6 +95,7 @@ impl Fx {
             db: kvmroll_cli::args::Db {
                 path: Some(self.db()),
             },
+            verbose: kvmroll_cli::args::Verbose { verbose: false },
         };
         // The line the user reads, less the `kvmroll-enable: ` before it.
         run(&cli, &self.fake).map_err(|e| error_chain(&e))

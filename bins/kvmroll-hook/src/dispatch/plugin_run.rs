@@ -303,8 +303,10 @@ fn failed(
             (false, false) => stderr,
         },
     );
+    // A refusal is logged once, where main handles it.
+    let failure = refuse_or(run, failure)?;
     log::warn!("VM {vm}: {} stage: {msg}", stage.name());
-    refuse_or(run, failure)
+    Ok(failure)
 }
 
 /// A plugin that succeeded: a preboot plugin's output, if any, replaces

@@ -67,6 +67,10 @@ impl Fx {
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("etc")
     }
+    /// Where the hook finds its journal or syslog socket (`KVMROLL_LOG_ROOT`).
+    pub fn log_root(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
 
     /// The VM's rendered domain: what libvirt would pass.
     pub fn xml(&self) -> String {
@@ -141,6 +145,18 @@ impl Fx {
 
     /// The hook, started with the XML on its stdin (closed), not waited for.
     pub fn spawn_hook(&self, vm: &str, op: &str, subop: &str, xml: &str) -> std::process::Child {
+        self.spawn_hook_with(vm, op, subop, xml, &[])
+    }
+
+    /// [`Fx::spawn_hook`], with `env` added to its environment.
+    pub fn spawn_hook_with(
+        &self,
+        vm: &str,
+        op: &str,
+        subop: &str,
+        xml: &str,
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvmroll-hook"))
             .args([vm, op, subop, "-"])
             .env_clear()
@@ -150,6 +166,9 @@ impl Fx {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .env("KVMROLL_CONF", self.conf())
+            // Its log sockets under the test's folder, never the machine's.
+            .env("KVMROLL_LOG_ROOT", self.log_root())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -12,6 +12,7 @@ mod fixture;
 mod footprint;
 mod input;
 mod install;
+mod log;
 mod outage;
 mod plugin_safety;
 mod plugins;

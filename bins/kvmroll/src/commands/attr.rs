@@ -1,10 +1,16 @@
-//! `kvmroll attr set|get|list|rm`: attributes at any scope.
+//! `kvmroll attr set|get|list|rm|known`: attributes at any scope, and the
+//! registry of those kvmroll reads.
 
-use super::{one_line, print_json, refused, App, Error, Exit};
+use super::{refused, App, Error, Exit};
 use crate::cli::{AttrCmd, ScopeArgs};
-use kvmroll_cli::print_table;
+use kvmroll_cli::args::NoHeader;
+use kvmroll_cli::{print_listing, Format};
+use kvmroll_core::attrs::known::{self, Known};
+use kvmroll_core::cluster::Resolved;
 use kvmroll_core::{Change, Scope};
+use serde_json::{json, Value};
 use std::io::{Read, Write};
+
 fn scope_of(scope: &ScopeArgs, host: Option<&str>) -> Scope {
     if scope.global {
         Scope::Global
@@ -51,7 +57,8 @@ impl App<'_> {
                 scope,
                 args,
                 value_file,
-            } => self.attr_set(scope, args, value_file),
+                force,
+            } => self.attr_set(scope, args, value_file, force),
             AttrCmd::Get { host, name } => {
                 let c = self.store.snapshot()?;
                 let h = c.host(&host)?;
@@ -63,21 +70,35 @@ impl App<'_> {
                     None => Ok(Exit::Unset),
                 }
             }
-            AttrCmd::List { host, json } => {
+            AttrCmd::List {
+                scope,
+                host,
+                json,
+                header,
+            } => {
                 let c = self.store.snapshot()?;
-                let h = c.host(&host)?;
-                let resolved: Vec<_> = c.resolve(h).into_values().collect();
-                if json.json {
-                    print_json(out, &resolved)?;
-                    return Ok(Exit::Done);
-                }
-                let rows: Vec<Vec<String>> = resolved
-                    .iter()
-                    .map(|r| vec![r.name.clone(), r.scope.to_string(), one_line(&r.value)])
-                    .collect();
-                print_table(out, &["ATTRIBUTE", "SCOPE", "VALUE"], &rows)?;
-                Ok(Exit::Done)
+                let rows: Vec<Resolved> = match host {
+                    Some(host) if !has_scope_flag(&scope) => {
+                        c.resolve(c.host(&host)?).into_values().collect()
+                    }
+                    Some(_) => return Err(refused("give a HOST or a scope flag, not both")),
+                    None => {
+                        let scope = scope_of(&scope, None);
+                        c.attrs
+                            .get(&scope)
+                            .into_iter()
+                            .flatten()
+                            .map(|(name, value)| Resolved {
+                                name: name.clone(),
+                                value: value.clone(),
+                                scope: scope.clone(),
+                            })
+                            .collect()
+                    }
+                };
+                print_resolved(out, &rows, json.json, header)
             }
+            AttrCmd::Known { .. } => unreachable!("answered before the store is opened"),
             AttrCmd::Rm { scope, args } => self.attr_rm(scope, args),
         }
     }
@@ -89,6 +110,7 @@ impl App<'_> {
         scope: ScopeArgs,
         args: Vec<String>,
         value_file: Option<std::path::PathBuf>,
+        force: bool,
     ) -> Result<Exit, Error> {
         let flagged = has_scope_flag(&scope);
         let (target, rest) = if flagged {
@@ -114,6 +136,13 @@ impl App<'_> {
                 }))
             }
         };
+        if !force {
+            if let Some(near) = known::did_you_mean(&name) {
+                return Err(refused(format!(
+                    "kvmroll does not read {name}: did you mean {near}? (--force sets it anyway)"
+                )));
+            }
+        }
         let scope = scope_of(&scope, target);
         self.write(&mut |_| {
             Ok(vec![Change::SetAttr {
@@ -148,4 +177,62 @@ impl App<'_> {
         })
         .map(|(_, o)| o)
     }
+}
+
+/// The rows of `attr list`: a table, or JSON whose fields are its columns.
+fn print_resolved(
+    out: &mut dyn Write,
+    rows: &[Resolved],
+    json: bool,
+    header: NoHeader,
+) -> Result<Exit, Error> {
+    let rows: Vec<Vec<Value>> = rows
+        .iter()
+        .map(|r| vec![json!(r.name), json!(r.scope.to_string()), json!(r.value)])
+        .collect();
+    let format = Format::of(json, header.no_header);
+    print_listing(out, &["NAME", "SCOPE", "VALUE"], &rows, format)?;
+    Ok(Exit::Done)
+}
+
+/// `attr known [NAME]`: the registry, or one entry of it; it needs no
+/// database.
+pub(super) fn known(
+    name: Option<&str>,
+    json: bool,
+    header: NoHeader,
+    out: &mut dyn Write,
+) -> Result<Exit, Error> {
+    let entries: Vec<&Known> = match name {
+        None => known::KNOWN.iter().collect(),
+        Some(name) => match known::lookup(name) {
+            Some(k) => vec![k],
+            None => {
+                let hint = known::did_you_mean(name)
+                    .map(|n| format!(": did you mean {n}?"))
+                    .unwrap_or_default();
+                return Err(refused(format!("kvmroll does not read {name}{hint}")));
+            }
+        },
+    };
+    let rows: Vec<Vec<Value>> = entries
+        .iter()
+        .map(|k| {
+            vec![
+                json!(k.name),
+                json!(k.scope.as_str()),
+                json!(k.kind.as_str()),
+                json!(k.default),
+                json!(k.description),
+            ]
+        })
+        .collect();
+    let format = Format::of(json, header.no_header);
+    print_listing(
+        out,
+        &["NAME", "SCOPE", "TYPE", "DEFAULT", "DESCRIPTION"],
+        &rows,
+        format,
+    )?;
+    Ok(Exit::Done)
 }

@@ -1,8 +1,9 @@
 //! `kvmroll events` and `events prune`: what the hook did.
 
-use super::{one_line, print_json, refused, App, Error, Exit};
-use kvmroll_cli::print_table;
+use super::{refused, App, Error, Exit};
+use kvmroll_cli::{print_listing, Format};
 use kvmroll_core::{open_store, OpenMode};
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 
@@ -89,7 +90,7 @@ impl App<'_> {
         vm: Option<String>,
         container: Option<String>,
         limit: u32,
-        json: bool,
+        format: Format,
         out: &mut dyn Write,
     ) -> Result<Exit, Error> {
         let events = self.store.events(&kvmroll_core::EventFilter {
@@ -97,49 +98,51 @@ impl App<'_> {
             container,
             limit: Some(limit),
         })?;
-        if json {
-            print_json(out, &events)?;
-            return Ok(Exit::Done);
-        }
-        let rows: Vec<Vec<String>> = events
+        let rows: Vec<Vec<Value>> = events
             .iter()
             .map(|e| {
                 vec![
-                    e.id.to_string(),
-                    utc(e.time_ms),
-                    e.vm.clone(),
-                    e.container.clone().unwrap_or_else(|| "-".into()),
-                    e.stage.clone(),
-                    format!("{} {}", e.op, e.subop),
-                    e.plugin.as_deref().map_or("-".to_string(), |p| {
-                        p.rsplit('/').next().unwrap_or(p).to_string()
-                    }),
-                    e.outcome.as_str().to_string(),
-                    e.status.map_or("-".to_string(), |s| s.to_string()),
-                    format!("{}ms", e.duration_ms),
-                    one_line(&e.message),
+                    json!(e.id),
+                    json!(rfc3339_utc(e.time_ms)),
+                    json!(e.vm),
+                    json!(e.container),
+                    json!(e.stage),
+                    json!(e.op),
+                    json!(e.subop),
+                    json!(e.plugin),
+                    json!(e.outcome.as_str()),
+                    json!(e.status),
+                    json!(e.duration_ms),
+                    json!(e.message),
                 ]
             })
             .collect();
-        print_table(
-            out,
-            &[
-                "ID",
-                "TIME",
-                "VM",
-                "CONTAINER",
-                "STAGE",
-                "EVENT",
-                "PLUGIN",
-                "OUTCOME",
-                "STATUS",
-                "TOOK",
-                "MESSAGE",
-            ],
-            &rows,
-        )?;
+        print_listing(out, EVENT_COLUMNS, &rows, format)?;
         Ok(Exit::Done)
     }
+}
+
+/// The columns of `kvmroll events`, and its JSON's fields.
+const EVENT_COLUMNS: &[&str] = &[
+    "ID",
+    "TIME",
+    "VM",
+    "CONTAINER",
+    "STAGE",
+    "OP",
+    "SUBOP",
+    "PLUGIN",
+    "OUTCOME",
+    "STATUS",
+    "DURATION_MS",
+    "MESSAGE",
+];
+
+/// Unix milliseconds in RFC 3339, in UTC and saying so:
+/// `2026-11-26T06:15:33.554Z`.
+fn rfc3339_utc(ms: i64) -> String {
+    let t = utc(ms);
+    format!("{}Z", t.replacen(' ', "T", 1))
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` UTC (the civil-from-days
@@ -174,5 +177,9 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00.000");
         assert_eq!(utc(951_782_400_123), "2000-02-29 00:00:00.123");
         assert_eq!(utc(1_795_673_733_554), "2026-11-26 06:15:33.554");
+        assert_eq!(
+            super::rfc3339_utc(1_795_673_733_554),
+            "2026-11-26T06:15:33.554Z"
+        );
     }
 }

@@ -2,10 +2,37 @@
 
 use super::{print_json, App, Error, Exit};
 use crate::cli::{ApplianceCmd, HostCmd};
-use kvmroll_cli::print_table;
+use kvmroll_cli::{print_listing, Format};
 use kvmroll_core::model::BootAction;
 use kvmroll_core::{Change, ClusterError, Host};
+use serde_json::{json, Value};
 use std::io::Write;
+
+/// The columns of `host list`, and the fields of its JSON and `host show`'s.
+const HOST_COLUMNS: &[&str] = &[
+    "NAME",
+    "APPLIANCE",
+    "RACK",
+    "RANK",
+    "CPUS",
+    "OS",
+    "BOOT_ACTION",
+    "KVM",
+];
+
+/// A host's cells under [`HOST_COLUMNS`].
+fn host_row(c: &kvmroll_core::Cluster, h: &Host) -> Vec<Value> {
+    vec![
+        json!(h.name),
+        json!(h.appliance),
+        json!(h.rack),
+        json!(h.rank),
+        json!(h.cpus),
+        json!(h.os),
+        json!(h.boot_action.as_str()),
+        json!(c.is_container(h)),
+    ]
+}
 
 impl App<'_> {
     pub(super) fn host(&mut self, cmd: HostCmd, out: &mut dyn Write) -> Result<Exit, Error> {
@@ -57,7 +84,9 @@ impl App<'_> {
                 })
                 .map(|(_, o)| o)
             }
-            HostCmd::List { json } => self.list_hosts(json.json, out),
+            HostCmd::List { json, header } => {
+                self.list_hosts(kvmroll_cli::Format::of(json.json, header.no_header), out)
+            }
             HostCmd::Show { name, json } => self.show_host(&name, json.json, out),
             HostCmd::Remove { name } => self
                 .write(&mut |_| Ok(vec![Change::RemoveHost(name.clone())]))
@@ -65,42 +94,10 @@ impl App<'_> {
         }
     }
 
-    fn list_hosts(&mut self, json: bool, out: &mut dyn Write) -> Result<Exit, Error> {
+    fn list_hosts(&mut self, format: Format, out: &mut dyn Write) -> Result<Exit, Error> {
         let c = self.store.snapshot()?;
-        if json {
-            print_json(out, &c.hosts.values().collect::<Vec<_>>())?;
-            return Ok(Exit::Done);
-        }
-        let rows: Vec<Vec<String>> = c
-            .hosts
-            .values()
-            .map(|h| {
-                vec![
-                    h.name.clone(),
-                    h.appliance.clone(),
-                    h.rack.to_string(),
-                    h.rank.to_string(),
-                    h.cpus.to_string(),
-                    h.os.clone(),
-                    h.boot_action.as_str().to_string(),
-                    if c.is_container(h) { "yes" } else { "no" }.to_string(),
-                ]
-            })
-            .collect();
-        print_table(
-            out,
-            &[
-                "HOST",
-                "APPLIANCE",
-                "RACK",
-                "RANK",
-                "CPUS",
-                "OS",
-                "BOOT",
-                "KVM",
-            ],
-            &rows,
-        )?;
+        let rows: Vec<Vec<Value>> = c.hosts.values().map(|h| host_row(&c, h)).collect();
+        print_listing(out, HOST_COLUMNS, &rows, format)?;
         Ok(Exit::Done)
     }
 
@@ -108,7 +105,14 @@ impl App<'_> {
         let c = self.store.snapshot()?;
         let h = c.host(name)?;
         if json {
-            print_json(out, h)?;
+            // The host list's fields, and the VMs it holds.
+            let vms: Vec<&str> = c.vms_on(name).map(|v| v.name.as_str()).collect();
+            let mut view = serde_json::Map::new();
+            for (col, v) in HOST_COLUMNS.iter().zip(host_row(&c, h)) {
+                view.insert(kvmroll_cli::table::json_key(col), v);
+            }
+            view.insert("vms".into(), json!(vms));
+            print_json(out, &view)?;
             return Ok(Exit::Done);
         }
         writeln!(out, "name:         {}", h.name)?;
@@ -139,15 +143,11 @@ impl App<'_> {
             ApplianceCmd::Add { name } => self
                 .write(&mut |_| Ok(vec![Change::AddAppliance(name.clone())]))
                 .map(|(_, o)| o),
-            ApplianceCmd::List { json } => {
+            ApplianceCmd::List { json, header } => {
                 let c = self.store.snapshot()?;
-                if json.json {
-                    print_json(out, &c.appliances)?;
-                } else {
-                    for a in &c.appliances {
-                        writeln!(out, "{a}")?;
-                    }
-                }
+                let rows: Vec<Vec<Value>> = c.appliances.iter().map(|a| vec![json!(a)]).collect();
+                let format = Format::of(json.json, header.no_header);
+                print_listing(out, &["APPLIANCE"], &rows, format)?;
                 Ok(Exit::Done)
             }
         }

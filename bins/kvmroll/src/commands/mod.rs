@@ -144,7 +144,7 @@ fn open_mode(command: &Command) -> OpenMode {
             | VmCmd::Destroy { .. }
             | VmCmd::Console { .. },
         )
-        | Command::Attr(AttrCmd::Get { .. } | AttrCmd::List { .. })
+        | Command::Attr(AttrCmd::Get { .. } | AttrCmd::List { .. } | AttrCmd::Known { .. })
         | Command::Events { prune: None, .. }
         | Command::Db(DbCmd::Status { .. }) => OpenMode::ReadOnly,
     }
@@ -156,13 +156,16 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
     } else {
         open_mode(&cli.command)
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = kvmroll_cli::output::stdout();
     // Names its two databases itself.
     if let Command::Db(DbCmd::Copy { from, to }) = cli.command {
         if mode == OpenMode::ReadOnly {
             return Err(StoreError::ReadOnly.into());
         }
         return db::copy_db(&from, &to, &mut out);
+    }
+    if let Command::Attr(AttrCmd::Known { name, json, header }) = &cli.command {
+        return attr::known(name.as_deref(), json.json, *header, &mut out);
     }
     let path = cli.db.location()?;
     if let Command::Db(cmd) = cli.command {
@@ -203,9 +206,11 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
             container,
             limit,
             json,
+            header,
         } => {
             events::forward_spool(&path);
-            app.events(vm, container, limit, json.json, &mut out)
+            let format = kvmroll_cli::Format::of(json.json, header.no_header);
+            app.events(vm, container, limit, format, &mut out)
         }
     }
 }
@@ -214,11 +219,6 @@ fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Error> 
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// A value on one line for a table: newlines shown as `\n`.
-fn one_line(v: &str) -> String {
-    v.replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::cli::{DiskCmd, NicCmd, PowerArgs, VmAdd, VmCmd, VmSet};
 use crate::states::{self, VmState};
 use crate::sync::SyncMode;
 use kvmroll_cli::error_chain;
-use kvmroll_cli::print_table;
+use kvmroll_cli::{print_listing, Format};
 use kvmroll_core::disks::{Roots, ROOTS_ATTR};
 use kvmroll_core::model::check_name;
 use kvmroll_core::{
@@ -16,6 +16,7 @@ use kvmroll_core::{
 };
 use kvmroll_virt::DomainState;
 use serde::Serialize;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
@@ -50,17 +51,29 @@ fn nics_from_specs(cluster: &Cluster, specs: &[NicSpec], mut taken: BTreeSet<Mac
 
 /// A row of `vm list --json`: the VM's fields and its state's word.
 #[derive(Serialize)]
-struct VmRow<'a> {
-    #[serde(flatten)]
-    vm: &'a Vm,
-    state: &'a VmState,
-}
-
-#[derive(Serialize)]
 struct VmView<'a> {
     #[serde(flatten)]
     vm: &'a Vm,
-    attributes: Vec<kvmroll_core::cluster::Resolved>,
+    /// As `attr list --json` gives them.
+    attributes: Vec<AttrView>,
+}
+
+/// A resolved attribute in JSON: `attr list`'s columns.
+#[derive(Serialize)]
+struct AttrView {
+    pub name: String,
+    pub scope: String,
+    pub value: String,
+}
+
+impl From<kvmroll_core::cluster::Resolved> for AttrView {
+    fn from(r: kvmroll_core::cluster::Resolved) -> AttrView {
+        AttrView {
+            scope: r.scope.to_string(),
+            name: r.name,
+            value: r.value,
+        }
+    }
 }
 
 impl App<'_> {
@@ -86,7 +99,13 @@ impl App<'_> {
                 container,
                 timeout,
                 json,
-            } => self.list_vms(container, timeout.limit, json.json, out),
+                header,
+            } => self.list_vms(
+                container,
+                timeout.limit,
+                Format::of(json.json, header.no_header),
+                out,
+            ),
             VmCmd::Show { name, json } => self.show_vm(&name, json.json, out),
             VmCmd::Remove { name, delete_disks } => self.remove_vm(&name, delete_disks),
             VmCmd::Cdrom { name, path, live } => self.set_cdrom(&name, &path, live),
@@ -249,7 +268,7 @@ impl App<'_> {
         &mut self,
         container: Option<String>,
         limit: Duration,
-        json: bool,
+        format: Format,
         out: &mut dyn Write,
     ) -> Result<Exit, Error> {
         let c = self.store.snapshot()?;
@@ -262,42 +281,34 @@ impl App<'_> {
             .filter(|v| container.is_none() || v.container == container)
             .collect();
         let states = self.vm_states(&c, &vms, limit);
-        if json {
-            let rows: Vec<VmRow<'_>> = vms
-                .iter()
-                .zip(&states)
-                .map(|(vm, state)| VmRow { vm, state })
-                .collect();
-            print_json(out, &rows)?;
-            return Ok(Exit::Done);
-        }
-        let rows: Vec<Vec<String>> = vms
+        let rows: Vec<Vec<Value>> = vms
             .iter()
             .zip(&states)
             .map(|(v, state)| {
                 vec![
-                    v.name.clone(),
-                    v.container.clone().unwrap_or_else(|| "-".into()),
-                    state.word().to_string(),
-                    v.memory_mib.to_string(),
-                    v.vcpus.to_string(),
-                    v.cdrom.clone().unwrap_or_else(|| "-".into()),
-                    if v.stale { "stale" } else { "ok" }.to_string(),
+                    json!(v.name),
+                    json!(v.container),
+                    json!(state.word()),
+                    json!(v.memory_mib),
+                    json!(v.vcpus),
+                    json!(v.cdrom),
+                    json!(if v.stale { "stale" } else { "ok" }),
                 ]
             })
             .collect();
-        print_table(
+        print_listing(
             out,
             &[
-                "VM",
+                "NAME",
                 "CONTAINER",
                 "STATE",
-                "MEM_MIB",
+                "MEMORY_MIB",
                 "VCPUS",
                 "CDROM",
                 "DEFINITION",
             ],
             &rows,
+            format,
         )?;
         Ok(Exit::Done)
     }
@@ -344,7 +355,11 @@ impl App<'_> {
     fn show_vm(&mut self, name: &str, json: bool, out: &mut dyn Write) -> Result<Exit, Error> {
         let c = self.store.snapshot()?;
         let vm = c.vm(name)?;
-        let attributes: Vec<_> = c.resolve(c.host(name)?).into_values().collect();
+        let attributes: Vec<AttrView> = c
+            .resolve(c.host(name)?)
+            .into_values()
+            .map(AttrView::from)
+            .collect();
         if json {
             print_json(out, &VmView { vm, attributes })?;
             return Ok(Exit::Done);

@@ -35,8 +35,8 @@ fn resolution_shows_the_winning_scope(e: Engine) {
         .find(|r| r["name"] == "x")
         .unwrap();
     assert_eq!(
-        (x["value"].as_str(), x["scope"]["scope"].as_str()),
-        (Some("rack"), Some("rack"))
+        (x["value"].as_str(), x["scope"].as_str()),
+        (Some("rack"), Some("rack:0"))
     );
     // Unset: exit 1, nothing printed.
     let out = f.run(&["attr", "get", vm, "nosuch"]);

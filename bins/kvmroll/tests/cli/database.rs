@@ -84,7 +84,7 @@ fn db_path_from_environment_and_folder_created_by_a_first_write() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = kvmroll(&["appliance", "list"]);
+    let out = kvmroll(&["appliance", "list", "--no-header"]);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "compute\nfrontend\nhosted-vm\nlogin\nvm-container\n"

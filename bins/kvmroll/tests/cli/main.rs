@@ -38,6 +38,7 @@ mod fixture;
 mod fragments;
 mod import;
 mod libvirt;
+mod output;
 mod postgres;
 mod refusals;
 mod states;

@@ -268,9 +268,16 @@ fn vm_uuid_is_kept_and_macs_are_unique(e: Engine) {
         "direct:eth0,vlan=5",
     ]);
     let list: serde_json::Value = serde_json::from_str(&f.ok(&["vm", "list", "--json"])).unwrap();
-    let macs: Vec<&str> = list
+    let shown: Vec<serde_json::Value> = list
         .as_array()
         .unwrap()
+        .iter()
+        .map(|v| {
+            let name = v["name"].as_str().unwrap();
+            serde_json::from_str(&f.ok(&["vm", "show", name, "--json"])).unwrap()
+        })
+        .collect();
+    let macs: Vec<&str> = shown
         .iter()
         .flat_map(|v| v["nics"].as_array().unwrap())
         .map(|n| n["mac"].as_str().unwrap())
