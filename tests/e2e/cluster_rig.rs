@@ -31,6 +31,18 @@ cat >/dev/null
 /// The hook's log, inside a node.
 const HOOK_LOG: &str = "/var/lib/kvmroll/rig-hook.log";
 
+/// The tests of this binary one at a time: a namespace's number is reused
+/// as soon as it is freed, so a node another test starts right after one
+/// ended can take its numbers, and its processes would look left behind in
+/// the first one's footprint.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn admin() -> Role {
     Role::login("kvmroll", "s3cret pass").with("CREATEROLE")
 }
@@ -113,6 +125,7 @@ fn cgroups_of(vm: &str) -> Vec<String> {
 // size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped() {
+    let _serial = serial();
     const TEST: &str = "a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped";
     if !rig::available(TEST) {
         return;
@@ -313,6 +326,7 @@ fn a_rig_runs_nodes_and_postgres_and_leaves_nothing_when_dropped() {
 
 #[test]
 fn a_node_and_a_server_in_a_test_that_panics_leave_nothing() {
+    let _serial = serial();
     const TEST: &str = "a_node_and_a_server_in_a_test_that_panics_leave_nothing";
     if !rig::available(TEST) {
         return;
@@ -334,6 +348,7 @@ fn a_node_and_a_server_in_a_test_that_panics_leave_nothing() {
 
 #[test]
 fn a_rig_whose_process_is_killed_leaves_nothing() {
+    let _serial = serial();
     const TEST: &str = "a_rig_whose_process_is_killed_leaves_nothing";
     if !rig::available(TEST) {
         return;
@@ -421,6 +436,7 @@ fn shared() -> &'static Rig {
 
 #[test]
 fn a_shared_rig_is_built_once_and_gives_each_test_its_own_database() {
+    let _serial = serial();
     const TEST: &str = "a_shared_rig_is_built_once_and_gives_each_test_its_own_database";
     if !rig::available(TEST) {
         return;

@@ -261,8 +261,15 @@ impl PinSets {
     }
 }
 
-/// A set attribute in libvirt's cpuset syntax.
+/// A set attribute in libvirt's cpuset syntax, exactly: libvirt's schema
+/// allows no blank in it (`' 1'` fails `virt-xml-validate`), though the
+/// parser here would read past one.
 fn set_of(element: &str, attr: &str, value: &str) -> Result<BTreeSet<u32>, String> {
+    if value.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "<{element} {attr}={value:?}>: a CPU set holds no blanks (e.g. 0-3,^2)"
+        ));
+    }
     cpuset::parse(value).map_err(|e| format!("<{element} {attr}=...>: {e}"))
 }
 

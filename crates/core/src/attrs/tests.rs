@@ -142,6 +142,16 @@ fn every_bad_set_of_a_pinning_fragment_is_refused() {
             "twice",
         ),
         ("<cputune/><cputune/>", "<cputune> is given twice"),
+        // Regression (found by the property tests): a blank inside a CPU
+        // set was read past, and libvirt's schema refuses the domain.
+        (
+            "<cputune><iothreadpin iothread='1' cpuset=' 1'/></cputune><iothreads>1</iothreads>",
+            "holds no blanks",
+        ),
+        (
+            "<cputune><vcpupin vcpu='0' cpuset='1 '/></cputune>",
+            "holds no blanks",
+        ),
         // Regression (found by the property tests): two <shares> were
         // accepted, and libvirt's schema refuses the domain.
         (
