@@ -46,33 +46,6 @@ fn journal(a: &Node) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-/// The QEMU processes of the node, by guest name: their pids and whether
-/// each was started to restore an image (`-incoming`).
-fn qemus(a: &Node) -> BTreeMap<String, Vec<(u32, bool)>> {
-    let mut by_vm: BTreeMap<String, Vec<(u32, bool)>> = BTreeMap::new();
-    for (pid, comm) in a.footprint().processes() {
-        if !comm.starts_with("qemu-system") {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let Some(name) = line
-            .split(' ')
-            .find_map(|w| w.strip_prefix("guest="))
-            .and_then(|w| w.split(',').next())
-        else {
-            continue;
-        };
-        by_vm
-            .entry(name.to_string())
-            .or_default()
-            .push((pid, line.contains("-incoming")));
-    }
-    by_vm
-}
-
 // size: one scenario against real daemons, each step on the state the last one left; kept whole
 #[test]
 fn a_budget_too_small_for_all_saves_some_and_cold_boots_the_rest() {
@@ -124,7 +97,7 @@ fn a_budget_too_small_for_all_saves_some_and_cold_boots_the_rest() {
     for vm in &names {
         ok(a.virsh(&["start", vm]), "virsh start");
     }
-    assert_eq!(qemus(a).len(), 16, "sixteen guests run");
+    assert_eq!(a.qemus().len(), 16, "sixteen guests run");
 
     // The node shuts down: a budget too small for all.
     let t = Instant::now();
@@ -149,7 +122,7 @@ fn a_budget_too_small_for_all_saves_some_and_cold_boots_the_rest() {
             "{vm}"
         );
     }
-    assert!(qemus(a).is_empty(), "a guest still runs after the stop");
+    assert!(a.qemus().is_empty(), "a guest still runs after the stop");
     for vm in &names {
         let info = ok(a.virsh(&["dominfo", vm]), "dominfo");
         let managed = info
@@ -167,7 +140,7 @@ fn a_budget_too_small_for_all_saves_some_and_cold_boots_the_rest() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "kvmroll-guests start: {err}");
     let after_start = journal(a);
-    let running = qemus(a);
+    let running = a.qemus();
     for vm in &names {
         let procs = running.get(vm).cloned().unwrap_or_default();
         assert_eq!(procs.len(), 1, "{vm}: one QEMU, not {procs:?}");
@@ -180,7 +153,7 @@ fn a_budget_too_small_for_all_saves_some_and_cold_boots_the_rest() {
     // A second start starts nothing twice.
     let out = guests(a, &db, "start");
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(qemus(a), running, "a guest was started again");
+    assert_eq!(a.qemus(), running, "a guest was started again");
     for vm in &names {
         assert_eq!(journal(a)[vm].0, "already-running", "{vm}");
     }

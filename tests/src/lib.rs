@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod halting;
 pub mod rig;
 
 /// The statically linked hook that `scripts/build.sh` builds beside the
