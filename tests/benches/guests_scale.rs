@@ -241,17 +241,7 @@ fn main() {
 
     let db = tmp.path().join("kvmroll.db");
     let k = Kvmroll::new(&db);
-    k.ok(&["db", "init"]);
-    k.ok(&[
-        "host",
-        "add",
-        NODE,
-        "--appliance",
-        "vm-container",
-        "--cpus",
-        "2",
-    ]);
-    k.ok(&["attr", "set", NODE, "libvirt_uri", &node.libvirt_uri()]);
+    k.init_with_container(NODE, &node.libvirt_uri());
     for pair in std::env::var("KVMROLL_BENCH_ATTRS")
         .unwrap_or_default()
         .split(',')

@@ -61,17 +61,7 @@ fn a_budget_too_small_for_all_saves_some_and_cold_boots_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kvmroll.db");
     let k = Kvmroll::new(&db);
-    k.ok(&["db", "init"]);
-    k.ok(&[
-        "host",
-        "add",
-        NODE,
-        "--appliance",
-        "vm-container",
-        "--cpus",
-        "2",
-    ]);
-    k.ok(&["attr", "set", NODE, "libvirt_uri", &a.libvirt_uri()]);
+    k.init_with_container(NODE, &a.libvirt_uri());
     k.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
     k.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
     // Four at once; a save gets 5 s at most, a shutdown 1 s, then a

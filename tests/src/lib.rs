@@ -357,6 +357,15 @@ impl Kvmroll {
         ]);
     }
 
+    /// A database of its own with `node`, a 2-CPU VM container whose
+    /// libvirt answers at `uri` (a rig node's).
+    pub fn init_with_container(&self, node: &str, uri: &str) {
+        self.ok(&["db", "init"]);
+        let add = ["host", "add", node, "--appliance", "vm-container"];
+        self.ok(&[&add[..], &["--cpus", "2"]].concat());
+        self.ok(&["attr", "set", node, "libvirt_uri", uri]);
+    }
+
     /// Makes this machine a 2-CPU VM container (one that is there already is
     /// fine), with the guest CPU mode and no graphics for every VM. Returns
     /// the container's name.
