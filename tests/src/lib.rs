@@ -7,6 +7,7 @@ use kvmroll_core::error_chain;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod halting;
 pub mod rig;
 
 /// The statically linked hook that `scripts/build.sh` builds beside the
@@ -355,6 +356,15 @@ impl Kvmroll {
             "--cpus",
             "1",
         ]);
+    }
+
+    /// A database of its own with `node`, a 2-CPU VM container whose
+    /// libvirt answers at `uri` (a rig node's).
+    pub fn init_with_container(&self, node: &str, uri: &str) {
+        self.ok(&["db", "init"]);
+        let add = ["host", "add", node, "--appliance", "vm-container"];
+        self.ok(&[&add[..], &["--cpus", "2"]].concat());
+        self.ok(&["attr", "set", node, "libvirt_uri", uri]);
     }
 
     /// Makes this machine a 2-CPU VM container (one that is there already is

@@ -122,6 +122,10 @@ pub struct Journal {
     pub host: String,
     pub phase: Phase,
     pub updated_ms: i64,
+    /// The save folder's disk as the last stop measured it, bytes per
+    /// second: `kvm_guests_parallel=auto` at the next start uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_per_sec: Option<u64>,
     pub vms: BTreeMap<String, Entry>,
 }
 
@@ -131,6 +135,7 @@ impl Journal {
             host: host.to_string(),
             phase,
             updated_ms: kvmroll_core::now_ms(),
+            disk_bytes_per_sec: None,
             vms: BTreeMap::new(),
         }
     }

@@ -12,10 +12,38 @@ use kvmroll_virt::{Hypervisor, VirtError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The default of `kvm_guests_stop_budget`: ten minutes, under what a
+/// host's shutdown is given before people reach for the power button, and
+/// what the unit's fixed `TimeoutStopSec` is a safety net over.
+pub const STOP_BUDGET_SECS: u64 = 600;
+
+/// `kvm_guests_parallel`: a number, or `auto` (the default), chosen at the
+/// start of each run from the machine (`crate::auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallel {
+    Auto,
+    Fixed(usize),
+}
+
+impl Parallel {
+    /// A number above zero is that many; anything else (unset, `auto`, a
+    /// value the attribute check would have refused) is `auto`.
+    pub fn parse(value: Option<&str>) -> Parallel {
+        match value.map(str::trim).and_then(|v| v.parse::<usize>().ok()) {
+            Some(n) if n > 0 => Parallel::Fixed(n),
+            _ => Parallel::Auto,
+        }
+    }
+}
+
 /// The tunables, from the container's resolved attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub parallel: usize,
+    /// How many saves (and restores) at once (`kvm_guests_parallel`).
+    pub parallel: Parallel,
+    /// The whole stop's time (`kvm_guests_stop_budget`): every save and
+    /// every fallback fits in it.
+    pub stop_budget: Duration,
     pub save_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub destroy_on_timeout: bool,
@@ -37,7 +65,8 @@ impl Settings {
         Settings {
             // Saves are bound by the disk, not the CPUs: a few at once keep
             // it busy without thrashing it.
-            parallel: num("kvm_guests_parallel", 4).max(1) as usize,
+            parallel: Parallel::parse(attr("kvm_guests_parallel").as_deref()),
+            stop_budget: Duration::from_secs(num("kvm_guests_stop_budget", STOP_BUDGET_SECS)),
             save_timeout: Duration::from_secs(num("kvm_guests_save_timeout", 300)),
             shutdown_timeout: Duration::from_secs(num("kvm_guests_shutdown_timeout", 120)),
             destroy_on_timeout: attr("kvm_guests_on_timeout").as_deref() == Some("destroy"),
@@ -319,7 +348,23 @@ mod tests {
         assert_eq!(k.limits("a").save_timeout, Duration::from_secs(600));
         assert_eq!(k.limits("d").save_timeout, Duration::from_secs(300));
         // The run takes what most definitions carry.
-        assert_eq!(k.settings.parallel, 2);
+        assert_eq!(k.settings.parallel, Parallel::Fixed(2));
         assert!(k.cluster().is_none());
+    }
+
+    #[test]
+    fn kvm_guests_parallel_is_auto_unless_a_number_above_zero() {
+        assert_eq!(Parallel::parse(None), Parallel::Auto);
+        assert_eq!(Parallel::parse(Some("auto")), Parallel::Auto);
+        assert_eq!(Parallel::parse(Some("0")), Parallel::Auto);
+        assert_eq!(Parallel::parse(Some("3")), Parallel::Fixed(3));
+    }
+
+    #[test]
+    fn kvm_guests_stop_budget_defaults_to_ten_minutes() {
+        let s = Settings::from(&|_| None);
+        assert_eq!(s.stop_budget, Duration::from_secs(600));
+        let s = Settings::from(&|n| (n == "kvm_guests_stop_budget").then(|| "90".to_string()));
+        assert_eq!(s.stop_budget, Duration::from_secs(90));
     }
 }

@@ -6,10 +6,13 @@
 //! not where they should be (listed on stderr).
 
 use kvmroll_guests::cli;
+mod auto;
 mod conflicts;
 mod image;
 mod journal;
 mod known;
+mod mounts;
+mod notify;
 mod progress;
 mod service;
 
@@ -74,6 +77,8 @@ fn service(cli: &Cli, connector: &dyn Connector) -> Result<Service, ServiceError
         host,
         root: cli.root.clone(),
         state_dir: cli.state_dir.clone(),
+        parallel: 1,
+        disk_rate: None,
     })
 }
 
@@ -231,7 +236,8 @@ fn status(
 fn run(cli: Cli) -> Result<Placement, ServiceError> {
     // The real libvirt; the service's tests hand it a fake instead.
     let connector = kvmroll_virt::Libvirt;
-    let svc = service(&cli, &connector)?;
+    let mut svc = service(&cli, &connector)?;
+    let notifier = notify::Notifier::from_env();
     match cli.command {
         Command::Status { json, header } => {
             status(&svc, &connector, json, header).map(|()| Placement::AllInPlace)
@@ -244,7 +250,8 @@ fn run(cli: Cli) -> Result<Placement, ServiceError> {
                 if matches!(svc.known.source, Source::Database(_)) {
                     forward_spool(&cli);
                 }
-                service::start(&svc, &connector)
+                svc.settle_parallel(false);
+                service::start(&svc, &connector, &notifier)
             } else {
                 // SIGTERM and SIGINT only set a flag; the stop's monitor loop
                 // reads it (no work in the handler).
@@ -254,7 +261,8 @@ fn run(cli: Cli) -> Result<Placement, ServiceError> {
                         log::warn!("cannot watch signal {sig}: {e}");
                     }
                 }
-                service::stop(&svc, &connector, &interrupted)
+                svc.settle_parallel(true);
+                service::stop(&svc, &connector, &interrupted, &notifier)
             }
         }
     }

@@ -11,6 +11,7 @@
 //! database at boot). This file holds what they share. The libvirt
 //! connections come from the [`Connector`] the caller hands in.
 
+mod budget;
 mod define;
 mod save;
 mod shutdown;
@@ -23,10 +24,11 @@ pub use start::start;
 pub use stop::stop;
 
 use crate::journal::{Journal, VmState};
-use crate::known::{Known, Settings};
+use crate::known::{Known, Parallel, Settings};
 use kvmroll_virt::{Connector, Hypervisor};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Where a run left this container's VMs.
@@ -80,9 +82,38 @@ pub struct Service {
     pub known: Known,
     /// The run's own settings ([`Known::settings`]).
     pub settings: Settings,
+    /// How many saves or restores at once: `kvm_guests_parallel`, or
+    /// what `auto` chose for this machine.
+    pub parallel: usize,
+    /// The save folder's disk, bytes per second, where known (measured by
+    /// this stop, or kept in the journal by the last one).
+    pub disk_rate: Option<u64>,
 }
 
 impl Service {
+    /// Settles `kvm_guests_parallel` for this run: the number it says, or
+    /// for `auto` the machine's choice (`crate::auto`), logged. A stop
+    /// measures the save folder's disk; a start takes the last stop's
+    /// figure from the journal and measures nothing.
+    pub fn settle_parallel(&mut self, measure: bool) {
+        let Parallel::Fixed(n) = self.settings.parallel else {
+            self.disk_rate = if measure {
+                let image = crate::image::path(&self.root, "x");
+                image.parent().and_then(crate::auto::measure_disk)
+            } else {
+                Journal::load(&self.journal_path())
+                    .ok()
+                    .flatten()
+                    .and_then(|j| j.disk_bytes_per_sec)
+            };
+            let (n, why) = crate::auto::choose(&crate::auto::machine(self.disk_rate));
+            log::info!("kvm_guests_parallel=auto: {n} at once ({why})");
+            self.parallel = n;
+            return;
+        };
+        self.parallel = n;
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.state_dir.join("journal.json")
     }
@@ -122,6 +153,8 @@ impl Service {
 struct Shared {
     journal: Mutex<Journal>,
     path: PathBuf,
+    /// Steps journaled so far: what the monitors count as progress.
+    steps: AtomicU64,
 }
 
 impl Shared {
@@ -129,16 +162,42 @@ impl Shared {
         Shared {
             journal: Mutex::new(journal),
             path,
+            steps: AtomicU64::new(0),
         }
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps.load(Ordering::SeqCst)
     }
 
     fn set(&self, vm: &str, state: VmState, note: impl Into<String>) {
         self.with(|j| j.set(vm, state, note));
     }
 
+    /// Records a step in memory only; [`Shared::write`] writes it later.
+    fn remember(&self, vm: &str, state: VmState, note: impl Into<String>) {
+        let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        j.set(vm, state, note);
+        self.steps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Writes the journal as it stands, outside the lock: the workers go on
+    /// recording while it is synced.
+    fn write(&self) {
+        let j = self
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Err(e) = j.save(&self.path) {
+            log::error!("{}", crate::chain(&e));
+        }
+    }
+
     fn with(&self, f: impl FnOnce(&mut Journal)) {
         let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut j);
+        self.steps.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = j.save(&self.path) {
             log::error!("{}", crate::chain(&e));
         }
@@ -166,5 +225,14 @@ pub fn human(bytes: u64) -> String {
         b if b < 1 << 20 => format!("{} KiB", b.div_ceil(1024)),
         b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
         b => format!("{:.2} GiB", b as f64 / f64::from(1 << 30)),
+    }
+}
+
+/// Sends on drop: a worker's "done", even when it ends by a panic.
+struct Done(std::sync::mpsc::Sender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }

@@ -179,6 +179,7 @@ fn the_unit_orders_and_bounds_the_service() {
         "ExecStart=/usr/bin/kvmroll-guests start",
         "ExecStop=/usr/bin/kvmroll-guests stop",
         "TimeoutStopSec=900",
+        "NotifyAccess=all",
     ] {
         assert!(text.contains(want), "the unit lacks {want:?}");
     }

@@ -422,6 +422,7 @@ const SECONDS_ATTRS: &[&str] = &[
     "kvm_plugin_timeout_other",
     "kvm_guests_save_timeout",
     "kvm_guests_shutdown_timeout",
+    "kvm_guests_stop_budget",
 ];
 
 /// The longest a stage's plugins may take together, in seconds: libvirtd
@@ -486,6 +487,7 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         n if SECONDS_ATTRS.contains(&n) => {
             positive(&value).map_err(bad)?;
         }
+        "kvm_guests_parallel" if value == "auto" => {}
         "kvm_guests_parallel" | "kvm_events_keep_days" => {
             positive(&value).map_err(bad)?;
         }

@@ -70,6 +70,7 @@ pub const CONTAINER_SETTINGS: &[&str] = &[
     "kvm_guests_save_timeout",
     "kvm_guests_shutdown_timeout",
     "kvm_guests_start_delay",
+    "kvm_guests_stop_budget",
 ];
 
 /// Why kvmroll's metadata in a definition cannot be read.

@@ -45,6 +45,9 @@ pub enum Fault {
     ShutdownIgnored,
     /// A destroy fails; the domain keeps running.
     DestroyFails,
+    /// An abort of its job is accepted and has no effect: the save runs its
+    /// course (a save stuck in I/O, say).
+    AbortIgnored,
     /// A start from a managed-save image fails (libvirt keeps the image).
     RestoreFails,
     /// Every start fails, restore, boot and force-boot alike.

@@ -42,7 +42,6 @@
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use nix::sys::signal::{SigSet, Signal};
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

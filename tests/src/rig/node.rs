@@ -439,6 +439,33 @@ impl Node {
         self.sandbox.footprint()
     }
 
+    /// The node's QEMU processes by guest name: each one's pid and whether
+    /// it was started to receive a saved image (`-incoming`).
+    pub fn qemus(&self) -> std::collections::BTreeMap<String, Vec<(u32, bool)>> {
+        let mut by_vm: std::collections::BTreeMap<String, Vec<(u32, bool)>> = Default::default();
+        for (pid, comm) in self.footprint().processes() {
+            if !comm.starts_with("qemu-system") {
+                continue;
+            }
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            let name = args.iter().find_map(|a| {
+                let a = std::str::from_utf8(a).ok()?;
+                a.strip_prefix("guest=")?
+                    .split(',')
+                    .next()
+                    .map(String::from)
+            });
+            if let Some(name) = name {
+                let incoming = args.iter().any(|a| *a == b"-incoming");
+                by_vm.entry(name).or_default().push((pid, incoming));
+            }
+        }
+        by_vm
+    }
+
     /// Waits for libvirtd to answer with the node's host name.
     fn wait_up(&self) -> Result<(), RigError> {
         let up = poll(Duration::from_secs(30), || {

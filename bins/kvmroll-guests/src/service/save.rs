@@ -1,8 +1,8 @@
-//! Saving one VM: a managed save within the VM's limit (the stop's monitor
-//! aborts one that runs past it), falling back to a shutdown when it fails;
-//! and noticing a save still running in libvirtd from a stop cut off.
+//! Saving one VM: a managed save within its share of the stop's budget
+//! (the stop's monitor aborts one that runs past it); a failed save is
+//! handed back for its fallback, which runs beside the next saves. And
+//! noticing a save still running in libvirtd from a stop cut off.
 
-use super::shutdown::shut_down;
 use super::{human, Service, Shared};
 use crate::image;
 use crate::journal::VmState;
@@ -39,26 +39,28 @@ fn save(hv: &dyn Hypervisor, name: &str, bypass_cache: bool) -> Result<(), VirtE
     }
 }
 
-/// Saves `name`, or shuts it down when the save fails, and journals each
-/// step; its deadline sits in `inflight` while the save runs.
+/// Saves `name` within `limit` and journals each step; its deadline sits
+/// in `inflight` while the save runs. A failed save is journaled and its
+/// reason returned: the caller hands the VM to its fallback.
 pub(super) fn save_one(
     hv: &dyn Hypervisor,
     svc: &Service,
     name: &str,
+    limit: Duration,
     shared: &Shared,
     inflight: &InFlight,
-) {
+) -> Result<(), String> {
     let started = Instant::now();
-    shared.set(name, VmState::Saving, "");
+    shared.set(name, VmState::Saving, format!("within {}", secs(limit)));
     inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(name.to_string(), started + svc.limits(name).save_timeout);
+        .insert(name.to_string(), started + limit);
     // An earlier stop, cut off, may have left this VM's save running in
     // libvirtd: let it finish rather than start a second one.
     let result = if save_in_flight(hv, name) {
         log::info!("VM {name}: a save begun earlier is still running; waiting for it");
-        wait_for_save(hv, name, svc.limits(name).save_timeout);
+        wait_for_save(hv, name, limit);
         match hv.domain(name) {
             Ok(Some(d)) if d.state == DomainState::ShutOff && d.has_managed_save => Ok(()),
             _ => save(hv, name, svc.limits(name).bypass_cache),
@@ -86,13 +88,18 @@ pub(super) fn save_one(
                     e.image_size = size;
                 }
             });
+            Ok(())
         }
         Err(e) => {
             let why = crate::chain(&e);
             log::warn!("VM {name}: save failed ({why}); asking it to shut down");
             shared.set(name, VmState::SaveFailed, why.clone());
-            let state = shut_down(hv, name, svc.limits(name));
-            shared.set(name, state, format!("after a failed save: {why}"));
+            Err(why)
         }
     }
+}
+
+/// A limit as the journal and the log say it: seconds, to a tenth.
+pub(super) fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
 }

@@ -5,20 +5,33 @@
 
 use super::define::define_from_database;
 use super::save::{save_in_flight, wait_for_save};
-use super::{next_in, save_or_go_on, Placement, Service, ServiceError, Shared};
+use super::{next_in, save_or_go_on, Done, Placement, Service, ServiceError, Shared};
 use crate::image::{self, Verdict};
 use crate::journal::{Journal, Phase, VmState};
+use crate::notify::{Extender, Notifier};
 use kvmroll_virt::{Connector, DomainInfo, DomainState, Hypervisor};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A VM's journal state and note, as one start leaves it.
 type Reached = (VmState, String);
 
-/// `start`: brings this container's `kvm_autostart` VMs back.
-pub fn start(svc: &Service, connector: &dyn Connector) -> Result<Placement, ServiceError> {
+/// How often, at most, systemd hears that the start goes on, and how much
+/// longer it is asked to wait each time: the unit's `TimeoutStartSec` is
+/// only the safety net for a start that stops making progress.
+const NOTIFY_EVERY: Duration = Duration::from_secs(5);
+const NOTIFY_STEP: Duration = Duration::from_secs(120);
+
+/// `start`: brings this container's `kvm_autostart` VMs back, telling
+/// systemd (`notifier`) to wait while VMs come back.
+pub fn start(
+    svc: &Service,
+    connector: &dyn Connector,
+    notifier: &Notifier,
+) -> Result<Placement, ServiceError> {
     let hv = svc.connect(connector)?;
     let old = Journal::load(&svc.journal_path()).unwrap_or_else(|e| {
         log::warn!("{}; starting without it", crate::chain(&e));
@@ -27,8 +40,10 @@ pub fn start(svc: &Service, connector: &dyn Connector) -> Result<Placement, Serv
     let mut journal = Journal::new(&svc.host, Phase::Starting);
     if let Some(old) = &old {
         journal.vms = old.vms.clone();
+        journal.disk_bytes_per_sec = old.disk_bytes_per_sec;
     }
     if let Some(cluster) = svc.known.cluster() {
+        crate::mounts::refresh(&svc.root, cluster, &svc.host);
         define_from_database(hv.as_ref(), cluster, &svc.host);
     }
     let wanted: Vec<String> = svc.autostart().into_iter().collect();
@@ -45,10 +60,7 @@ pub fn start(svc: &Service, connector: &dyn Connector) -> Result<Placement, Serv
         svc.host,
         wanted.len(),
         if svc.settings.start_delay.is_zero() {
-            format!(
-                ", {} at once",
-                svc.settings.parallel.min(wanted.len().max(1))
-            )
+            format!(", {} at once", svc.parallel.min(wanted.len().max(1)))
         } else {
             format!(", {} ms apart", svc.settings.start_delay.as_millis())
         }
@@ -68,19 +80,56 @@ pub fn start(svc: &Service, connector: &dyn Connector) -> Result<Placement, Serv
     let queue = Mutex::new(wanted.iter().cloned().collect::<VecDeque<_>>());
     // With a delay, one at a time, spaced; without, a few at once.
     let width = if svc.settings.start_delay.is_zero() {
-        svc.settings.parallel.min(wanted.len())
+        svc.parallel.min(wanted.len())
     } else {
         1
     };
+    let mut extender = Extender::new(notifier, NOTIFY_EVERY, NOTIFY_STEP);
+    extender.tick(Instant::now(), true);
     std::thread::scope(|s| {
+        // The workers journal in memory and nudge a writer, which writes
+        // the latest journal when it can: no start waits for another VM's
+        // journal write (each one synced), and a burst of steps is one
+        // write. finish() writes the last word.
+        let (nudge, nudges) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let writer = s.spawn(|| write_on_nudge(&shared, nudges));
         let workers: Vec<_> = (0..width)
-            .map(|_| s.spawn(|| start_all(svc, connector, &shared, &queue, &recorded)))
+            .map(|_| {
+                let (shared, queue, recorded) = (&shared, &queue, &recorded);
+                let (nudge, done) = (nudge.clone(), Done(done_tx.clone()));
+                s.spawn(move || {
+                    let _done = done;
+                    start_all(svc, connector, shared, queue, recorded, &nudge);
+                })
+            })
             .collect();
+        drop((nudge, done_tx));
+        let mut steps = shared.steps();
+        // A tick, or a worker ended; closed when the last one has.
+        while !matches!(
+            done_rx.recv_timeout(Duration::from_millis(500)),
+            Err(RecvTimeoutError::Disconnected)
+        ) {
+            let now_steps = shared.steps();
+            extender.tick(Instant::now(), now_steps != steps);
+            steps = now_steps;
+        }
         for w in workers {
             let _ = w.join();
         }
+        let _ = writer.join();
     });
     Ok(finish(svc, &shared, &wanted))
+}
+
+/// Writes the journal each time a worker nudges, a burst of nudges once,
+/// until the last worker is gone.
+fn write_on_nudge(shared: &Shared, nudges: Receiver<()>) {
+    while nudges.recv().is_ok() {
+        while nudges.try_recv().is_ok() {}
+        shared.write();
+    }
 }
 
 /// One worker: brings back VMs off the queue, on a connection of its own.
@@ -90,6 +139,7 @@ fn start_all(
     shared: &Shared,
     queue: &Mutex<VecDeque<String>>,
     recorded: &BTreeMap<String, Option<u64>>,
+    nudge: &Sender<()>,
 ) {
     let Some(hv) = svc.worker_connection(connector) else {
         return;
@@ -102,7 +152,8 @@ fn start_all(
         first = false;
         let recorded = recorded.get(&name).copied().flatten();
         let (state, note) = start_one(hv.as_ref(), svc, &name, recorded, shared);
-        shared.set(&name, state, note);
+        shared.remember(&name, state, note);
+        let _ = nudge.send(());
     }
 }
 
@@ -210,6 +261,11 @@ fn after_any_save(
     name: &str,
     info: DomainInfo,
 ) -> Result<DomainInfo, Reached> {
+    // A shut-off domain has no save under way (libvirt saves only a
+    // running or paused one): no job query for it, the common case at boot.
+    if info.state == DomainState::ShutOff && !info.saving {
+        return Ok(info);
+    }
     if !info.saving && !save_in_flight(hv, name) {
         return Ok(info);
     }
@@ -236,7 +292,7 @@ fn restore(
     if let Verdict::Unusable { why } = image::inspect(image, recorded) {
         return quarantine_and_boot(hv, svc, name, image, &why);
     }
-    shared.set(name, VmState::Restoring, "");
+    shared.remember(name, VmState::Restoring, "");
     match hv.start(name) {
         Ok(()) => {
             log::info!(

@@ -21,6 +21,8 @@ pub enum AttrType {
     Milliseconds,
     /// A whole number above zero.
     Count,
+    /// A whole number above zero, or `auto` (kvmroll chooses).
+    CountOrAuto,
     /// Whole days above zero.
     Days,
     /// One of a few fixed words (see the description).
@@ -54,6 +56,7 @@ impl AttrType {
             AttrType::Seconds => "seconds",
             AttrType::Milliseconds => "milliseconds",
             AttrType::Count => "count",
+            AttrType::CountOrAuto => "count or auto",
             AttrType::Days => "days",
             AttrType::Choice => "choice",
             AttrType::Text => "text",
@@ -199,8 +202,10 @@ pub const KNOWN: &[Known] = &[
         "where the container's libvirt is reached; qemu:///system on the machine itself"),
     known("numa_cells", T::Cpusets, None, F::Container,
         "the container's NUMA cells, e.g. 0-7;8-15; unset: one cell"),
-    known("kvm_guests_parallel", T::Count, Some("4"), F::Container,
-        "how many saves and starts kvmroll-guests runs at once"),
+    known("kvm_guests_parallel", T::CountOrAuto, Some("auto"), F::Container,
+        "how many saves and starts kvmroll-guests runs at once; auto: from the disk and memory"),
+    known("kvm_guests_stop_budget", T::Seconds, Some("600"), F::Container,
+        "the whole of a kvmroll-guests stop, planned over its rounds of saves"),
     known("kvm_guests_save_timeout", T::Seconds, Some("300"), F::Container,
         "how long one managed save may take at kvmroll-guests stop"),
     known("kvm_guests_shutdown_timeout", T::Seconds, Some("120"), F::Container,

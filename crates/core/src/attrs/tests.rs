@@ -267,3 +267,15 @@ fn a_plugin_time_limit_over_the_cap_is_refused_naming_it() {
     // The guests' limits are another matter.
     normalize("kvm_guests_save_timeout", "7200").unwrap();
 }
+
+#[test]
+fn kvm_guests_parallel_takes_auto_and_the_stop_budget_positive_seconds() {
+    assert_eq!(normalize("kvm_guests_parallel", "auto").unwrap(), "auto");
+    assert_eq!(normalize("kvm_guests_parallel", "3").unwrap(), "3");
+    normalize("kvm_guests_parallel", "many").unwrap_err();
+    assert_eq!(normalize("kvm_guests_stop_budget", "1800").unwrap(), "1800");
+    for v in ["0", "-5", "ten minutes"] {
+        let e = normalize("kvm_guests_stop_budget", v).unwrap_err();
+        assert!(e.to_string().contains("kvm_guests_stop_budget"), "{v}: {e}");
+    }
+}

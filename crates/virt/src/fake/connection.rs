@@ -274,7 +274,7 @@ impl Hypervisor for Connection {
             if !d.job {
                 return Err(());
             }
-            d.aborted = true;
+            d.aborted = !d.faults.contains(&Fault::AbortIgnored);
             Ok(())
         });
         self.fake.world.1.notify_all();

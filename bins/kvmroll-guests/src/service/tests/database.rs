@@ -104,3 +104,35 @@ fn a_vm_libvirt_lacks_and_cannot_define_is_reported() {
     assert_eq!(rig.start(), Placement::AllInPlace);
     assert_eq!(rig.calls_on("a"), ["define a", "start a"]);
 }
+
+/// The unit's drop-in lists the folders of this container's VMs' disks and
+/// cdroms, not those of other containers, nor block devices.
+#[test]
+fn the_storage_drop_in_names_the_folders_of_this_containers_disks_and_cdroms() {
+    let mut c = Cluster::seeded();
+    for host in ["c0", "c1"] {
+        c.apply(&Change::AddHost(Host::new(host, "vm-container")))
+            .unwrap();
+    }
+    let mut a = vm_on_c0("a", 0);
+    a.disks = vec![
+        kvmroll_core::model::Disk::parse("qcow2:/state/kvm/disks/a.qcow2,vda,virtio,4").unwrap(),
+        kvmroll_core::model::Disk::parse("block:/dev/sdb,vdb,virtio").unwrap(),
+    ];
+    a.cdrom = Some("/isos/rescue.iso".into());
+    let mut b = vm_on_c0("b", 1);
+    b.container = Some("c1".into());
+    b.disks = vec![kvmroll_core::model::Disk::parse("raw:/elsewhere/b.img,vda,virtio,1").unwrap()];
+    c.apply(&Change::AddVm(a)).unwrap();
+    c.apply(&Change::AddVm(b)).unwrap();
+    let folders = crate::mounts::storage_folders(&c, "c0");
+    assert_eq!(
+        folders.into_iter().collect::<Vec<_>>(),
+        ["/isos", "/state/kvm/disks"]
+    );
+
+    let rig = Rig::new(&[]);
+    crate::mounts::refresh(&rig.svc.root, &c, "c0");
+    let written = std::fs::read_to_string(crate::mounts::drop_in_path(&rig.svc.root)).unwrap();
+    assert!(written.contains("\nRequiresMountsFor=/isos\nRequiresMountsFor=/state/kvm/disks\n"));
+}

@@ -12,7 +12,8 @@ mod stop;
 use super::{Placement, Service};
 use crate::image;
 use crate::journal::{Journal, VmState};
-use crate::known::{Known, Settings, Source, Vm};
+use crate::known::{Known, Parallel, Settings, Source, Vm};
+use crate::notify::Notifier;
 use kvmroll_virt::fake::FakeLibvirt;
 use kvmroll_virt::DomainState;
 use std::path::PathBuf;
@@ -26,7 +27,8 @@ const URI: &str = "fake:///system";
 /// 300 ms are overdue.
 fn quick() -> Settings {
     Settings {
-        parallel: 4,
+        parallel: Parallel::Fixed(4),
+        stop_budget: Duration::from_secs(60),
         save_timeout: Duration::from_secs(2),
         shutdown_timeout: Duration::from_millis(300),
         destroy_on_timeout: false,
@@ -73,6 +75,8 @@ impl Rig {
             state_dir: dir.path().join("state"),
             settings: known.settings.clone(),
             known,
+            parallel: 4,
+            disk_rate: None,
         };
         let fake = FakeLibvirt::new();
         let image = image::path(&svc.root, "x");
@@ -98,12 +102,22 @@ impl Rig {
         self.stop_until(&AtomicBool::new(false))
     }
 
+    /// How many saves or restores at once.
+    fn parallel(&mut self, n: usize) -> &mut Rig {
+        self.svc.parallel = n;
+        self
+    }
+
     fn stop_until(&self, interrupted: &AtomicBool) -> Placement {
-        super::stop(&self.svc, &self.fake, interrupted).expect("the stop runs")
+        self.stop_telling(interrupted, &Notifier::default())
+    }
+
+    fn stop_telling(&self, interrupted: &AtomicBool, notifier: &Notifier) -> Placement {
+        super::stop(&self.svc, &self.fake, interrupted, notifier).expect("the stop runs")
     }
 
     fn start(&self) -> Placement {
-        super::start(&self.svc, &self.fake).expect("the start runs")
+        super::start(&self.svc, &self.fake, &Notifier::default()).expect("the start runs")
     }
 
     fn journal(&self) -> Journal {

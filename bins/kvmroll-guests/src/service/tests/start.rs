@@ -172,7 +172,7 @@ fn the_start_after_a_killed_stop_waits_for_the_save_then_restores() {
 fn vms_come_back_a_few_at_once_or_spaced_by_the_start_delay() {
     let names = ["a", "b", "c", "d", "e"];
     let mut rig = Rig::new(&names.map(|n| (n, true)));
-    rig.settings(|s| s.parallel = 3);
+    rig.parallel(3);
     for vm in names {
         rig.fake.add(vm, OFF);
     }
@@ -200,7 +200,25 @@ fn vms_come_back_a_few_at_once_or_spaced_by_the_start_delay() {
 fn no_libvirt_no_start() {
     let rig = Rig::new(&[("a", true)]);
     rig.fake.add("a", OFF).refuse_connects_from(0);
-    let err = super::super::start(&rig.svc, &rig.fake).unwrap_err();
+    let err = super::super::start(&rig.svc, &rig.fake, &Notifier::default()).unwrap_err();
     assert_eq!(err.to_string(), "cannot connect to fake:///system");
     assert_eq!(rig.fake.state("a"), Some(OFF));
+}
+
+/// The start too tells systemd to wait, as VMs come back.
+#[test]
+fn systemd_hears_the_start_extend_its_limit() {
+    use std::os::unix::net::UnixDatagram;
+    let rig = Rig::new(&[("a", true), ("b", true)]);
+    rig.fake.add("a", OFF).add("b", OFF);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let notifier = Notifier::from_var(Some(path.as_os_str()));
+    super::super::start(&rig.svc, &rig.fake, &notifier).unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a notification");
+    assert_eq!(&buf[..n], b"EXTEND_TIMEOUT_USEC=120000000");
+    assert_eq!(rig.state_of("b"), VmState::Booted);
 }
