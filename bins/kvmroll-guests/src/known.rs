@@ -18,7 +18,7 @@ use std::time::Duration;
 pub const STOP_BUDGET_SECS: u64 = 600;
 
 /// `kvm_guests_parallel`: a number, or `auto` (the default), chosen at the
-/// start of each run from the machine (`crate::auto`).
+/// start of each run from the machine (`service::auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parallel {
     Auto,
@@ -156,7 +156,7 @@ impl Known {
                     log::warn!(
                         "VM {}: cannot read its definition: {}",
                         d.name,
-                        crate::chain(&e)
+                        kvmroll_core::error_chain(&e)
                     );
                     continue;
                 }

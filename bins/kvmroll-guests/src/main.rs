@@ -6,7 +6,6 @@
 //! not where they should be (listed on stderr).
 
 use kvmroll_guests::cli;
-mod auto;
 mod conflicts;
 mod image;
 mod journal;
@@ -18,6 +17,7 @@ mod service;
 
 use cli::{Cli, Command};
 use known::{Known, Source};
+use kvmroll_core::error_chain;
 use kvmroll_core::OpenMode;
 use kvmroll_virt::Connector;
 use serde::Serialize;
@@ -27,8 +27,6 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub use kvmroll_core::error_chain as chain;
 
 /// How long the service waits for the database before it decides from
 /// libvirt's definitions.
@@ -58,7 +56,7 @@ fn service(cli: &Cli, connector: &dyn Connector) -> Result<Service, ServiceError
             (uri, Known::from_cluster(cluster, &host))
         }
         Err(e) => {
-            let why = chain(&e);
+            let why = error_chain(&e);
             log::warn!(
                 "the kvmroll database is unreachable ({why}): deciding from libvirt's definitions"
             );
@@ -109,7 +107,7 @@ fn forward_spool(cli: &Cli) {
                 );
             }
         }
-        Err(e) => log::warn!("{}", chain(&e)),
+        Err(e) => log::warn!("{}", error_chain(&e)),
     }
 }
 
@@ -140,7 +138,10 @@ fn status(
             Some(Ok(None)) => "not defined".to_string(),
             // A fixed word in the output; the why goes to the log.
             Some(Err(e)) => {
-                log::warn!("VM {name}: cannot ask libvirt its state: {}", chain(&e));
+                log::warn!(
+                    "VM {name}: cannot ask libvirt its state: {}",
+                    error_chain(&e)
+                );
                 "unknown".to_string()
             }
         };
@@ -304,5 +305,5 @@ fn main() -> ExitCode {
     });
     // Logged, not printed: the system log gets it too, and the logger
     // prefixes stderr's line with the binary's name.
-    kvmroll_cli::report::finish_with(result, Exit::Failed, |e| log::error!("{}", chain(e)))
+    kvmroll_cli::report::finish_with(result, Exit::Failed, |e| log::error!("{}", error_chain(e)))
 }

@@ -11,6 +11,7 @@
 //! database at boot). This file holds what they share. The libvirt
 //! connections come from the [`Connector`] the caller hands in.
 
+mod auto;
 mod budget;
 mod define;
 mod save;
@@ -92,21 +93,21 @@ pub struct Service {
 
 impl Service {
     /// Settles `kvm_guests_parallel` for this run: the number it says, or
-    /// for `auto` the machine's choice (`crate::auto`), logged. A stop
+    /// for `auto` the machine's choice (`auto`), logged. A stop
     /// measures the save folder's disk; a start takes the last stop's
     /// figure from the journal and measures nothing.
     pub fn settle_parallel(&mut self, measure: bool) {
         let Parallel::Fixed(n) = self.settings.parallel else {
             self.disk_rate = if measure {
                 let image = crate::image::path(&self.root, "x");
-                image.parent().and_then(crate::auto::measure_disk)
+                image.parent().and_then(auto::measure_disk)
             } else {
                 Journal::load(&self.journal_path())
                     .ok()
                     .flatten()
                     .and_then(|j| j.disk_bytes_per_sec)
             };
-            let (n, why) = crate::auto::choose(&crate::auto::machine(self.disk_rate));
+            let (n, why) = auto::choose(&auto::machine(self.disk_rate));
             log::info!("kvm_guests_parallel=auto: {n} at once ({why})");
             self.parallel = n;
             return;
@@ -132,7 +133,11 @@ impl Service {
         match self.connect(connector) {
             Ok(h) => Some(h),
             Err(e) => {
-                log::error!("cannot connect to {}: {}", self.uri, crate::chain(&e));
+                log::error!(
+                    "cannot connect to {}: {}",
+                    self.uri,
+                    kvmroll_core::error_chain(&e)
+                );
                 None
             }
         }
@@ -190,7 +195,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Err(e) = j.save(&self.path) {
-            log::error!("{}", crate::chain(&e));
+            log::error!("{}", kvmroll_core::error_chain(&e));
         }
     }
 
@@ -199,7 +204,7 @@ impl Shared {
         f(&mut j);
         self.steps.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = j.save(&self.path) {
-            log::error!("{}", crate::chain(&e));
+            log::error!("{}", kvmroll_core::error_chain(&e));
         }
     }
 }
@@ -209,7 +214,7 @@ impl Shared {
 /// at a host's shutdown or boot that matters more.
 fn save_or_go_on(journal: &Journal, path: &std::path::Path) {
     if let Err(e) = journal.save(path) {
-        log::error!("{}; going on without it", crate::chain(&e));
+        log::error!("{}; going on without it", kvmroll_core::error_chain(&e));
     }
 }
 

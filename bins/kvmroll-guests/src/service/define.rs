@@ -42,21 +42,24 @@ pub(super) fn define_from_database(
                 Err(e) => {
                     log::warn!(
                         "VM {name}: cannot read its definition: {}",
-                        crate::chain(&e)
+                        kvmroll_core::error_chain(&e)
                     );
                     None
                 }
             },
             Err(e) => {
-                log::warn!("VM {name}: cannot look it up: {}", crate::chain(&e));
+                log::warn!(
+                    "VM {name}: cannot look it up: {}",
+                    kvmroll_core::error_chain(&e)
+                );
                 None
             }
         };
         let Some(why) = why else { continue };
         let defined = renderer
             .render(name)
-            .map_err(|e| crate::chain(&e))
-            .and_then(|xml| hv.define(&xml).map_err(|e| crate::chain(&e)));
+            .map_err(|e| kvmroll_core::error_chain(&e))
+            .and_then(|xml| hv.define(&xml).map_err(|e| kvmroll_core::error_chain(&e)));
         match defined {
             Ok(()) => log::info!("VM {name}: defined from the database ({why})"),
             Err(e) => log::error!("VM {name}: cannot define it from the database ({why}): {e}"),

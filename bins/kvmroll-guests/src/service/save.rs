@@ -91,7 +91,7 @@ pub(super) fn save_one(
             Ok(())
         }
         Err(e) => {
-            let why = crate::chain(&e);
+            let why = kvmroll_core::error_chain(&e);
             log::warn!("VM {name}: save failed ({why}); asking it to shut down");
             shared.set(name, VmState::SaveFailed, why.clone());
             Err(why)

@@ -23,7 +23,10 @@ pub(super) fn shut_down(hv: &dyn Hypervisor, name: &str, s: &Settings) -> VmStat
         if !running(hv, name) {
             return VmState::ShutDown;
         }
-        log::warn!("VM {name}: shutdown request failed: {}", crate::chain(&e));
+        log::warn!(
+            "VM {name}: shutdown request failed: {}",
+            kvmroll_core::error_chain(&e)
+        );
     }
     let deadline = Instant::now() + s.shutdown_timeout;
     while Instant::now() < deadline {
@@ -51,7 +54,10 @@ pub(super) fn shut_down(hv: &dyn Hypervisor, name: &str, s: &Settings) -> VmStat
             VmState::Destroyed
         }
         Err(e) => {
-            log::error!("VM {name}: cannot destroy it: {}", crate::chain(&e));
+            log::error!(
+                "VM {name}: cannot destroy it: {}",
+                kvmroll_core::error_chain(&e)
+            );
             VmState::LeftRunning
         }
     }

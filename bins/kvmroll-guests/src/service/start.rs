@@ -34,7 +34,7 @@ pub fn start(
 ) -> Result<Placement, ServiceError> {
     let hv = svc.connect(connector)?;
     let old = Journal::load(&svc.journal_path()).unwrap_or_else(|e| {
-        log::warn!("{}; starting without it", crate::chain(&e));
+        log::warn!("{}; starting without it", kvmroll_core::error_chain(&e));
         None
     });
     let mut journal = Journal::new(&svc.host, Phase::Starting);
@@ -216,8 +216,11 @@ fn start_one(
             (VmState::Booted, String::new())
         }
         Err(e) => {
-            log::error!("VM {name}: cannot start it: {}", crate::chain(&e));
-            (VmState::Failed, crate::chain(&e))
+            log::error!(
+                "VM {name}: cannot start it: {}",
+                kvmroll_core::error_chain(&e)
+            );
+            (VmState::Failed, kvmroll_core::error_chain(&e))
         }
     }
 }
@@ -229,10 +232,10 @@ fn defined(hv: &dyn Hypervisor, svc: &Service, name: &str) -> Result<DomainInfo,
     match hv.domain(name) {
         Ok(Some(d)) => return Ok(d),
         Ok(None) => {}
-        Err(e) => return Err(failed(crate::chain(&e))),
+        Err(e) => return Err(failed(kvmroll_core::error_chain(&e))),
     }
     let rendered = match svc.known.cluster() {
-        Some(c) => kvmroll_core::render_domain(c, name).map_err(|e| crate::chain(&e)),
+        Some(c) => kvmroll_core::render_domain(c, name).map_err(|e| kvmroll_core::error_chain(&e)),
         None => Err("not defined in libvirt, and the database does not answer".into()),
     };
     let xml = rendered.map_err(|why| {
@@ -242,9 +245,9 @@ fn defined(hv: &dyn Hypervisor, svc: &Service, name: &str) -> Result<DomainInfo,
     if let Err(e) = hv.define(&xml) {
         log::error!(
             "VM {name}: not defined in libvirt and cannot be: {}",
-            crate::chain(&e)
+            kvmroll_core::error_chain(&e)
         );
-        return Err(failed(crate::chain(&e)));
+        return Err(failed(kvmroll_core::error_chain(&e)));
     }
     log::info!("VM {name}: defined from the database");
     match hv.domain(name) {
@@ -274,7 +277,7 @@ fn after_any_save(
     match hv.domain(name) {
         Ok(Some(d)) => Ok(d),
         Ok(None) => Err((VmState::Failed, "vanished while its job ran".into())),
-        Err(e) => Err((VmState::Failed, crate::chain(&e))),
+        Err(e) => Err((VmState::Failed, kvmroll_core::error_chain(&e))),
     }
 }
 
@@ -303,7 +306,7 @@ fn restore(
             (VmState::Restored, took)
         }
         Err(e) => {
-            let why = crate::chain(&e);
+            let why = kvmroll_core::error_chain(&e);
             log::warn!("VM {name}: restore failed ({why})");
             quarantine_and_boot(hv, svc, name, image, &why)
         }
@@ -337,8 +340,11 @@ fn quarantine_and_boot(
             format!("{why}; image {moved}; cold-booted"),
         ),
         Err(e) => {
-            log::error!("VM {name}: cannot cold-boot it: {}", crate::chain(&e));
-            (VmState::Failed, crate::chain(&e))
+            log::error!(
+                "VM {name}: cannot cold-boot it: {}",
+                kvmroll_core::error_chain(&e)
+            );
+            (VmState::Failed, kvmroll_core::error_chain(&e))
         }
     }
 }

@@ -287,7 +287,7 @@ fn fall_back_all(
                     Err(e) => {
                         log::error!(
                             "VM {name}: cannot connect to shut it down: {}",
-                            crate::chain(&e)
+                            kvmroll_core::error_chain(&e)
                         );
                         VmState::LeftRunning
                     }
@@ -373,7 +373,10 @@ fn monitor(
 fn abort_late_save(hv: &dyn Hypervisor, inflight: &InFlight, name: &str, now: Instant) {
     log::warn!("VM {name}: save ran past its share of the stop budget: aborting it");
     if let Err(e) = hv.abort_job(name) {
-        log::warn!("VM {name}: cannot abort the save: {}", crate::chain(&e));
+        log::warn!(
+            "VM {name}: cannot abort the save: {}",
+            kvmroll_core::error_chain(&e)
+        );
     }
     // Asked once; again in 10 s should the save still run, not at every
     // tick until it returns.

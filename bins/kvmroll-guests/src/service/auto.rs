@@ -61,7 +61,7 @@ pub fn choose(m: &Machine) -> (usize, String) {
     let memory = m
         .free_memory
         .map_or("free memory unknown".to_string(), |b| {
-            format!("{} free", crate::service::human(b))
+            format!("{} free", super::human(b))
         });
     let why = format!("{disk}, {memory}, {} CPU(s)", m.cpus);
     (n, why)
