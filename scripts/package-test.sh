@@ -51,9 +51,20 @@ had_var=no
 libvirtd_ran=no
 scripts/libvirtd.sh status >/dev/null 2>&1 && libvirtd_ran=yes
 
-# What the machine had, to put back whatever happens.
-[ -e $hooks/qemu ] && cp -a $hooks/qemu "$save/qemu"
-[ -d /etc/kvmroll ] && tar -C /etc -cpf "$save/etc-kvmroll.tar" kvmroll
+# What the machine had, to put back whatever happens. A copy that cannot
+# be made (a full disk) ends the test here, before anything is changed:
+# putting back from a broken copy would lose what it failed to keep.
+unsaved() {
+    rm -rf "$save"
+    die "cannot keep a copy of $1 in /var/tmp ($2): nothing was changed"
+}
+if [ -e $hooks/qemu ]; then
+    why=$(cp -a $hooks/qemu "$save/qemu" 2>&1) || unsaved $hooks/qemu "${why%%$'\n'*}"
+fi
+if [ -d /etc/kvmroll ]; then
+    why=$(tar -C /etc -cpf "$save/etc-kvmroll.tar" kvmroll 2>&1) ||
+        unsaved /etc/kvmroll "${why%%$'\n'*}"
+fi
 
 restore() {
     if dpkg-query -W -f='${Status}' kvmroll 2>/dev/null | grep -qv not-installed; then
