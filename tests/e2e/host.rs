@@ -123,7 +123,32 @@ fn the_installation_holds_every_file_with_its_mode() {
             .join("usr/share/bash-completion/completions/kvmroll"),
     )
     .unwrap();
-    assert!(completion.contains("cdrom") && completion.contains("--value-file"));
+    // kvmroll's completion is clap's dynamic one: the script asks the
+    // installed kvmroll, which answers from its own definition (and names
+    // from the database).
+    assert!(
+        completion.contains("COMPLETE=\"bash\"") && completion.contains("\"kvmroll\" --"),
+        "{completion}"
+    );
+    let complete = |words: &[&str]| {
+        let out = Command::new(dest.path().join("usr/bin/kvmroll"))
+            .arg("--")
+            .args(words)
+            .env("COMPLETE", "bash")
+            .env("_CLAP_IFS", "\n")
+            .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .env("_CLAP_COMPLETE_SPACE", "true")
+            .env("KVMROLL_DB", dest.path().join("no.db"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(complete(&["kvmroll", "vm", "cd"]).trim(), "cdrom");
+    assert_eq!(
+        complete(&["kvmroll", "attr", "set", "--val"]).trim(),
+        "--value-file"
+    );
 }
 
 /// A gzipped file's text.
