@@ -207,41 +207,84 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn main() {
-    if !rig::available("guests_scale benchmark") {
-        return;
-    }
-    let rounds: usize = std::env::var("KVMROLL_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let lg = Path::new(LG_SCRIPT).exists();
-    if !lg {
-        println!("{LG_SCRIPT} is missing (Debian's libvirt-clients): libvirt-guests is left out");
-    }
-    let rig = Rig::builder()
-        .node(NODE, move |n| {
-            // libvirt-guests reads /etc/default/libvirt-guests: the node's own.
-            n.private_dir("/etc/default")?;
-            n.write("/etc/default/libvirt-guests", LG_SETTINGS, 0o644)
-                .map(drop)
-        })
-        .start()
-        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
-    let node = rig.node(NODE);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let kernel = build_kernel(tmp.path());
-    let initrd = tmp.path().join("initrd");
-    random_file(
-        &initrd,
-        (MEM_MIB - HEADROOM_MIB) << 20,
-        0x6b76_6d72_6f6c_6c16,
-    );
+/// The bench's guests, booted on the rig's node, and their database.
+struct Fixture {
+    /// The guests' kernel, initrd and domain XML, and the database:
+    /// removed before the rig.
+    _tmp: tempfile::TempDir,
+    rig: Rig,
+    db: PathBuf,
+    names: Vec<String>,
+}
 
-    let db = tmp.path().join("kvmroll.db");
-    let k = Kvmroll::new(&db);
-    k.init_with_container(NODE, &node.libvirt_uri());
+impl Fixture {
+    /// Starts the rig, then defines and boots the guests, their RAM full.
+    fn new() -> Fixture {
+        let rig = Rig::builder()
+            .node(NODE, move |n| {
+                // libvirt-guests reads /etc/default/libvirt-guests: the node's own.
+                n.private_dir("/etc/default")?;
+                n.write("/etc/default/libvirt-guests", LG_SETTINGS, 0o644)
+                    .map(drop)
+            })
+            .start()
+            .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
+        let node = rig.node(NODE);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let kernel = build_kernel(tmp.path());
+        let initrd = tmp.path().join("initrd");
+        random_file(
+            &initrd,
+            (MEM_MIB - HEADROOM_MIB) << 20,
+            0x6b76_6d72_6f6c_6c16,
+        );
+
+        let db = tmp.path().join("kvmroll.db");
+        let k = Kvmroll::new(&db);
+        k.init_with_container(NODE, &node.libvirt_uri());
+        set_attrs(&k);
+        let names: Vec<String> = (0..GUESTS).map(|i| format!("bench-{i:02}")).collect();
+        let t = Instant::now();
+        for name in &names {
+            k.ok(&[
+                "vm",
+                "add",
+                name,
+                "--container",
+                NODE,
+                "--mem",
+                &MEM_MIB.to_string(),
+            ]);
+            k.ok(&["attr", "set", name, "kvm_autostart", "true"]);
+            let xml = tmp.path().join(format!("{name}.xml"));
+            std::fs::write(&xml, domain_xml(name, MEM_MIB, &kernel, &initrd)).expect("xml");
+            checked(
+                node.virsh(&["define", &xml.to_string_lossy()]),
+                "virsh define",
+            );
+            checked(node.virsh(&["start", name]), "virsh start");
+        }
+        // QEMU copies the initrd into RAM before the guest runs; then it is
+        // swapped for a tiny file, since QEMU reads it again at each restore.
+        std::thread::sleep(Duration::from_secs(2));
+        let small = tmp.path().join("initrd.small");
+        random_file(&small, 4096, 7);
+        std::fs::rename(&small, &initrd).expect("swap the initrd");
+        println!(
+            "{GUESTS} guests of {MEM_MIB} MiB booted in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        Fixture {
+            _tmp: tmp,
+            rig,
+            db,
+            names,
+        }
+    }
+}
+
+/// The container's attributes from `KVMROLL_BENCH_ATTRS`.
+fn set_attrs(k: &Kvmroll) {
     for pair in std::env::var("KVMROLL_BENCH_ATTRS")
         .unwrap_or_default()
         .split(',')
@@ -250,48 +293,12 @@ fn main() {
             k.ok(&["attr", "set", NODE, name.trim(), value.trim()]);
         }
     }
-    let names: Vec<String> = (0..GUESTS).map(|i| format!("bench-{i:02}")).collect();
-    let t = Instant::now();
-    for name in &names {
-        k.ok(&[
-            "vm",
-            "add",
-            name,
-            "--container",
-            NODE,
-            "--mem",
-            &MEM_MIB.to_string(),
-        ]);
-        k.ok(&["attr", "set", name, "kvm_autostart", "true"]);
-        let xml = tmp.path().join(format!("{name}.xml"));
-        std::fs::write(&xml, domain_xml(name, MEM_MIB, &kernel, &initrd)).expect("xml");
-        checked(
-            node.virsh(&["define", &xml.to_string_lossy()]),
-            "virsh define",
-        );
-        checked(node.virsh(&["start", name]), "virsh start");
-    }
-    // QEMU copies the initrd into RAM before the guest runs; then it is
-    // swapped for a tiny file, since QEMU reads it again at each restore.
-    std::thread::sleep(Duration::from_secs(2));
-    let small = tmp.path().join("initrd.small");
-    random_file(&small, 4096, 7);
-    std::fs::rename(&small, &initrd).expect("swap the initrd");
-    println!(
-        "{GUESTS} guests of {MEM_MIB} MiB booted in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+}
 
-    let mut bench = Bench {
-        node,
-        db,
-        names,
-        width: 4,
-        lg,
-    };
-    // An untimed kvmroll-guests round: every guest restored once (alike
-    // for every tool), the definitions brought up to date, and the
-    // parallelism kvmroll-guests chooses read from its log.
+/// An untimed kvmroll-guests round: every guest restored once (alike for
+/// every tool), the definitions brought up to date, and the parallelism
+/// kvmroll-guests chooses read from its log into `bench.width`.
+fn warm_up(bench: &mut Bench) {
     let out = bench.kvmroll_guests("stop");
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     bench.width = log
@@ -312,13 +319,18 @@ fn main() {
         println!("  {line}");
     }
     bench.kvmroll_guests("start");
+}
+
+/// The disk floor (s) of a stop and of a start: the images' bytes over the
+/// save folder's write and read rates.
+fn disk_floor(bench: &Bench) -> (f64, f64) {
     let bytes: u64 = bench
         .images()
         .iter()
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
         .sum();
     let bytes = bytes.max((GUESTS as u64 * MEM_MIB) << 20);
-    let (write, read) = disk_rates(&node.outside(SAVE_DIR), bytes);
+    let (write, read) = disk_rates(&bench.node.outside(SAVE_DIR), bytes);
     println!(
         "disk: write {:.0} MB/s, read {:.0} MB/s; images {:.2} GiB; virsh {} at once",
         write / 1e6,
@@ -326,14 +338,17 @@ fn main() {
         bytes as f64 / f64::from(1 << 30),
         bench.width
     );
+    (bytes as f64 / write, bytes as f64 / read)
+}
 
-    let mut tools = vec![Tool::Kvmroll, Tool::Virsh];
-    if bench.lg {
-        tools.push(Tool::LibvirtGuests);
-    }
-    let mut times: Vec<(Tool, Vec<[Duration; 3]>)> = tools.iter().map(|t| (*t, vec![])).collect();
+/// Each tool's times, `rounds` rounds of each, in a rotating order.
+type Times = Vec<(Tool, Vec<[Duration; 3]>)>;
+
+/// Runs `rounds` rounds of each tool, the order rotated each round.
+fn measure(bench: &Bench, tools: &[Tool], rounds: usize) -> Times {
+    let mut times: Times = tools.iter().map(|t| (*t, vec![])).collect();
     for r in 0..rounds {
-        let mut order = tools.clone();
+        let mut order = tools.to_vec();
         order.rotate_left(r % tools.len());
         for tool in order {
             let run = bench.round(tool);
@@ -350,6 +365,42 @@ fn main() {
             }
         }
     }
+    times
+}
+
+fn main() {
+    if !rig::available("guests_scale benchmark") {
+        return;
+    }
+    let rounds: usize = std::env::var("KVMROLL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let lg = Path::new(LG_SCRIPT).exists();
+    if !lg {
+        println!("{LG_SCRIPT} is missing (Debian's libvirt-clients): libvirt-guests is left out");
+    }
+    let fx = Fixture::new();
+    let mut bench = Bench {
+        node: fx.rig.node(NODE),
+        db: fx.db.clone(),
+        names: fx.names.clone(),
+        width: 4,
+        lg,
+    };
+    warm_up(&mut bench);
+    let floor = disk_floor(&bench);
+    let mut tools = vec![Tool::Kvmroll, Tool::Virsh];
+    if bench.lg {
+        tools.push(Tool::LibvirtGuests);
+    }
+    let times = measure(&bench, &tools, rounds);
+    report(&times, floor);
+}
+
+/// The medians and the ratios against the goals.
+fn report(times: &Times, floor: (f64, f64)) {
     let med = |tool: Tool| {
         let runs = &times.iter().find(|(t, _)| *t == tool).expect("measured").1;
         let stop = median(runs.iter().map(|r| r[0] + r[1]).collect());
@@ -358,9 +409,8 @@ fn main() {
     };
     let (ks, kst) = med(Tool::Kvmroll);
     let (vs, vst) = med(Tool::Virsh);
-    let floor = (bytes as f64 / write, bytes as f64 / read);
     println!("medians (stop includes its sync):");
-    for tool in &tools {
+    for (tool, _) in times {
         let (s, st) = med(*tool);
         println!("  {:<18} stop {s:6.2} s, start {st:6.2} s", tool.name());
     }
@@ -381,7 +431,7 @@ fn main() {
         kst / floor.1,
         verdict(ks <= 1.5 * floor.0 && kst <= 1.5 * floor.1)
     );
-    if bench.lg {
+    if times.iter().any(|(t, _)| *t == Tool::LibvirtGuests) {
         let (ls, lst) = med(Tool::LibvirtGuests);
         println!(
             "kvmroll / libvirt-guests: stop {:.2}x, start {:.2}x",

@@ -37,14 +37,27 @@ pub fn start(
         log::warn!("{}; starting without it", kvmroll_core::error_chain(&e));
         None
     });
+    let (journal, wanted) = plan(svc, hv.as_ref(), old.as_ref());
+    drop(hv);
+    log_plan(svc, &wanted);
+    let recorded = recorded_sizes(old);
+    let shared = Shared::new(journal, svc.journal_path());
+    bring_back(svc, connector, notifier, &shared, &wanted, &recorded);
+    Ok(finish(svc, &shared, &wanted))
+}
+
+/// The journal as the start begins, written (what the last run said of
+/// each VM, the wanted ones planned), and the VMs wanted back; the
+/// storage mounts and the definitions brought up to date first.
+fn plan(svc: &Service, hv: &dyn Hypervisor, old: Option<&Journal>) -> (Journal, Vec<String>) {
     let mut journal = Journal::new(&svc.host, Phase::Starting);
-    if let Some(old) = &old {
+    if let Some(old) = old {
         journal.vms = old.vms.clone();
         journal.disk_bytes_per_sec = old.disk_bytes_per_sec;
     }
     if let Some(cluster) = svc.known.cluster() {
         crate::mounts::refresh(&svc.root, cluster, &svc.host);
-        define_from_database(hv.as_ref(), cluster, &svc.host);
+        define_from_database(hv, cluster, &svc.host);
     }
     let wanted: Vec<String> = svc.autostart().into_iter().collect();
     for name in &wanted {
@@ -54,7 +67,11 @@ pub fn start(
         }
     }
     save_or_go_on(&journal, &svc.journal_path());
-    drop(hv);
+    (journal, wanted)
+}
+
+/// The start's plan, in the log: how many VMs, and how they are paced.
+fn log_plan(svc: &Service, wanted: &[String]) {
     log::info!(
         "start on {}: bringing back {} VM(s){}",
         svc.host,
@@ -65,18 +82,33 @@ pub fn start(
             format!(", {} ms apart", svc.settings.start_delay.as_millis())
         }
     );
+}
+
+/// The image size each VM's last save left, for the VMs the old journal
+/// has as saved.
+fn recorded_sizes(old: Option<Journal>) -> BTreeMap<String, Option<u64>> {
     // The size a save left is only a check on the image of that save: one
     // written since by someone else (virsh managedsave) must not be judged
     // by an older size.
-    let recorded: BTreeMap<String, Option<u64>> = old
-        .map(|j| {
-            j.vms
-                .into_iter()
-                .map(|(n, e)| (n, e.image_size.filter(|_| e.state == VmState::Saved)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let shared = Shared::new(journal, svc.journal_path());
+    old.map(|j| {
+        j.vms
+            .into_iter()
+            .map(|(n, e)| (n, e.image_size.filter(|_| e.state == VmState::Saved)))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Brings the `wanted` VMs back on workers of their own, the journal
+/// written behind them, systemd told to wait while they make progress.
+fn bring_back(
+    svc: &Service,
+    connector: &dyn Connector,
+    notifier: &Notifier,
+    shared: &Shared,
+    wanted: &[String],
+    recorded: &BTreeMap<String, Option<u64>>,
+) {
     let queue = Mutex::new(wanted.iter().cloned().collect::<VecDeque<_>>());
     // With a delay, one at a time, spaced; without, a few at once.
     let width = if svc.settings.start_delay.is_zero() {
@@ -93,10 +125,10 @@ pub fn start(
         // write. finish() writes the last word.
         let (nudge, nudges) = std::sync::mpsc::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let writer = s.spawn(|| write_on_nudge(&shared, nudges));
+        let writer = s.spawn(|| write_on_nudge(shared, nudges));
         let workers: Vec<_> = (0..width)
             .map(|_| {
-                let (shared, queue, recorded) = (&shared, &queue, &recorded);
+                let queue = &queue;
                 let (nudge, done) = (nudge.clone(), Done(done_tx.clone()));
                 s.spawn(move || {
                     let _done = done;
@@ -120,7 +152,6 @@ pub fn start(
         }
         let _ = writer.join();
     });
-    Ok(finish(svc, &shared, &wanted))
 }
 
 /// Writes the journal each time a worker nudges, a burst of nudges once,

@@ -44,6 +44,18 @@ impl StopPlan {
         })
     }
 
+    /// The stop's budget, from `started`, for the VMs to save.
+    fn budget(&self, svc: &Service, started: Instant) -> StopBudget {
+        StopBudget::plan(
+            started,
+            svc.settings.stop_budget,
+            reserve(svc, &self.to_save),
+            svc.parallel,
+            self.to_save.len(),
+            svc.settings.save_timeout,
+        )
+    }
+
     /// The journal as the stop begins: each VM found running, planned
     /// (with its share of the budget, or its fallback).
     fn journal(&self, svc: &Service, budget: &StopBudget) -> Journal {
@@ -107,36 +119,11 @@ pub fn stop(
     let started = Instant::now();
     let hv = svc.connect(connector)?;
     let plan = StopPlan::new(svc, hv.as_ref())?;
-    let budget = StopBudget::plan(
-        started,
-        svc.settings.stop_budget,
-        reserve(svc, &plan.to_save),
-        svc.parallel,
-        plan.to_save.len(),
-        svc.settings.save_timeout,
-    );
+    let budget = plan.budget(svc, started);
     let (to_save, no_room) = plan.to_save.split_at(budget.savable);
     let journal = plan.journal(svc, &budget);
     save_or_go_on(&journal, &svc.journal_path());
-    log::info!(
-        "stop on {}: saving {} VM(s), {} at once, in {} round(s) of at most {} each, within a budget of {} ({} kept for fallbacks); shutting down {} other(s)",
-        svc.host,
-        to_save.len(),
-        svc.parallel.min(to_save.len().max(1)),
-        budget.rounds,
-        secs(budget.share),
-        secs(budget.budget),
-        secs(budget.reserve),
-        plan.to_stop.len()
-    );
-    if !no_room.is_empty() {
-        log::warn!(
-            "no room in the stop budget of {} to save {} VM(s): {}; shutting them down now",
-            secs(budget.budget),
-            no_room.len(),
-            no_room.join(", ")
-        );
-    }
+    log_plan(svc, &budget, to_save, no_room, plan.to_stop.len());
     let shared = Shared::new(journal, svc.journal_path());
     let queue = Mutex::new(to_save.iter().cloned().collect::<VecDeque<_>>());
     let inflight = InFlight::default();
@@ -146,31 +133,20 @@ pub fn stop(
         // save or fallback does, not at the monitor's next tick.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (fall_tx, fall_rx) = std::sync::mpsc::channel::<Fallback>();
-        let others = plan.to_stop.iter().map(|n| (n, String::new()));
-        let why = format!(
-            "no room for its save in the stop budget of {}",
-            secs(budget.budget)
-        );
-        let no_room = no_room.iter().map(|n| (n, why.clone()));
-        for (name, why) in others.chain(no_room) {
-            let _ = fall_tx.send(Fallback {
-                name: name.clone(),
-                why,
-            });
-        }
+        hand_over(&fall_tx, &plan.to_stop, no_room, &budget);
+        let work = Work {
+            svc,
+            connector,
+            shared: &shared,
+            inflight: &inflight,
+        };
         let workers: Vec<_> = (0..svc.parallel.min(to_save.len()))
             .map(|_| {
                 let done = Done(done_tx.clone());
                 let fall = fall_tx.clone();
-                let (shared, queue, inflight, budget) = (&shared, &queue, &inflight, &budget);
+                let (queue, budget) = (&queue, &budget);
                 s.spawn(move || {
                     let _done = done;
-                    let work = Work {
-                        svc,
-                        connector,
-                        shared,
-                        inflight,
-                    };
                     work.save_all(queue, budget, &fall, interrupted);
                 })
             })
@@ -197,15 +173,7 @@ pub fn stop(
             let _ = w.join();
         }
         crate::progress::clear_line();
-        let left: Vec<String> = queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        for name in &left {
-            let why = "stop was interrupted before its save began";
-            shared.set(name, VmState::NotSaved, why);
-        }
+        let left = not_begun(&queue, &shared);
         let _ = fallbacks.join();
         left
     });
@@ -215,6 +183,67 @@ pub fn stop(
     Ok(finish(svc, &shared))
 }
 
+/// The stop's plan, in the log: the saves, their budget, the others.
+fn log_plan(
+    svc: &Service,
+    budget: &StopBudget,
+    to_save: &[String],
+    no_room: &[String],
+    others: usize,
+) {
+    log::info!(
+        "stop on {}: saving {} VM(s), {} at once, in {} round(s) of at most {} each, within a budget of {} ({} kept for fallbacks); shutting down {} other(s)",
+        svc.host,
+        to_save.len(),
+        svc.parallel.min(to_save.len().max(1)),
+        budget.rounds,
+        secs(budget.share),
+        secs(budget.budget),
+        secs(budget.reserve),
+        others
+    );
+    if !no_room.is_empty() {
+        log::warn!(
+            "no room in the stop budget of {} to save {} VM(s): {}; shutting them down now",
+            secs(budget.budget),
+            no_room.len(),
+            no_room.join(", ")
+        );
+    }
+}
+
+/// Hands the fallbacks known from the start to the shutdowns (`fall`):
+/// the others found running, then the VMs with no room in the budget.
+fn hand_over(fall: &Sender<Fallback>, others: &[String], no_room: &[String], budget: &StopBudget) {
+    let others = others.iter().map(|n| (n, String::new()));
+    let why = format!(
+        "no room for its save in the stop budget of {}",
+        secs(budget.budget)
+    );
+    let no_room = no_room.iter().map(|n| (n, why.clone()));
+    for (name, why) in others.chain(no_room) {
+        let _ = fall.send(Fallback {
+            name: name.clone(),
+            why,
+        });
+    }
+}
+
+/// The VMs still queued once the savers are gone (the stop was
+/// interrupted), journaled as not saved.
+fn not_begun(queue: &Mutex<VecDeque<String>>, shared: &Shared) -> Vec<String> {
+    let left: Vec<String> = queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for name in &left {
+        let why = "stop was interrupted before its save began";
+        shared.set(name, VmState::NotSaved, why);
+    }
+    left
+}
+
 /// How often systemd hears that the stop goes on: often enough that a
 /// short budget is followed closely, at most every 5 s.
 fn notify_every(budget: &StopBudget) -> Duration {
@@ -222,6 +251,7 @@ fn notify_every(budget: &StopBudget) -> Duration {
 }
 
 /// What a save worker works with.
+#[derive(Clone, Copy)]
 struct Work<'a> {
     svc: &'a Service,
     connector: &'a dyn Connector,
