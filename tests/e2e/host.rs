@@ -118,20 +118,22 @@ fn the_installation_holds_every_file_with_its_mode() {
         man.contains("EXIT STATUS") && man.contains("journal.json"),
         "{man}"
     );
-    let completion = std::fs::read_to_string(
-        dest.path()
-            .join("usr/share/bash-completion/completions/kvmroll"),
-    )
-    .unwrap();
-    // kvmroll's completion is clap's dynamic one: the script asks the
-    // installed kvmroll, which answers from its own definition (and names
-    // from the database).
+    assert_dynamic_completion(dest.path());
+}
+
+/// kvmroll's installed bash completion is clap's dynamic one: the script
+/// asks the installed kvmroll, which answers from its own definition (and
+/// names from the database).
+fn assert_dynamic_completion(root: &Path) {
+    let completion =
+        std::fs::read_to_string(root.join("usr/share/bash-completion/completions/kvmroll"))
+            .unwrap();
     assert!(
         completion.contains("COMPLETE=\"bash\"") && completion.contains("\"kvmroll\" --"),
         "{completion}"
     );
     let complete = |words: &[&str]| {
-        let out = Command::new(dest.path().join("usr/bin/kvmroll"))
+        let out = Command::new(root.join("usr/bin/kvmroll"))
             .arg("--")
             .args(words)
             .env("COMPLETE", "bash")
@@ -139,7 +141,7 @@ fn the_installation_holds_every_file_with_its_mode() {
             .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
             .env("_CLAP_COMPLETE_COMP_TYPE", "9")
             .env("_CLAP_COMPLETE_SPACE", "true")
-            .env("KVMROLL_DB", dest.path().join("no.db"))
+            .env("KVMROLL_DB", root.join("no.db"))
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
