@@ -164,7 +164,7 @@ KVMROLL_LIBVIRTD_RESTART=1 scripts/libvirtd.sh up >/dev/null || fail "libvirtd r
 if k vm define "$vm" && virsh -q -c qemu:///system start "$vm" >>"$out" 2>&1; then
     /usr/bin/kvmroll events --vm "$vm" >"$save/events" 2>&1
     check "a VM start on this machine's libvirtd runs the packaged hook (its events are recorded)" \
-        sh -c "grep -q 'prepare begin' '$save/events' && grep -q 'start begin' '$save/events' &&
+        sh -c "grep -Eq 'prepare +begin' '$save/events' && grep -Eq 'start +begin' '$save/events' &&
             ! grep -q pass-through '$save/events'"
     check "libvirt ran the host's own hook too" grep -q "^$vm prepare begin" "$save/site-hook.log"
     virsh -q -c qemu:///system destroy "$vm" >/dev/null 2>&1

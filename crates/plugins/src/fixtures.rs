@@ -13,7 +13,24 @@ pub(crate) fn me() -> u32 {
 pub(crate) fn script(dir: &Path, name: &str, body: &str, mode: u32) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    // Written by a child process, never through a descriptor of this one:
+    // a test thread that forks while this process holds the file open for
+    // writing would make its exec fail with ETXTBSY ("Text file busy") in
+    // another test, until that child execs.
+    let mut cat = std::process::Command::new("sh")
+        .args(["-c", "cat >\"$1\"", "sh"])
+        .arg(&p)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = cat.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, format!("#!/bin/sh\n{body}\n").as_bytes()).unwrap();
+    drop(input);
+    assert!(
+        cat.wait().unwrap().success(),
+        "cannot write {}",
+        p.display()
+    );
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     p
 }
