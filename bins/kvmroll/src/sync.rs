@@ -51,6 +51,9 @@ pub struct Syncer<'a> {
     connector: &'a dyn Connector,
     conns: HashMap<String, Result<Box<dyn Hypervisor>, String>>,
     pub mode: SyncMode,
+    /// This machine's host name, asked once by the binary: a container of
+    /// this name is reached at `qemu:///system`.
+    pub local_host: String,
 }
 
 impl std::fmt::Debug for Syncer<'_> {
@@ -68,11 +71,12 @@ pub struct Missed {
 }
 
 impl<'a> Syncer<'a> {
-    pub fn new(connector: &'a dyn Connector, mode: SyncMode) -> Syncer<'a> {
+    pub fn new(connector: &'a dyn Connector, mode: SyncMode, local_host: String) -> Syncer<'a> {
         Syncer {
             connector,
             conns: HashMap::new(),
             mode,
+            local_host,
         }
     }
 
@@ -110,10 +114,7 @@ impl<'a> Syncer<'a> {
                     reason: "deferred: kvmroll runs inside a libvirt hook".into(),
                 }),
                 SyncMode::Live => batches
-                    .entry(
-                        plan.after
-                            .libvirt_uri(&container, &kvmroll_core::sys::local_hostname()),
-                    )
+                    .entry(plan.after.libvirt_uri(&container, &self.local_host))
                     .or_default()
                     .push((name, xml, container)),
             }
@@ -359,12 +360,10 @@ mod tests {
             state: Mutex::new((0, 0)),
             all_here: Condvar::new(),
             expect: 4,
-            unreachable: plan
-                .after
-                .libvirt_uri("vm-container-0-2", &kvmroll_core::sys::local_hostname()),
+            unreachable: plan.after.libvirt_uri("vm-container-0-2", "frontend"),
             defined: defined.clone(),
         };
-        let mut syncer = Syncer::new(&gathering, SyncMode::Live);
+        let mut syncer = Syncer::new(&gathering, SyncMode::Live, "frontend".into());
         let missed = syncer.refresh(&plan);
         assert_eq!(gathering.state.lock().unwrap().1, 4, "not all at once");
         let missed: Vec<&str> = missed.iter().map(|m| m.vm.as_str()).collect();

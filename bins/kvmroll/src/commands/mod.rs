@@ -91,15 +91,12 @@ struct App<'a> {
     /// The connector `sync` uses, owned too: `vm list` hands it to threads
     /// it may leave behind (states.rs).
     connector: Arc<dyn Connector + Send>,
-    /// This machine's host name, asked once: a container of this name is
-    /// reached at `qemu:///system`.
-    local_host: String,
 }
 
 impl App<'_> {
     /// Where `container`'s libvirt is reached from here.
     fn uri(&self, c: &kvmroll_core::Cluster, container: &str) -> String {
-        c.libvirt_uri(container, &self.local_host)
+        c.libvirt_uri(container, &self.sync.local_host)
     }
 }
 
@@ -185,9 +182,12 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
     let connector: Arc<dyn Connector + Send> = Arc::new(Libvirt);
     let mut app = App {
         store,
-        sync: Syncer::new(connector.as_ref(), sync_mode),
+        sync: Syncer::new(
+            connector.as_ref(),
+            sync_mode,
+            kvmroll_core::sys::local_hostname(),
+        ),
         connector: Arc::clone(&connector),
-        local_host: kvmroll_core::sys::local_hostname(),
     };
     match cli.command {
         // Answered above, before the store was opened.

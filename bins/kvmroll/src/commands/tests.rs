@@ -50,9 +50,8 @@ fn app(fake: &FakeLibvirt, vms: &[(&str, &str)]) -> (tempfile::TempDir, App<'sta
     let connector: &'static FakeLibvirt = Box::leak(Box::new(fake.clone()));
     let app = App {
         store,
-        sync: Syncer::new(connector, SyncMode::Live),
+        sync: Syncer::new(connector, SyncMode::Live, "frontend".into()),
         connector: Arc::new(fake.clone()) as Arc<dyn Connector + Send>,
-        local_host: "frontend".into(),
     };
     (dir, app)
 }
