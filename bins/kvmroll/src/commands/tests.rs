@@ -212,3 +212,27 @@ fn cdrom_live_on_a_running_vm_without_a_drive_changes_nothing() {
     assert_eq!(c.vm("cd").unwrap().cdrom, None);
     assert!(fake.live_media("cd").is_none());
 }
+
+/// Regression: `vm set --container` undefined the VM on its old container
+/// before defining it on the new one, so a define that failed left it
+/// defined nowhere. The old definition now stays until the new one is made.
+#[test]
+fn a_move_whose_define_fails_keeps_the_old_definition() {
+    let fake = FakeLibvirt::new();
+    let (_dir, mut app) = app(&fake, &[("a", "c0")]);
+    fake.fault("a", kvmroll_virt::fake::Fault::DefineFails);
+    let moved = app.set_vm(crate::cli::VmSet {
+        name: "a".into(),
+        container: Some("c1".into()),
+        mem: None,
+        cpus: None,
+        virt_type: None,
+    });
+    assert!(moved.is_err(), "{moved:?}");
+    assert_eq!(fake.state("a"), Some(DomainState::ShutOff));
+    assert!(
+        !fake.said().iter().any(|c| c.starts_with("undefine")),
+        "{:?}",
+        fake.said()
+    );
+}

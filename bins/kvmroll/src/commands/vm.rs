@@ -196,7 +196,7 @@ impl App<'_> {
 
     /// `vm set`: placement or size. Moving a VM moves its definition:
     /// refused while it runs on its old container.
-    fn set_vm(&mut self, args: VmSet) -> Result<Exit, Error> {
+    pub(super) fn set_vm(&mut self, args: VmSet) -> Result<Exit, Error> {
         let VmSet {
             name,
             container,
@@ -249,7 +249,13 @@ impl App<'_> {
             Ok(vec![Change::SetVm(vm)])
         })?;
         if let Some(uri) = was_defined {
-            // The old container's definition goes; the new one gets it.
+            // The new container gets the definition first: a define that
+            // fails leaves the old one where it was, never the VM defined
+            // nowhere (as `vm sync --from` moves it).
+            if let Err(e) = self.define(&plan.after, std::slice::from_ref(&name)) {
+                eprintln!("kvmroll: warning: VM {name}: its definition stays at {uri}");
+                return Err(e);
+            }
             let result = self
                 .sync
                 .conn(&uri)
@@ -258,8 +264,6 @@ impl App<'_> {
                 eprintln!("kvmroll: warning: VM {name}: its old definition at {uri} could not be removed: {e}");
                 left_behind = true;
             }
-            // Defines it on its new container, or fails saying so.
-            self.define(&plan.after, std::slice::from_ref(&name))?;
         }
         Ok(if left_behind { Exit::Stale } else { outcome })
     }
