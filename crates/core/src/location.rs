@@ -55,7 +55,7 @@ pub fn init(location: &Location) -> Result<(Box<dyn Store>, Init), StoreError> {
     })
 }
 
-/// Opens the store at `path` (SQLite, the only backend so far). With
+/// Opens the store at `path`: a SQLite file, or the server a URL names. With
 /// [`OpenMode::Create`] and nothing at `path`, the database is made by the
 /// first write a new database accepts, so a refused write leaves nothing.
 pub fn open_store(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>, StoreError> {
@@ -80,30 +80,34 @@ pub(crate) fn open_sqlite(path: &Path, mode: OpenMode) -> Result<Box<dyn Store>,
 }
 
 /// Opens the store at `path` as [`open_store`] does, giving up after
-/// `limit`: the open runs on a thread of its own, left behind when it does
-/// not answer in time (a server that does not answer, a file locked by a
-/// migration). For callers with a deadline of their own, the hook first:
-/// libvirtd waits for it.
+/// `limit` where the database is a server: that open runs on a thread of
+/// its own, left behind when it does not answer in time. A SQLite file
+/// opens here (its own busy wait bounds it, and a thread per open would
+/// cost every caller, the hook first: libvirtd waits for it).
 pub fn open_within(
     path: &Path,
     mode: OpenMode,
     limit: Duration,
 ) -> Result<Box<dyn Store>, StoreError> {
+    let Some(location) = Location::from_url_path(path)? else {
+        return open_sqlite(path, mode);
+    };
     let (tx, rx) = std::sync::mpsc::channel();
-    let at = path.to_path_buf();
+    let at = location.clone();
     let spawned = std::thread::Builder::new()
         .name("open-store".into())
         .spawn(move || {
             // The receiver may be gone (timed out): nothing to tell.
-            let _ = tx.send(open_store(&at, mode));
+            let _ = tx.send(open(&at, mode));
         });
     if spawned.is_err() {
         // No thread to spare: open here, without the limit.
-        return open_store(path, mode);
+        return open(&location, mode);
     }
     rx.recv_timeout(limit).unwrap_or_else(|_| {
         Err(StoreError::NoAnswer {
-            location: path.display().to_string(),
+            // As the location shows itself: never with its password.
+            location: location.to_string(),
             waited: limit,
         })
     })
@@ -268,6 +272,43 @@ impl Store for Unmade {
 mod tests {
     use super::*;
     use crate::model::Host;
+
+    /// Regression: a server that did not answer in time was named by the
+    /// text given, a URL's password included, in a line the hook logs and
+    /// records as an event.
+    #[test]
+    fn a_server_that_does_not_answer_is_named_without_its_password() {
+        // Accepts (the kernel's backlog) and never speaks.
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = mute.local_addr().unwrap().port();
+        let url = format!("postgresql://kvmroll:s3cret@127.0.0.1:{port}/kvmroll?sslmode=disable");
+        let err = open_within(
+            Path::new(&url),
+            OpenMode::ReadOnly,
+            Duration::from_millis(300),
+        )
+        .err()
+        .expect("a mute server answered");
+        let line = crate::error_chain(&err);
+        assert!(matches!(err, StoreError::NoAnswer { .. }), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(line.contains(&port.to_string()), "{line}");
+    }
+
+    /// A SQLite file opens on the caller's thread, within no limit of its
+    /// own: a missing one is said at once, not as a server's silence.
+    #[test]
+    fn a_sqlite_file_opens_without_a_thread() {
+        let d = tempfile::tempdir().unwrap();
+        let err = open_within(
+            &d.path().join("none.db"),
+            OpenMode::ReadOnly,
+            Duration::ZERO,
+        )
+        .err()
+        .expect("a missing file opened");
+        assert!(!matches!(err, StoreError::NoAnswer { .. }), "{err}");
+    }
 
     /// A first write makes the database only when a new database accepts
     /// it: bad input to it leaves no file and no folder behind.

@@ -6,7 +6,7 @@ use super::refusal::Refusal;
 use super::run::{Db, Run};
 use super::{Answer, Stage};
 use kvmroll_core::events::EventOutcome;
-use kvmroll_core::{error_chain, open_store, OpenMode, StoreError, VmBrief};
+use kvmroll_core::{error_chain, OpenMode, StoreError, VmBrief};
 use std::time::Duration;
 
 /// What the database says of a VM with no kvmroll metadata.
@@ -25,16 +25,12 @@ pub(super) enum Known {
 pub(super) fn look_up(run: &mut Run<'_>) -> Result<Known, Refusal> {
     let call = run.call;
     let db = run.conf.database();
-    // A server is given the hook's connection time limit; a file opens at
-    // once (and a thread per event would cost a hand-defined VM's events).
-    let opened = match kvmroll_core::location::Location::from_url_path(&db) {
-        Ok(Some(kvmroll_core::location::Location::Postgres(_))) => kvmroll_core::open_within(
-            &db,
-            OpenMode::ReadWriteFast,
-            Duration::from_secs(DB_CONNECT_TIMEOUT),
-        ),
-        _ => open_store(&db, OpenMode::ReadWriteFast),
-    };
+    // A server is given the hook's connection time limit.
+    let opened = kvmroll_core::open_within(
+        &db,
+        OpenMode::ReadWriteFast,
+        Duration::from_secs(DB_CONNECT_TIMEOUT),
+    );
     // A VM the database cannot know passes through untouched; the store
     // says Missing and creates nothing. So does a server that does not
     // answer: a VM defined by hand must not wait for the frontend, nor
