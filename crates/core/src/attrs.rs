@@ -8,6 +8,7 @@ use crate::cpuset;
 use crate::model::{check_abs_path, check_name, parse_bool, ValidationError};
 use crate::text::{clip, QUOTE_CHARS};
 use crate::xml::{self, Element};
+use known::AttrType;
 use std::collections::BTreeSet;
 
 pub mod known;
@@ -407,24 +408,6 @@ fn holds_xml(name: &str) -> bool {
     name == "cpu_mode" || name == "kvm_cpu_pinning" || name.starts_with("kvm_device_")
 }
 
-const BOOL_ATTRS: &[&str] = &[
-    "kvm",
-    "kvm_autostart",
-    "kvm_strict_definition",
-    "kvm_require_database",
-    "kvm_guests_bypass_cache",
-];
-const SECONDS_ATTRS: &[&str] = &[
-    "kvm_db_connect_timeout",
-    "kvm_plugin_timeout_allocate",
-    "kvm_plugin_timeout_preboot",
-    "kvm_plugin_timeout_shutdown",
-    "kvm_plugin_timeout_other",
-    "kvm_guests_save_timeout",
-    "kvm_guests_shutdown_timeout",
-    "kvm_guests_stop_budget",
-];
-
 /// The longest a stage's plugins may take together, in seconds: libvirtd
 /// waits for the hook (holding the VM) all that time. An hour allows a slow
 /// storage allocation; a host waiting longer looks hung.
@@ -476,25 +459,8 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_cpu_pinning" => {
             Pinning::parse(&value)?;
         }
-        n if BOOL_ATTRS.contains(&n) => {
-            let b = parse_bool(&value)
-                .ok_or_else(|| bad(format!("{:?} is not a boolean (true or false)", shown())))?;
-            return Ok(b.to_string());
-        }
-        n if n.starts_with("kvm_plugin_timeout_") && SECONDS_ATTRS.contains(&n) => {
+        n if n.starts_with("kvm_plugin_timeout_") && known::lookup(n).is_some() => {
             plugin_timeout(&value).map_err(bad)?;
-        }
-        n if SECONDS_ATTRS.contains(&n) => {
-            positive(&value).map_err(bad)?;
-        }
-        "kvm_guests_parallel" if value == "auto" => {}
-        "kvm_guests_parallel" | "kvm_events_keep_days" => {
-            positive(&value).map_err(bad)?;
-        }
-        "kvm_guests_start_delay" => {
-            value
-                .parse::<u32>()
-                .map_err(|_| bad(format!("{:?} is not a number of milliseconds", shown())))?;
         }
         "kvm_guests_on_timeout" if !matches!(value.as_str(), "shutdown" | "destroy") => {
             return Err(bad(format!("{:?}: expected shutdown or destroy", shown())));
@@ -528,7 +494,27 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
             }
             parse_device(n, &value)?;
         }
-        _ => {}
+        // The rest by the type the registry gives them.
+        n => match known::lookup(n).map(|k| k.kind) {
+            Some(AttrType::Boolean) => {
+                let b = parse_bool(&value).ok_or_else(|| {
+                    bad(format!("{:?} is not a boolean (true or false)", shown()))
+                })?;
+                return Ok(b.to_string());
+            }
+            Some(AttrType::Seconds | AttrType::Count | AttrType::Days) => {
+                positive(&value).map_err(bad)?;
+            }
+            Some(AttrType::CountOrAuto) if value != "auto" => {
+                positive(&value).map_err(bad)?;
+            }
+            Some(AttrType::Milliseconds) => {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| bad(format!("{:?} is not a number of milliseconds", shown())))?;
+            }
+            _ => {}
+        },
     }
     Ok(value)
 }

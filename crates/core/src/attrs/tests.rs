@@ -279,3 +279,24 @@ fn kvm_guests_parallel_takes_auto_and_the_stop_budget_positive_seconds() {
         assert!(e.to_string().contains("kvm_guests_stop_budget"), "{v}: {e}");
     }
 }
+
+/// Regression: values were checked by two hand lists beside the registry,
+/// which missed some: `kvm_reinstall_timeout=abc` was stored, and
+/// kvmroll-enable then used 300 s without a word. Now the registry's type
+/// decides.
+#[test]
+fn every_typed_attribute_is_checked_by_its_registry_type() {
+    let e = normalize("kvm_reinstall_timeout", "abc").unwrap_err();
+    assert!(e.to_string().contains("kvm_reinstall_timeout"), "{e}");
+    assert_eq!(
+        normalize("kvmroll_db_credential_in_kickstart", "yes").unwrap(),
+        "true"
+    );
+    assert!(normalize("kvm_guests_stop_budget", "0").is_err());
+    normalize("kvm_guests_parallel", "auto").unwrap();
+    assert!(normalize("kvm_guests_parallel", "many").is_err());
+    assert!(normalize("kvm_guests_start_delay", "-1").is_err());
+    assert!(normalize("kvm_events_keep_days", "0").is_err());
+    // A site's own attribute is any text.
+    normalize("site_rack_label", "row 3, left").unwrap();
+}
