@@ -208,8 +208,8 @@ pub fn discover(root: &Path, stage: &str, vm: VmName<'_>, owner: u32) -> Vec<Fou
         return out;
     }
     // Folders above a relative root count too.
-    let root = match std::env::current_dir() {
-        Ok(cwd) if root.is_relative() => cwd.join(root),
+    let root = match root.is_relative().then(std::env::current_dir) {
+        Some(Ok(cwd)) => cwd.join(root),
         _ => root.to_path_buf(),
     };
     let mut base = match Walk::at_root(owner) {

@@ -135,6 +135,14 @@ pub(super) fn run_plugins(
     limit: Duration,
     deadline: Instant,
 ) -> Result<Ran, Refusal> {
+    if found.is_empty() {
+        // Most events: no environment to build, no copy of the XML.
+        return Ok(Ran {
+            xml: String::new(),
+            changed: false,
+            count: 0,
+        });
+    }
     let call = run.call;
     let stage = run.stage.clone();
     let vm = &call.vm;
