@@ -21,5 +21,5 @@ pub mod usage;
 
 pub use kvmroll_core::error_chain;
 pub use report::{finish, ExitStatus};
-pub use table::{print_listing, print_rows, print_table, Format};
+pub use table::{print_listing, print_rows, Format};
 pub use usage::parse;

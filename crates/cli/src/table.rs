@@ -5,17 +5,8 @@ use std::io::Write;
 
 /// Prints `header` and `rows` as columns two spaces apart, each as wide as
 /// its widest cell (in characters); the last column is not padded and no
-/// line ends in a space.
-pub fn print_table(
-    out: &mut dyn Write,
-    header: &[&str],
-    rows: &[Vec<String>],
-) -> std::io::Result<()> {
-    print_rows(out, header, rows, true)
-}
-
-/// [`print_table`], the header line printed only if `show_header` (the
-/// columns as wide as with it, so that rows line up the same either way).
+/// line ends in a space. The header line is printed only if `show_header`
+/// (the columns as wide as with it, so that rows line up either way).
 pub fn print_rows(
     out: &mut dyn Write,
     header: &[&str],
@@ -121,7 +112,7 @@ pub fn print_listing(
 
 #[cfg(test)]
 mod tests {
-    use super::print_table;
+    use super::print_rows;
 
     fn table(header: &[&str], rows: &[&[&str]]) -> String {
         let rows: Vec<Vec<String>> = rows
@@ -129,7 +120,7 @@ mod tests {
             .map(|r| r.iter().map(|c| c.to_string()).collect())
             .collect();
         let mut out = Vec::new();
-        print_table(&mut out, header, &rows).unwrap();
+        print_rows(&mut out, header, &rows, true).unwrap();
         String::from_utf8(out).unwrap()
     }
 
