@@ -225,27 +225,16 @@ pub fn strip_metadata(xml: &str) -> String {
     }
 }
 
-/// Forwards the spool to the database, or waits while an upkeep does.
+/// Forwards the spool to the database, or waits while an upkeep does, as
+/// `kvmroll events` does.
 pub fn forward(dir: &std::path::Path, db: &std::path::Path) {
-    let spool = Spool::new(dir, HOST);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !spool.pending().unwrap().is_empty() {
-        if let Some(held) = spool.lock().unwrap() {
-            let mut store = None;
-            let done = spool
-                .forward_to(&held, &mut store, &mut || {
-                    kvmroll_core::open_store(db, OpenMode::ReadWrite)
-                })
-                .unwrap();
-            assert_eq!(done.waiting, None, "the database refused the spool");
-            continue;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the spool's upkeep never let go"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let done = Spool::new(dir, HOST)
+        .forward_now(std::time::Duration::from_secs(10), &mut || {
+            kvmroll_core::open_store(db, OpenMode::ReadWrite)
+        })
+        .unwrap();
+    assert!(!done.busy, "the spool's upkeep never let go");
+    assert_eq!(done.waiting, None, "the database refused the spool");
 }
 
 pub fn stderr(o: &Output) -> String {
