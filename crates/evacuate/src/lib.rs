@@ -1,0 +1,117 @@
+//! Emptying a VM container before it goes down: its running VMs
+//! live-migrated to other containers with room, a few at once, each with
+//! the migration library's own checks, database protocol and time limit,
+//! and a report of where each went and which could not move.
+//!
+//! `kvmroll host evacuate` and `kvmroll-guests stop` (where the container's
+//! `kvm_guests_on_shutdown` is `migrate`) both call [`evacuate`]. What it
+//! asks of the cluster's libvirts and how one VM moves are behind
+//! [`Mover`], so that the decisions (which containers answer, where each
+//! VM goes, how many move at once, what is said) are tested on a fake.
+//!
+//! - [`placement`]: where each VM goes (pure);
+//! - `run.rs`: the moves, `parallel` at once, within a deadline;
+//! - `survey.rs`: the source's running VMs and the destinations' free
+//!   memory, each container asked at once within a time limit.
+
+pub mod placement;
+mod run;
+mod survey;
+
+pub use placement::{place, Move, Placement, Stuck};
+pub use run::{run, Options, Outcome};
+pub use survey::{survey, Survey, SurveyError};
+
+use kvmroll_core::Cluster;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why one step of a [`Mover`] failed: the migration library's error, or
+/// libvirt's, as they come.
+pub type MoveError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What an evacuation needs of the cluster's libvirts. `Send + Sync +
+/// 'static` because each container is asked on a thread of its own, which a
+/// container that hangs leaves behind.
+pub trait Mover: Send + Sync + 'static {
+    /// The names of the domains running (or paused) on `container`.
+    fn running(&self, container: &str) -> Result<Vec<String>, MoveError>;
+    /// The free memory of `container`'s host, in bytes.
+    fn free_memory(&self, container: &str) -> Result<u64, MoveError>;
+    /// Live-migrates `vm` to `to`, aborting past `limit` (the VM then keeps
+    /// running where it was).
+    fn migrate(&self, vm: &str, to: &str, limit: Duration) -> Result<(), MoveError>;
+}
+
+/// How many migrations run at once by default. Measured on the rig (two
+/// containers' libvirtds on one 2-core machine, tunnelled peer-to-peer):
+/// see `DEFAULT_PARALLEL_WHY`.
+pub const DEFAULT_PARALLEL: usize = 2;
+
+/// The evacuation of one container: what [`evacuate`] found and did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Each VM found running there, in the order their outcome was known.
+    pub outcomes: Vec<Outcome>,
+    /// Containers that did not answer, with why (they were not used).
+    pub silent: Vec<(String, String)>,
+}
+
+impl Report {
+    /// Whether every VM found running moved.
+    pub fn all_moved(&self) -> bool {
+        self.outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Moved { .. }))
+    }
+
+    /// The VMs that did not move.
+    pub fn not_moved(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes
+            .iter()
+            .filter(|o| !matches!(o, Outcome::Moved { .. }))
+    }
+}
+
+/// Evacuates `source`: asks its libvirt which of the VMs the database
+/// places there run, asks every other VM container its free memory (each
+/// within `ask_limit`), places them ([`place`]) and moves them ([`run`]);
+/// `said` hears each outcome as it is known (those that fit nowhere
+/// first). A source that does not answer is an error, and nothing moved.
+pub fn evacuate(
+    cluster: &Cluster,
+    source: &str,
+    mover: &Arc<dyn Mover>,
+    ask_limit: Duration,
+    opts: &Options,
+    stop: &AtomicBool,
+    said: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Report, SurveyError> {
+    let found = survey(cluster, source, mover, ask_limit)?;
+    let placement = place(cluster, source, &found.running, &found.free_memory);
+    for (c, why) in &found.silent {
+        log::warn!("container {c} does not answer ({why}): no VM goes there");
+    }
+    let mut outcomes: Vec<Outcome> = placement
+        .stuck
+        .iter()
+        .map(|s| Outcome::NotMoved {
+            vm: s.vm.clone(),
+            why: s.why.clone(),
+        })
+        .collect();
+    for o in &outcomes {
+        said(o);
+    }
+    outcomes.extend(run(&placement.moves, mover.as_ref(), opts, stop, said));
+    Ok(Report {
+        outcomes,
+        silent: found.silent,
+    })
+}
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
