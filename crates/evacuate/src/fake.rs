@@ -2,7 +2,7 @@
 //! run on containers, a migration moves one after a delay, and a container
 //! can fail or hang, a migration fail.
 
-use crate::{MoveError, Mover};
+use crate::{MoveError, Mover, Probe};
 use kvmroll_core::{Change, Cluster, Host, Vm};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,7 +63,7 @@ impl FakeCluster {
     }
 }
 
-impl Mover for FakeCluster {
+impl Probe for FakeCluster {
     fn running(&self, container: &str) -> Result<Vec<String>, MoveError> {
         self.answer(container)?;
         let running = self.running.lock().unwrap();
@@ -77,7 +77,9 @@ impl Mover for FakeCluster {
         self.answer(container)?;
         Ok(self.free.get(container).copied().unwrap_or(0))
     }
+}
 
+impl Mover for FakeCluster {
     fn migrate(&self, vm: &str, to: &str, limit: Duration) -> Result<(), MoveError> {
         self.asked
             .lock()

@@ -6,7 +6,7 @@
 //! `kvmroll host evacuate` and `kvmroll-guests stop` (where the container's
 //! `kvm_guests_on_shutdown` is `migrate`) both call [`evacuate`]. What it
 //! asks of the cluster's libvirts and how one VM moves are behind
-//! [`Mover`], so that the decisions (which containers answer, where each
+//! [`Probe`] and [`Mover`], so that the decisions (which containers answer, where each
 //! VM goes, how many move at once, what is said) are tested on a fake.
 //!
 //! - [`placement`]: where each VM goes (pure);
@@ -31,23 +31,45 @@ use std::time::Duration;
 /// libvirt's, as they come.
 pub type MoveError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What an evacuation needs of the cluster's libvirts. `Send + Sync +
-/// 'static` because each container is asked on a thread of its own, which a
-/// container that hangs leaves behind.
-pub trait Mover: Send + Sync + 'static {
+/// What an evacuation asks of the cluster's libvirts before it moves
+/// anything. `Send + Sync + 'static` because each container is asked on a
+/// thread of its own, which a container that hangs leaves behind.
+pub trait Probe: Send + Sync + 'static {
     /// The names of the domains running (or paused) on `container`.
     fn running(&self, container: &str) -> Result<Vec<String>, MoveError>;
     /// The free memory of `container`'s host, in bytes.
     fn free_memory(&self, container: &str) -> Result<u64, MoveError>;
+}
+
+/// How one VM moves: the migration library's run (its checks, plugins,
+/// database protocol and time limit), shared by the threads that migrate.
+pub trait Mover: Sync {
     /// Live-migrates `vm` to `to`, aborting past `limit` (the VM then keeps
     /// running where it was).
     fn migrate(&self, vm: &str, to: &str, limit: Duration) -> Result<(), MoveError>;
 }
 
+/// The VM attribute that limits one live migration, and its default when
+/// unset: the migration library's.
+pub const TIMEOUT_ATTR: &str = "kvm_migrate_timeout";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How many migrations run at once by default. Measured on the rig (two
 /// containers' libvirtds on one 2-core machine, tunnelled peer-to-peer):
 /// see `DEFAULT_PARALLEL_WHY`.
 pub const DEFAULT_PARALLEL: usize = 2;
+
+/// A VM's own migration limit: `opts.limit` when given (`--timeout`), else
+/// its resolved [`TIMEOUT_ATTR`].
+fn limit_of(cluster: &Cluster, opts: &Options, vm: &str) -> Duration {
+    opts.limit.unwrap_or_else(|| {
+        cluster
+            .attr_of(vm, TIMEOUT_ATTR)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+    })
+}
 
 /// The evacuation of one container: what [`evacuate`] found and did.
 #[derive(Debug, Default)]
@@ -76,19 +98,20 @@ impl Report {
 
 /// Evacuates `source`: asks its libvirt which of the VMs the database
 /// places there run, asks every other VM container its free memory (each
-/// within `ask_limit`), places them ([`place`]) and moves them ([`run`]);
+/// within `opts.ask`, through `probe`), places them ([`place`]) and moves
+/// them with `mover` ([`run`]), each within its own limit ([`limit_of`]);
 /// `said` hears each outcome as it is known (those that fit nowhere
 /// first). A source that does not answer is an error, and nothing moved.
 pub fn evacuate(
     cluster: &Cluster,
     source: &str,
-    mover: &Arc<dyn Mover>,
-    ask_limit: Duration,
+    probe: &Arc<dyn Probe>,
+    mover: &dyn Mover,
     opts: &Options,
     stop: &AtomicBool,
     said: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Report, SurveyError> {
-    let found = survey(cluster, source, mover, ask_limit)?;
+    let found = survey(cluster, source, probe, opts.ask)?;
     let placement = place(cluster, source, &found.running, &found.free_memory);
     for (c, why) in &found.silent {
         log::warn!("container {c} does not answer ({why}): no VM goes there");
@@ -104,7 +127,8 @@ pub fn evacuate(
     for o in &outcomes {
         said(o);
     }
-    outcomes.extend(run(&placement.moves, mover.as_ref(), opts, stop, said));
+    let limit = |vm: &str| limit_of(cluster, opts, vm);
+    outcomes.extend(run(&placement.moves, mover, &limit, opts, stop, said));
     Ok(Report {
         outcomes,
         silent: found.silent,

@@ -21,10 +21,13 @@ pub const MIN_LIMIT: Duration = Duration::from_secs(3);
 pub struct Options {
     /// How many migrations at once (at least one).
     pub parallel: usize,
-    /// Each migration's own limit (`--timeout`, `kvm_migrate_timeout`).
-    pub limit: Duration,
+    /// Every migration's limit (`--timeout`); `None`: each VM's own
+    /// `kvm_migrate_timeout`.
+    pub limit: Option<Duration>,
     /// No migration runs past this (a container's stop budget).
     pub deadline: Option<Instant>,
+    /// How long each container has to answer the survey.
+    pub ask: Duration,
 }
 
 /// What became of one VM.
@@ -59,11 +62,12 @@ impl Outcome {
     }
 }
 
-/// Runs `moves` with `mover`; `said` hears each outcome as it is known.
-/// The outcomes come back in the order they were known.
+/// Runs `moves` with `mover`, each VM within `limit(vm)`; `said` hears
+/// each outcome as it is known. The outcomes come back in that order.
 pub fn run(
     moves: &[Move],
     mover: &dyn Mover,
+    limit: &(dyn Fn(&str) -> Duration + Sync),
     opts: &Options,
     stop: &AtomicBool,
     said: &(dyn Fn(&Outcome) + Sync),
@@ -78,7 +82,7 @@ pub fn run(
         for _ in 0..opts.parallel.max(1).min(moves.len()) {
             s.spawn(|| {
                 while let Some(m) = next(&queue) {
-                    record(one(m, mover, opts, stop));
+                    record(one(m, mover, limit(&m.vm), opts.deadline, stop));
                 }
             });
         }
@@ -93,7 +97,13 @@ fn next<'a>(queue: &Mutex<VecDeque<&'a Move>>) -> Option<&'a Move> {
 }
 
 /// One move, unless the caller stopped or the deadline is too near.
-fn one(m: &Move, mover: &dyn Mover, opts: &Options, stop: &AtomicBool) -> Outcome {
+fn one(
+    m: &Move,
+    mover: &dyn Mover,
+    own: Duration,
+    deadline: Option<Instant>,
+    stop: &AtomicBool,
+) -> Outcome {
     let not_moved = |why: String| Outcome::NotMoved {
         vm: m.vm.clone(),
         why,
@@ -102,11 +112,11 @@ fn one(m: &Move, mover: &dyn Mover, opts: &Options, stop: &AtomicBool) -> Outcom
         return not_moved("interrupted before its migration began".into());
     }
     let started = Instant::now();
-    let limit = match opts.deadline {
-        Some(end) => opts.limit.min(end.saturating_duration_since(started)),
-        None => opts.limit,
+    let limit = match deadline {
+        Some(end) => own.min(end.saturating_duration_since(started)),
+        None => own,
     };
-    if limit < MIN_LIMIT.min(opts.limit) {
+    if limit < MIN_LIMIT.min(own) {
         return not_moved(format!(
             "no time left for its migration to {} ({:.1} s)",
             m.to,

@@ -5,7 +5,7 @@
 //! of its own and the survey stops waiting at the limit: a container that
 //! has not answered by then is silent, as `vm list` treats it.
 
-use crate::{MoveError, Mover};
+use crate::{MoveError, Probe};
 use kvmroll_core::Cluster;
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc};
@@ -42,7 +42,7 @@ enum Answer {
 pub fn survey(
     cluster: &Cluster,
     source: &str,
-    mover: &Arc<dyn Mover>,
+    probe: &Arc<dyn Probe>,
     limit: Duration,
 ) -> Result<Survey, SurveyError> {
     let is_container = cluster
@@ -62,14 +62,14 @@ pub fn survey(
     let deadline = Instant::now() + limit;
     let (tx, rx) = mpsc::channel();
     let ask = |name: String, first: bool| {
-        let (tx, mover) = (tx.clone(), Arc::clone(mover));
+        let (tx, probe) = (tx.clone(), Arc::clone(probe));
         let spawned = std::thread::Builder::new()
             .name(format!("ask {name}"))
             .spawn(move || {
                 let answer = if first {
-                    Answer::Running(mover.running(&name))
+                    Answer::Running(probe.running(&name))
                 } else {
-                    Answer::Free(mover.free_memory(&name))
+                    Answer::Free(probe.free_memory(&name))
                 };
                 // The survey may have stopped waiting: nobody to tell.
                 let _ = tx.send((name, answer));

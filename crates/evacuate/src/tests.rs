@@ -2,7 +2,7 @@
 //! what it says of each VM.
 
 use crate::fake::{vm, FakeCluster};
-use crate::{evacuate, Mover, Options, Outcome, Report, SurveyError};
+use crate::{evacuate, Options, Outcome, Probe, Report, SurveyError};
 use kvmroll_core::{Change, Cluster, Host};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,9 @@ fn cluster(b_cpus: u32, with_c: bool, vms: &[&str]) -> Cluster {
 fn opts(parallel: usize) -> Options {
     Options {
         parallel,
-        limit: Duration::from_secs(600),
+        limit: None,
         deadline: None,
+        ask: ASK,
     }
 }
 
@@ -37,9 +38,9 @@ fn go(
     opts: &Options,
 ) -> (Result<Report, SurveyError>, Vec<String>) {
     let said = Mutex::new(Vec::new());
-    let mover: Arc<dyn Mover> = fake.clone();
+    let probe: Arc<dyn Probe> = fake.clone();
     let stop = AtomicBool::new(false);
-    let r = evacuate(c, "a", &mover, ASK, opts, &stop, &|o| {
+    let r = evacuate(c, "a", &probe, fake.as_ref(), opts, &stop, &|o| {
         said.lock().unwrap().push(o.line());
     });
     (r, said.into_inner().unwrap())
@@ -208,9 +209,9 @@ fn migrations_are_limited_by_the_deadline_and_none_begins_too_close_to_it() {
 fn an_interrupted_evacuation_begins_no_migration() {
     let c = cluster(4, false, &["v1"]);
     let fake = Arc::new(FakeCluster::new(&[("a", &["v1"])], &[("b", GIB)]));
-    let mover: Arc<dyn Mover> = fake.clone();
+    let probe: Arc<dyn Probe> = fake.clone();
     let stop = AtomicBool::new(true);
-    let r = evacuate(&c, "a", &mover, ASK, &opts(2), &stop, &|_| {}).unwrap();
+    let r = evacuate(&c, "a", &probe, fake.as_ref(), &opts(2), &stop, &|_| {}).unwrap();
     assert_eq!(
         r.outcomes,
         [Outcome::NotMoved {
@@ -227,13 +228,13 @@ fn a_host_that_is_not_a_container_is_refused() {
     c.apply(&Change::AddHost(Host::new("login", "compute")))
         .unwrap();
     let fake = Arc::new(FakeCluster::new(&[], &[]));
-    let mover: Arc<dyn Mover> = fake;
+    let probe: Arc<dyn Probe> = fake.clone();
     for host in ["login", "v1", "nowhere"] {
         let e = evacuate(
             &c,
             host,
-            &mover,
-            ASK,
+            &probe,
+            fake.as_ref(),
             &opts(1),
             &AtomicBool::new(false),
             &|_| {},
@@ -241,4 +242,42 @@ fn a_host_that_is_not_a_container_is_refused() {
         .unwrap_err();
         assert_eq!(e.to_string(), format!("{host} is not a VM container"));
     }
+}
+
+#[test]
+fn each_vm_migrates_within_its_own_kvm_migrate_timeout_unless_one_is_given() {
+    let mut c = cluster(4, false, &["v1", "v2"]);
+    c.apply(&Change::SetAttr {
+        scope: kvmroll_core::Scope::Host("v1".into()),
+        name: "kvm_migrate_timeout".into(),
+        value: "45".into(),
+    })
+    .unwrap();
+    let limits = |o: &Options| {
+        let fake = Arc::new(FakeCluster::new(&[("a", &["v1", "v2"])], &[("b", GIB)]));
+        let (r, _) = go(&c, &fake, o);
+        assert!(r.unwrap().all_moved());
+        let mut asked: Vec<(String, Duration)> = fake
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(vm, _, limit)| (vm.clone(), *limit))
+            .collect();
+        asked.sort();
+        asked
+    };
+    let secs = |s| Duration::from_secs(s);
+    assert_eq!(
+        limits(&opts(2)),
+        [("v1".into(), secs(45)), ("v2".into(), secs(600))]
+    );
+    let given = Options {
+        limit: Some(secs(20)),
+        ..opts(2)
+    };
+    assert_eq!(
+        limits(&given),
+        [("v1".into(), secs(20)), ("v2".into(), secs(20))]
+    );
 }

@@ -216,6 +216,8 @@ pub const KNOWN: &[Known] = &[
         "above 0: kvmroll-guests start starts one VM at a time, this far apart"),
     known("kvm_guests_bypass_cache", T::Boolean, Some("false"), F::Container,
         "write saved images around the page cache"),
+    known("kvm_guests_on_shutdown", T::Choice, Some("save"), F::Container,
+        "save, or migrate: kvmroll-guests stop first moves the running VMs to other containers"),
     // Installing a container.
     known("kvm_packages", T::Words, Some("qemu-kvm libvirt libvirt-client bridge-utils dracut"), F::Container,
         "the packages the container's kickstart installs besides kvmroll"),
