@@ -263,7 +263,7 @@ fn run(cli: Cli) -> Result<Placement, ServiceError> {
                     }
                 }
                 svc.settle_parallel(true);
-                service::stop(&svc, &connector, &interrupted, &notifier)
+                service::stop(&svc, &connector, &interrupted, &notifier, None)
             }
         }
     }

@@ -51,14 +51,19 @@ impl Outcome {
         }
     }
 
+    /// What became of it: `moved to B (1.6 s)` or `not moved: why`.
+    pub fn what(&self) -> String {
+        match self {
+            Outcome::Moved { to, took, .. } => {
+                format!("moved to {to} ({:.1} s)", took.as_secs_f64())
+            }
+            Outcome::NotMoved { why, .. } => format!("not moved: {why}"),
+        }
+    }
+
     /// Its line for people: `VM x moved to B (1.6 s)` or `VM x not moved: why`.
     pub fn line(&self) -> String {
-        match self {
-            Outcome::Moved { vm, to, took } => {
-                format!("VM {vm} moved to {to} ({:.1} s)", took.as_secs_f64())
-            }
-            Outcome::NotMoved { vm, why } => format!("VM {vm} not moved: {why}"),
-        }
+        format!("VM {} {}", self.vm(), self.what())
     }
 }
 
