@@ -316,6 +316,12 @@ mod tests {
         fn delete_image(&self, _: &str) -> Result<bool, VirtError> {
             unreachable!()
         }
+        fn migrate(&self, _: &str, _: &kvmroll_virt::MigrateTo) -> Result<(), VirtError> {
+            unreachable!()
+        }
+        fn node(&self) -> Result<kvmroll_virt::NodeResources, VirtError> {
+            unreachable!()
+        }
     }
 
     /// A definition as kvmroll renders it, with these settings.

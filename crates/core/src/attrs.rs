@@ -477,6 +477,9 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_machine" => {
             check_name("machine type", &value).map_err(|e| bad(e.to_string()))?;
         }
+        "kvm_migrate_transport" if !matches!(value.as_str(), "tunnelled" | "native") => {
+            return Err(bad(format!("{:?}: expected tunnelled or native", shown())));
+        }
         "kvm_graphics" if !matches!(value.as_str(), "vnc" | "spice" | "none") => {
             return Err(bad(format!("{:?}: expected vnc, spice or none", shown())));
         }

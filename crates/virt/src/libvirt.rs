@@ -9,7 +9,9 @@ use virt::enumutil::Enum;
 use virt::error::{Error, ErrorNumber};
 use virt::sys;
 
-use crate::{Connector, DomainInfo, DomainState, Hypervisor, VirtError};
+use crate::{
+    Connector, DomainInfo, DomainState, Hypervisor, MigrateTo, NodeResources, Transport, VirtError,
+};
 
 /// Opens real libvirt connections.
 #[derive(Debug, Clone, Copy, Default)]
@@ -291,6 +293,57 @@ impl Hypervisor for Connection {
             log::warn!("the transient storage pool for {dir} stays until libvirtd restarts: {e}");
         }
         deleted.map_err(fail)
+    }
+
+    fn migrate(&self, name: &str, to: &MigrateTo) -> Result<(), VirtError> {
+        let dom = self.lookup(name)?;
+        let mut flags = sys::VIR_MIGRATE_PEER2PEER
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+        if to.live {
+            flags |= sys::VIR_MIGRATE_LIVE;
+        }
+        if to.transport == Transport::Tunnelled {
+            flags |= sys::VIR_MIGRATE_TUNNELLED;
+        }
+        // The same definition live and persistent: kvmroll's rendering for
+        // the destination (its pins, its metadata).
+        let params = virt::domain::MigrateParameters {
+            dest_xml: Some(to.xml.clone()),
+            persist_xml: Some(to.xml.clone()),
+            ..Default::default()
+        };
+        // virt 0.5 panics on a NUL inside its strings; turn it into an error.
+        let fail = |source| VirtError::Migrate {
+            name: name.to_owned(),
+            to: to.uri.clone(),
+            source,
+        };
+        for s in [&to.uri, &to.xml] {
+            CString::new(s.as_str()).map_err(|e| fail(e.into()))?;
+        }
+        dom.migrate_to_uri3(Some(&to.uri), params, flags)
+            .map_err(|source| match hook_said(&source) {
+                Some(said) => VirtError::MigrateRefused {
+                    name: name.to_owned(),
+                    to: to.uri.clone(),
+                    said,
+                },
+                None => fail(source),
+            })
+    }
+
+    fn node(&self) -> Result<NodeResources, VirtError> {
+        let fail = |source| VirtError::NodeInfo {
+            uri: self.uri.clone(),
+            source,
+        };
+        let info = self.conn.node_info().map_err(fail)?;
+        let free_memory = self.conn.free_memory().map_err(fail)?;
+        Ok(NodeResources {
+            cpus: info.cpus,
+            free_memory,
+        })
     }
 
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError> {
