@@ -22,6 +22,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
+pub use evacuate::Evacuation;
 pub use start::start;
 pub use stop::stop;
 

@@ -12,12 +12,16 @@
 //! - [`placement`]: where each VM goes (pure);
 //! - `run.rs`: the moves, `parallel` at once, within a deadline;
 //! - `survey.rs`: the source's running VMs and the destinations' free
-//!   memory, each container asked at once within a time limit.
+//!   memory, each container asked at once within a time limit;
+//! - `live.rs`: the real [`Probe`] (libvirt) and [`Mover`] (the migration
+//!   library's `Migrator`).
 
+mod live;
 pub mod placement;
 mod run;
 mod survey;
 
+pub use live::LibvirtProbe;
 pub use placement::{place, Move, Placement, Stuck};
 pub use run::{run, Options, Outcome};
 pub use survey::{survey, Survey, SurveyError};
@@ -49,10 +53,7 @@ pub trait Mover: Sync {
     fn migrate(&self, vm: &str, to: &str, limit: Duration) -> Result<(), MoveError>;
 }
 
-/// The VM attribute that limits one live migration, and its default when
-/// unset: the migration library's.
-pub const TIMEOUT_ATTR: &str = "kvm_migrate_timeout";
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+use kvmroll_migrate::{DEFAULT_TIMEOUT, TIMEOUT_ATTR};
 
 /// How many migrations run at once by default. Measured on the rig (two
 /// containers' libvirtds on one 2-core machine, tunnelled peer-to-peer):

@@ -4,7 +4,8 @@
 //!
 //! A destination must have, after the VMs this evacuation already sends
 //! it: the VM's vCPUs free among its `cpus` (the database's count against
-//! the vCPUs of the VMs it holds, [`free_cpus`]), the VM's memory free
+//! the vCPUs of the VMs it holds: the migration library's `free_cpus`, no
+//! overcommit, as its check), the VM's memory free
 //! (libvirt's free memory less what this evacuation sends there), and a
 //! pinning [`Cluster::plan`] accepts with the VM placed there (`pin_auto`
 //! picks the destination's CPUs; a `pin_all` or raw pinning it cannot
@@ -15,6 +16,7 @@
 //! that fits nowhere is reported with each destination's reason.
 
 use kvmroll_core::{Change, Cluster, Vm};
+use kvmroll_migrate::free_cpus;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -59,15 +61,6 @@ impl fmt::Display for NoRoom {
             NoRoom::Pinning(why) => write!(f, "{why}"),
         }
     }
-}
-
-/// The CPUs of `container` that no VM the database places there claims:
-/// its `cpus` less the vCPUs of its VMs (negative when overcommitted).
-/// Overcommit is not planned: a VM moves only into CPUs that are free.
-pub fn free_cpus(cluster: &Cluster, container: &str) -> i64 {
-    let total = cluster.hosts.get(container).map_or(0, |h| h.cpus);
-    let used: i64 = cluster.vms_on(container).map(|v| i64::from(v.vcpus)).sum();
-    i64::from(total) - used
 }
 
 /// The VM's memory in bytes.

@@ -51,17 +51,18 @@ impl Outcome {
         }
     }
 
-    /// What became of it: `moved to B (1.6 s)` or `not moved: why`.
+    /// What became of it: `moved to B (live, 1.6 s)` or `not moved: why`,
+    /// as `kvmroll vm migrate` says it.
     pub fn what(&self) -> String {
         match self {
             Outcome::Moved { to, took, .. } => {
-                format!("moved to {to} ({:.1} s)", took.as_secs_f64())
+                format!("moved to {to} (live, {:.1} s)", took.as_secs_f64())
             }
             Outcome::NotMoved { why, .. } => format!("not moved: {why}"),
         }
     }
 
-    /// Its line for people: `VM x moved to B (1.6 s)` or `VM x not moved: why`.
+    /// Its line for people: `VM x moved to B (live, 1.6 s)` or `VM x not moved: why`.
     pub fn line(&self) -> String {
         format!("VM {} {}", self.vm(), self.what())
     }

@@ -42,10 +42,6 @@ pub(super) fn evacuate_first(
     if svc.settings.on_shutdown != OnShutdown::Migrate {
         return None;
     }
-    let Some(ev) = evacuation else {
-        log::warn!("kvm_guests_on_shutdown=migrate, but no migration is possible here: saving");
-        return None;
-    };
     let Some(cluster) = svc.known.cluster() else {
         let why = match &svc.known.source {
             crate::known::Source::Definitions(why) => why.as_str(),
@@ -56,6 +52,8 @@ pub(super) fn evacuate_first(
         );
         return None;
     };
+    // None: the caller said why it has no means to migrate.
+    let ev = evacuation?;
     let usable = svc
         .settings
         .stop_budget

@@ -7,6 +7,7 @@ mod cdrom;
 mod db;
 mod define;
 mod disk;
+mod evacuate;
 mod events;
 mod host;
 mod import;
@@ -115,7 +116,7 @@ fn open_mode(command: &Command) -> OpenMode {
         | Command::Attr(AttrCmd::Set { .. })
         | Command::Db(DbCmd::Init { .. } | DbCmd::Copy { .. })
         | Command::Import(_) => OpenMode::Create,
-        Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
+        Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. } | HostCmd::Evacuate { .. })
         | Command::Vm(
             VmCmd::Add(_)
             | VmCmd::Set(_)
