@@ -10,6 +10,7 @@ mod disk;
 mod events;
 mod host;
 mod import;
+mod migrate;
 mod power;
 mod remove;
 mod vm;
@@ -49,6 +50,8 @@ pub enum CommandError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Virt(#[from] kvmroll_virt::VirtError),
+    #[error(transparent)]
+    Migrate(Box<kvmroll_migrate::MigrateError>),
     #[error("cannot run {program}")]
     Run {
         program: String,
@@ -58,6 +61,12 @@ pub enum CommandError {
 }
 
 type Error = CommandError;
+
+impl From<kvmroll_migrate::MigrateError> for CommandError {
+    fn from(e: kvmroll_migrate::MigrateError) -> CommandError {
+        CommandError::Migrate(Box::new(e))
+    }
+}
 
 fn refused(msg: impl Into<String>) -> Error {
     CommandError::Refused(msg.into())
@@ -124,6 +133,7 @@ fn open_mode(command: &Command) -> OpenMode {
             | VmCmd::Disk(_)
             | VmCmd::Nic(_)
             | VmCmd::Sync { .. }
+            | VmCmd::Migrate { .. }
             | VmCmd::Define { .. },
         )
         | Command::Attr(AttrCmd::Rm { .. })
