@@ -338,6 +338,20 @@ pub enum VmCmd {
         #[arg(long, value_name = "CONTAINER")]
         from: Option<String>,
     },
+    /// Move a VM to another container: a running one live (libvirt's
+    /// peer-to-peer migration, the destination's hook and plugins deciding
+    /// too), a shut-off one as `vm set --container` does.
+    Migrate {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        /// The destination container.
+        #[arg(long, value_name = "CONTAINER", add = ArgValueCandidates::new(crate::names::hosts))]
+        to: String,
+        /// Abort a live migration that takes longer than this (default: the
+        /// VM's kvm_migrate_timeout, 600).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        timeout: Option<u64>,
+    },
     /// Render VMs and define them in the libvirt of their container.
     Define {
         #[arg(required_unless_present = "all")]

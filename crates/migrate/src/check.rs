@@ -211,8 +211,7 @@ impl Migrator<'_> {
                     return Err(MigrateError::Disks {
                         vm: refuse_vm,
                         dev: dev.clone(),
-                        from_path: path.clone(),
-                        to_path: other,
+                        paths: Box::new((path.clone(), other)),
                         to: to.to_owned(),
                     });
                 }

@@ -66,12 +66,12 @@ pub enum MigrateError {
     },
     #[error("VM {vm} has a passed-through device ({attr}), which cannot move while it runs")]
     Hostdev { vm: String, attr: String },
-    #[error("VM {vm}'s disk {dev} is {from_path} on its container but {to_path} on {to}: a live migration needs the same files on both (shared storage)")]
+    /// `paths`: the disk's file on the VM's container, and on `to`.
+    #[error("VM {vm}'s disk {dev} is {} on its container but {} on {to}: a live migration needs the same files on both (shared storage)", paths.0, paths.1)]
     Disks {
         vm: String,
         dev: String,
-        from_path: String,
-        to_path: String,
+        paths: Box<(String, String)>,
         to: String,
     },
     #[error("VM {vm} was changed by another command meanwhile; nothing was moved")]

@@ -31,7 +31,7 @@ pub use check::{free_cpus, Checked};
 pub use error::MigrateError;
 pub use kvmroll_virt::Transport;
 pub use run::{Moved, Progress};
-pub use settle::Settled;
+pub use settle::{migrating_from, Settled};
 
 use kvmroll_core::Store;
 use kvmroll_virt::Connector;

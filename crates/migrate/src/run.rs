@@ -3,7 +3,7 @@
 //! its progress and aborts it past the time limit.
 
 use crate::check::{placing, Checked};
-use crate::settle::mark_of;
+use crate::migrating_from;
 use crate::{MigrateError, Migrator, Request, MIGRATING_FROM};
 use kvmroll_core::{error_chain, Change, Scope};
 use kvmroll_virt::{MigrateTo, VirtError};
@@ -99,7 +99,8 @@ impl Migrator<'_> {
         // The destination's hook lets in a VM the database places there.
         let plan = self.db().update(&mut |c| {
             let now = c.vm(vm)?;
-            if now.container.as_deref() != Some(ch.from.as_str()) || mark_of(c, vm).is_some() {
+            if now.container.as_deref() != Some(ch.from.as_str()) || migrating_from(c, vm).is_some()
+            {
                 return Ok(Vec::new());
             }
             placing(c, vm, &ch.from, &ch.to)
@@ -132,7 +133,7 @@ impl Migrator<'_> {
         };
         let Some(failure) = failure else {
             let done = self.db().update(&mut |c| {
-                Ok(match mark_of(c, vm) {
+                Ok(match migrating_from(c, vm) {
                     Some(_) => vec![Change::RemoveAttr {
                         scope: Scope::Host(vm.to_owned()),
                         name: MIGRATING_FROM.to_owned(),

@@ -78,7 +78,7 @@ impl Migrator<'_> {
     pub fn recover(&self, vm: &str) -> Result<Option<Settled>, MigrateError> {
         let c = self.db().snapshot()?;
         let v = c.vm(vm)?;
-        let Some(from) = mark_of(&c, vm) else {
+        let Some(from) = migrating_from(&c, vm) else {
             return Ok(None);
         };
         let to = v.container.clone().unwrap_or_else(|| from.clone());
@@ -143,7 +143,7 @@ impl Migrator<'_> {
                 row.container = Some(on.to_owned());
                 changes.push(Change::SetVm(row));
             }
-            if mark_of(c, vm).is_some() {
+            if migrating_from(c, vm).is_some() {
                 changes.push(Change::RemoveAttr {
                     scope: Scope::Host(vm.to_owned()),
                     name: MIGRATING_FROM.to_owned(),
@@ -236,7 +236,7 @@ impl Migrator<'_> {
 
 /// The container a VM's migration left, if it carries the mark (on its
 /// own row only: kvmroll sets it nowhere else).
-pub(crate) fn mark_of(c: &Cluster, vm: &str) -> Option<String> {
+pub fn migrating_from(c: &Cluster, vm: &str) -> Option<String> {
     c.attrs
         .get(&Scope::Host(vm.to_owned()))
         .and_then(|m| m.get(MIGRATING_FROM))

@@ -91,7 +91,7 @@ impl World {
     }
 
     fn marked(&self, vm: &str) -> bool {
-        settle::mark_of(&self.snapshot(), vm).is_some()
+        migrating_from(&self.snapshot(), vm).is_some()
     }
 
     fn migrated(&self) -> bool {

@@ -11,6 +11,7 @@ mod evacuate;
 mod events;
 mod host;
 mod import;
+mod migrate;
 mod power;
 mod remove;
 mod vm;
@@ -50,6 +51,8 @@ pub enum CommandError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Virt(#[from] kvmroll_virt::VirtError),
+    #[error(transparent)]
+    Migrate(Box<kvmroll_migrate::MigrateError>),
     #[error("cannot run {program}")]
     Run {
         program: String,
@@ -59,6 +62,12 @@ pub enum CommandError {
 }
 
 type Error = CommandError;
+
+impl From<kvmroll_migrate::MigrateError> for CommandError {
+    fn from(e: kvmroll_migrate::MigrateError) -> CommandError {
+        CommandError::Migrate(Box::new(e))
+    }
+}
 
 fn refused(msg: impl Into<String>) -> Error {
     CommandError::Refused(msg.into())
@@ -125,6 +134,7 @@ fn open_mode(command: &Command) -> OpenMode {
             | VmCmd::Disk(_)
             | VmCmd::Nic(_)
             | VmCmd::Sync { .. }
+            | VmCmd::Migrate { .. }
             | VmCmd::Define { .. },
         )
         | Command::Attr(AttrCmd::Rm { .. })
