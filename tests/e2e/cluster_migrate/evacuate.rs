@@ -189,3 +189,52 @@ fn guests_stop_with_on_shutdown_migrate_moves_what_fits_and_saves_the_rest() {
         "{saved} has no managed-save image on {A}: {info}"
     );
 }
+
+/// A field of this machine's /proc/meminfo in MiB (the nodes share its
+/// memory).
+fn meminfo_mib(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib >> 10)
+}
+
+/// Regression: the destinations' free memory was libvirt's
+/// `virNodeGetFreeMemory`, MemFree alone, so a host whose RAM was mostly
+/// page cache (265 MiB free of 24 GiB here) had "no room" for a guest
+/// larger than that, and evacuate moved nothing.
+#[test]
+fn a_destination_whose_memory_is_page_cache_has_room() {
+    let Some((f, _turn)) = frontend("a_destination_whose_memory_is_page_cache_has_room") else {
+        return;
+    };
+    let free = meminfo_mib("MemFree");
+    let cache = meminfo_mib("Cached") + meminfo_mib("Buffers");
+    // Larger than what is free, well within what the cache gives back.
+    let mem = free + 256;
+    if cache < mem + 1024 {
+        eprintln!("skipped: {free} MiB free and {cache} MiB of cache leave no case to test");
+        return;
+    }
+    let _room = Room::new(f, 4, 4, &[]);
+    let name = format!("{}-cache", kvmroll_tests::prefix("evac"));
+    let m = mem.to_string();
+    f.k.ok(&[
+        "vm",
+        "add",
+        &name,
+        "--container",
+        A,
+        "--mem",
+        &m,
+        "--cpus",
+        "1",
+    ]);
+    let vm = Vm { f, name };
+    f.k.ok(&["vm", "define", &vm.name]);
+    f.k.ok(&["vm", "start", &vm.name]);
+    let out = evacuate(f);
+    assert!(out.status.success(), "{mem} MiB guest: {}", stderr(&out));
+    moved_to_b(f, &vm.name);
+}
