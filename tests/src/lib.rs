@@ -441,6 +441,14 @@ pub fn rig_cluster(
     )
     .and_then(|mut pg| pg.grant_container_role(&container.name, Some(&container.password)))
     .unwrap_or_else(|e| panic!("the containers' role: {}", error_chain(&e)));
+    node_conf(rig, container, node);
+    k
+}
+
+/// `node`'s `/etc/kvmroll/kvmroll.conf`: the rig server's database
+/// `kvmroll` as the containers' role `container`, on the bound socket,
+/// and this build's `kvmroll`.
+pub fn node_conf(rig: &rig::Rig, container: &rig::Role, node: &str) {
     let in_node = rig
         .pg
         .url_socket_in(rig::NODE_PG_SOCKET, container, "kvmroll");
@@ -454,5 +462,40 @@ pub fn rig_cluster(
             0o644,
         )
         .unwrap_or_else(|e| panic!("{node}'s kvmroll.conf: {}", rig::chain(&e)));
-    k
+}
+
+/// A rig test's VM: destroyed and undefined on every node of the rig, and
+/// removed from the database, when dropped.
+#[derive(Debug)]
+pub struct RigVm<'r> {
+    pub name: String,
+    rig: &'r rig::Rig,
+    k: &'r Kvmroll,
+}
+
+impl<'r> RigVm<'r> {
+    pub fn new(rig: &'r rig::Rig, k: &'r Kvmroll, name: String) -> RigVm<'r> {
+        RigVm { name, rig, k }
+    }
+}
+
+impl Drop for RigVm<'_> {
+    fn drop(&mut self) {
+        for node in self.rig.nodes() {
+            let _ = node.virsh(&["destroy", &self.name]);
+            let _ = node.virsh(&["undefine", &self.name, "--managed-save"]);
+        }
+        let _ = self.k.run(&["--no-sync", "vm", "remove", &self.name]);
+    }
+}
+
+/// The lines of the file `log` inside `node` that end with ` VM`, without
+/// that ending: what a logging plugin wrote of `vm`.
+pub fn lines_about(node: &rig::Node, log: &str, vm: &str) -> Vec<String> {
+    std::fs::read_to_string(node.outside(log))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_suffix(&format!(" {vm}")))
+        .map(str::to_string)
+        .collect()
 }
