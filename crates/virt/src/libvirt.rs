@@ -339,7 +339,11 @@ impl Hypervisor for Connection {
             source,
         };
         let info = self.conn.node_info().map_err(fail)?;
-        let free_memory = self.conn.free_memory().map_err(fail)?;
+        let free_memory = match available_memory(&self.conn) {
+            Some(bytes) => bytes,
+            // Drivers without memory statistics (the test driver).
+            None => self.conn.free_memory().map_err(fail)?,
+        };
         Ok(NodeResources {
             cpus: info.cpus,
             free_memory,
@@ -358,6 +362,47 @@ impl Hypervisor for Connection {
             |name, source| VirtError::Inspect { name, source },
         )
     }
+}
+
+/// The memory a new guest can have on the connection's host, in bytes:
+/// free memory plus the buffers and page cache the kernel gives back
+/// (`virNodeGetMemoryStats` of all cells, in KiB). Free memory alone is
+/// a fraction of that on a host whose cache fills its memory, as any host
+/// that has run a while. `None` where the statistics are not known.
+fn available_memory(conn: &Connect) -> Option<u64> {
+    let cells = sys::VIR_NODE_MEMORY_STATS_ALL_CELLS;
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: `conn` is an open connection for the whole call; with a null
+    // array libvirt only writes the number of fields into `n`.
+    let ret = unsafe {
+        sys::virNodeGetMemoryStats(conn.as_ptr(), cells, std::ptr::null_mut(), &mut n, 0)
+    };
+    if ret < 0 || n <= 0 {
+        return None;
+    }
+    let mut stats = vec![
+        sys::virNodeMemoryStats {
+            field: [0; sys::VIR_NODE_MEMORY_STATS_FIELD_LENGTH as usize],
+            value: 0,
+        };
+        n as usize
+    ];
+    // SAFETY: `stats` holds `n` entries, which is as many as libvirt was
+    // told it may fill; it writes back how many it did into `n`.
+    let ret =
+        unsafe { sys::virNodeGetMemoryStats(conn.as_ptr(), cells, stats.as_mut_ptr(), &mut n, 0) };
+    if ret < 0 {
+        return None;
+    }
+    let mut kib = 0u64;
+    for s in stats.iter().take(n.max(0) as usize) {
+        // SAFETY: libvirt NUL-terminates each field name within its array.
+        let name = unsafe { std::ffi::CStr::from_ptr(s.field.as_ptr()) };
+        if matches!(name.to_bytes(), b"free" | b"buffers" | b"cached") {
+            kib += s.value;
+        }
+    }
+    Some(kib << 10)
 }
 
 /// Text for an XML element's content.

@@ -1,0 +1,178 @@
+//! Benchmark (not a test): a running 1 GiB guest whose memory holds data
+//! (written into its QEMU's memory from outside: random bytes, so that no
+//! page is a zero page libvirt could skip), moved between the two
+//! containers of the test rig by `kvmroll vm migrate` against plain `virsh
+//! migrate --live --p2p --tunnelled --persistent --undefinesource`, the
+//! same transport, taking turns in one run; printed as a ratio. Goal: at
+//! most 1.1.
+//!
+//!     cargo build --release --workspace && scripts/build.sh --release &&
+//!     cargo bench -p kvmroll-tests --bench migrate
+//!
+//! It needs what the rig needs (root, libvirtd, a PostgreSQL server) and
+//! about 2 GiB of free memory.
+
+use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
+use kvmroll_tests::{ok, GUEST_CPU_MODE};
+use std::io::{Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+const A: &str = "node-a";
+const B: &str = "node-b";
+const VM: &str = "bench-migrate";
+const MIB: u32 = 1024;
+/// Migrations of each kind.
+const ROUNDS: usize = 5;
+const GOAL: f64 = 1.1;
+
+fn main() {
+    if !rig::available("migrate") {
+        return;
+    }
+    let admin = Role::login("kvmroll", "bench pass").with("CREATEROLE");
+    let container = Role::login("kvmroll_container", "bench c0ntainer");
+    let hook = kvmroll_tests::static_hook();
+    let rig = Rig::builder()
+        .postgres(
+            Postgres::builder()
+                .role(admin.clone())
+                .database("kvmroll", &admin.name),
+        )
+        .node(A, {
+            let hook = hook.clone();
+            move |n| n.install_hook(&hook)
+        })
+        .node(B, move |n| n.install_hook(&hook))
+        .start()
+        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
+    let k = kvmroll_tests::rig_cluster(&rig, &admin, &container, A);
+    kvmroll_tests::node_conf(&rig, &container, B);
+    for node in rig.nodes() {
+        let add = ["host", "add", node.name(), "--appliance", "vm-container"];
+        k.ok(&[&add[..], &["--cpus", "2"]].concat());
+        k.ok(&[
+            "attr",
+            "set",
+            node.name(),
+            "libvirt_uri",
+            &node.libvirt_uri(),
+        ]);
+    }
+    k.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
+    k.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    let mem = MIB.to_string();
+    k.ok(&[
+        "vm",
+        "add",
+        VM,
+        "--container",
+        A,
+        "--mem",
+        &mem,
+        "--cpus",
+        "1",
+    ]);
+    k.ok(&["vm", "define", VM]);
+    k.ok(&["vm", "start", VM]);
+    fill_memory(rig.node(A));
+    // Untimed: each side's first QEMU start reads its binary and libraries
+    // from disk.
+    virsh_migrate(rig.node(A), rig.node(B));
+    virsh_migrate(rig.node(B), rig.node(A));
+
+    let mut ours = Vec::new();
+    let mut plain = Vec::new();
+    for round in 0..ROUNDS {
+        // kvmroll A -> B, then plain virsh B -> A, the database put back
+        // outside the time measured.
+        let t = Instant::now();
+        ok(
+            k.run(&["vm", "migrate", VM, "--to", B]),
+            "kvmroll vm migrate",
+        );
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        virsh_migrate(rig.node(B), rig.node(A));
+        plain.push(t.elapsed());
+        k.ok(&["--no-sync", "vm", "set", VM, "--container", A]);
+        println!(
+            "round {}: kvmroll {:.2?}, virsh {:.2?}",
+            round + 1,
+            ours[round],
+            plain[round]
+        );
+    }
+    let _ = rig.node(A).virsh(&["destroy", VM]);
+    report(&ours, &plain);
+}
+
+/// The median of some durations.
+fn median(d: &[Duration]) -> Duration {
+    let mut d = d.to_vec();
+    d.sort();
+    d[d.len() / 2]
+}
+
+fn report(ours: &[Duration], plain: &[Duration]) {
+    let (o, p) = (median(ours), median(plain));
+    let ratio = o.as_secs_f64() / p.as_secs_f64();
+    println!(
+        "a running {MIB} MiB guest with its memory filled: kvmroll vm migrate {o:.2?}, virsh migrate {p:.2?} (medians of {ROUNDS}): ratio {ratio:.2} (goal <= {GOAL}){}",
+        if ratio <= GOAL { "" } else { ": MISSED" }
+    );
+}
+
+/// `virsh migrate` of the guest from `from` to `to`, as kvmroll's default
+/// transport does it.
+fn virsh_migrate(from: &Node, to: &Node) {
+    let out = from.virsh(&[
+        "migrate",
+        "--live",
+        "--p2p",
+        "--tunnelled",
+        "--persistent",
+        "--undefinesource",
+        VM,
+        &to.libvirt_uri(),
+    ]);
+    ok(out, "virsh migrate");
+}
+
+/// Writes random bytes over the guest's RAM: the largest writable
+/// anonymous mapping of its QEMU process, written through /proc/PID/mem.
+fn fill_memory(node: &Node) {
+    let pid = node.qemus()[VM][0].0;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("QEMU's maps");
+    let (start, len) = maps
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 5 && l.contains(" rw"))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            let lo = u64::from_str_radix(lo, 16).ok()?;
+            Some((lo, u64::from_str_radix(hi, 16).ok()? - lo))
+        })
+        .max_by_key(|(_, len)| *len)
+        .expect("an anonymous mapping");
+    assert!(
+        len >= u64::from(MIB) << 20,
+        "the largest mapping is {len} bytes"
+    );
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .expect("QEMU's memory");
+    mem.seek(SeekFrom::Start(start)).unwrap();
+    // xorshift: cheap bytes no page of which is zero.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..(u64::from(MIB) - 16) {
+        for w in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        mem.write_all(&chunk)
+            .expect("a write into the guest's memory");
+    }
+}
