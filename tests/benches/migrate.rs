@@ -1,6 +1,6 @@
 //! Benchmark (not a test): a running 1 GiB guest whose memory holds data
-//! (written into its QEMU's memory from outside: random bytes, so that no
-//! page is a zero page libvirt could skip), moved between the two
+//! (written into its QEMU's memory from outside, no page of it zero, which
+//! QEMU would skip: [`kvmroll_tests::fill_guest_memory`]), moved between the two
 //! containers of the test rig by `kvmroll vm migrate` against plain `virsh
 //! migrate --live --p2p --tunnelled --persistent --undefinesource`, the
 //! same transport, taking turns in one run; printed as a ratio. Goal: at
@@ -14,7 +14,6 @@
 
 use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
 use kvmroll_tests::{ok, GUEST_CPU_MODE};
-use std::io::{Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 const A: &str = "node-a";
@@ -74,7 +73,13 @@ fn main() {
     ]);
     k.ok(&["vm", "define", VM]);
     k.ok(&["vm", "start", VM]);
-    fill_memory(rig.node(A));
+    kvmroll_tests::fill_guest_memory(rig.node(A), VM, MIB);
+    let state = ok(rig.node(A).virsh(&["domstate", VM]), "virsh domstate");
+    assert_eq!(
+        state.trim(),
+        "running",
+        "the guest stopped when its memory was filled"
+    );
     // Untimed: each side's first QEMU start reads its binary and libraries
     // from disk.
     virsh_migrate(rig.node(A), rig.node(B));
@@ -136,43 +141,4 @@ fn virsh_migrate(from: &Node, to: &Node) {
         &to.libvirt_uri(),
     ]);
     ok(out, "virsh migrate");
-}
-
-/// Writes random bytes over the guest's RAM: the largest writable
-/// anonymous mapping of its QEMU process, written through /proc/PID/mem.
-fn fill_memory(node: &Node) {
-    let pid = node.qemus()[VM][0].0;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("QEMU's maps");
-    let (start, len) = maps
-        .lines()
-        .filter(|l| l.split_whitespace().count() == 5 && l.contains(" rw"))
-        .filter_map(|l| {
-            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
-            let lo = u64::from_str_radix(lo, 16).ok()?;
-            Some((lo, u64::from_str_radix(hi, 16).ok()? - lo))
-        })
-        .max_by_key(|(_, len)| *len)
-        .expect("an anonymous mapping");
-    assert!(
-        len >= u64::from(MIB) << 20,
-        "the largest mapping is {len} bytes"
-    );
-    let mut mem = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))
-        .expect("QEMU's memory");
-    mem.seek(SeekFrom::Start(start)).unwrap();
-    // xorshift: cheap bytes no page of which is zero.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut chunk = vec![0u8; 1 << 20];
-    for _ in 0..(u64::from(MIB) - 16) {
-        for w in chunk.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        mem.write_all(&chunk)
-            .expect("a write into the guest's memory");
-    }
 }

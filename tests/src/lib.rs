@@ -499,3 +499,40 @@ pub fn lines_about(node: &rig::Node, log: &str, vm: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Fills the RAM of the guest `vm` running on `node`, `mib` MiB, but its
+/// lowest 8 MiB and highest 16 MiB (the firmware's), with a byte other than
+/// zero: QEMU's migration sends every page in full but a zero page. It
+/// writes the largest writable anonymous mapping of the guest's QEMU
+/// through /proc/PID/mem (root). A constant byte, not random ones: random
+/// bytes there stopped these guests (paused, reason unknown), so the
+/// firmware runs something in that range.
+pub fn fill_guest_memory(node: &rig::Node, vm: &str, mib: u32) {
+    use std::io::{Seek, SeekFrom, Write};
+    let pid = node.qemus()[vm][0].0;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("QEMU's maps");
+    let (start, len) = maps
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 5 && l.contains(" rw"))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            let lo = u64::from_str_radix(lo, 16).ok()?;
+            Some((lo, u64::from_str_radix(hi, 16).ok()? - lo))
+        })
+        .max_by_key(|(_, len)| *len)
+        .expect("an anonymous mapping");
+    assert!(
+        len >= u64::from(mib) << 20,
+        "the largest mapping is {len} bytes"
+    );
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .expect("QEMU's memory");
+    mem.seek(SeekFrom::Start(start + (8 << 20))).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..(u64::from(mib).saturating_sub(24)) {
+        mem.write_all(&chunk)
+            .expect("a write into the guest's memory");
+    }
+}

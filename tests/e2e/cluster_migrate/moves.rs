@@ -80,3 +80,35 @@ fn a_destination_allocate_plugin_that_refuses_keeps_the_vm_on_its_source() {
     assert_eq!(f.placed(&vm.name), A);
     assert!(!f.marked(&vm.name));
 }
+
+#[test]
+fn a_migration_past_its_time_limit_is_aborted_and_the_vm_keeps_running_on_its_source() {
+    let Some((f, _turn)) = frontend("a_migration_past_its_time_limit") else {
+        return;
+    };
+    let vm = f.running_vm("slow", A, &[]);
+    // A destination slow to let it in: its allocate plugin takes 8 s.
+    let plugin = format!("/etc/kvmroll/vms/{}/allocate.d/05-slow", vm.name);
+    f.node(B)
+        .write(&plugin, "#!/bin/sh\nsleep 8\n", 0o755)
+        .unwrap();
+    let t = std::time::Instant::now();
+    let out =
+        f.k.run(&["vm", "migrate", &vm.name, "--to", B, "--timeout", "2"]);
+    let took = t.elapsed();
+    let err = stderr(&out);
+    let _ = std::fs::remove_file(f.node(B).outside(&plugin));
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("within 2 s: the migration was aborted")
+            && err.contains(&format!("runs on {A}")),
+        "{err}"
+    );
+    assert_eq!(state(f.node(A), &vm.name).as_deref(), Some("running"));
+    assert!(persistent(f.node(A), &vm.name));
+    assert_eq!(state(f.node(B), &vm.name), None);
+    assert_eq!(f.placed(&vm.name), A);
+    assert!(!f.marked(&vm.name));
+}
