@@ -79,7 +79,10 @@ pub struct MigrateTo {
 pub struct NodeResources {
     /// Active CPUs (`virNodeGetInfo`).
     pub cpus: u32,
-    /// Free memory in bytes (`virNodeGetFreeMemory`).
+    /// The memory a new guest can have, in bytes: free memory plus the
+    /// buffers and page cache the kernel gives back
+    /// (`virNodeGetMemoryStats`), or `virNodeGetFreeMemory` where those
+    /// are not known.
     pub free_memory: u64,
 }
 
@@ -316,7 +319,7 @@ pub trait Hypervisor: Send {
     /// A refusal of the destination's qemu hook is
     /// [`VirtError::MigrateRefused`]. libvirt's test driver lacks it.
     fn migrate(&self, name: &str, to: &MigrateTo) -> Result<(), VirtError>;
-    /// The host's CPUs and free memory.
+    /// The host's CPUs and the memory a new guest can have.
     fn node(&self) -> Result<NodeResources, VirtError>;
 }
 
