@@ -58,7 +58,7 @@ fn running_on_a<'f>(f: &'f Frontend, tag: &str, n: usize, attrs: &[(&str, &str)]
             for (attr, value) in attrs {
                 f.k.ok(&["attr", "set", &name, attr, value]);
             }
-            let vm = Vm { f, name };
+            let vm = Vm::new(f.rig, &f.k, name);
             f.k.ok(&["vm", "define", &vm.name]);
             f.k.ok(&["vm", "start", &vm.name]);
             vm
@@ -231,7 +231,7 @@ fn a_destination_whose_memory_is_page_cache_has_room() {
         "--cpus",
         "1",
     ]);
-    let vm = Vm { f, name };
+    let vm = Vm::new(f.rig, &f.k, name);
     f.k.ok(&["vm", "define", &vm.name]);
     f.k.ok(&["vm", "start", &vm.name]);
     let out = evacuate(f);

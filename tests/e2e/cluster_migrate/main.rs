@@ -19,6 +19,7 @@ use kvmroll_tests::{prefix, Kvmroll, GUEST_CPU_MODE};
 use std::process::Output;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
+mod evacuate;
 mod kills;
 mod moves;
 
