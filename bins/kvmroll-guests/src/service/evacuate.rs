@@ -10,6 +10,7 @@
 use super::{Service, Shared};
 use crate::journal::{Journal, Phase, VmState};
 use crate::known::OnShutdown;
+use crate::notify::Notifier;
 use kvmroll_evacuate::{Mover, Options, Outcome, Probe};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub(super) fn evacuate_first(
     svc: &Service,
     evacuation: Option<&Evacuation>,
     interrupted: &AtomicBool,
+    notifier: &Notifier,
     started: Instant,
 ) -> Option<Journal> {
     if svc.settings.on_shutdown != OnShutdown::Migrate {
@@ -64,6 +66,9 @@ pub(super) fn evacuate_first(
         deadline: Some(started + usable / 2),
         ask: ASK,
     };
+    // systemd waits for the migrations' part of the budget at once: the
+    // stop's own extensions begin with its saves.
+    notifier.extend(usable / 2 + Duration::from_secs(5));
     let shared = Shared::new(Journal::new(&svc.host, Phase::Stopping), svc.journal_path());
     // "VM x: ...", the form whose VM the log's journal field carries.
     let said = |o: &Outcome| match o {

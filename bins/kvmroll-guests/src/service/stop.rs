@@ -126,7 +126,7 @@ pub fn stop(
 ) -> Result<Placement, ServiceError> {
     let started = Instant::now();
     let hv = svc.connect(connector)?;
-    let moved = evacuate_first(svc, evacuation, interrupted, started);
+    let moved = evacuate_first(svc, evacuation, interrupted, notifier, started);
     let saves_from = if moved.is_some() {
         Instant::now()
     } else {
