@@ -15,6 +15,8 @@ struct OtherSide {
     /// VMs whose migration fails.
     refuse: Vec<&'static str>,
     asked: Mutex<Vec<String>>,
+    /// The limit each migration was given.
+    limits: Mutex<Vec<Duration>>,
 }
 
 impl Probe for OtherSide {
@@ -35,8 +37,9 @@ impl Probe for OtherSide {
 }
 
 impl Mover for OtherSide {
-    fn migrate(&self, vm: &str, to: &str, _: Duration) -> Result<(), MoveError> {
+    fn migrate(&self, vm: &str, to: &str, limit: Duration) -> Result<(), MoveError> {
         self.asked.lock().unwrap().push(format!("{vm} to {to}"));
+        self.limits.lock().unwrap().push(limit);
         if self.refuse.contains(&vm) {
             return Err("the hook at c1 refused it".into());
         }
@@ -99,6 +102,7 @@ fn running_vms_move_first_and_the_one_that_could_not_is_saved() {
         fake: rig.fake.clone(),
         refuse: vec!["c"],
         asked: Mutex::default(),
+        limits: Mutex::default(),
     });
     assert_eq!(stop_with(&rig, other.clone()), Placement::AllInPlace);
     let mut asked = other.asked.lock().unwrap().clone();
@@ -111,6 +115,14 @@ fn running_vms_move_first_and_the_one_that_could_not_is_saved() {
     }
     assert_eq!(rig.state_of("c"), VmState::Saved);
     assert!(rig.fake.has_managed_save("c"));
+    // The migrations had at most half of the budget the fallbacks leave
+    // (60 s less 300 ms): the saves keep the other half.
+    for limit in other.limits.lock().unwrap().iter() {
+        assert!(
+            *limit <= Duration::from_millis(29_850) && *limit > Duration::from_secs(25),
+            "{limit:?}"
+        );
+    }
 }
 
 #[test]
@@ -122,6 +134,7 @@ fn with_the_database_down_nothing_moves_and_all_are_saved() {
         fake: rig.fake.clone(),
         refuse: vec![],
         asked: Mutex::default(),
+        limits: Mutex::default(),
     });
     assert_eq!(stop_with(&rig, other.clone()), Placement::AllInPlace);
     assert!(other.asked.lock().unwrap().is_empty());
