@@ -358,6 +358,24 @@ impl Kvmroll {
         ]);
     }
 
+    /// Adds each rig node as a VM container of `cpus` CPUs reached at its
+    /// libvirt URI, with the guest CPU mode and no graphics for every VM.
+    pub fn rig_containers(&self, nodes: &[&rig::Node], cpus: u32) {
+        for node in nodes {
+            let add = ["host", "add", node.name(), "--appliance", "vm-container"];
+            self.ok(&[&add[..], &["--cpus", &cpus.to_string()]].concat());
+            self.ok(&[
+                "attr",
+                "set",
+                node.name(),
+                "libvirt_uri",
+                &node.libvirt_uri(),
+            ]);
+        }
+        self.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
+        self.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    }
+
     /// A database of its own with `node`, a 2-CPU VM container whose
     /// libvirt answers at `uri` (a rig node's).
     pub fn init_with_container(&self, node: &str, uri: &str) {

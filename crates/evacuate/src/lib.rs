@@ -56,14 +56,18 @@ pub trait Mover: Sync {
 
 /// How many migrations run at once by default. Measured with
 /// `benches/evacuate.rs` (four 1 GiB guests full of data between two rig
-/// containers on one 2-core machine, tunnelled): 1 at once took 14 to 25 s,
-/// 2 took 17 to 23 s, 4 took 13 to 18 s (on average 16% and then 10%
-/// less). The data path (QEMU, both libvirtds) is CPU-bound
-/// here, so width only overlaps each migration's fixed costs (checks,
-/// starting the destination's QEMU, the switch-over). Wider also splits
-/// the bandwidth: each guest's copy runs slower, nearer its time limit, and
-/// a guest that dirties memory faster than its share never converges. Two
-/// takes most of the overlap and keeps half the bandwidth per guest.
+/// containers on one 2-core machine, tunnelled, after a warm-up
+/// evacuation, each width twice): 1 at once took 14.2 and 16.7 s, 2 took
+/// 11.3 and 11.5 s, 4 took 10.6 and 12.3 s; four plain `virsh migrate`
+/// one after another 14.4 s. (Runs without the warm-up had put the cold
+/// first evacuation on one width and favoured 4.) The data path (QEMU and
+/// both libvirtds) is CPU-bound here, so width only overlaps each
+/// migration's fixed costs (checks, the destination's QEMU, the
+/// switch-over): two takes that gain, four adds nothing, and wider splits
+/// the bandwidth, so each guest's copy is slower and one that dirties
+/// memory faster than its share does not converge (its
+/// `kvm_migrate_timeout` then aborts it and it is reported, still running
+/// where it was).
 pub const DEFAULT_PARALLEL: usize = 2;
 
 /// A VM's own migration limit: `opts.limit` when given (`--timeout`), else
