@@ -113,7 +113,7 @@ impl Migrator<'_> {
             _ => kvmroll_core::render_domain(&plan.after, vm)?,
         };
         let dest = MigrateTo {
-            uri: ch.to_uri.clone(),
+            uri: ch.peer_uri.clone(),
             live: true,
             transport: ch.transport,
             xml,
