@@ -17,8 +17,13 @@ pub struct Checked {
     /// The container it is on, and the one it goes to.
     pub from: String,
     pub to: String,
+    /// The containers' libvirt as this machine reaches them.
     pub from_uri: String,
     pub to_uri: String,
+    /// The destination's libvirt as the source's libvirtd reaches it, which
+    /// connects to it (peer to peer): `to_uri` names this machine's own
+    /// libvirt `qemu:///system` when the destination is this machine.
+    pub peer_uri: String,
     /// It runs (a live migration), or is shut off (an offline move, which
     /// is the definition's alone: the caller's `vm set --container`).
     pub running: bool,
@@ -153,6 +158,7 @@ impl Migrator<'_> {
             })?;
         let from_uri = c.libvirt_uri(&from, &self.local_host);
         let to_uri = c.libvirt_uri(to, &self.local_host);
+        let peer_uri = c.libvirt_uri(to, &from);
         let src = self.connect(&from, &from_uri)?;
         let running = match src.domain(vm) {
             Ok(d) => d.is_some_and(|d| active(&d.state)),
@@ -228,6 +234,7 @@ impl Migrator<'_> {
             to: to.to_owned(),
             from_uri,
             to_uri,
+            peer_uri,
             running,
             transport,
             timeout,

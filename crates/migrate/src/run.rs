@@ -113,7 +113,7 @@ impl Migrator<'_> {
             _ => kvmroll_core::render_domain(&plan.after, vm)?,
         };
         let dest = MigrateTo {
-            uri: ch.to_uri.clone(),
+            uri: ch.peer_uri.clone(),
             live: true,
             transport: ch.transport,
             xml,
@@ -142,14 +142,19 @@ impl Migrator<'_> {
                 })
             });
             let mut stale = self.refresh_others(&plan, vm);
-            if let Err(e) = done {
-                // The VM runs where the database says; only the mark
-                // stays, which the next `vm define` removes.
-                log::warn!(
-                    "VM {vm}: moved, but its {MIGRATING_FROM} mark stays: {}",
-                    error_chain(&e)
-                );
-                stale.push(vm.to_owned());
+            match done {
+                // Nothing rendered reads the mark, but should a definition
+                // change with it, libvirt gets it (the VM's own too).
+                Ok(done) => stale.extend(self.refresh_others(&done, "")),
+                Err(e) => {
+                    // The VM runs where the database says; only the mark
+                    // stays, which the next `vm define` removes.
+                    log::warn!(
+                        "VM {vm}: moved, but its {MIGRATING_FROM} mark stays: {}",
+                        error_chain(&e)
+                    );
+                    stale.push(vm.to_owned());
+                }
             }
             return Ok(moved(stale));
         };

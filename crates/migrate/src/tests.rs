@@ -387,3 +387,32 @@ fn several_threads_migrate_at_once_through_one_migrator() {
         assert_eq!(hosts.host(B).state(vm), Some(DomainState::Running));
     }
 }
+
+#[test]
+fn a_destination_that_is_this_machine_is_named_to_the_source_by_its_host_name() {
+    let mut w = world(&["m"]);
+    // b has no libvirt_uri: this machine, called b, reaches it at
+    // qemu:///system; a's libvirtd must not take that for itself.
+    w.store
+        .update(&mut |_| {
+            Ok(vec![Change::RemoveAttr {
+                scope: Scope::Host("b".into()),
+                name: "libvirt_uri".into(),
+            }])
+        })
+        .unwrap();
+    let shared: SharedStore<'_> = std::sync::Mutex::new(w.store.as_mut());
+    let m = Migrator::new(&shared, &w.hosts, "b");
+    let checked = m.check("m", "b").unwrap();
+    assert_eq!(checked.to_uri, "qemu:///system");
+    assert_eq!(checked.peer_uri, "qemu+ssh://root@b/system");
+    m.migrate(&req("m", "b"), &quiet).unwrap();
+    let asked: Vec<Call> = w.hosts.host(A).calls();
+    assert!(
+        asked.contains(&Call::Migrate {
+            name: "m".into(),
+            to: "qemu+ssh://root@b/system".into()
+        }),
+        "{asked:?}"
+    );
+}
