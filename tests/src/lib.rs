@@ -358,6 +358,24 @@ impl Kvmroll {
         ]);
     }
 
+    /// Adds each rig node as a VM container of `cpus` CPUs reached at its
+    /// libvirt URI, with the guest CPU mode and no graphics for every VM.
+    pub fn rig_containers(&self, nodes: &[&rig::Node], cpus: u32) {
+        for node in nodes {
+            let add = ["host", "add", node.name(), "--appliance", "vm-container"];
+            self.ok(&[&add[..], &["--cpus", &cpus.to_string()]].concat());
+            self.ok(&[
+                "attr",
+                "set",
+                node.name(),
+                "libvirt_uri",
+                &node.libvirt_uri(),
+            ]);
+        }
+        self.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
+        self.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    }
+
     /// A database of its own with `node`, a 2-CPU VM container whose
     /// libvirt answers at `uri` (a rig node's).
     pub fn init_with_container(&self, node: &str, uri: &str) {
@@ -441,6 +459,14 @@ pub fn rig_cluster(
     )
     .and_then(|mut pg| pg.grant_container_role(&container.name, Some(&container.password)))
     .unwrap_or_else(|e| panic!("the containers' role: {}", error_chain(&e)));
+    node_conf(rig, container, node);
+    k
+}
+
+/// `node`'s `/etc/kvmroll/kvmroll.conf`: the rig server's database
+/// `kvmroll` as the containers' role `container`, on the bound socket,
+/// and this build's `kvmroll`.
+pub fn node_conf(rig: &rig::Rig, container: &rig::Role, node: &str) {
     let in_node = rig
         .pg
         .url_socket_in(rig::NODE_PG_SOCKET, container, "kvmroll");
@@ -454,5 +480,77 @@ pub fn rig_cluster(
             0o644,
         )
         .unwrap_or_else(|e| panic!("{node}'s kvmroll.conf: {}", rig::chain(&e)));
-    k
+}
+
+/// A rig test's VM: destroyed and undefined on every node of the rig, and
+/// removed from the database, when dropped.
+#[derive(Debug)]
+pub struct RigVm<'r> {
+    pub name: String,
+    rig: &'r rig::Rig,
+    k: &'r Kvmroll,
+}
+
+impl<'r> RigVm<'r> {
+    pub fn new(rig: &'r rig::Rig, k: &'r Kvmroll, name: String) -> RigVm<'r> {
+        RigVm { name, rig, k }
+    }
+}
+
+impl Drop for RigVm<'_> {
+    fn drop(&mut self) {
+        for node in self.rig.nodes() {
+            let _ = node.virsh(&["destroy", &self.name]);
+            let _ = node.virsh(&["undefine", &self.name, "--managed-save"]);
+        }
+        let _ = self.k.run(&["--no-sync", "vm", "remove", &self.name]);
+    }
+}
+
+/// The lines of the file `log` inside `node` that end with ` VM`, without
+/// that ending: what a logging plugin wrote of `vm`.
+pub fn lines_about(node: &rig::Node, log: &str, vm: &str) -> Vec<String> {
+    std::fs::read_to_string(node.outside(log))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_suffix(&format!(" {vm}")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Fills the RAM of the guest `vm` running on `node`, `mib` MiB, but its
+/// lowest 8 MiB and highest 16 MiB (the firmware's), with a byte other than
+/// zero: QEMU's migration sends every page in full but a zero page. It
+/// writes the largest writable anonymous mapping of the guest's QEMU
+/// through /proc/PID/mem (root). A constant byte, not random ones: random
+/// bytes there stopped these guests (paused, reason unknown), so the
+/// firmware runs something in that range.
+pub fn fill_guest_memory(node: &rig::Node, vm: &str, mib: u32) {
+    use std::io::{Seek, SeekFrom, Write};
+    let pid = node.qemus()[vm][0].0;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("QEMU's maps");
+    let (start, len) = maps
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 5 && l.contains(" rw"))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            let lo = u64::from_str_radix(lo, 16).ok()?;
+            Some((lo, u64::from_str_radix(hi, 16).ok()? - lo))
+        })
+        .max_by_key(|(_, len)| *len)
+        .expect("an anonymous mapping");
+    assert!(
+        len >= u64::from(mib) << 20,
+        "the largest mapping is {len} bytes"
+    );
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .expect("QEMU's memory");
+    mem.seek(SeekFrom::Start(start + (8 << 20))).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..(u64::from(mib).saturating_sub(24)) {
+        mem.write_all(&chunk)
+            .expect("a write into the guest's memory");
+    }
 }

@@ -59,6 +59,9 @@ pub enum VmState {
     LeftRunning,
     /// The stop was interrupted before its save began.
     NotSaved,
+    /// Live-migrated to another container (`kvm_guests_on_shutdown`); the
+    /// note names it.
+    Migrated,
     Restoring,
     Restored,
     /// Cold-booted: it had no saved image.
@@ -82,6 +85,7 @@ impl VmState {
             VmState::Destroyed => "destroyed",
             VmState::LeftRunning => "left-running",
             VmState::NotSaved => "not-saved",
+            VmState::Migrated => "migrated",
             VmState::Restoring => "restoring",
             VmState::Restored => "restored",
             VmState::Booted => "booted",

@@ -36,6 +36,17 @@ impl Parallel {
     }
 }
 
+/// What `stop` does first (`kvm_guests_on_shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnShutdown {
+    /// Saves and shuts down, and nothing else (the default).
+    #[default]
+    Save,
+    /// Live-migrates the running VMs to other containers first, as
+    /// `kvmroll host evacuate` does; saves what did not move.
+    Migrate,
+}
+
 /// The tunables, from the container's resolved attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -52,6 +63,7 @@ pub struct Settings {
     /// faster, but four images written at once with direct I/O come out
     /// fragmented and restore slower, so it is off unless asked for.
     pub bypass_cache: bool,
+    pub on_shutdown: OnShutdown,
 }
 
 impl Settings {
@@ -75,6 +87,10 @@ impl Settings {
                 .as_deref()
                 .and_then(parse_bool)
                 == Some(true),
+            on_shutdown: match attr("kvm_guests_on_shutdown").as_deref() {
+                Some("migrate") => OnShutdown::Migrate,
+                _ => OnShutdown::Save,
+            },
         }
     }
 
@@ -300,6 +316,12 @@ mod tests {
         fn delete_image(&self, _: &str) -> Result<bool, VirtError> {
             unreachable!()
         }
+        fn migrate(&self, _: &str, _: &kvmroll_virt::MigrateTo) -> Result<(), VirtError> {
+            unreachable!()
+        }
+        fn node(&self) -> Result<kvmroll_virt::NodeResources, VirtError> {
+            unreachable!()
+        }
     }
 
     /// A definition as kvmroll renders it, with these settings.
@@ -358,6 +380,16 @@ mod tests {
         assert_eq!(Parallel::parse(Some("auto")), Parallel::Auto);
         assert_eq!(Parallel::parse(Some("0")), Parallel::Auto);
         assert_eq!(Parallel::parse(Some("3")), Parallel::Fixed(3));
+    }
+
+    #[test]
+    fn kvm_guests_on_shutdown_is_save_unless_migrate() {
+        let of = |v: &'static str| {
+            Settings::from(&|n| (n == "kvm_guests_on_shutdown").then(|| v.to_string()))
+        };
+        assert_eq!(Settings::from(&|_| None).on_shutdown, OnShutdown::Save);
+        assert_eq!(of("migrate").on_shutdown, OnShutdown::Migrate);
+        assert_eq!(of("save").on_shutdown, OnShutdown::Save);
     }
 
     #[test]

@@ -234,6 +234,49 @@ fn status(
     Ok(())
 }
 
+/// `stop`, with what moves the VMs away first where the container's
+/// `kvm_guests_on_shutdown` is `migrate` and the database answered: the
+/// migration library over the database, opened for writing (a VM's
+/// container and its migration mark), and this machine's libvirt
+/// connections. Without either the stop says so and saves.
+fn stop(
+    cli: &Cli,
+    svc: &Service,
+    connector: &kvmroll_virt::Libvirt,
+    interrupted: &AtomicBool,
+    notifier: &notify::Notifier,
+) -> Result<Placement, ServiceError> {
+    let cluster = match svc.known.cluster() {
+        Some(c) if svc.settings.on_shutdown == known::OnShutdown::Migrate => c,
+        _ => return service::stop(svc, connector, interrupted, notifier, None),
+    };
+    let store = cli
+        .db
+        .location()
+        .map_err(|e| error_chain(&e))
+        .and_then(|db| {
+            kvmroll_core::open_within(&db, OpenMode::ReadWrite, DB_WAIT)
+                .map_err(|e| error_chain(&e))
+        });
+    let mut store = match store {
+        Ok(s) => s,
+        Err(why) => {
+            log::warn!("kvm_guests_on_shutdown=migrate, but the database cannot be written ({why}): saving instead");
+            return service::stop(svc, connector, interrupted, notifier, None);
+        }
+    };
+    let local = kvmroll_core::sys::local_hostname();
+    let probe =
+        kvmroll_evacuate::LibvirtProbe::new(cluster, &local, Arc::new(kvmroll_virt::Libvirt));
+    let shared: kvmroll_migrate::SharedStore<'_> = std::sync::Mutex::new(store.as_mut());
+    let migrator = kvmroll_migrate::Migrator::new(&shared, connector, &local);
+    let evacuation = service::Evacuation {
+        probe: Arc::new(probe),
+        mover: &migrator,
+    };
+    service::stop(svc, connector, interrupted, notifier, Some(&evacuation))
+}
+
 fn run(cli: Cli) -> Result<Placement, ServiceError> {
     // The real libvirt; the service's tests hand it a fake instead.
     let connector = kvmroll_virt::Libvirt;
@@ -263,7 +306,7 @@ fn run(cli: Cli) -> Result<Placement, ServiceError> {
                     }
                 }
                 svc.settle_parallel(true);
-                service::stop(&svc, &connector, &interrupted, &notifier)
+                stop(&cli, &svc, &connector, &interrupted, &notifier)
             }
         }
     }

@@ -14,6 +14,7 @@
 mod auto;
 mod budget;
 mod define;
+mod evacuate;
 mod save;
 mod shutdown;
 mod start;
@@ -21,6 +22,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
+pub use evacuate::Evacuation;
 pub use start::start;
 pub use stop::stop;
 
@@ -169,6 +171,11 @@ impl Shared {
             path,
             steps: AtomicU64::new(0),
         }
+    }
+
+    /// The journal as it stands, the workers done.
+    fn into_journal(self) -> Journal {
+        self.journal.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
     fn steps(&self) -> u64 {

@@ -225,6 +225,21 @@ pub enum HostCmd {
         #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
         name: String,
     },
+    /// Empty a VM container before it goes down: live-migrate its running
+    /// VMs to other containers with room (free CPUs in the database, free
+    /// memory, pinning), a few at once, each as `vm migrate` moves it. One
+    /// line per VM: where it went, or why it stayed; exit 1 unless all moved.
+    Evacuate {
+        #[arg(add = ArgValueCandidates::new(crate::names::hosts))]
+        container: String,
+        /// How many migrations run at once.
+        #[arg(long, value_name = "N", default_value_t = kvmroll_evacuate::DEFAULT_PARALLEL as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        /// Abort a migration that takes longer than this (default: each
+        /// VM's kvm_migrate_timeout, 600); the VM stays where it runs.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        timeout: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,6 +337,20 @@ pub enum VmCmd {
         /// there). The hook runs this after an allocate plugin moved a VM.
         #[arg(long, value_name = "CONTAINER")]
         from: Option<String>,
+    },
+    /// Move a VM to another container: a running one live (libvirt's
+    /// peer-to-peer migration, the destination's hook and plugins deciding
+    /// too), a shut-off one as `vm set --container` does.
+    Migrate {
+        #[arg(add = ArgValueCandidates::new(crate::names::vms))]
+        name: String,
+        /// The destination container.
+        #[arg(long, value_name = "CONTAINER", add = ArgValueCandidates::new(crate::names::hosts))]
+        to: String,
+        /// Abort a live migration that takes longer than this (default: the
+        /// VM's kvm_migrate_timeout, 600).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        timeout: Option<u64>,
     },
     /// Render VMs and define them in the libvirt of their container.
     Define {

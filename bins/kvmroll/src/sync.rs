@@ -318,6 +318,15 @@ mod tests {
         fn delete_image(&self, _: &str) -> Result<bool, VirtError> {
             Ok(false)
         }
+        fn migrate(&self, _: &str, _: &kvmroll_virt::MigrateTo) -> Result<(), VirtError> {
+            Ok(())
+        }
+        fn node(&self) -> Result<kvmroll_virt::NodeResources, VirtError> {
+            Ok(kvmroll_virt::NodeResources {
+                cpus: 1,
+                free_memory: 0,
+            })
+        }
     }
 
     /// Four containers of three VMs, every VM changed.

@@ -465,6 +465,9 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_guests_on_timeout" if !matches!(value.as_str(), "shutdown" | "destroy") => {
             return Err(bad(format!("{:?}: expected shutdown or destroy", shown())));
         }
+        "kvm_guests_on_shutdown" if !matches!(value.as_str(), "save" | "migrate") => {
+            return Err(bad(format!("{:?}: expected save or migrate", shown())));
+        }
         crate::disks::ROOTS_ATTR => {
             crate::disks::Roots::parse(&value).map_err(bad)?;
         }
@@ -473,6 +476,9 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         }
         "kvm_machine" => {
             check_name("machine type", &value).map_err(|e| bad(e.to_string()))?;
+        }
+        "kvm_migrate_transport" if !matches!(value.as_str(), "tunnelled" | "native") => {
+            return Err(bad(format!("{:?}: expected tunnelled or native", shown())));
         }
         "kvm_graphics" if !matches!(value.as_str(), "vnc" | "spice" | "none") => {
             return Err(bad(format!("{:?}: expected vnc, spice or none", shown())));

@@ -65,6 +65,7 @@ pub const VM_SETTINGS: &[&str] = &[
 /// shutdown limits): resolved for the container, as the service does.
 pub const CONTAINER_SETTINGS: &[&str] = &[
     "kvm_guests_bypass_cache",
+    "kvm_guests_on_shutdown",
     "kvm_guests_on_timeout",
     "kvm_guests_parallel",
     "kvm_guests_save_timeout",

@@ -7,8 +7,14 @@
 //! order, for a test to assert, and it can be told to fail. Here a domain
 //! can be scripted to fail its save, to hang in it until the job is aborted,
 //! to "lose" it (success said, no image left), to ignore a shutdown request,
-//! to fail a destroy or a restore, to have its start refused by the hook;
-//! and connections can be refused, or hang, to one URI or all.
+//! to fail a destroy or a restore, to have its start refused by the hook,
+//! to have a migration refused by the destination's hook, fail, or hang
+//! until its job is aborted; and connections can be refused, or hang, to
+//! one URI or all.
+//!
+//! One [`FakeLibvirt`] is one host, whatever URI reaches it. [`FakeHosts`]
+//! is several, one per URI, sharing one world: a migration moves a domain
+//! from one to another, and each host tells its own CPUs and free memory.
 //!
 //! Its errors carry a `virt::error::Error` made without libvirt (the only
 //! constructor the `virt` crate offers without a call into libvirt), so
@@ -22,7 +28,7 @@ use std::time::{Duration, Instant};
 
 mod connection;
 
-use crate::{Connector, DomainState, Hypervisor, VirtError};
+use crate::{Connector, DomainState, Hypervisor, NodeResources, VirtError};
 use connection::Connection;
 
 /// How long a hanging save waits for its `abort_job` at most, so that a
@@ -54,6 +60,14 @@ pub enum Fault {
     StartFails,
     /// Defining a domain of this name fails.
     DefineFails,
+    /// A migration is refused by the destination's hook (its allocate
+    /// plugins): the domain keeps running where it was.
+    MigrateRefused,
+    /// A migration fails; the domain keeps running where it was.
+    MigrateFails,
+    /// A migration runs until its job is aborted (then fails, the domain
+    /// still running where it was) or [`HANG_CAP`] passes.
+    MigrateHangs,
 }
 
 /// One call a [`FakeLibvirt`] was asked, as a test reads it. State queries
@@ -81,6 +95,10 @@ pub enum Call {
         bytes: u64,
     },
     DeleteImage(String),
+    Migrate {
+        name: String,
+        to: String,
+    },
 }
 
 impl std::fmt::Display for Call {
@@ -107,6 +125,7 @@ impl std::fmt::Display for Call {
             Call::ChangeMedia(n) => write!(f, "change-media {n}"),
             Call::GrowDisk { name, dev, bytes } => write!(f, "grow {name} {dev} {bytes}"),
             Call::DeleteImage(p) => write!(f, "delete {p}"),
+            Call::Migrate { name, to } => write!(f, "migrate {name} {to}"),
         }
     }
 }
@@ -153,6 +172,8 @@ struct World {
     most_saves_at_once: usize,
     images: BTreeSet<String>,
     disks: BTreeMap<(String, String), u64>,
+    /// What `node` answers; `None`: 64 CPUs and 64 GiB free.
+    node: Option<NodeResources>,
 }
 
 /// What [`FakeLibvirt::on_call`] takes.
@@ -374,14 +395,23 @@ impl FakeLibvirt {
         self.world().domains.get(name).map(|d| d.xml.clone())
     }
 
-    /// The most saves that ran at the same time.
-    pub fn most_saves_at_once(&self) -> usize {
-        self.world().most_saves_at_once
+    /// Makes `node` answer `cpus` and `free_mib` MiB of free memory.
+    pub fn node(&self, cpus: u32, free_mib: u64) -> &FakeLibvirt {
+        self.world().node = Some(NodeResources {
+            cpus,
+            free_memory: free_mib << 20,
+        });
+        self
     }
-}
 
-impl Connector for FakeLibvirt {
-    fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError> {
+    /// Whether `self` and `other` are the same host.
+    fn same_host(&self, other: &FakeLibvirt) -> bool {
+        Arc::ptr_eq(&self.world, &other.world)
+    }
+
+    /// A connection to this host, which reaches the hosts of `peers` when
+    /// it migrates; refused, or hanging, as scripted.
+    fn open(&self, uri: &str, peers: Option<FakeHosts>) -> Result<Box<dyn Hypervisor>, VirtError> {
         let mut w = self.world();
         w.record(Call::Connect(uri.to_owned()));
         let n = w.connects;
@@ -399,7 +429,46 @@ impl Connector for FakeLibvirt {
                 source: refused(),
             });
         }
-        Ok(Box::new(Connection { fake: self.clone() }))
+        Ok(Box::new(Connection {
+            fake: self.clone(),
+            peers,
+        }))
+    }
+
+    /// The most saves that ran at the same time.
+    pub fn most_saves_at_once(&self) -> usize {
+        self.world().most_saves_at_once
+    }
+}
+
+impl Connector for FakeLibvirt {
+    fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError> {
+        self.open(uri, None)
+    }
+}
+
+/// Several fake hosts, one per URI, made on first use: a [`Connector`]
+/// whose connections migrate domains between its hosts.
+#[derive(Debug, Clone, Default)]
+pub struct FakeHosts {
+    hosts: Arc<Mutex<BTreeMap<String, FakeLibvirt>>>,
+}
+
+impl FakeHosts {
+    pub fn new() -> FakeHosts {
+        FakeHosts::default()
+    }
+
+    /// The host at `uri`, for a test to script and read.
+    pub fn host(&self, uri: &str) -> FakeLibvirt {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.entry(uri.to_owned()).or_default().clone()
+    }
+}
+
+impl Connector for FakeHosts {
+    fn connect(&self, uri: &str) -> Result<Box<dyn Hypervisor>, VirtError> {
+        self.host(uri).open(uri, Some(self.clone()))
     }
 }
 

@@ -45,6 +45,47 @@ pub struct DomainInfo {
     pub saving: bool,
 }
 
+/// How a migration's memory travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Over libvirt's own connection between the daemons
+    /// (`VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_TUNNELLED`): the containers
+    /// need no network between them beyond libvirt's.
+    #[default]
+    Tunnelled,
+    /// Peer to peer, with QEMU's own migration stream to the destination
+    /// (`VIR_MIGRATE_PEER2PEER`): faster, and needs the destination's QEMU
+    /// reachable from the source.
+    Native,
+}
+
+/// Where and how [`Hypervisor::migrate`] moves a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateTo {
+    /// The destination's libvirt URI, as the source's libvirtd reaches it
+    /// (the migration is peer to peer: the source daemon connects).
+    pub uri: String,
+    /// Whether the guest keeps running while its memory is copied
+    /// (`VIR_MIGRATE_LIVE`); otherwise it is paused for the copy.
+    pub live: bool,
+    pub transport: Transport,
+    /// The definition the domain gets on the destination, both live and
+    /// persistent (`VIR_MIGRATE_PARAM_DEST_XML`, `..._PERSIST_XML`).
+    pub xml: String,
+}
+
+/// What a host offers a VM that arrives: its CPUs and its free memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeResources {
+    /// Active CPUs (`virNodeGetInfo`).
+    pub cpus: u32,
+    /// The memory a new guest can have, in bytes: free memory plus the
+    /// buffers and page cache the kernel gives back
+    /// (`virNodeGetMemoryStats`), or `virNodeGetFreeMemory` where those
+    /// are not known.
+    pub free_memory: u64,
+}
+
 /// What can fail when talking to libvirt: one variant per operation.
 #[derive(Debug, thiserror::Error)]
 pub enum VirtError {
@@ -155,6 +196,27 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot migrate domain {name} to {to}")]
+    Migrate {
+        name: String,
+        to: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    /// The migration was refused by the qemu hook of the destination (its
+    /// allocate plugins or its checks): `said` is the hook's own line.
+    #[error("the hook at {to} refused the migration of domain {name}: {said}")]
+    MigrateRefused {
+        name: String,
+        to: String,
+        said: String,
+    },
+    #[error("cannot read the CPUs and free memory of {uri}")]
+    NodeInfo {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
 }
 
 impl VirtError {
@@ -177,8 +239,10 @@ impl VirtError {
             | Self::AbortJob { source, .. }
             | Self::GrowDisk { source, .. }
             | Self::ChangeMedia { source, .. }
-            | Self::DeleteImage { source, .. } => Some(source),
-            Self::HookRefused { .. } => None,
+            | Self::DeleteImage { source, .. }
+            | Self::Migrate { source, .. }
+            | Self::NodeInfo { source, .. } => Some(source),
+            Self::HookRefused { .. } | Self::MigrateRefused { .. } => None,
         }
     }
 
@@ -246,6 +310,17 @@ pub trait Hypervisor: Send {
     /// holds it or a transient one made for its folder; `false` when there
     /// is no such file.
     fn delete_image(&self, path: &str) -> Result<bool, VirtError>;
+    /// Migrates the domain to another host, peer to peer
+    /// (`virDomainMigrateToURI3`), with `to.xml` as its definition there;
+    /// the destination keeps it persistent and the source's definition goes
+    /// (`VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE`). Blocks
+    /// until it ends: [`Hypervisor::job_progress`] and
+    /// [`Hypervisor::abort_job`] on another connection follow and stop it.
+    /// A refusal of the destination's qemu hook is
+    /// [`VirtError::MigrateRefused`]. libvirt's test driver lacks it.
+    fn migrate(&self, name: &str, to: &MigrateTo) -> Result<(), VirtError>;
+    /// The host's CPUs and the memory a new guest can have.
+    fn node(&self) -> Result<NodeResources, VirtError>;
 }
 
 /// Opens connections; a trait so callers can be handed one. `Sync`, so

@@ -9,7 +9,9 @@ use virt::enumutil::Enum;
 use virt::error::{Error, ErrorNumber};
 use virt::sys;
 
-use crate::{Connector, DomainInfo, DomainState, Hypervisor, VirtError};
+use crate::{
+    Connector, DomainInfo, DomainState, Hypervisor, MigrateTo, NodeResources, Transport, VirtError,
+};
 
 /// Opens real libvirt connections.
 #[derive(Debug, Clone, Copy, Default)]
@@ -293,6 +295,61 @@ impl Hypervisor for Connection {
         deleted.map_err(fail)
     }
 
+    fn migrate(&self, name: &str, to: &MigrateTo) -> Result<(), VirtError> {
+        let dom = self.lookup(name)?;
+        let mut flags = sys::VIR_MIGRATE_PEER2PEER
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+        if to.live {
+            flags |= sys::VIR_MIGRATE_LIVE;
+        }
+        if to.transport == Transport::Tunnelled {
+            flags |= sys::VIR_MIGRATE_TUNNELLED;
+        }
+        // The same definition live and persistent: kvmroll's rendering for
+        // the destination (its pins, its metadata).
+        let params = virt::domain::MigrateParameters {
+            dest_xml: Some(to.xml.clone()),
+            persist_xml: Some(to.xml.clone()),
+            ..Default::default()
+        };
+        // virt 0.5 panics on a NUL inside its strings; turn it into an error.
+        let fail = |source| VirtError::Migrate {
+            name: name.to_owned(),
+            to: to.uri.clone(),
+            source,
+        };
+        for s in [&to.uri, &to.xml] {
+            CString::new(s.as_str()).map_err(|e| fail(e.into()))?;
+        }
+        dom.migrate_to_uri3(Some(&to.uri), params, flags)
+            .map_err(|source| match hook_said(&source) {
+                Some(said) => VirtError::MigrateRefused {
+                    name: name.to_owned(),
+                    to: to.uri.clone(),
+                    said,
+                },
+                None => fail(source),
+            })
+    }
+
+    fn node(&self) -> Result<NodeResources, VirtError> {
+        let fail = |source| VirtError::NodeInfo {
+            uri: self.uri.clone(),
+            source,
+        };
+        let info = self.conn.node_info().map_err(fail)?;
+        let free_memory = match available_memory(&self.conn) {
+            Some(bytes) => bytes,
+            // Drivers without memory statistics (the test driver).
+            None => self.conn.free_memory().map_err(fail)?,
+        };
+        Ok(NodeResources {
+            cpus: info.cpus,
+            free_memory,
+        })
+    }
+
     fn job_progress(&self, name: &str) -> Result<Option<(u64, u64)>, VirtError> {
         self.with_domain(
             name,
@@ -305,6 +362,47 @@ impl Hypervisor for Connection {
             |name, source| VirtError::Inspect { name, source },
         )
     }
+}
+
+/// The memory a new guest can have on the connection's host, in bytes:
+/// free memory plus the buffers and page cache the kernel gives back
+/// (`virNodeGetMemoryStats` of all cells, in KiB). Free memory alone is
+/// a fraction of that on a host whose cache fills its memory, as any host
+/// that has run a while. `None` where the statistics are not known.
+fn available_memory(conn: &Connect) -> Option<u64> {
+    let cells = sys::VIR_NODE_MEMORY_STATS_ALL_CELLS;
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: `conn` is an open connection for the whole call; with a null
+    // array libvirt only writes the number of fields into `n`.
+    let ret = unsafe {
+        sys::virNodeGetMemoryStats(conn.as_ptr(), cells, std::ptr::null_mut(), &mut n, 0)
+    };
+    if ret < 0 || n <= 0 {
+        return None;
+    }
+    let mut stats = vec![
+        sys::virNodeMemoryStats {
+            field: [0; sys::VIR_NODE_MEMORY_STATS_FIELD_LENGTH as usize],
+            value: 0,
+        };
+        n as usize
+    ];
+    // SAFETY: `stats` holds `n` entries, which is as many as libvirt was
+    // told it may fill; it writes back how many it did into `n`.
+    let ret =
+        unsafe { sys::virNodeGetMemoryStats(conn.as_ptr(), cells, stats.as_mut_ptr(), &mut n, 0) };
+    if ret < 0 {
+        return None;
+    }
+    let mut kib = 0u64;
+    for s in stats.iter().take(n.max(0) as usize) {
+        // SAFETY: libvirt NUL-terminates each field name within its array.
+        let name = unsafe { std::ffi::CStr::from_ptr(s.field.as_ptr()) };
+        if matches!(name.to_bytes(), b"free" | b"buffers" | b"cached") {
+            kib += s.value;
+        }
+    }
+    Some(kib << 10)
 }
 
 /// Text for an XML element's content.

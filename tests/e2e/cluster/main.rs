@@ -240,7 +240,7 @@ impl Frontend {
         for (attr, value) in attrs {
             self.k.ok(&["attr", "set", &name, attr, value]);
         }
-        Vm { f: self, name }
+        Vm::new(self.rig, &self.k, name)
     }
 
     /// `kvmroll events --vm VM --json` as (stage, op subop, plugin file).
@@ -278,22 +278,8 @@ impl Frontend {
     }
 }
 
-/// A test's VM: destroyed and undefined on both nodes, and removed from
-/// the database, when dropped.
-struct Vm<'f> {
-    f: &'f Frontend,
-    name: String,
-}
-
-impl Drop for Vm<'_> {
-    fn drop(&mut self) {
-        for node in self.f.rig.nodes() {
-            let _ = node.virsh(&["destroy", &self.name]);
-            let _ = node.virsh(&["undefine", &self.name, "--managed-save"]);
-        }
-        let _ = self.f.k.run(&["--no-sync", "vm", "remove", &self.name]);
-    }
-}
+/// A test's VM, removed from both nodes and the database when dropped.
+type Vm<'f> = kvmroll_tests::RigVm<'f>;
 
 /// `virsh ARGS` run inside `node`, as its administrator would.
 fn virsh_in(node: &Node, args: &[&str]) -> Output {
@@ -319,12 +305,7 @@ fn defined(node: &Node, vm: &str) -> bool {
 
 /// The lines of `node`'s plugin log about `vm`, without the VM's name.
 fn plugin_runs(node: &Node, vm: &str) -> Vec<String> {
-    std::fs::read_to_string(node.outside(PLUGIN_LOG))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_suffix(&format!(" {vm}")))
-        .map(str::to_string)
-        .collect()
+    kvmroll_tests::lines_about(node, PLUGIN_LOG, vm)
 }
 
 /// A program of the build, run inside `node` at the path the node's

@@ -6,6 +6,7 @@
 //! while the stop progresses and notices SIGTERM.
 
 use super::budget::StopBudget;
+use super::evacuate::{evacuate_first, Evacuation};
 use super::save::{save_one, secs, InFlight};
 use super::shutdown::shut_down;
 use super::{next_in, save_or_go_on, Done, Placement, Service, ServiceError, Shared};
@@ -44,11 +45,14 @@ impl StopPlan {
         })
     }
 
-    /// The stop's budget, from `started`, for the VMs to save.
-    fn budget(&self, svc: &Service, started: Instant) -> StopBudget {
+    /// The stop's budget for the VMs to save, from `started`; what
+    /// migrations before took (until `saves_from`) is spent.
+    fn budget(&self, svc: &Service, started: Instant, saves_from: Instant) -> StopBudget {
         StopBudget::plan(
-            started,
-            svc.settings.stop_budget,
+            saves_from,
+            svc.settings
+                .stop_budget
+                .saturating_sub(saves_from.duration_since(started)),
             reserve(svc, &self.to_save),
             svc.parallel,
             self.to_save.len(),
@@ -56,10 +60,11 @@ impl StopPlan {
         )
     }
 
-    /// The journal as the stop begins: each VM found running, planned
-    /// (with its share of the budget, or its fallback).
-    fn journal(&self, svc: &Service, budget: &StopBudget) -> Journal {
-        let mut journal = Journal::new(&svc.host, Phase::Stopping);
+    /// The journal as the saves begin: the migrations' outcomes (`moved`),
+    /// and each VM found running, planned (with its share of the budget,
+    /// or its fallback).
+    fn journal(&self, svc: &Service, budget: &StopBudget, moved: Option<Journal>) -> Journal {
+        let mut journal = moved.unwrap_or_else(|| Journal::new(&svc.host, Phase::Stopping));
         journal.disk_bytes_per_sec = svc.disk_rate;
         for (i, name) in self.to_save.iter().chain(&self.to_stop).enumerate() {
             let save = self.autostart.contains(name);
@@ -107,21 +112,30 @@ fn reserve(svc: &Service, to_save: &[String]) -> Duration {
         .unwrap_or(svc.settings.shutdown_timeout)
 }
 
-/// `stop`: saves the running `kvm_autostart` VMs within the stop's budget,
-/// shuts the others down, and tells systemd (`notifier`) to wait while it
+/// `stop`: where `kvm_guests_on_shutdown` is `migrate`, moves the running
+/// VMs to other containers first (`evacuation`); saves the running
+/// `kvm_autostart` VMs within what is left of the stop's budget, shuts the
+/// others down, and tells systemd (`notifier`) to wait while it
 /// progresses, never past the budget.
 pub fn stop(
     svc: &Service,
     connector: &dyn Connector,
     interrupted: &AtomicBool,
     notifier: &Notifier,
+    evacuation: Option<&Evacuation>,
 ) -> Result<Placement, ServiceError> {
     let started = Instant::now();
     let hv = svc.connect(connector)?;
+    let moved = evacuate_first(svc, evacuation, interrupted, notifier, started);
+    let saves_from = if moved.is_some() {
+        Instant::now()
+    } else {
+        started
+    };
     let plan = StopPlan::new(svc, hv.as_ref())?;
-    let budget = plan.budget(svc, started);
+    let budget = plan.budget(svc, started, saves_from);
     let (to_save, no_room) = plan.to_save.split_at(budget.savable);
-    let journal = plan.journal(svc, &budget);
+    let journal = plan.journal(svc, &budget, moved);
     save_or_go_on(&journal, &svc.journal_path());
     log_plan(svc, &budget, to_save, no_room, plan.to_stop.len());
     let shared = Shared::new(journal, svc.journal_path());
@@ -428,7 +442,7 @@ fn finish(svc: &Service, shared: &Shared) -> Placement {
         for (name, e) in &j.vms {
             let off = matches!(
                 e.state,
-                VmState::Saved | VmState::ShutDown | VmState::Destroyed
+                VmState::Saved | VmState::ShutDown | VmState::Destroyed | VmState::Migrated
             );
             if e.was_running && !off {
                 missed.push(format!("{name} ({})", e.state));

@@ -146,6 +146,7 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
         started: Instant::now(),
         db: Db::Unopened,
         relocated: false,
+        migrated_to: None,
     };
     let doc = parse_document(&call.xml).map_err(DomainError::Malformed);
     // kvmroll's metadata, where the definition has it: everything this
@@ -196,7 +197,9 @@ pub fn handle(call: &Call, conf: &Config) -> Answer {
             // when the database does not answer.
             let here =
                 brief.as_ref().and_then(|b| b.container.as_deref()) == Some(conf.host.as_str());
-            answer.refresh = stage == Stage::Shutdown && here;
+            // A VM that migrated away has its definition where it went,
+            // and none is to come back here.
+            answer.refresh = stage == Stage::Shutdown && here && run.migrated_to.is_none();
         }
         Err(reason) => {
             // The refresh moves the definition to the VM's new container

@@ -66,6 +66,19 @@ pub(super) fn plugin_env(
     env
 }
 
+/// At `release end` of a VM defined for this container, the container the
+/// database places it on now when that is another: it migrated there.
+/// Only where the database is open (shutdown plugins exist).
+fn migrated_to(run: &mut Run<'_>, brief: Option<&VmBrief>) -> Option<String> {
+    let host = run.conf.host.clone();
+    let vm = run.call.vm.clone();
+    if brief.and_then(|b| b.container.as_deref()) != Some(host.as_str()) {
+        return None;
+    }
+    let now = run.db.store()?.vm_brief(&vm).ok()??;
+    now.container.filter(|c| *c != host)
+}
+
 /// A plugin's file name, for the one line libvirt shows.
 pub(super) fn short(path: &Path) -> String {
     path.file_name().map_or_else(
@@ -147,7 +160,13 @@ pub(super) fn run_plugins(
     let stage = run.stage.clone();
     let vm = &call.vm;
     let uuid = brief.map(|b| b.uuid.as_str()).filter(|u| !u.is_empty());
-    let env = plugin_env(call, &stage, run.conf, brief, run.db.unreachable());
+    let mut env = plugin_env(call, &stage, run.conf, brief, run.db.unreachable());
+    if stage == Stage::Shutdown {
+        run.migrated_to = migrated_to(run, brief);
+        if let Some(to) = &run.migrated_to {
+            env.push(("KVMROLL_MIGRATED_TO".to_string(), to.clone()));
+        }
+    }
     let args = vec![stage.name().to_string(), vm.clone()];
     let mut ran = Ran {
         xml: call.xml.clone(),

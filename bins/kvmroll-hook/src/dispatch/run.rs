@@ -49,6 +49,9 @@ pub(super) struct Run<'a> {
     /// An allocate plugin moved the VM to another container: its
     /// definition is to follow it there.
     pub(super) relocated: bool,
+    /// At `release end`, the database places the VM on this other
+    /// container now: it migrated there (`kvmroll vm migrate`).
+    pub(super) migrated_to: Option<String>,
 }
 
 impl Run<'_> {

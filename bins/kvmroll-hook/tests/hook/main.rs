@@ -13,6 +13,7 @@ mod footprint;
 mod input;
 mod install;
 mod log;
+mod migrated;
 mod outage;
 mod plugin_safety;
 mod plugins;

@@ -91,6 +91,11 @@ impl App<'_> {
             HostCmd::Remove { name } => self
                 .write(&mut |_| Ok(vec![Change::RemoveHost(name.clone())]))
                 .map(|(_, o)| o),
+            HostCmd::Evacuate {
+                container,
+                parallel,
+                timeout,
+            } => self.evacuate(&container, parallel.into(), timeout, out),
         }
     }
 

@@ -7,9 +7,11 @@ mod cdrom;
 mod db;
 mod define;
 mod disk;
+mod evacuate;
 mod events;
 mod host;
 mod import;
+mod migrate;
 mod power;
 mod remove;
 mod vm;
@@ -49,6 +51,8 @@ pub enum CommandError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Virt(#[from] kvmroll_virt::VirtError),
+    #[error(transparent)]
+    Migrate(Box<kvmroll_migrate::MigrateError>),
     #[error("cannot run {program}")]
     Run {
         program: String,
@@ -58,6 +62,12 @@ pub enum CommandError {
 }
 
 type Error = CommandError;
+
+impl From<kvmroll_migrate::MigrateError> for CommandError {
+    fn from(e: kvmroll_migrate::MigrateError) -> CommandError {
+        CommandError::Migrate(Box::new(e))
+    }
+}
 
 fn refused(msg: impl Into<String>) -> Error {
     CommandError::Refused(msg.into())
@@ -115,7 +125,7 @@ fn open_mode(command: &Command) -> OpenMode {
         | Command::Attr(AttrCmd::Set { .. })
         | Command::Db(DbCmd::Init { .. } | DbCmd::Copy { .. })
         | Command::Import(_) => OpenMode::Create,
-        Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. })
+        Command::Host(HostCmd::Set { .. } | HostCmd::Remove { .. } | HostCmd::Evacuate { .. })
         | Command::Vm(
             VmCmd::Add(_)
             | VmCmd::Set(_)
@@ -124,6 +134,7 @@ fn open_mode(command: &Command) -> OpenMode {
             | VmCmd::Disk(_)
             | VmCmd::Nic(_)
             | VmCmd::Sync { .. }
+            | VmCmd::Migrate { .. }
             | VmCmd::Define { .. },
         )
         | Command::Attr(AttrCmd::Rm { .. })

@@ -15,6 +15,20 @@ use std::time::{Duration, Instant};
 /// Two containers, c0 (`fake:///c0`) and c1 (`fake:///c1`), with the VMs
 /// `vms` on them as (name, container); the fake has them all, shut off.
 fn app(fake: &FakeLibvirt, vms: &[(&str, &str)]) -> (tempfile::TempDir, App<'static>) {
+    let made = app_over(fake.clone(), vms);
+    for (name, _) in vms {
+        fake.add(name, DomainState::ShutOff);
+    }
+    made
+}
+
+/// Two VM containers, c0 (`fake:///c0`) and c1 (`fake:///c1`), 8 CPUs
+/// each, with the VMs `vms` on them as (name, container), in the database
+/// only; commands reach libvirt through `connector`.
+pub(super) fn app_over(
+    connector: impl Connector + Clone + Send + 'static,
+    vms: &[(&str, &str)],
+) -> (tempfile::TempDir, App<'static>) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_store(&dir.path().join("k.db"), OpenMode::Create).unwrap();
     let mut changes = Vec::new();
@@ -22,11 +36,16 @@ fn app(fake: &FakeLibvirt, vms: &[(&str, &str)]) -> (tempfile::TempDir, App<'sta
         let mut host = Host::new(c, "vm-container");
         host.cpus = 8;
         changes.push(Change::AddHost(host));
-        changes.push(Change::SetAttr {
-            scope: Scope::Host(c.into()),
-            name: "libvirt_uri".into(),
-            value: format!("fake:///{c}"),
-        });
+        for (name, value) in [
+            ("libvirt_uri", format!("fake:///{c}")),
+            ("kvm", "true".into()),
+        ] {
+            changes.push(Change::SetAttr {
+                scope: Scope::Host(c.into()),
+                name: name.into(),
+                value,
+            });
+        }
     }
     for (name, container) in vms {
         changes.push(Change::AddVm(Vm {
@@ -43,15 +62,14 @@ fn app(fake: &FakeLibvirt, vms: &[(&str, &str)]) -> (tempfile::TempDir, App<'sta
             stale: false,
             generation: 0,
         }));
-        fake.add(name, DomainState::ShutOff);
     }
     store.update(&mut |_| Ok(changes.clone())).unwrap();
     // The syncer borrows its connector for the App's whole life.
-    let connector: &'static FakeLibvirt = Box::leak(Box::new(fake.clone()));
+    let leaked: &'static dyn Connector = Box::leak(Box::new(connector.clone()));
     let app = App {
         store,
-        sync: Syncer::new(connector, SyncMode::Live, "frontend".into()),
-        connector: Arc::new(fake.clone()) as Arc<dyn Connector + Send>,
+        sync: Syncer::new(leaked, SyncMode::Live, "frontend".into()),
+        connector: Arc::new(connector) as Arc<dyn Connector + Send>,
     };
     (dir, app)
 }

@@ -142,6 +142,9 @@ impl App<'_> {
             }
             VmCmd::Nic(NicCmd::Remove { name, mac }) => self.remove_nic(&name, &mac),
             VmCmd::Sync { names, all, from } => self.sync_cmd(names, all, from),
+            VmCmd::Migrate { name, to, timeout } => {
+                self.migrate_cmd(&name, &to, timeout.map(Duration::from_secs), out)
+            }
             VmCmd::Define {
                 names,
                 all,
@@ -462,12 +465,28 @@ impl App<'_> {
 
     /// `vm define`: the names given, or with --all every placed VM (on
     /// CONTAINER only, when given).
-    fn define_cmd(
+    pub(super) fn define_cmd(
         &mut self,
         names: Vec<String>,
         all: bool,
         container: Option<String>,
     ) -> Result<Exit, Error> {
+        // A migration killed midway is settled first: the database must say
+        // where the VM runs before its definition goes there.
+        let c = self.store.snapshot()?;
+        if self.sync.mode == SyncMode::Live {
+            let named: BTreeSet<&String> = names.iter().collect();
+            let marked: Vec<String> = c
+                .vms
+                .keys()
+                .filter(|n| all || named.contains(n))
+                .filter(|n| kvmroll_migrate::migrating_from(&c, n).is_some())
+                .cloned()
+                .collect();
+            for vm in marked {
+                self.recover_migration(&vm)?;
+            }
+        }
         let c = self.store.snapshot()?;
         let names: Vec<String> = if all {
             if let Some(ct) = &container {

@@ -195,6 +195,12 @@ pub const KNOWN: &[Known] = &[
         "the time all shutdown plugins share, at most 3600"),
     known("kvm_plugin_timeout_other", T::Seconds, Some("30"), F::Vm,
         "the time all plugins of another stage share, at most 3600"),
+    known("kvm_migrate_timeout", T::Seconds, Some("600"), F::Vm,
+        "how long kvmroll vm migrate lets a live migration run before aborting it"),
+    known("kvm_migrate_transport", T::Choice, Some("tunnelled"), F::Vm,
+        "tunnelled (over libvirt's connection) or native (QEMU's own stream)"),
+    known("kvm_migrating_from", T::Name, None, F::Vm,
+        "set by kvmroll only: the container a migration under way left"),
     // The container.
     known("kvm", T::Boolean, Some("false"), F::Host,
         "the host is a VM container (from its next install)"),
@@ -216,6 +222,8 @@ pub const KNOWN: &[Known] = &[
         "above 0: kvmroll-guests start starts one VM at a time, this far apart"),
     known("kvm_guests_bypass_cache", T::Boolean, Some("false"), F::Container,
         "write saved images around the page cache"),
+    known("kvm_guests_on_shutdown", T::Choice, Some("save"), F::Container,
+        "save, or migrate: kvmroll-guests stop first moves the running VMs to other containers"),
     // Installing a container.
     known("kvm_packages", T::Words, Some("qemu-kvm libvirt libvirt-client bridge-utils dracut"), F::Container,
         "the packages the container's kickstart installs besides kvmroll"),

@@ -280,6 +280,17 @@ fn kvm_guests_parallel_takes_auto_and_the_stop_budget_positive_seconds() {
     }
 }
 
+#[test]
+fn kvm_guests_on_shutdown_is_save_or_migrate() {
+    assert_eq!(
+        normalize("kvm_guests_on_shutdown", "migrate").unwrap(),
+        "migrate"
+    );
+    assert_eq!(normalize("kvm_guests_on_shutdown", "save").unwrap(), "save");
+    let e = normalize("kvm_guests_on_shutdown", "evacuate").unwrap_err();
+    assert!(e.to_string().contains("expected save or migrate"), "{e}");
+}
+
 /// Regression: values were checked by two hand lists beside the registry,
 /// which missed some: `kvm_reinstall_timeout=abc` was stored, and
 /// kvmroll-enable then used 300 s without a word. Now the registry's type

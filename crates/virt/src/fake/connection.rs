@@ -1,15 +1,21 @@
 //! One connection to a [`FakeLibvirt`]: the [`Hypervisor`] calls, each
 //! recorded and acted out on the shared domains, faults included.
 
-use super::{refused, remove_image, write_image, Call, Domain, FakeLibvirt, Fault, HANG_CAP};
-use crate::{DomainInfo, DomainState, Hypervisor, VirtError};
+use super::{
+    refused, remove_image, write_image, Call, Domain, FakeHosts, FakeLibvirt, Fault, World,
+    HANG_CAP,
+};
+use crate::{DomainInfo, DomainState, Hypervisor, MigrateTo, NodeResources, VirtError};
 use std::path::Path;
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 /// One connection to a [`FakeLibvirt`].
 #[derive(Debug)]
 pub(super) struct Connection {
     pub(super) fake: FakeLibvirt,
+    /// The hosts a migration from here reaches, when opened by [`FakeHosts`].
+    pub(super) peers: Option<FakeHosts>,
 }
 
 impl Connection {
@@ -57,19 +63,7 @@ impl Connection {
             w.most_saves_at_once = w.most_saves_at_once.max(w.saves_now);
             takes
         };
-        let (lock, cvar) = &*self.fake.world;
-        let until = Instant::now() + takes;
-        let mut w = lock.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let now = Instant::now();
-            if now >= until || w.domains.get(name).is_none_or(|d| d.aborted) {
-                break;
-            }
-            w = cvar
-                .wait_timeout(w, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let mut w = self.wait_job(name, Instant::now() + takes);
         w.saves_now -= 1;
         let dir = w.save_dir.clone();
         let d = w.domains.get_mut(name).ok_or_else(|| lookup_error(name))?;
@@ -86,6 +80,25 @@ impl Connection {
             write_image(dir.as_deref(), name, &d.xml);
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// Waits until `until` or until the job of `name` is aborted, and
+    /// returns the world locked.
+    fn wait_job(&self, name: &str, until: Instant) -> MutexGuard<'_, World> {
+        let (lock, cvar) = &*self.fake.world;
+        let mut w = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            if now >= until || w.domains.get(name).is_none_or(|d| d.aborted) {
+                return w;
+            }
+            w = cvar
+                .wait_timeout(w, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
@@ -317,6 +330,67 @@ impl Hypervisor for Connection {
             d.live_media = Some(device_xml.to_owned());
             Ok(())
         })
+    }
+
+    fn migrate(&self, name: &str, to: &MigrateTo) -> Result<(), VirtError> {
+        let fail = || VirtError::Migrate {
+            name: name.to_owned(),
+            to: to.uri.clone(),
+            source: refused(),
+        };
+        let hangs = {
+            let mut w = self.fake.world();
+            w.record(Call::Migrate {
+                name: name.to_owned(),
+                to: to.uri.clone(),
+            });
+            let d = w.domains.get_mut(name).ok_or_else(|| lookup_error(name))?;
+            if !active(&d.state) || d.job || d.faults.contains(&Fault::MigrateFails) {
+                return Err(fail());
+            }
+            if d.faults.contains(&Fault::MigrateRefused) {
+                return Err(VirtError::MigrateRefused {
+                    name: name.to_owned(),
+                    to: to.uri.clone(),
+                    said: "refused by the fake hook".into(),
+                });
+            }
+            d.job = true;
+            d.aborted = false;
+            d.faults.contains(&Fault::MigrateHangs)
+        };
+        // As libvirt: the destination is reached by the source's daemon,
+        // and a migration to the same host is refused.
+        let dest = self.peers.as_ref().map(|p| p.host(&to.uri));
+        let dest = dest.filter(|d| {
+            !d.same_host(&self.fake) && {
+                let w = d.world();
+                !w.unreachable.contains(&to.uri) && !w.hanging.contains_key(&to.uri)
+            }
+        });
+        let until = Instant::now() + if hangs { HANG_CAP } else { Default::default() };
+        let mut w = self.wait_job(name, until);
+        let d = w.domains.get_mut(name).ok_or_else(|| lookup_error(name))?;
+        d.job = false;
+        let Some(dest) = dest.filter(|_| !d.aborted && !hangs) else {
+            return Err(fail());
+        };
+        let moved = w.domains.remove(name).expect("looked up above");
+        drop(w);
+        let mut dw = dest.world();
+        let mut arrived = moved;
+        arrived.xml = to.xml.clone();
+        arrived.faults.clear();
+        arrived.managed_save = false;
+        dw.domains.insert(name.to_owned(), arrived);
+        Ok(())
+    }
+
+    fn node(&self) -> Result<NodeResources, VirtError> {
+        Ok(self.fake.world().node.unwrap_or(NodeResources {
+            cpus: 64,
+            free_memory: 64 << 30,
+        }))
     }
 
     fn delete_image(&self, path: &str) -> Result<bool, VirtError> {

@@ -219,3 +219,72 @@ fn a_medium_changes_only_while_the_domain_runs() {
         ["connect x", "change-media m", "start m", "change-media m"]
     );
 }
+
+fn to(uri: &str, xml: &str) -> crate::MigrateTo {
+    crate::MigrateTo {
+        uri: uri.into(),
+        live: true,
+        transport: crate::Transport::Tunnelled,
+        xml: xml.into(),
+    }
+}
+
+#[test]
+fn a_migration_moves_the_domain_between_hosts_with_the_xml_given() {
+    let hosts = FakeHosts::new();
+    hosts.host("fake://a").add("m", DomainState::Running);
+    hosts.host("fake://b").node(4, 1024);
+    let a = hosts.connect("fake://a").unwrap();
+    let b = hosts.connect("fake://b").unwrap();
+    assert_eq!(b.node().unwrap().cpus, 4);
+    assert_eq!(b.node().unwrap().free_memory, 1 << 30);
+    a.migrate("m", &to("fake://b", "<domain><name>m</name>b</domain>"))
+        .unwrap();
+    assert!(a.domain("m").unwrap().is_none());
+    assert_eq!(state(&*b, "m"), DomainState::Running);
+    assert_eq!(
+        hosts.host("fake://b").xml_of("m").unwrap(),
+        "<domain><name>m</name>b</domain>"
+    );
+    assert!(
+        b.migrate("m", &to("fake://b", "")).is_err(),
+        "to the same host"
+    );
+}
+
+#[test]
+fn a_refused_failed_or_aborted_migration_leaves_the_domain_running_where_it_was() {
+    let hosts = FakeHosts::new();
+    let a = hosts.host("fake://a");
+    a.add("r", DomainState::Running)
+        .fault("r", Fault::MigrateRefused)
+        .add("f", DomainState::Running)
+        .fault("f", Fault::MigrateFails)
+        .add("h", DomainState::Running)
+        .fault("h", Fault::MigrateHangs);
+    let conn = hosts.connect("fake://a").unwrap();
+    assert!(matches!(
+        conn.migrate("r", &to("fake://b", "")),
+        Err(VirtError::MigrateRefused { .. })
+    ));
+    assert!(matches!(
+        conn.migrate("f", &to("fake://b", "")),
+        Err(VirtError::Migrate { .. })
+    ));
+    let watcher = hosts.connect("fake://a").unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while watcher.job_progress("h").unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            watcher.abort_job("h").unwrap();
+        });
+        assert!(conn.migrate("h", &to("fake://b", "")).is_err());
+    });
+    assert!(t.elapsed() < HANG_CAP);
+    for n in ["r", "f", "h"] {
+        assert_eq!(a.state(n), Some(DomainState::Running), "{n}");
+        assert_eq!(hosts.host("fake://b").state(n), None, "{n}");
+    }
+}

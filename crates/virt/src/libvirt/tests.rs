@@ -296,3 +296,27 @@ fn states_map_to_kvmroll_states() {
         DomainState::Other("unknown 99".into())
     );
 }
+
+#[test]
+fn node_resources_are_read_and_a_migration_the_driver_lacks_is_named() {
+    let hv = connect();
+    let node = hv.node().unwrap();
+    assert!(node.cpus > 0, "{node:?}");
+    assert!(node.free_memory > 0, "{node:?}");
+    define(&*hv, "migrate-unsupported");
+    hv.start("migrate-unsupported").unwrap();
+    let to = MigrateTo {
+        uri: "test:///default".into(),
+        live: true,
+        transport: Transport::Tunnelled,
+        xml: domain_xml("migrate-unsupported", None, 64),
+    };
+    let err = hv.migrate("migrate-unsupported", &to).unwrap_err();
+    assert!(
+        matches!(&err, VirtError::Migrate { name, .. } if name == "migrate-unsupported"),
+        "{err:?}"
+    );
+    assert_eq!(state(&*hv, "migrate-unsupported"), DomainState::Running);
+    hv.destroy("migrate-unsupported").unwrap();
+    hv.undefine("migrate-unsupported").unwrap();
+}

@@ -6,6 +6,7 @@
 //! end-to-end tests in tests/e2e/guests.rs do the same with real guests.)
 
 mod database;
+mod evacuate;
 mod start;
 mod stop;
 
@@ -34,6 +35,7 @@ fn quick() -> Settings {
         destroy_on_timeout: false,
         start_delay: Duration::ZERO,
         bypass_cache: false,
+        on_shutdown: crate::known::OnShutdown::Save,
     }
 }
 
@@ -113,7 +115,7 @@ impl Rig {
     }
 
     fn stop_telling(&self, interrupted: &AtomicBool, notifier: &Notifier) -> Placement {
-        super::stop(&self.svc, &self.fake, interrupted, notifier).expect("the stop runs")
+        super::stop(&self.svc, &self.fake, interrupted, notifier, None).expect("the stop runs")
     }
 
     fn start(&self) -> Placement {

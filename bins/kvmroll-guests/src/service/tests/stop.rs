@@ -231,6 +231,7 @@ fn no_libvirt_no_stop_and_no_journal() {
         &rig.fake,
         &AtomicBool::new(false),
         &Notifier::default(),
+        None,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "cannot connect to fake:///system");

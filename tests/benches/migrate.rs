@@ -1,0 +1,153 @@
+//! Benchmark (not a test): a running 1 GiB guest whose memory holds data
+//! (written into its QEMU's memory from outside, no page of it zero, which
+//! QEMU would skip: [`kvmroll_tests::fill_guest_memory`]), moved between the two
+//! containers of the test rig by `kvmroll vm migrate` against plain `virsh
+//! migrate --live --p2p --tunnelled --persistent --undefinesource`, the
+//! same transport, taking turns in one run; printed as a ratio. Goal: at
+//! most 1.1.
+//!
+//!     cargo build --release --workspace && scripts/build.sh --release &&
+//!     cargo bench -p kvmroll-tests --bench migrate
+//!
+//! It needs what the rig needs (root, libvirtd, a PostgreSQL server) and
+//! about 2 GiB of free memory.
+
+use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
+use kvmroll_tests::{ok, GUEST_CPU_MODE};
+use std::time::{Duration, Instant};
+
+const A: &str = "node-a";
+const B: &str = "node-b";
+const VM: &str = "bench-migrate";
+const MIB: u32 = 1024;
+/// Migrations of each kind.
+const ROUNDS: usize = 5;
+const GOAL: f64 = 1.1;
+
+fn main() {
+    if !rig::available("migrate") {
+        return;
+    }
+    let admin = Role::login("kvmroll", "bench pass").with("CREATEROLE");
+    let container = Role::login("kvmroll_container", "bench c0ntainer");
+    let hook = kvmroll_tests::static_hook();
+    let rig = Rig::builder()
+        .postgres(
+            Postgres::builder()
+                .role(admin.clone())
+                .database("kvmroll", &admin.name),
+        )
+        .node(A, {
+            let hook = hook.clone();
+            move |n| n.install_hook(&hook)
+        })
+        .node(B, move |n| n.install_hook(&hook))
+        .start()
+        .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
+    let k = kvmroll_tests::rig_cluster(&rig, &admin, &container, A);
+    kvmroll_tests::node_conf(&rig, &container, B);
+    for node in rig.nodes() {
+        let add = ["host", "add", node.name(), "--appliance", "vm-container"];
+        k.ok(&[&add[..], &["--cpus", "2"]].concat());
+        k.ok(&[
+            "attr",
+            "set",
+            node.name(),
+            "libvirt_uri",
+            &node.libvirt_uri(),
+        ]);
+    }
+    k.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
+    k.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    let mem = MIB.to_string();
+    k.ok(&[
+        "vm",
+        "add",
+        VM,
+        "--container",
+        A,
+        "--mem",
+        &mem,
+        "--cpus",
+        "1",
+    ]);
+    k.ok(&["vm", "define", VM]);
+    // Untimed: each side's first QEMU start reads its binary and libraries
+    // from disk.
+    fresh_guest(&k, rig.node(A));
+    virsh_migrate(rig.node(A), rig.node(B));
+    virsh_migrate(rig.node(B), rig.node(A));
+
+    let mut ours = Vec::new();
+    let mut plain = Vec::new();
+    for round in 0..ROUNDS {
+        fresh_guest(&k, rig.node(A));
+        // kvmroll A -> B, then plain virsh B -> A, the database put back
+        // outside the time measured.
+        let t = Instant::now();
+        ok(
+            k.run(&["vm", "migrate", VM, "--to", B]),
+            "kvmroll vm migrate",
+        );
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        virsh_migrate(rig.node(B), rig.node(A));
+        plain.push(t.elapsed());
+        k.ok(&["--no-sync", "vm", "set", VM, "--container", A]);
+        println!(
+            "round {}: kvmroll {:.2?}, virsh {:.2?}",
+            round + 1,
+            ours[round],
+            plain[round]
+        );
+    }
+    let _ = rig.node(A).virsh(&["destroy", VM]);
+    report(&ours, &plain);
+}
+
+/// Boots the guest afresh on `a` and fills its memory. Afresh each round:
+/// the diskless guest's firmware, finding nothing to boot, resets it
+/// after 60 s, and a reset over the filled memory stops it.
+fn fresh_guest(k: &kvmroll_tests::Kvmroll, a: &Node) {
+    let _ = a.virsh(&["destroy", VM]);
+    k.ok(&["vm", "start", VM]);
+    kvmroll_tests::fill_guest_memory(a, VM, MIB);
+    let state = ok(a.virsh(&["domstate", VM]), "virsh domstate");
+    assert_eq!(
+        state.trim(),
+        "running",
+        "the guest stopped when its memory was filled"
+    );
+}
+
+/// The median of some durations.
+fn median(d: &[Duration]) -> Duration {
+    let mut d = d.to_vec();
+    d.sort();
+    d[d.len() / 2]
+}
+
+fn report(ours: &[Duration], plain: &[Duration]) {
+    let (o, p) = (median(ours), median(plain));
+    let ratio = o.as_secs_f64() / p.as_secs_f64();
+    println!(
+        "a running {MIB} MiB guest with its memory filled: kvmroll vm migrate {o:.2?}, virsh migrate {p:.2?} (medians of {ROUNDS}): ratio {ratio:.2} (goal <= {GOAL}){}",
+        if ratio <= GOAL { "" } else { ": MISSED" }
+    );
+}
+
+/// `virsh migrate` of the guest from `from` to `to`, as kvmroll's default
+/// transport does it.
+fn virsh_migrate(from: &Node, to: &Node) {
+    let out = from.virsh(&[
+        "migrate",
+        "--live",
+        "--p2p",
+        "--tunnelled",
+        "--persistent",
+        "--undefinesource",
+        VM,
+        &to.libvirt_uri(),
+    ]);
+    ok(out, "virsh migrate");
+}
