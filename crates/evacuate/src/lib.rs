@@ -27,7 +27,6 @@ pub use run::{run, Options, Outcome};
 pub use survey::{survey, Survey, SurveyError};
 
 use kvmroll_core::Cluster;
-use kvmroll_migrate::{DEFAULT_TIMEOUT, TIMEOUT_ATTR};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,15 +70,10 @@ pub trait Mover: Sync {
 pub const DEFAULT_PARALLEL: usize = 2;
 
 /// A VM's own migration limit: `opts.limit` when given (`--timeout`), else
-/// its resolved [`TIMEOUT_ATTR`].
+/// its resolved `kvm_migrate_timeout` ([`kvmroll_migrate::timeout_of`]).
 fn limit_of(cluster: &Cluster, opts: &Options, vm: &str) -> Duration {
-    opts.limit.unwrap_or_else(|| {
-        cluster
-            .attr_of(vm, TIMEOUT_ATTR)
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&s| s > 0)
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
-    })
+    opts.limit
+        .unwrap_or_else(|| kvmroll_migrate::timeout_of(cluster, vm))
 }
 
 /// The evacuation of one container: what [`evacuate`] found and did.

@@ -44,7 +44,7 @@ pub fn free_cpus(c: &Cluster, container: &str) -> i64 {
 }
 
 /// The VM's `kvm_migrate_timeout`, or [`DEFAULT_TIMEOUT`].
-pub(crate) fn timeout_of(c: &Cluster, vm: &str) -> Duration {
+pub fn timeout_of(c: &Cluster, vm: &str) -> Duration {
     c.attr_of(vm, TIMEOUT_ATTR)
         .and_then(|s| s.trim().parse::<u64>().ok())
         .filter(|s| *s > 0)

@@ -27,7 +27,7 @@ mod error;
 mod run;
 mod settle;
 
-pub use check::{free_cpus, Checked};
+pub use check::{free_cpus, timeout_of, Checked};
 pub use error::MigrateError;
 pub use kvmroll_virt::Transport;
 pub use run::{Moved, Progress};
