@@ -12,8 +12,8 @@
 //! It needs what the rig needs (root, libvirtd, a PostgreSQL server) and
 //! about 2 GiB of free memory.
 
+use kvmroll_tests::ok;
 use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
-use kvmroll_tests::{ok, GUEST_CPU_MODE};
 use std::time::{Duration, Instant};
 
 const A: &str = "node-a";
@@ -46,19 +46,8 @@ fn main() {
         .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
     let k = kvmroll_tests::rig_cluster(&rig, &admin, &container, A);
     kvmroll_tests::node_conf(&rig, &container, B);
-    for node in rig.nodes() {
-        let add = ["host", "add", node.name(), "--appliance", "vm-container"];
-        k.ok(&[&add[..], &["--cpus", "2"]].concat());
-        k.ok(&[
-            "attr",
-            "set",
-            node.name(),
-            "libvirt_uri",
-            &node.libvirt_uri(),
-        ]);
-    }
-    k.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
-    k.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
+    let nodes: Vec<&rig::Node> = rig.nodes().iter().collect();
+    k.rig_containers(&nodes, 2);
     let mem = MIB.to_string();
     k.ok(&[
         "vm",

@@ -15,7 +15,7 @@
 
 use kvmroll_tests::json::{self, Get};
 use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
-use kvmroll_tests::{prefix, Kvmroll, GUEST_CPU_MODE};
+use kvmroll_tests::{prefix, Kvmroll};
 use std::process::Output;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -78,19 +78,15 @@ fn set_up() -> Frontend {
     });
     let k = kvmroll_tests::rig_cluster(rig, &admin(), &container_role(), A);
     kvmroll_tests::node_conf(rig, &container_role(), B);
-    for node in rig.nodes() {
-        let name = node.name();
-        let add = ["host", "add", name, "--appliance", "vm-container"];
-        k.ok(&[&add[..], &["--cpus", "2"]].concat());
-        k.ok(&["attr", "set", name, "libvirt_uri", &node.libvirt_uri()]);
+    let nodes: Vec<&Node> = rig.nodes().iter().collect();
+    k.rig_containers(&nodes, 2);
+    for node in nodes {
         for stage in ["allocate", "preboot", "shutdown"] {
             let plugin = format!("/etc/kvmroll/plugins/{stage}.d/10-log");
             node.write(&plugin, LOG_PLUGIN, 0o755)
                 .unwrap_or_else(|e| panic!("{}", rig::chain(&e)));
         }
     }
-    k.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
-    k.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
     Frontend { rig, k }
 }
 
