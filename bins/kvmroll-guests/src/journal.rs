@@ -51,6 +51,9 @@ pub enum VmState {
     Saved,
     /// The save failed; a shutdown follows.
     SaveFailed,
+    /// libvirt reported the save done but left no image: the VM is off and
+    /// its memory is gone; `start` boots it afresh.
+    SaveLost,
     ShuttingDown,
     ShutDown,
     /// It did not shut down in time and was destroyed.
@@ -80,6 +83,7 @@ impl VmState {
             VmState::Saving => "saving",
             VmState::Saved => "saved",
             VmState::SaveFailed => "save-failed",
+            VmState::SaveLost => "save-lost",
             VmState::ShuttingDown => "shutting-down",
             VmState::ShutDown => "shut-down",
             VmState::Destroyed => "destroyed",
@@ -219,11 +223,13 @@ mod tests {
             (Saving, "saving"),
             (Saved, "saved"),
             (SaveFailed, "save-failed"),
+            (SaveLost, "save-lost"),
             (ShuttingDown, "shutting-down"),
             (ShutDown, "shut-down"),
             (Destroyed, "destroyed"),
             (LeftRunning, "left-running"),
             (NotSaved, "not-saved"),
+            (Migrated, "migrated"),
             (Restoring, "restoring"),
             (Restored, "restored"),
             (Booted, "booted"),

@@ -31,6 +31,13 @@ pub(super) fn wait_for_save(hv: &dyn Hypervisor, name: &str, limit: Duration) {
     }
 }
 
+/// Whether libvirt, asked after a save it reported done, has the domain
+/// without a managed-save image (a lost save). A question that fails
+/// proves nothing: the save is believed.
+fn image_missing(hv: &dyn Hypervisor, name: &str) -> bool {
+    matches!(hv.domain(name), Ok(Some(d)) if !d.has_managed_save)
+}
+
 fn save(hv: &dyn Hypervisor, name: &str, bypass_cache: bool) -> Result<(), VirtError> {
     if bypass_cache {
         hv.managed_save_bypass_cache(name)
@@ -73,6 +80,12 @@ pub(super) fn save_one(
         .unwrap_or_else(|e| e.into_inner())
         .remove(name);
     match result {
+        Ok(()) if image_missing(hv, name) => {
+            let why = "libvirt reported the save done but left no image: its memory is lost, and start boots it afresh".to_string();
+            log::error!("VM {name}: {why}");
+            shared.set(name, VmState::SaveLost, why);
+            Ok(())
+        }
         Ok(()) => {
             let size = std::fs::metadata(image::path(&svc.root, name))
                 .ok()

@@ -167,18 +167,17 @@ fn a_destroy_that_fails_leaves_the_vm_running_and_said() {
     assert_eq!(rig.fake.state("a"), Some(RUNNING));
 }
 
-/// libvirt said the save succeeded but left no image: the stop can only
-/// believe it (no size to check later), and the next start cold-boots.
+/// libvirt said the save succeeded but left no image: the stop says so
+/// (`save-lost`, a VM it missed) rather than `saved`, and the next start
+/// cold-boots it.
 #[test]
-fn a_lost_save_is_journaled_saved_and_the_vm_cold_booted_at_start() {
+fn a_save_that_left_no_image_is_journaled_save_lost_not_saved() {
     let rig = Rig::new(&[("a", true)]);
     rig.fake.add("a", RUNNING).fault("a", Fault::SaveLost);
-    assert_eq!(rig.stop(), Placement::AllInPlace);
-    let j = rig.journal();
-    assert_eq!(
-        (j.vms["a"].state, j.vms["a"].image_size),
-        (VmState::Saved, None)
-    );
+    assert_eq!(missed(&rig.stop()), ["a (save-lost)"]);
+    let (state, note) = rig.said_of("a");
+    assert_eq!(state, VmState::SaveLost);
+    assert!(note.contains("left no image"), "{note}");
     assert_eq!(rig.start(), Placement::AllInPlace);
     assert_eq!(rig.state_of("a"), VmState::Booted);
     assert_eq!(rig.calls_on("a"), ["save a", "start a"]);
