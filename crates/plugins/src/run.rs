@@ -219,6 +219,35 @@ pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
     supervise(started, spec.stdin, spec.timeout, start)
 }
 
+/// Whether `pid` exited, leaving it unreaped (a zombie keeps its pid, and
+/// its group's number, from being reused).
+fn has_exited(pid: nix::libc::pid_t) -> std::io::Result<bool> {
+    use nix::libc;
+    loop {
+        // SAFETY: a zeroed siginfo_t is valid; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child
+        // as it is.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: si_pid is set by waitid (0 when no child changed state).
+        return Ok(unsafe { info.si_pid() } != 0);
+    }
+}
+
 /// How a command ended: its exit code, or the signal that ended it.
 type Ended = (Option<i32>, Option<i32>);
 
@@ -293,14 +322,14 @@ fn supervise(
             _ => left,
         };
         let watch = exited.as_ref().filter(|_| status.is_none());
-        if output.wait(wait, watch)? && status.is_none() {
-            if let Some(s) = reap(pid, false)? {
-                status = Some(s);
-                // What it left running in its group goes; the pipes it
-                // held then close.
-                kill_group(pgid);
-                until = deadline.min(Instant::now() + DRAIN_AFTER_EXIT);
-            }
+        if output.wait(wait, watch)? && status.is_none() && has_exited(pid)? {
+            // What it left running in its group goes (the pipes it held
+            // then close), while the unreaped plugin still holds the
+            // group's number: once it is reaped, the number may be a new
+            // process's.
+            kill_group(pgid);
+            status = reap(pid, true)?;
+            until = deadline.min(Instant::now() + DRAIN_AFTER_EXIT);
         }
     }
     let status = match status {
@@ -310,7 +339,6 @@ fn supervise(
             reap(pid, true)?.unwrap_or((None, None))
         }
     };
-    kill_group(pgid);
     // Pipes still open here belong to a plugin killed at its limit (or to a
     // process that escaped its group): what they held was read already.
     let Output { stdout, stderr, .. } = output;
