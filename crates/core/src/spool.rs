@@ -7,7 +7,9 @@
 //! clock, then the pid). The file is written under a temporary name and
 //! renamed, so a reader sees all of it or none, whatever process is killed
 //! when. The detached upkeep ([`Spool::forward`]) hands the files to the
-//! database oldest first and removes each once its events are committed.
+//! database oldest first, up to [`BATCH`] files in one transaction (one
+//! commit, and one sync of the database, for a burst of events rather than
+//! one per event), and removes them once their events are committed.
 //!
 //! Exactly once: every event carries an origin, `HOST/FILE#N`, which the
 //! database keeps unique. A forwarder killed between the commit and the
@@ -89,6 +91,11 @@ impl Forwarded {
 pub struct SpoolLock {
     _dir: std::fs::File,
 }
+
+/// The most spool files whose events go to the database in one transaction:
+/// a burst of events costs one commit, and the spool a long outage left
+/// is not held in memory all at once.
+pub const BATCH: usize = 256;
 
 /// How long a temporary file (a hook killed between writing its events
 /// and naming the file) is kept before it is swept away.
@@ -212,11 +219,12 @@ impl Spool {
         (!out.is_empty()).then_some(out)
     }
 
-    /// Hands every spooled file, oldest first, to `deliver`, which commits
-    /// its events in one transaction (ignoring origins it already has);
-    /// each file delivered is removed. The first failure stops the round,
-    /// so events of one VM are never delivered out of order. Does nothing
-    /// (`busy`) while another forwarder holds the spool.
+    /// Hands the spooled files, oldest first, to `deliver`, up to [`BATCH`]
+    /// files' events at a time, which it commits in one transaction
+    /// (ignoring origins it already has); the files delivered are removed.
+    /// The first failure stops the round, so events of one VM are never
+    /// delivered out of order. Does nothing (`busy`) while another
+    /// forwarder holds the spool.
     pub fn forward(
         &self,
         deliver: &mut dyn FnMut(&[Spooled]) -> Result<(), String>,
@@ -243,24 +251,37 @@ impl Spool {
         self.sweep();
         // Read under the lock: another forwarder may have finished.
         let files = self.pending()?;
+        let mut batch: Vec<&Path> = Vec::new();
+        let mut events = Vec::new();
         for (i, path) in files.iter().enumerate() {
-            let Some(events) = self.read(path)? else {
-                self.set_aside(path);
-                done.bad += 1;
+            match self.read(path)? {
+                Some(mut e) => {
+                    events.append(&mut e);
+                    batch.push(path);
+                }
+                None => {
+                    self.set_aside(path);
+                    done.bad += 1;
+                }
+            }
+            if (batch.len() < BATCH && i + 1 < files.len()) || batch.is_empty() {
                 continue;
-            };
+            }
             if let Err(why) = deliver(&events) {
-                done.left = files.len() - i;
+                done.left = files.len() - (i + 1 - batch.len());
                 done.waiting = Some(why);
                 return Ok(done);
             }
-            if let Err(e) = std::fs::remove_file(path) {
-                // Delivered already: the next round finds it and the
-                // database ignores its events.
-                log::warn!("event spool: cannot remove {}: {e}", path.display());
+            for path in batch.drain(..) {
+                if let Err(e) = std::fs::remove_file(path) {
+                    // Delivered already: the next round finds it and the
+                    // database ignores its events.
+                    log::warn!("event spool: cannot remove {}: {e}", path.display());
+                }
+                done.files += 1;
             }
-            done.files += 1;
             done.events += events.len();
+            events.clear();
         }
         Ok(done)
     }
@@ -362,13 +383,17 @@ impl Spool {
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name();
             let name = name.to_string_lossy();
+            // Only a temporary's age is asked: the spool may hold thousands.
+            if !(name.starts_with('.') && name.ends_with(SUFFIX)) {
+                continue;
+            }
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > TEMPORARY_KEPT);
-            if name.starts_with('.') && name.ends_with(SUFFIX) && old {
+            if old {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -448,19 +473,11 @@ mod tests {
         for n in 0..3 {
             spool.write(&[event("a", n)]).unwrap();
         }
-        let mut calls = 0;
         let done = spool
-            .forward(&mut |_| {
-                calls += 1;
-                if calls == 2 {
-                    Err("database unreachable".into())
-                } else {
-                    Ok(())
-                }
-            })
+            .forward(&mut |_| Err("database unreachable".into()))
             .unwrap();
-        assert_eq!((done.files, done.left), (1, 2));
-        assert_eq!(spool.pending().unwrap().len(), 2);
+        assert_eq!((done.files, done.left), (0, 3));
+        assert_eq!(spool.pending().unwrap().len(), 3);
         // Delivered twice (a kill between commit and unlink): same origins.
         let first: Vec<String> = {
             let mut o = Vec::new();
@@ -480,6 +497,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!(first[0], second[0]);
+    }
+
+    /// A burst of events is one transaction (one commit and one sync of
+    /// the database), not one per hook call; a spool larger than a batch
+    /// goes in several, in order, and a refused batch leaves its files and
+    /// those after it.
+    #[test]
+    fn spool_files_go_to_the_database_in_batches() {
+        let t = tempfile::tempdir().unwrap();
+        let spool = Spool::new(t.path(), "c");
+        let n = 2 * BATCH + 1;
+        for i in 0..n {
+            spool.write(&[event("a", i as i64)]).unwrap();
+        }
+        let mut calls = Vec::new();
+        let done = spool
+            .forward(&mut |s| {
+                calls.push(s.len());
+                if calls.len() == 2 {
+                    return Err("gone".into());
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(calls, [BATCH, BATCH]);
+        assert_eq!((done.files, done.left), (BATCH, BATCH + 1));
+        let mut times = Vec::new();
+        let done = spool
+            .forward(&mut |s| {
+                times.extend(s.iter().map(|s| s.event.time_ms));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            (done.files, done.events, done.left),
+            (BATCH + 1, BATCH + 1, 0)
+        );
+        assert_eq!(times, (BATCH as i64..n as i64).collect::<Vec<_>>());
     }
 
     #[test]

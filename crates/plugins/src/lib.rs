@@ -46,6 +46,7 @@
 mod discover;
 mod result;
 mod run;
+mod spawn;
 mod walk;
 
 pub use discover::{discover, Found, Plugin, VmName};

@@ -5,12 +5,15 @@
 
 use crate::discover::Plugin;
 use crate::result::RunResult;
+use crate::spawn::Started;
 use crate::walk::owned;
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,17 +24,14 @@ impl Plugin {
     /// Runs the plugin as `run` runs a command, executing the file opened
     /// and checked at discovery, whatever its path names now.
     ///
-    /// It is executed as `/proc/self/fd/N`, N being a duplicate of the
-    /// checked descriptor made inheritable just for the spawn: the kernel
-    /// follows that magic link to the open file, not to a path. The
-    /// duplicate must stay open across exec (not close-on-exec) because a
-    /// script's interpreter is handed `/proc/self/fd/N` to open; a binary
-    /// just inherits one read-only descriptor of itself. This keeps std's
-    /// posix_spawn (a `pre_exec` calling `fexecve` would force a fork, which
-    /// every plugin would pay for), and the hook spawns from one thread only,
-    /// so no other child can inherit the duplicate meanwhile. The plugin's
-    /// path is its `argv[0]` and `KVMROLL_PLUGIN`, since a script's `$0` is
-    /// the descriptor's name.
+    /// It is executed as `/proc/self/fd/N`, N being the checked descriptor:
+    /// the kernel follows that magic link to the open file, not to a path.
+    /// The child clears close-on-exec on its own copy of N (the hook's stays
+    /// as it is) because a script's interpreter is handed `/proc/self/fd/N`
+    /// to open; a binary just inherits one read-only descriptor of itself.
+    /// The start is a vfork-style clone (`spawn`), which every plugin pays
+    /// for on libvirtd's critical path. The plugin's path is its `argv[0]`
+    /// and `KVMROLL_PLUGIN`, since a script's `$0` is the descriptor's name.
     pub fn run(
         &self,
         args: &[String],
@@ -39,14 +39,18 @@ impl Plugin {
         stdin: &[u8],
         timeout: Duration,
     ) -> std::io::Result<RunResult> {
-        let inherited = nix::fcntl::fcntl(self.file.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD(3))
-            .map(owned)?;
-        let mut cmd = Command::new(format!("/proc/self/fd/{}", inherited.as_raw_fd()));
-        cmd.arg0(&self.path)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("KVMROLL_PLUGIN", &self.path);
-        supervise(cmd, stdin, timeout, Some(inherited))
+        let start = Instant::now();
+        let path = self.path.as_os_str().as_bytes();
+        let argv: Vec<&[u8]> = std::iter::once(path)
+            .chain(args.iter().map(|a| a.as_bytes()))
+            .collect();
+        let env: Vec<(&str, &[u8])> = env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .chain([("KVMROLL_PLUGIN", path)])
+            .collect();
+        let started = crate::spawn::spawn(&self.file, &argv, &env)?;
+        supervise(started, stdin, timeout, start)
     }
 }
 
@@ -109,27 +113,22 @@ fn exit_fd(pid: u32) -> Option<OwnedFd> {
 /// once; more is written from a thread, which is not waited for: a process
 /// that left the group may hold the pipe unread, and the write would never
 /// end. A command that does not read its input is not an error.
-fn feed(pipe: Option<ChildStdin>, input: &[u8]) -> Option<JoinHandle<()>> {
-    match pipe {
-        Some(mut s) if input.len() <= INLINE_INPUT => {
-            let _ = s.write_all(input);
-            None
-        }
-        Some(mut s) => {
-            let input = input.to_vec();
-            Some(std::thread::spawn(move || {
-                let _ = s.write_all(&input);
-            }))
-        }
-        None => None,
+fn feed(mut pipe: File, input: &[u8]) -> Option<JoinHandle<()>> {
+    if input.len() <= INLINE_INPUT {
+        let _ = pipe.write_all(input);
+        return None;
     }
+    let input = input.to_vec();
+    Some(std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    }))
 }
 
 /// A running command's output pipes, while they are open, and what they
 /// said so far.
 struct Output {
-    out: Option<ChildStdout>,
-    err: Option<ChildStderr>,
+    out: Option<File>,
+    err: Option<File>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
 }
@@ -198,40 +197,112 @@ impl Output {
 /// plugin's exit (a pidfd), because a hook pays for every thread it starts
 /// and every sleep it takes on every event.
 pub fn run(spec: &RunSpec<'_>) -> std::io::Result<RunResult> {
-    let mut cmd = Command::new(spec.path);
-    cmd.args(spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    supervise(cmd, spec.stdin, spec.timeout, None)
-}
-
-/// Spawns `cmd` in a process group of its own and sees it to its end, as
-/// `run` says. `held` is closed as soon as the child exists.
-fn supervise(
-    mut cmd: Command,
-    stdin: &[u8],
-    timeout: Duration,
-    held: Option<OwnedFd>,
-) -> std::io::Result<RunResult> {
     let start = Instant::now();
-    // A limit too large to add is no limit (a century, in practice).
-    let deadline = start
-        .checked_add(timeout)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
-    let spawned = cmd
+    let child = Command::new(spec.path)
+        .args(spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .spawn();
-    drop(held);
-    let mut child = spawned?;
-    let pgid = child.id();
-    let exited = exit_fd(pgid);
+        .spawn()?;
+    let pid = child.id() as nix::libc::pid_t;
+    let pipe = |p: Option<OwnedFd>| p.map(File::from).ok_or(std::io::ErrorKind::BrokenPipe);
+    // std's Child is dropped without a wait: the loop below reaps it.
+    let started = Started {
+        pid,
+        exited: exit_fd(pid as u32),
+        stdin: pipe(child.stdin.map(OwnedFd::from))?,
+        stdout: pipe(child.stdout.map(OwnedFd::from))?,
+        stderr: pipe(child.stderr.map(OwnedFd::from))?,
+    };
+    supervise(started, spec.stdin, spec.timeout, start)
+}
+
+/// Whether `pid` exited, leaving it unreaped (a zombie keeps its pid, and
+/// its group's number, from being reused).
+fn has_exited(pid: nix::libc::pid_t) -> std::io::Result<bool> {
+    use nix::libc;
+    loop {
+        // SAFETY: a zeroed siginfo_t is valid; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child
+        // as it is.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: si_pid is set by waitid (0 when no child changed state).
+        return Ok(unsafe { info.si_pid() } != 0);
+    }
+}
+
+/// How a command ended: its exit code, or the signal that ended it.
+type Ended = (Option<i32>, Option<i32>);
+
+/// How `pid` ended, if it did (`block`: waiting for it). The raw status is
+/// read here, so that any signal, a real-time one too, is reported.
+fn reap(pid: nix::libc::pid_t, block: bool) -> std::io::Result<Option<Ended>> {
+    use nix::libc;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid writes the status into the one int given.
+        let r = unsafe { libc::waitpid(pid, &mut st, flags) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        if libc::WIFEXITED(st) {
+            return Ok(Some((Some(libc::WEXITSTATUS(st)), None)));
+        }
+        if libc::WIFSIGNALED(st) {
+            return Ok(Some((None, Some(libc::WTERMSIG(st)))));
+        }
+    }
+}
+
+/// Sees a started command to its end, as `run` says.
+fn supervise(
+    started: Started,
+    stdin: &[u8],
+    timeout: Duration,
+    start: Instant,
+) -> std::io::Result<RunResult> {
+    // A limit too large to add is no limit (a century, in practice).
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
+    let Started {
+        pid,
+        exited,
+        stdin: input,
+        stdout,
+        stderr,
+    } = started;
+    let pgid = pid as u32;
     // Not joined: it is done or stuck, and goes with the hook.
-    let _writer = feed(child.stdin.take(), stdin);
+    let _writer = feed(input, stdin);
     let mut output = Output {
-        out: child.stdout.take(),
-        err: child.stderr.take(),
+        out: Some(stdout),
+        err: Some(stderr),
         stdout: Vec::new(),
         stderr: Vec::new(),
     };
@@ -251,30 +322,30 @@ fn supervise(
             _ => left,
         };
         let watch = exited.as_ref().filter(|_| status.is_none());
-        if output.wait(wait, watch)? && status.is_none() {
-            if let Some(s) = child.try_wait()? {
-                status = Some(s);
-                // What it left running in its group goes; the pipes it
-                // held then close.
-                kill_group(pgid);
-                until = deadline.min(Instant::now() + DRAIN_AFTER_EXIT);
-            }
+        if output.wait(wait, watch)? && status.is_none() && has_exited(pid)? {
+            // What it left running in its group goes (the pipes it held
+            // then close), while the unreaped plugin still holds the
+            // group's number: once it is reaped, the number may be a new
+            // process's.
+            kill_group(pgid);
+            status = reap(pid, true)?;
+            until = deadline.min(Instant::now() + DRAIN_AFTER_EXIT);
         }
     }
     let status = match status {
         Some(s) => s,
         None => {
             kill_group(pgid);
-            child.wait()?
+            reap(pid, true)?.unwrap_or((None, None))
         }
     };
-    kill_group(pgid);
     // Pipes still open here belong to a plugin killed at its limit (or to a
     // process that escaped its group): what they held was read already.
     let Output { stdout, stderr, .. } = output;
+    let (code, signal) = status;
     Ok(RunResult {
-        code: status.code(),
-        signal: status.signal(),
+        code,
+        signal,
         timed_out,
         stdout,
         stderr,
