@@ -359,7 +359,8 @@ impl Kvmroll {
     }
 
     /// Adds each rig node as a VM container of `cpus` CPUs reached at its
-    /// libvirt URI, with the guest CPU mode and no graphics for every VM.
+    /// libvirt URI (and its `kvm_migrate_address` where the rig has a
+    /// network), with the guest CPU mode and no graphics for every VM.
     pub fn rig_containers(&self, nodes: &[&rig::Node], cpus: u32) {
         for node in nodes {
             let add = ["host", "add", node.name(), "--appliance", "vm-container"];
@@ -371,6 +372,13 @@ impl Kvmroll {
                 "libvirt_uri",
                 &node.libvirt_uri(),
             ]);
+            // Where the rig links its nodes, a native migration's stream
+            // reaches the node at its address (its host name resolves
+            // nowhere).
+            if let Some(address) = node.address() {
+                let address = address.to_string();
+                self.ok(&["attr", "set", node.name(), "kvm_migrate_address", &address]);
+            }
         }
         self.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
         self.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
