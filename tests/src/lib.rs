@@ -562,3 +562,55 @@ pub fn fill_guest_memory(node: &rig::Node, vm: &str, mib: u32) {
             .expect("a write into the guest's memory");
     }
 }
+
+/// A migration transport, for the benchmarks that time kvmroll's against
+/// plain `virsh migrate` with the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Over the libvirtds' connection (`--p2p --tunnelled`).
+    Tunnelled,
+    /// QEMU's own stream over the rig's network ([`rig::RigBuilder::network`]).
+    Native,
+}
+
+impl Transport {
+    /// The value of `kvm_migrate_transport` that picks it.
+    pub fn attr(self) -> &'static str {
+        match self {
+            Transport::Tunnelled => "tunnelled",
+            Transport::Native => "native",
+        }
+    }
+
+    /// `virsh migrate --live --p2p --persistent --undefinesource` of `vm`
+    /// from `from` to `to` this way: `--tunnelled`, or `--migrateuri
+    /// tcp://ADDRESS` with `to`'s address on the rig's network (as kvmroll
+    /// with the destination's `kvm_migrate_address`).
+    pub fn virsh_migrate(self, from: &rig::Node, to: &rig::Node, vm: &str) -> Output {
+        let uri = to.libvirt_uri();
+        let mut args = vec![
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--undefinesource",
+        ];
+        let stream;
+        match self {
+            Transport::Tunnelled => args.push("--tunnelled"),
+            Transport::Native => {
+                let address = to.address().expect("a rig with a network");
+                stream = format!("tcp://{address}");
+                args.extend(["--migrateuri", &stream]);
+            }
+        }
+        args.extend([vm, &uri]);
+        from.virsh(&args)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.attr())
+    }
+}
