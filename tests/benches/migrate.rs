@@ -2,9 +2,12 @@
 //! (written into its QEMU's memory from outside, no page of it zero, which
 //! QEMU would skip: [`kvmroll_tests::fill_guest_memory`]), moved between the two
 //! containers of the test rig by `kvmroll vm migrate` against plain `virsh
-//! migrate --live --p2p --tunnelled --persistent --undefinesource`, the
-//! same transport, taking turns in one run; printed as a ratio. Goal: at
-//! most 1.1.
+//! migrate --live --p2p --persistent --undefinesource` with the same
+//! transport, taking turns in one run; printed as a ratio. Both transports
+//! in one run: tunnelled (`--tunnelled`), then native
+//! (`kvm_migrate_transport=native`; virsh `--migrateuri tcp://ADDR`, over
+//! the rig's network). Goal: at most 1.1. `KVMROLL_BENCH_ROUNDS` (default
+//! 5) sets the migrations of each kind.
 //!
 //!     cargo build --release --workspace && scripts/build.sh --release &&
 //!     cargo bench -p kvmroll-tests --bench migrate
@@ -12,15 +15,15 @@
 //! It needs what the rig needs (root, libvirtd, a PostgreSQL server) and
 //! about 2 GiB of free memory.
 
-use kvmroll_tests::ok;
 use kvmroll_tests::rig::{self, Node, Postgres, Rig, Role};
+use kvmroll_tests::{ok, Transport};
 use std::time::{Duration, Instant};
 
 const A: &str = "node-a";
 const B: &str = "node-b";
 const VM: &str = "bench-migrate";
 const MIB: u32 = 1024;
-/// Migrations of each kind.
+/// Migrations of each kind, unless `KVMROLL_BENCH_ROUNDS` says.
 const ROUNDS: usize = 5;
 const GOAL: f64 = 1.1;
 
@@ -42,6 +45,7 @@ fn main() {
             move |n| n.install_hook(&hook)
         })
         .node(B, move |n| n.install_hook(&hook))
+        .network()
         .start()
         .unwrap_or_else(|e| panic!("the rig did not start: {}", rig::chain(&e)));
     let k = kvmroll_tests::rig_cluster(&rig, &admin, &container, A);
@@ -61,37 +65,72 @@ fn main() {
         "1",
     ]);
     k.ok(&["vm", "define", VM]);
+    let rounds = std::env::var("KVMROLL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(ROUNDS);
+    let (a, b) = (rig.node(A), rig.node(B));
     // Untimed: each side's first QEMU start reads its binary and libraries
     // from disk.
-    fresh_guest(&k, rig.node(A));
-    virsh_migrate(rig.node(A), rig.node(B));
-    virsh_migrate(rig.node(B), rig.node(A));
+    fresh_guest(&k, a);
+    ok(
+        Transport::Tunnelled.virsh_migrate(a, b, VM),
+        "virsh migrate",
+    );
+    ok(
+        Transport::Tunnelled.virsh_migrate(b, a, VM),
+        "virsh migrate",
+    );
 
-    let mut ours = Vec::new();
-    let mut plain = Vec::new();
-    for round in 0..ROUNDS {
-        fresh_guest(&k, rig.node(A));
-        // kvmroll A -> B, then plain virsh B -> A, the database put back
-        // outside the time measured.
-        let t = Instant::now();
-        ok(
-            k.run(&["vm", "migrate", VM, "--to", B]),
-            "kvmroll vm migrate",
-        );
-        ours.push(t.elapsed());
-        let t = Instant::now();
-        virsh_migrate(rig.node(B), rig.node(A));
-        plain.push(t.elapsed());
-        k.ok(&["--no-sync", "vm", "set", VM, "--container", A]);
-        println!(
-            "round {}: kvmroll {:.2?}, virsh {:.2?}",
-            round + 1,
-            ours[round],
-            plain[round]
-        );
+    let mut reports = Vec::new();
+    for how in [Transport::Tunnelled, Transport::Native] {
+        k.ok(&["attr", "set", VM, "kvm_migrate_transport", how.attr()]);
+        let mut ours = Vec::new();
+        let mut plain = Vec::new();
+        for round in 0..rounds {
+            fresh_guest(&k, a);
+            // Each takes the freshly filled guest first in turn (its
+            // first move differs from its second: the pages just written
+            // on A, those just received on B), the database put in step
+            // outside the time measured.
+            let kvmroll = |to: &str| {
+                let t = Instant::now();
+                ok(
+                    k.run(&["vm", "migrate", VM, "--to", to]),
+                    "kvmroll vm migrate",
+                );
+                t.elapsed()
+            };
+            let virsh = |from: &Node, to: &Node| {
+                let t = Instant::now();
+                ok(how.virsh_migrate(from, to, VM), "virsh migrate");
+                let took = t.elapsed();
+                k.ok(&["--no-sync", "vm", "set", VM, "--container", to.name()]);
+                took
+            };
+            let first = if round % 2 == 0 {
+                ours.push(kvmroll(B));
+                plain.push(virsh(b, a));
+                "kvmroll"
+            } else {
+                plain.push(virsh(a, b));
+                ours.push(kvmroll(A));
+                "virsh"
+            };
+            println!(
+                "{how} round {} ({first} first): kvmroll {:.2?}, virsh {:.2?}",
+                round + 1,
+                ours[round],
+                plain[round]
+            );
+        }
+        reports.push(report(how, &ours, &plain));
     }
-    let _ = rig.node(A).virsh(&["destroy", VM]);
-    report(&ours, &plain);
+    let _ = a.virsh(&["destroy", VM]);
+    for line in reports {
+        println!("{line}");
+    }
 }
 
 /// Boots the guest afresh on `a` and fills its memory. Afresh each round:
@@ -116,27 +155,13 @@ fn median(d: &[Duration]) -> Duration {
     d[d.len() / 2]
 }
 
-fn report(ours: &[Duration], plain: &[Duration]) {
+/// The line that compares `ours` with `plain`, both by `how`.
+fn report(how: Transport, ours: &[Duration], plain: &[Duration]) -> String {
     let (o, p) = (median(ours), median(plain));
     let ratio = o.as_secs_f64() / p.as_secs_f64();
-    println!(
-        "a running {MIB} MiB guest with its memory filled: kvmroll vm migrate {o:.2?}, virsh migrate {p:.2?} (medians of {ROUNDS}): ratio {ratio:.2} (goal <= {GOAL}){}",
+    format!(
+        "{how}: a running {MIB} MiB guest with its memory filled: kvmroll vm migrate {o:.2?}, virsh migrate {p:.2?} (medians of {}): ratio {ratio:.2} (goal <= {GOAL}){}",
+        ours.len(),
         if ratio <= GOAL { "" } else { ": MISSED" }
-    );
-}
-
-/// `virsh migrate` of the guest from `from` to `to`, as kvmroll's default
-/// transport does it.
-fn virsh_migrate(from: &Node, to: &Node) {
-    let out = from.virsh(&[
-        "migrate",
-        "--live",
-        "--p2p",
-        "--tunnelled",
-        "--persistent",
-        "--undefinesource",
-        VM,
-        &to.libvirt_uri(),
-    ]);
-    ok(out, "virsh migrate");
+    )
 }

@@ -379,7 +379,8 @@ fn a_rig_whose_process_is_killed_leaves_nothing() {
         "the child ended before its rig was up: {:?}",
         child.wait()
     );
-    assert_eq!(prints.len(), 2, "{prints:?}");
+    // The server, the node and the network linking it.
+    assert_eq!(prints.len(), 3, "{prints:?}");
     let running: Vec<String> = prints.iter().flat_map(comms).collect();
     for want in ["postgres", "libvirtd", "virtlogd", "qemu-system-x86"] {
         assert!(
@@ -397,8 +398,8 @@ fn a_rig_whose_process_is_killed_leaves_nothing() {
 }
 
 /// Run by [`a_rig_whose_process_is_killed_leaves_nothing`] in a child
-/// process: builds a rig with a running guest, prints its footprints and
-/// waits to be killed.
+/// process: builds a rig with a running guest on a node linked to the
+/// rig's network, prints its footprints and waits to be killed.
 #[test]
 #[ignore = "a helper process of a_rig_whose_process_is_killed_leaves_nothing"]
 fn child_holds_a_rig_until_killed() {
@@ -408,7 +409,8 @@ fn child_holds_a_rig_until_killed() {
     let rig = started(
         Rig::builder()
             .postgres(Postgres::builder().role(admin()))
-            .node("node-k", with_hook),
+            .node("node-k", with_hook)
+            .network(),
     );
     start_guest(
         rig.node("node-k"),

@@ -359,7 +359,8 @@ impl Kvmroll {
     }
 
     /// Adds each rig node as a VM container of `cpus` CPUs reached at its
-    /// libvirt URI, with the guest CPU mode and no graphics for every VM.
+    /// libvirt URI (and its `kvm_migrate_address` where the rig has a
+    /// network), with the guest CPU mode and no graphics for every VM.
     pub fn rig_containers(&self, nodes: &[&rig::Node], cpus: u32) {
         for node in nodes {
             let add = ["host", "add", node.name(), "--appliance", "vm-container"];
@@ -371,6 +372,13 @@ impl Kvmroll {
                 "libvirt_uri",
                 &node.libvirt_uri(),
             ]);
+            // Where the rig links its nodes, a native migration's stream
+            // reaches the node at its address (its host name resolves
+            // nowhere).
+            if let Some(address) = node.address() {
+                let address = address.to_string();
+                self.ok(&["attr", "set", node.name(), "kvm_migrate_address", &address]);
+            }
         }
         self.ok(&["attr", "set", "--global", "cpu_mode", GUEST_CPU_MODE]);
         self.ok(&["attr", "set", "--global", "kvm_graphics", "none"]);
@@ -552,5 +560,57 @@ pub fn fill_guest_memory(node: &rig::Node, vm: &str, mib: u32) {
     for _ in 0..(u64::from(mib).saturating_sub(24)) {
         mem.write_all(&chunk)
             .expect("a write into the guest's memory");
+    }
+}
+
+/// A migration transport, for the benchmarks that time kvmroll's against
+/// plain `virsh migrate` with the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Over the libvirtds' connection (`--p2p --tunnelled`).
+    Tunnelled,
+    /// QEMU's own stream over the rig's network ([`rig::RigBuilder::network`]).
+    Native,
+}
+
+impl Transport {
+    /// The value of `kvm_migrate_transport` that picks it.
+    pub fn attr(self) -> &'static str {
+        match self {
+            Transport::Tunnelled => "tunnelled",
+            Transport::Native => "native",
+        }
+    }
+
+    /// `virsh migrate --live --p2p --persistent --undefinesource` of `vm`
+    /// from `from` to `to` this way: `--tunnelled`, or `--migrateuri
+    /// tcp://ADDRESS` with `to`'s address on the rig's network (as kvmroll
+    /// with the destination's `kvm_migrate_address`).
+    pub fn virsh_migrate(self, from: &rig::Node, to: &rig::Node, vm: &str) -> Output {
+        let uri = to.libvirt_uri();
+        let mut args = vec![
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--undefinesource",
+        ];
+        let stream;
+        match self {
+            Transport::Tunnelled => args.push("--tunnelled"),
+            Transport::Native => {
+                let address = to.address().expect("a rig with a network");
+                stream = format!("tcp://{address}");
+                args.extend(["--migrateuri", &stream]);
+            }
+        }
+        args.extend([vm, &uri]);
+        from.virsh(&args)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.attr())
     }
 }

@@ -480,6 +480,12 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
         "kvm_migrate_transport" if !matches!(value.as_str(), "tunnelled" | "native") => {
             return Err(bad(format!("{:?}: expected tunnelled or native", shown())));
         }
+        "kvm_migrate_address" if !is_address(&value) => {
+            return Err(bad(format!(
+                "{:?} is not an IP address or a host name",
+                shown()
+            )));
+        }
         "kvm_graphics" if !matches!(value.as_str(), "vnc" | "spice" | "none") => {
             return Err(bad(format!("{:?}: expected vnc, spice or none", shown())));
         }
@@ -542,6 +548,23 @@ fn plugin_timeout(value: &str) -> Result<u32, String> {
 }
 
 /// Whether `value` can be a libvirt URI: a scheme and a path, no blanks.
+/// An IPv4 or IPv6 address, or a DNS host name (dot-separated labels of
+/// letters, digits and inner '-'): what may follow `tcp://` in QEMU's
+/// migration URI.
+fn is_address(value: &str) -> bool {
+    if value.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    value.len() <= 253 && value.split('.').all(label)
+}
+
 fn looks_like_uri(value: &str) -> bool {
     !value.is_empty()
         && value.contains(":/")

@@ -2,7 +2,8 @@
 //! snapshot of the database and ask both containers' libvirt.
 
 use crate::{
-    MigrateError, Migrator, DEFAULT_TIMEOUT, MIGRATING_FROM, TIMEOUT_ATTR, TRANSPORT_ATTR,
+    MigrateError, Migrator, ADDRESS_ATTR, DEFAULT_TIMEOUT, MIGRATING_FROM, TIMEOUT_ATTR,
+    TRANSPORT_ATTR,
 };
 use kvmroll_core::attrs::known;
 use kvmroll_core::{Change, Cluster, Scope};
@@ -28,6 +29,9 @@ pub struct Checked {
     /// is the definition's alone: the caller's `vm set --container`).
     pub running: bool,
     pub transport: Transport,
+    /// QEMU's migration URI for a native transport, from the destination's
+    /// `kvm_migrate_address` (`tcp://ADDRESS`); `None`: libvirt's default.
+    pub migrate_uri: Option<String>,
     /// The VM's `kvm_migrate_timeout`.
     pub timeout: Duration,
 }
@@ -49,6 +53,16 @@ pub fn timeout_of(c: &Cluster, vm: &str) -> Duration {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .filter(|s| *s > 0)
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
+
+/// `tcp://ADDRESS` (`tcp://[ADDRESS]` for IPv6) from the container's
+/// `kvm_migrate_address`, or `None` where it is unset.
+pub fn native_uri(c: &Cluster, container: &str) -> Option<String> {
+    let address = c.attr_of(container, ADDRESS_ATTR)?.trim();
+    Some(match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("tcp://[{v6}]"),
+        _ => format!("tcp://{address}"),
+    })
 }
 
 /// The changes that place `vm` on `to`, marked as migrating from `from`.
@@ -227,6 +241,10 @@ impl Migrator<'_> {
             Some("native") => Transport::Native,
             _ => Transport::Tunnelled,
         };
+        let migrate_uri = match transport {
+            Transport::Native => native_uri(c, to),
+            Transport::Tunnelled => None,
+        };
         let timeout = timeout_of(c, vm);
         Ok(Checked {
             vm: vm.to_owned(),
@@ -237,6 +255,7 @@ impl Migrator<'_> {
             peer_uri,
             running,
             transport,
+            migrate_uri,
             timeout,
         })
     }

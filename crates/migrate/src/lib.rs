@@ -45,6 +45,9 @@ pub const MIGRATING_FROM: &str = "kvm_migrating_from";
 pub const TIMEOUT_ATTR: &str = "kvm_migrate_timeout";
 /// The attribute that picks the transport (`tunnelled` or `native`).
 pub const TRANSPORT_ATTR: &str = "kvm_migrate_transport";
+/// The destination container's attribute naming where a native
+/// migration's stream reaches its QEMU.
+pub const ADDRESS_ATTR: &str = "kvm_migrate_address";
 /// The time limit when [`TIMEOUT_ATTR`] is unset.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -116,6 +116,7 @@ impl Migrator<'_> {
             uri: ch.peer_uri.clone(),
             live: true,
             transport: ch.transport,
+            migrate_uri: ch.migrate_uri.clone(),
             xml,
         };
         let failure = match self.drive(ch, &dest, limit, progress) {

@@ -416,3 +416,20 @@ fn a_destination_that_is_this_machine_is_named_to_the_source_by_its_host_name() 
         "{asked:?}"
     );
 }
+
+#[test]
+fn a_native_migration_streams_to_the_destinations_migrate_address() {
+    let mut w = world(&["m"]);
+    let uri = |w: &mut World| w.with(|m| m.check("m", "b")).unwrap().migrate_uri;
+    w.change(&[set("b", ADDRESS_ATTR, "10.0.0.2")]);
+    assert_eq!(uri(&mut w), None, "a tunnelled migration has no stream");
+    w.change(&[set("m", TRANSPORT_ATTR, "native")]);
+    assert_eq!(uri(&mut w).as_deref(), Some("tcp://10.0.0.2"));
+    w.change(&[set("b", ADDRESS_ATTR, "fd00::2")]);
+    assert_eq!(uri(&mut w).as_deref(), Some("tcp://[fd00::2]"));
+    w.change(&[Change::RemoveAttr {
+        scope: Scope::Host("b".into()),
+        name: ADDRESS_ATTR.into(),
+    }]);
+    assert_eq!(uri(&mut w), None, "unset: libvirt's default");
+}

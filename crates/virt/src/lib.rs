@@ -69,6 +69,11 @@ pub struct MigrateTo {
     /// (`VIR_MIGRATE_LIVE`); otherwise it is paused for the copy.
     pub live: bool,
     pub transport: Transport,
+    /// Where the destination's QEMU listens for a [`Transport::Native`]
+    /// stream (`tcp://ADDR`, `VIR_MIGRATE_PARAM_URI`); `None` leaves it to
+    /// libvirt, which uses the destination's host name. A tunnelled
+    /// migration has no such stream and ignores it.
+    pub migrate_uri: Option<String>,
     /// The definition the domain gets on the destination, both live and
     /// persistent (`VIR_MIGRATE_PARAM_DEST_XML`, `..._PERSIST_XML`).
     pub xml: String,

@@ -308,9 +308,17 @@ impl Hypervisor for Connection {
         }
         // The same definition live and persistent: kvmroll's rendering for
         // the destination (its pins, its metadata).
+        // libvirt's default native URI is the destination's host name,
+        // which the source may not resolve (or resolve to another network):
+        // the destination's migration address, when known, says where.
+        let migrate_uri = match to.transport {
+            Transport::Native => to.migrate_uri.clone(),
+            Transport::Tunnelled => None,
+        };
         let params = virt::domain::MigrateParameters {
             dest_xml: Some(to.xml.clone()),
             persist_xml: Some(to.xml.clone()),
+            uri: migrate_uri.clone(),
             ..Default::default()
         };
         // virt 0.5 panics on a NUL inside its strings; turn it into an error.
@@ -319,7 +327,7 @@ impl Hypervisor for Connection {
             to: to.uri.clone(),
             source,
         };
-        for s in [&to.uri, &to.xml] {
+        for s in [&to.uri, &to.xml].into_iter().chain(migrate_uri.as_ref()) {
             CString::new(s.as_str()).map_err(|e| fail(e.into()))?;
         }
         dom.migrate_to_uri3(Some(&to.uri), params, flags)

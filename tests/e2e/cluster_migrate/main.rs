@@ -3,7 +3,7 @@
 //! VM containers (rig nodes: their own libvirtd, with their own
 //! `host_uuid`, the static hook, a plugin in each stage that logs where and
 //! when it ran, and a `kvmroll.conf` reaching the database as the
-//! containers' role).
+//! containers' role), linked by the rig's network for native migrations.
 //!
 //! One rig serves the whole binary ([`Rig::shared`]); its tests take turns
 //! ([`SERIAL`]). Each VM is named after this process and its test, and is
@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 mod evacuate;
 mod kills;
 mod moves;
+mod native;
 
 const A: &str = "node-a";
 const B: &str = "node-b";
@@ -75,6 +76,8 @@ fn set_up() -> Frontend {
             )
             .node(A, node)
             .node(B, node)
+            // For native migrations (native.rs): tunnelled ones need none.
+            .network()
     });
     let k = kvmroll_tests::rig_cluster(rig, &admin(), &container_role(), A);
     kvmroll_tests::node_conf(rig, &container_role(), B);

@@ -13,6 +13,10 @@
 //! - [`Rig`]: one server and named nodes, each node with the server's socket
 //!   folder at [`NODE_PG_SOCKET`], started in parallel; [`Rig::shared`] keeps
 //!   one per test binary.
+//! - A network, where [`RigBuilder::network`] asks for one: a bridge in a
+//!   namespace of the rig's own and a veth pair to each node, each node
+//!   with an address on [`SUBNET`] ([`Node::address`]), for what libvirt's
+//!   connection does not carry (a native migration's stream).
 //!
 //! Nothing outlives the test process: see [`sandbox`] for how, and
 //! [`Footprint`] to check it.
@@ -42,11 +46,13 @@
 //! ```
 
 mod footprint;
+mod network;
 mod node;
 mod postgres;
 pub mod sandbox;
 
 pub use footprint::Footprint;
+pub use network::SUBNET;
 pub use node::{Node, NodeBuilder, NodeFiles, NODE_PG_SOCKET};
 pub use postgres::{Postgres, PostgresBuilder, Role, StopMode};
 
@@ -103,6 +109,7 @@ pub enum RigError {
 pub struct Rig {
     pub pg: Postgres,
     nodes: Vec<Node>,
+    network: Option<network::Network>,
 }
 
 type NodeSetup = Box<dyn FnOnce(&mut NodeBuilder) -> Result<(), RigError> + Send>;
@@ -111,6 +118,7 @@ type NodeSetup = Box<dyn FnOnce(&mut NodeBuilder) -> Result<(), RigError> + Send
 pub struct RigBuilder {
     pg: PostgresBuilder,
     nodes: Vec<(String, NodeSetup)>,
+    network: bool,
 }
 
 impl std::fmt::Debug for RigBuilder {
@@ -121,6 +129,7 @@ impl std::fmt::Debug for RigBuilder {
                 "nodes",
                 &self.nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -140,6 +149,15 @@ impl RigBuilder {
         setup: impl FnOnce(&mut NodeBuilder) -> Result<(), RigError> + Send + 'static,
     ) -> Self {
         self.nodes.push((name.into(), Box::new(setup)));
+        self
+    }
+
+    /// Links the nodes by a network of the rig's own (a bridge in a
+    /// namespace of its own, a veth pair to each node; see [`SUBNET`]), so
+    /// that a node's QEMU reaches another's ([`Node::address`]). Off by
+    /// default: a node then has its loopback only.
+    pub fn network(mut self) -> Self {
+        self.network = true;
         self
     }
 
@@ -167,8 +185,13 @@ impl RigBuilder {
             (pg_started.join().expect("postgres start panicked"), nodes)
         });
         pg_started?;
-        let nodes = nodes.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Rig { pg, nodes })
+        let mut nodes = nodes.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let network = if self.network {
+            Some(network::Network::link(&mut nodes)?)
+        } else {
+            None
+        };
+        Ok(Rig { pg, nodes, network })
     }
 }
 
@@ -178,6 +201,7 @@ impl Rig {
         RigBuilder {
             pg: PostgresBuilder::default(),
             nodes: Vec::new(),
+            network: false,
         }
     }
 
@@ -219,10 +243,11 @@ impl Rig {
         &self.nodes
     }
 
-    /// The server's and the nodes' footprints.
+    /// The server's, the nodes' and the network's footprints.
     pub fn footprints(&self) -> Vec<Footprint> {
         std::iter::once(self.pg.footprint())
             .chain(self.nodes.iter().map(Node::footprint))
+            .chain(self.network.as_ref().map(network::Network::footprint))
             .collect()
     }
 }

@@ -278,6 +278,7 @@ impl NodeBuilder {
         let node = Node {
             sandbox: self.sandbox,
             files: self.files,
+            address: None,
         };
         node.sandbox.sh(START_DAEMONS)?;
         node.wait_up()?;
@@ -379,6 +380,8 @@ fn checked(table: String) -> Result<String, RigError> {
 pub struct Node {
     sandbox: Sandbox,
     files: NodeFiles,
+    /// Its address on the rig's network, when the rig links its nodes.
+    address: Option<std::net::Ipv4Addr>,
 }
 
 impl std::ops::Deref for Node {
@@ -407,6 +410,22 @@ impl Node {
             .args(rest)
             .output()
             .expect("nsenter runs")
+    }
+
+    /// The node's address on the rig's network ([`super::RigBuilder::network`]),
+    /// which the other nodes reach; `None` when the rig has no network (the
+    /// node has its loopback only).
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.address
+    }
+
+    pub(super) fn set_address(&mut self, address: std::net::Ipv4Addr) {
+        self.address = Some(address);
+    }
+
+    /// Runs `sh -c SCRIPT` inside the node as root; its stdout.
+    pub(super) fn sh(&self, script: &str) -> Result<String, RigError> {
+        self.sandbox.sh(script)
     }
 
     /// Ends libvirtd (its guests keep running) and starts it again; returns

@@ -206,6 +206,8 @@ pub const KNOWN: &[Known] = &[
         "the host is a VM container (from its next install)"),
     known("libvirt_uri", T::Uri, Some("qemu+ssh://root@{host}/system"), F::Container,
         "where the container's libvirt is reached; qemu:///system on the machine itself"),
+    known("kvm_migrate_address", T::Text, None, F::Container,
+        "where a native migration's stream reaches this container (IP or host name); unset: its host name"),
     known("numa_cells", T::Cpusets, None, F::Container,
         "the container's NUMA cells, e.g. 0-7;8-15; unset: one cell"),
     known("kvm_guests_parallel", T::CountOrAuto, Some("auto"), F::Container,

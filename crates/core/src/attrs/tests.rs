@@ -248,6 +248,33 @@ fn other_checked_values() {
     normalize("kvm_disk_roots", "/state/partition1/kvm/disks:/srv/vm").unwrap();
 }
 
+#[test]
+fn a_migrate_address_is_an_ip_address_or_a_host_name() {
+    for good in [
+        "10.77.0.2",
+        "fd00::2",
+        "vm-container-0-1",
+        "node-b.cluster.local",
+    ] {
+        normalize("kvm_migrate_address", good).unwrap();
+    }
+    for bad in [
+        "",
+        "tcp://10.0.0.2",
+        "10.0.0.2:49152",
+        "a b",
+        "-node",
+        "node..b",
+        "[fd00::2]",
+    ] {
+        let e = normalize("kvm_migrate_address", bad).unwrap_err();
+        assert!(
+            e.to_string().contains("not an IP address or a host name"),
+            "{bad}: {e}"
+        );
+    }
+}
+
 /// Regression: U+FFFE in `kvm_emulator` was accepted and rendered, and
 /// libvirt refused the whole definition (the paths' half is in model's
 /// tests).

@@ -225,6 +225,7 @@ fn to(uri: &str, xml: &str) -> crate::MigrateTo {
         uri: uri.into(),
         live: true,
         transport: crate::Transport::Tunnelled,
+        migrate_uri: None,
         xml: xml.into(),
     }
 }

@@ -309,6 +309,7 @@ fn node_resources_are_read_and_a_migration_the_driver_lacks_is_named() {
         uri: "test:///default".into(),
         live: true,
         transport: Transport::Tunnelled,
+        migrate_uri: None,
         xml: domain_xml("migrate-unsupported", None, 64),
     };
     let err = hv.migrate("migrate-unsupported", &to).unwrap_err();
