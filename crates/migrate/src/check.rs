@@ -6,8 +6,8 @@ use crate::{
     TRANSPORT_ATTR,
 };
 use kvmroll_core::attrs::known;
-use kvmroll_core::{Change, Cluster, Scope};
-use kvmroll_virt::{DomainState, Hypervisor, Transport};
+use kvmroll_core::{Change, Cluster, Host, Plan, Scope};
+use kvmroll_virt::{DomainState, Hypervisor, NodeResources, Transport};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -138,38 +138,7 @@ impl Migrator<'_> {
         to: &str,
     ) -> Result<Checked, MigrateError> {
         let v = c.vm(vm)?;
-        let refuse_vm = vm.to_owned();
-        let from = v.container.clone().ok_or_else(|| MigrateError::NotPlaced {
-            vm: refuse_vm.clone(),
-        })?;
-        if from == to {
-            return Err(MigrateError::SameContainer {
-                vm: refuse_vm,
-                container: from,
-            });
-        }
-        if !c.is_container(c.host(to)?) {
-            return Err(MigrateError::NotAContainer { to: to.to_owned() });
-        }
-        let free = free_cpus(c, to);
-        if free < i64::from(v.vcpus) {
-            return Err(MigrateError::Cpus {
-                vm: refuse_vm,
-                to: to.to_owned(),
-                need: v.vcpus,
-                free,
-                cpus: c.hosts.get(to).map_or(0, |h| h.cpus),
-            });
-        }
-        // Rendered as it would be there: pin_auto takes the destination's
-        // free CPUs, and a pinning it cannot honour is refused.
-        let plan = placing(c, vm, &from, to)
-            .and_then(|changes| c.plan(&changes))
-            .map_err(|source| MigrateError::Placement {
-                vm: refuse_vm.clone(),
-                to: to.to_owned(),
-                source: Box::new(source),
-            })?;
+        let (from, plan) = check_placement(c, vm, to)?;
         let from_uri = c.libvirt_uri(&from, &self.local_host);
         let to_uri = c.libvirt_uri(to, &self.local_host);
         let peer_uri = c.libvirt_uri(to, &from);
@@ -178,7 +147,7 @@ impl Migrator<'_> {
             Ok(d) => d.is_some_and(|d| active(&d.state)),
             Err(source) => {
                 return Err(MigrateError::Ask {
-                    vm: refuse_vm,
+                    vm: vm.to_owned(),
                     container: from,
                     source: Box::new(source),
                 })
@@ -191,7 +160,7 @@ impl Migrator<'_> {
         })?;
         if v.vcpus > node.cpus {
             return Err(MigrateError::NodeCpus {
-                vm: refuse_vm,
+                vm: vm.to_owned(),
                 to: to.to_owned(),
                 vcpus: v.vcpus,
                 cpus: node.cpus,
@@ -199,43 +168,7 @@ impl Migrator<'_> {
         }
         let own = c.host(vm)?;
         if running {
-            let need = u64::from(v.memory_mib);
-            if node.free_memory >> 20 < need {
-                return Err(MigrateError::Memory {
-                    vm: refuse_vm,
-                    to: to.to_owned(),
-                    need_mib: need,
-                    free_mib: node.free_memory >> 20,
-                });
-            }
-            let hostdev = c.resolve(own).into_values().find(|r| {
-                known::lookup(&r.name).is_some_and(|k| k.name == "kvm_device_N")
-                    && r.value.contains("<hostdev")
-            });
-            if let Some(r) = hostdev {
-                return Err(MigrateError::Hostdev {
-                    vm: refuse_vm,
-                    attr: r.name,
-                });
-            }
-            let here = disk_paths(&kvmroll_core::render_domain(c, vm)?);
-            let there = plan
-                .changed
-                .get(vm)
-                .and_then(|x| x.as_deref())
-                .map(disk_paths)
-                .unwrap_or_default();
-            for (dev, path) in &here {
-                let other = there.get(dev).cloned().unwrap_or_default();
-                if &other != path {
-                    return Err(MigrateError::Disks {
-                        vm: refuse_vm,
-                        dev: dev.clone(),
-                        paths: Box::new((path.clone(), other)),
-                        to: to.to_owned(),
-                    });
-                }
-            }
+            check_live(c, own, to, &node, &plan)?;
         }
         let transport = match c.attr(own, TRANSPORT_ATTR) {
             Some("native") => Transport::Native,
@@ -259,4 +192,95 @@ impl Migrator<'_> {
             timeout,
         })
     }
+}
+
+/// The checks the database alone answers: `vm` is placed, elsewhere than
+/// `to`, a container with the CPUs free, and its definition renders
+/// there. Returns the container it is on and the plan of the move.
+fn check_placement(c: &Cluster, vm: &str, to: &str) -> Result<(String, Plan), MigrateError> {
+    let v = c.vm(vm)?;
+    let refuse_vm = vm.to_owned();
+    let from = v.container.clone().ok_or_else(|| MigrateError::NotPlaced {
+        vm: refuse_vm.clone(),
+    })?;
+    if from == to {
+        return Err(MigrateError::SameContainer {
+            vm: refuse_vm,
+            container: from,
+        });
+    }
+    if !c.is_container(c.host(to)?) {
+        return Err(MigrateError::NotAContainer { to: to.to_owned() });
+    }
+    let free = free_cpus(c, to);
+    if free < i64::from(v.vcpus) {
+        return Err(MigrateError::Cpus {
+            vm: refuse_vm,
+            to: to.to_owned(),
+            need: v.vcpus,
+            free,
+            cpus: c.hosts.get(to).map_or(0, |h| h.cpus),
+        });
+    }
+    // Rendered as it would be there: pin_auto takes the destination's
+    // free CPUs, and a pinning it cannot honour is refused.
+    let plan = placing(c, vm, &from, to)
+        .and_then(|changes| c.plan(&changes))
+        .map_err(|source| MigrateError::Placement {
+            vm: refuse_vm,
+            to: to.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok((from, plan))
+}
+
+/// The checks a running VM adds: the destination's free memory, no host
+/// device passed through, and its disks at the same paths there.
+fn check_live(
+    c: &Cluster,
+    own: &Host,
+    to: &str,
+    node: &NodeResources,
+    plan: &Plan,
+) -> Result<(), MigrateError> {
+    let vm = own.name.as_str();
+    let v = c.vm(vm)?;
+    let need = u64::from(v.memory_mib);
+    if node.free_memory >> 20 < need {
+        return Err(MigrateError::Memory {
+            vm: vm.to_owned(),
+            to: to.to_owned(),
+            need_mib: need,
+            free_mib: node.free_memory >> 20,
+        });
+    }
+    let hostdev = c.resolve(own).into_values().find(|r| {
+        known::lookup(&r.name).is_some_and(|k| k.name == "kvm_device_N")
+            && r.value.contains("<hostdev")
+    });
+    if let Some(r) = hostdev {
+        return Err(MigrateError::Hostdev {
+            vm: vm.to_owned(),
+            attr: r.name,
+        });
+    }
+    let here = disk_paths(&kvmroll_core::render_domain(c, vm)?);
+    let there = plan
+        .changed
+        .get(vm)
+        .and_then(|x| x.as_deref())
+        .map(disk_paths)
+        .unwrap_or_default();
+    for (dev, path) in &here {
+        let other = there.get(dev).cloned().unwrap_or_default();
+        if &other != path {
+            return Err(MigrateError::Disks {
+                vm: vm.to_owned(),
+                dev: dev.clone(),
+                paths: Box::new((path.clone(), other)),
+                to: to.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }

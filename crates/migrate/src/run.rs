@@ -5,7 +5,7 @@
 use crate::check::{placing, Checked};
 use crate::migrating_from;
 use crate::{MigrateError, Migrator, Request, MIGRATING_FROM};
-use kvmroll_core::{error_chain, Change, Scope};
+use kvmroll_core::{error_chain, Change, Plan, Scope};
 use kvmroll_virt::{MigrateTo, VirtError};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -96,18 +96,7 @@ impl Migrator<'_> {
         started: Instant,
     ) -> Result<Moved, MigrateError> {
         let vm = ch.vm.as_str();
-        // The destination's hook lets in a VM the database places there.
-        let plan = self.db().update(&mut |c| {
-            let now = c.vm(vm)?;
-            if now.container.as_deref() != Some(ch.from.as_str()) || migrating_from(c, vm).is_some()
-            {
-                return Ok(Vec::new());
-            }
-            placing(c, vm, &ch.from, &ch.to)
-        })?;
-        if plan.after.vm(vm)?.container.as_deref() != Some(ch.to.as_str()) {
-            return Err(MigrateError::Raced { vm: vm.to_owned() });
-        }
+        let plan = self.place_at_destination(ch)?;
         let xml = match plan.changed.get(vm) {
             Some(Some(xml)) => xml.clone(),
             _ => kvmroll_core::render_domain(&plan.after, vm)?,
@@ -132,33 +121,74 @@ impl Migrator<'_> {
             took: started.elapsed(),
             stale,
         };
-        let Some(failure) = failure else {
-            let done = self.db().update(&mut |c| {
-                Ok(match migrating_from(c, vm) {
-                    Some(_) => vec![Change::RemoveAttr {
-                        scope: Scope::Host(vm.to_owned()),
-                        name: MIGRATING_FROM.to_owned(),
-                    }],
-                    None => Vec::new(),
-                })
-            });
-            let mut stale = self.refresh_others(&plan, vm);
-            match done {
-                // Nothing rendered reads the mark, but should a definition
-                // change with it, libvirt gets it (the VM's own too).
-                Ok(done) => stale.extend(self.refresh_others(&done, "")),
-                Err(e) => {
-                    // The VM runs where the database says; only the mark
-                    // stays, which the next `vm define` removes.
-                    log::warn!(
-                        "VM {vm}: moved, but its {MIGRATING_FROM} mark stays: {}",
-                        error_chain(&e)
-                    );
-                    stale.push(vm.to_owned());
-                }
+        match failure {
+            None => Ok(moved(self.finish(vm, &plan))),
+            Some(failure) => {
+                self.after_failure(ch, failure, limit)?;
+                Ok(moved(Vec::new()))
             }
-            return Ok(moved(stale));
-        };
+        }
+    }
+
+    /// Writes the checked VM onto its destination, so that the
+    /// destination's hook lets it in; [`MigrateError::Raced`] when another
+    /// command moved or marked it since the check.
+    fn place_at_destination(&self, ch: &Checked) -> Result<Plan, MigrateError> {
+        let vm = ch.vm.as_str();
+        let plan = self.db().update(&mut |c| {
+            let now = c.vm(vm)?;
+            if now.container.as_deref() != Some(ch.from.as_str()) || migrating_from(c, vm).is_some()
+            {
+                return Ok(Vec::new());
+            }
+            placing(c, vm, &ch.from, &ch.to)
+        })?;
+        if plan.after.vm(vm)?.container.as_deref() != Some(ch.to.as_str()) {
+            return Err(MigrateError::Raced { vm: vm.to_owned() });
+        }
+        Ok(plan)
+    }
+
+    /// After libvirt's call succeeded: removes the mark and redefines the
+    /// neighbours `plan` changed; returns the VMs left stale.
+    fn finish(&self, vm: &str, plan: &Plan) -> Vec<String> {
+        let done = self.db().update(&mut |c| {
+            Ok(match migrating_from(c, vm) {
+                Some(_) => vec![Change::RemoveAttr {
+                    scope: Scope::Host(vm.to_owned()),
+                    name: MIGRATING_FROM.to_owned(),
+                }],
+                None => Vec::new(),
+            })
+        });
+        let mut stale = self.refresh_others(plan, vm);
+        match done {
+            // Nothing rendered reads the mark, but should a definition
+            // change with it, libvirt gets it (the VM's own too).
+            Ok(done) => stale.extend(self.refresh_others(&done, "")),
+            Err(e) => {
+                // The VM runs where the database says; only the mark
+                // stays, which the next `vm define` removes.
+                log::warn!(
+                    "VM {vm}: moved, but its {MIGRATING_FROM} mark stays: {}",
+                    error_chain(&e)
+                );
+                stale.push(vm.to_owned());
+            }
+        }
+        stale
+    }
+
+    /// After libvirt's call failed (`Some`) or was aborted past `limit`
+    /// (`None`): settles where the VM runs; `Ok` when it runs on the
+    /// destination all the same.
+    fn after_failure(
+        &self,
+        ch: &Checked,
+        failure: Option<VirtError>,
+        limit: Duration,
+    ) -> Result<(), MigrateError> {
+        let vm = ch.vm.as_str();
         // Where it runs now decides, not what was meant to happen.
         let settled = self.settle(vm, &ch.from, &ch.to, Duration::ZERO)?;
         if settled.on == ch.to {
@@ -169,7 +199,7 @@ impl Migrator<'_> {
                     error_chain(e)
                 );
             }
-            return Ok(moved(Vec::new()));
+            return Ok(());
         }
         Err(match failure {
             Some(source) => MigrateError::Failed {

@@ -69,6 +69,71 @@ fn defined(seen: &Seen) -> bool {
     matches!(seen, Some(Some(_)))
 }
 
+fn undecided(vm: &str, why: String) -> MigrateError {
+    MigrateError::Undecided {
+        vm: vm.to_owned(),
+        why,
+    }
+}
+
+/// Waits, up to `wait`, while libvirtd on the source still carries on a
+/// migration job for `vm`.
+fn wait_for_job(a: &dyn Hypervisor, vm: &str, wait: Duration) {
+    let until = Instant::now() + wait;
+    while matches!(a.job_progress(vm), Ok(Some(_))) && Instant::now() < until {
+        std::thread::sleep(JOB_POLL);
+    }
+}
+
+/// Whether `from` (rather than `to`) keeps `vm`: the one it runs on, or,
+/// where it runs on neither, the one with a definition (`from` when both
+/// have one). Undecided when it runs on both, or on neither and one did
+/// not answer.
+fn keeps_it_from(
+    vm: &str,
+    from: &str,
+    to: &str,
+    on_a: &Seen,
+    on_b: &Seen,
+) -> Result<bool, MigrateError> {
+    match (runs(on_a), runs(on_b)) {
+        (true, true) => Err(undecided(vm, format!("it runs on both {from} and {to}"))),
+        (true, false) => Ok(true),
+        (false, true) => Ok(false),
+        (false, false) => {
+            for (seen, name) in [(on_a, from), (on_b, to)] {
+                if seen.is_none() {
+                    return Err(undecided(
+                        vm,
+                        format!(
+                            "it runs on neither container that answered, and {name} did not answer"
+                        ),
+                    ));
+                }
+            }
+            Ok(defined(on_a) || !defined(on_b))
+        }
+    }
+}
+
+/// Undefines `vm` on the container it left, unless it runs there; a
+/// failure is logged and the definition stays. True when removed.
+fn remove_leftover(there: &dyn Hypervisor, d: &DomainInfo, vm: &str, other: &str) -> bool {
+    if active(&d.state) {
+        return false;
+    }
+    match there.undefine(vm) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!(
+                "VM {vm}: its leftover definition on {other} stays: {}",
+                error_chain(&e)
+            );
+            false
+        }
+    }
+}
+
 impl Migrator<'_> {
     /// Settles `vm` if it carries [`MIGRATING_FROM`] (its `kvmroll vm
     /// migrate` was killed): asks both containers where it runs, puts the
@@ -104,39 +169,47 @@ impl Migrator<'_> {
         let a = self.connector.connect(&from_uri);
         let b = self.connector.connect(&to_uri);
         if let Ok(a) = &a {
-            let until = Instant::now() + wait;
-            while matches!(a.job_progress(vm), Ok(Some(_))) && Instant::now() < until {
-                std::thread::sleep(JOB_POLL);
-            }
+            wait_for_job(a.as_ref(), vm, wait);
         }
         let look = |hv: &Result<Box<dyn Hypervisor>, VirtError>| -> Seen {
             hv.as_ref().ok().and_then(|hv| hv.domain(vm).ok())
         };
         let (on_a, on_b) = (look(&a), look(&b));
-        let undecided = |why: String| MigrateError::Undecided {
+        let on_from = keeps_it_from(vm, from, to, &on_a, &on_b)?;
+        let (on, other, here, there, seen_here, other_seen) = if on_from {
+            (from, to, &a, &b, &on_a, &on_b)
+        } else {
+            (to, from, &b, &a, &on_b, &on_a)
+        };
+        let plan = self.record_where(vm, on)?;
+        // The definition where it is, up to date (the generation moved).
+        let xml = kvmroll_core::render_domain(&plan.after, vm)?;
+        let here = here.as_ref().map_err(|e| undecided(vm, error_chain(e)))?;
+        here.define(&xml).map_err(|source| MigrateError::Ask {
             vm: vm.to_owned(),
-            why,
+            container: on.to_owned(),
+            source: Box::new(source),
+        })?;
+        let removed_leftover = match (there, other_seen) {
+            (Ok(there), Some(Some(d))) => remove_leftover(there.as_ref(), d, vm, other),
+            _ => false,
         };
-        let (on, other, other_seen) = match (runs(&on_a), runs(&on_b)) {
-            (true, true) => return Err(undecided(format!("it runs on both {from} and {to}"))),
-            (true, false) => (from, to, &on_b),
-            (false, true) => (to, from, &on_a),
-            (false, false) => {
-                for (seen, name) in [(&on_a, from), (&on_b, to)] {
-                    if seen.is_none() {
-                        return Err(undecided(format!(
-                            "it runs on neither container that answered, and {name} did not answer"
-                        )));
-                    }
-                }
-                if defined(&on_a) || !defined(&on_b) {
-                    (from, to, &on_b)
-                } else {
-                    (to, from, &on_a)
-                }
-            }
-        };
-        let plan = self.db().update(&mut |c| {
+        self.refresh_others(&plan, vm);
+        Ok(Settled {
+            vm: vm.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            on: on.to_owned(),
+            running: runs(seen_here),
+            removed_leftover,
+            other_unreached: other_seen.is_none(),
+        })
+    }
+
+    /// Writes that `vm` is on `on`, with the mark removed, in one
+    /// transaction.
+    fn record_where(&self, vm: &str, on: &str) -> Result<Plan, MigrateError> {
+        Ok(self.db().update(&mut |c| {
             let mut row = c.vm(vm)?.clone();
             let mut changes = Vec::new();
             if row.container.as_deref() != Some(on) {
@@ -150,38 +223,7 @@ impl Migrator<'_> {
                 });
             }
             Ok(changes)
-        })?;
-        // The definition where it is, up to date (the generation moved).
-        let xml = kvmroll_core::render_domain(&plan.after, vm)?;
-        let (here, there) = if on == from { (&a, &b) } else { (&b, &a) };
-        let here = here.as_ref().map_err(|e| undecided(error_chain(e)))?;
-        here.define(&xml).map_err(|source| MigrateError::Ask {
-            vm: vm.to_owned(),
-            container: on.to_owned(),
-            source: Box::new(source),
-        })?;
-        let mut removed_leftover = false;
-        if let (Ok(there), Some(Some(d))) = (there, other_seen) {
-            if !active(&d.state) {
-                match there.undefine(vm) {
-                    Ok(()) => removed_leftover = true,
-                    Err(e) => log::warn!(
-                        "VM {vm}: its leftover definition on {other} stays: {}",
-                        error_chain(&e)
-                    ),
-                }
-            }
-        }
-        self.refresh_others(&plan, vm);
-        Ok(Settled {
-            vm: vm.to_owned(),
-            from: from.to_owned(),
-            to: to.to_owned(),
-            on: on.to_owned(),
-            running: runs(if on == from { &on_a } else { &on_b }),
-            removed_leftover,
-            other_unreached: other_seen.is_none(),
-        })
+        })?)
     }
 
     /// Redefines, where libvirt has them, the VMs other than `except` whose
