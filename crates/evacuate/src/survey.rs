@@ -52,37 +52,16 @@ pub fn survey(
     if !is_container {
         return Err(SurveyError::NotContainer(source.to_string()));
     }
-    let others: Vec<String> = cluster
-        .hosts
-        .values()
-        .filter(|h| h.name != source && !cluster.vms.contains_key(&h.name))
-        .filter(|h| cluster.is_container(h))
-        .map(|h| h.name.clone())
-        .collect();
+    let others = other_containers(cluster, source);
     let deadline = Instant::now() + limit;
     let (tx, rx) = mpsc::channel();
-    let ask = |name: String, first: bool| {
-        let (tx, probe) = (tx.clone(), Arc::clone(probe));
-        let spawned = std::thread::Builder::new()
-            .name(format!("ask {name}"))
-            .spawn(move || {
-                let answer = if first {
-                    Answer::Running(probe.running(&name))
-                } else {
-                    Answer::Free(probe.free_memory(&name))
-                };
-                // The survey may have stopped waiting: nobody to tell.
-                let _ = tx.send((name, answer));
-            });
-        spawned.map_err(|e| format!("cannot start a thread to ask it: {e}"))
-    };
     let mut running = None;
     let mut found = Survey::default();
     let mut asked = 0;
     for (name, first) in
         std::iter::once((source.to_string(), true)).chain(others.iter().map(|o| (o.clone(), false)))
     {
-        match ask(name.clone(), first) {
+        match ask(&tx, probe, name.clone(), first) {
             Ok(_) => asked += 1,
             Err(why) if first => running = Some(Err(why)),
             Err(why) => found.silent.push((name, why)),
@@ -127,4 +106,41 @@ pub fn survey(
     let placed: Vec<String> = cluster.vms_on(source).map(|v| v.name.clone()).collect();
     found.running = placed.into_iter().filter(|n| domains.contains(n)).collect();
     Ok(found)
+}
+
+/// The VM containers other than `source` (hosts that are no VM themselves).
+fn other_containers(cluster: &Cluster, source: &str) -> Vec<String> {
+    cluster
+        .hosts
+        .values()
+        .filter(|h| h.name != source && !cluster.vms.contains_key(&h.name))
+        .filter(|h| cluster.is_container(h))
+        .map(|h| h.name.clone())
+        .collect()
+}
+
+/// Asks `name`, on a thread of its own, its running domains (`first`: the
+/// source) or its free memory; the answer comes on `tx`. `Err` says why
+/// the thread could not start.
+fn ask(
+    tx: &mpsc::Sender<(String, Answer)>,
+    probe: &Arc<dyn Probe>,
+    name: String,
+    first: bool,
+) -> Result<(), String> {
+    let (tx, probe) = (tx.clone(), Arc::clone(probe));
+    let spawned = std::thread::Builder::new()
+        .name(format!("ask {name}"))
+        .spawn(move || {
+            let answer = if first {
+                Answer::Running(probe.running(&name))
+            } else {
+                Answer::Free(probe.free_memory(&name))
+            };
+            // The survey may have stopped waiting: nobody to tell.
+            let _ = tx.send((name, answer));
+        });
+    spawned
+        .map(drop)
+        .map_err(|e| format!("cannot start a thread to ask it: {e}"))
 }
