@@ -507,26 +507,38 @@ pub fn normalize(name: &str, value: &str) -> Result<String, ValidationError> {
             parse_device(n, &value)?;
         }
         // The rest by the type the registry gives them.
-        n => match known::lookup(n).map(|k| k.kind) {
-            Some(AttrType::Boolean) => {
-                let b = parse_bool(&value).ok_or_else(|| {
-                    bad(format!("{:?} is not a boolean (true or false)", shown()))
-                })?;
-                return Ok(b.to_string());
-            }
-            Some(AttrType::Seconds | AttrType::Count | AttrType::Days) => {
-                positive(&value).map_err(bad)?;
-            }
-            Some(AttrType::CountOrAuto) if value != "auto" => {
-                positive(&value).map_err(bad)?;
-            }
-            Some(AttrType::Milliseconds) => {
-                value
-                    .parse::<u32>()
-                    .map_err(|_| bad(format!("{:?} is not a number of milliseconds", shown())))?;
-            }
-            _ => {}
-        },
+        n => return by_type(n, value),
+    }
+    Ok(value)
+}
+
+/// [`normalize`] of an attribute no rule names: checked by the type the
+/// registry gives it (none: anything goes); a boolean is stored as
+/// `true`/`false`.
+fn by_type(name: &str, value: String) -> Result<String, ValidationError> {
+    let bad = |why: String| ValidationError::Attribute {
+        name: name.to_string(),
+        why,
+    };
+    let shown = || clip(&value, QUOTE_CHARS);
+    match known::lookup(name).map(|k| k.kind) {
+        Some(AttrType::Boolean) => {
+            let b = parse_bool(&value)
+                .ok_or_else(|| bad(format!("{:?} is not a boolean (true or false)", shown())))?;
+            return Ok(b.to_string());
+        }
+        Some(AttrType::Seconds | AttrType::Count | AttrType::Days) => {
+            positive(&value).map_err(bad)?;
+        }
+        Some(AttrType::CountOrAuto) if value != "auto" => {
+            positive(&value).map_err(bad)?;
+        }
+        Some(AttrType::Milliseconds) => {
+            value
+                .parse::<u32>()
+                .map_err(|_| bad(format!("{:?} is not a number of milliseconds", shown())))?;
+        }
+        _ => {}
     }
     Ok(value)
 }
