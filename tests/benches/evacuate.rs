@@ -170,64 +170,85 @@ fn main() {
             "kvm_migrate_transport",
             how.attr(),
         ]);
-        let mut times = Vec::new();
-        // The first evacuation of fresh guests is the slowest: a warm-up,
-        // not counted. Then each width twice, in a rotating order, against
-        // the drift of a shared machine.
-        evacuate(&k, A, DEFAULT_WIDTH);
-        let order = [(B, 1), (A, 2), (B, 4), (A, 1), (B, 2), (A, 4)];
-        for (from, parallel) in order {
-            let took = evacuate(&k, from, parallel);
-            println!(
-                "{how}: kvmroll host evacuate {from} --parallel {parallel}: {:.2} s",
-                took.as_secs_f64()
-            );
-            times.push((parallel, took));
-        }
-        // All on B now: to A one after another, three times (B, A, B to
-        // A: one run alone swung from 4.8 to 7.4 s on this shared
-        // machine), the median counted; the database put back in step
-        // outside the time measured.
-        let mut plain: Vec<Duration> = [(b, a), (a, b), (b, a)]
-            .into_iter()
-            .map(|(from, to)| {
-                let took = virsh_one_by_one(from, to, &names, how);
-                println!(
-                    "{how}: virsh migrate, {GUESTS} one after another to {}: {:.2} s",
-                    to.name(),
-                    took.as_secs_f64()
-                );
-                took
-            })
-            .collect();
-        plain.sort();
-        let plain = plain[1];
-        for name in &names {
-            k.ok(&["--no-sync", "vm", "set", name, "--container", A]);
-        }
-        for width in [2, 4, 1] {
-            let mine: Vec<Duration> = times
-                .iter()
-                .filter(|(p, _)| *p == width)
-                .map(|(_, t)| *t)
-                .collect();
-            let mean = mine.iter().sum::<Duration>() / mine.len() as u32;
-            let goal = if width == DEFAULT_WIDTH {
-                " (the default; goal <= 0.6)"
-            } else {
-                ""
-            };
-            println!(
-                "{how}: ratio host evacuate --parallel {width} (mean of {}) / one after another (median of 3): {:.2}{goal}",
-                mine.len(),
-                mean.as_secs_f64() / plain.as_secs_f64()
-            );
-        }
+        let times = time_widths(&k, how);
+        let plain = time_one_by_one(&k, a, b, &names, how);
+        print_ratios(how, &times, plain);
     }
     for node in [a, b] {
         for name in &names {
             let _ = node.virsh(&["destroy", name]);
             let _ = node.virsh(&["undefine", name]);
         }
+    }
+}
+
+/// `host evacuate` of the guests between A and B at each width twice,
+/// after a warm-up; the times by width.
+fn time_widths(k: &Kvmroll, how: Transport) -> Vec<(usize, Duration)> {
+    let mut times = Vec::new();
+    // The first evacuation of fresh guests is the slowest: a warm-up,
+    // not counted. Then each width twice, in a rotating order, against
+    // the drift of a shared machine.
+    evacuate(k, A, DEFAULT_WIDTH);
+    let order = [(B, 1), (A, 2), (B, 4), (A, 1), (B, 2), (A, 4)];
+    for (from, parallel) in order {
+        let took = evacuate(k, from, parallel);
+        println!(
+            "{how}: kvmroll host evacuate {from} --parallel {parallel}: {:.2} s",
+            took.as_secs_f64()
+        );
+        times.push((parallel, took));
+    }
+    times
+}
+
+/// The median of three rounds of plain virsh migrations one after
+/// another, between B (where the evacuations leave the guests) and A,
+/// ending on A; the database put back in step there.
+fn time_one_by_one(k: &Kvmroll, a: &Node, b: &Node, names: &[String], how: Transport) -> Duration {
+    // All on B now: to A one after another, three times (B, A, B to
+    // A: one run alone swung from 4.8 to 7.4 s on this shared
+    // machine), the median counted; the database put back in step
+    // outside the time measured.
+    let mut plain: Vec<Duration> = [(b, a), (a, b), (b, a)]
+        .into_iter()
+        .map(|(from, to)| {
+            let took = virsh_one_by_one(from, to, names, how);
+            println!(
+                "{how}: virsh migrate, {GUESTS} one after another to {}: {:.2} s",
+                to.name(),
+                took.as_secs_f64()
+            );
+            took
+        })
+        .collect();
+    plain.sort();
+    let plain = plain[1];
+    for name in names {
+        k.ok(&["--no-sync", "vm", "set", name, "--container", A]);
+    }
+    plain
+}
+
+/// The ratio of each width's mean evacuation to the one-after-another
+/// median.
+fn print_ratios(how: Transport, times: &[(usize, Duration)], plain: Duration) {
+    for width in [2, 4, 1] {
+        let mine: Vec<Duration> = times
+            .iter()
+            .filter(|(p, _)| *p == width)
+            .map(|(_, t)| *t)
+            .collect();
+        let mean = mine.iter().sum::<Duration>() / mine.len() as u32;
+        let goal = if width == DEFAULT_WIDTH {
+            " (the default; goal <= 0.6)"
+        } else {
+            ""
+        };
+        println!(
+            "{how}: ratio host evacuate --parallel {width} (mean of {}) / one after another (median of 3): {:.2}{goal}",
+            mine.len(),
+            mean.as_secs_f64() / plain.as_secs_f64()
+        );
     }
 }

@@ -65,11 +65,7 @@ fn main() {
         "1",
     ]);
     k.ok(&["vm", "define", VM]);
-    let rounds = std::env::var("KVMROLL_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(ROUNDS);
+    let rounds = rounds();
     let (a, b) = (rig.node(A), rig.node(B));
     // Untimed: each side's first QEMU start reads its binary and libraries
     // from disk.
@@ -86,46 +82,7 @@ fn main() {
     let mut reports = Vec::new();
     for how in [Transport::Tunnelled, Transport::Native] {
         k.ok(&["attr", "set", VM, "kvm_migrate_transport", how.attr()]);
-        let mut ours = Vec::new();
-        let mut plain = Vec::new();
-        for round in 0..rounds {
-            fresh_guest(&k, a);
-            // Each takes the freshly filled guest first in turn (its
-            // first move differs from its second: the pages just written
-            // on A, those just received on B), the database put in step
-            // outside the time measured.
-            let kvmroll = |to: &str| {
-                let t = Instant::now();
-                ok(
-                    k.run(&["vm", "migrate", VM, "--to", to]),
-                    "kvmroll vm migrate",
-                );
-                t.elapsed()
-            };
-            let virsh = |from: &Node, to: &Node| {
-                let t = Instant::now();
-                ok(how.virsh_migrate(from, to, VM), "virsh migrate");
-                let took = t.elapsed();
-                k.ok(&["--no-sync", "vm", "set", VM, "--container", to.name()]);
-                took
-            };
-            let first = if round % 2 == 0 {
-                ours.push(kvmroll(B));
-                plain.push(virsh(b, a));
-                "kvmroll"
-            } else {
-                plain.push(virsh(a, b));
-                ours.push(kvmroll(A));
-                "virsh"
-            };
-            println!(
-                "{how} round {} ({first} first): kvmroll {:.2?}, virsh {:.2?}",
-                round + 1,
-                ours[round],
-                plain[round]
-            );
-        }
-        reports.push(report(how, &ours, &plain));
+        reports.push(time_transport(&k, a, b, how, rounds));
     }
     let _ = a.virsh(&["destroy", VM]);
     for line in reports {
@@ -164,4 +121,64 @@ fn report(how: Transport, ours: &[Duration], plain: &[Duration]) -> String {
         ours.len(),
         if ratio <= GOAL { "" } else { ": MISSED" }
     )
+}
+
+/// Migrations of each kind: `KVMROLL_BENCH_ROUNDS`, or [`ROUNDS`].
+fn rounds() -> usize {
+    std::env::var("KVMROLL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(ROUNDS)
+}
+
+/// `rounds` migrations each by kvmroll and by virsh, over `how`, taking
+/// the freshly filled guest first in turn; the line that compares them.
+fn time_transport(
+    k: &kvmroll_tests::Kvmroll,
+    a: &Node,
+    b: &Node,
+    how: Transport,
+    rounds: usize,
+) -> String {
+    let mut ours = Vec::new();
+    let mut plain = Vec::new();
+    for round in 0..rounds {
+        fresh_guest(k, a);
+        // Each takes the freshly filled guest first in turn (its
+        // first move differs from its second: the pages just written
+        // on A, those just received on B), the database put in step
+        // outside the time measured.
+        let kvmroll = |to: &str| {
+            let t = Instant::now();
+            ok(
+                k.run(&["vm", "migrate", VM, "--to", to]),
+                "kvmroll vm migrate",
+            );
+            t.elapsed()
+        };
+        let virsh = |from: &Node, to: &Node| {
+            let t = Instant::now();
+            ok(how.virsh_migrate(from, to, VM), "virsh migrate");
+            let took = t.elapsed();
+            k.ok(&["--no-sync", "vm", "set", VM, "--container", to.name()]);
+            took
+        };
+        let first = if round % 2 == 0 {
+            ours.push(kvmroll(B));
+            plain.push(virsh(b, a));
+            "kvmroll"
+        } else {
+            plain.push(virsh(a, b));
+            ours.push(kvmroll(A));
+            "virsh"
+        };
+        println!(
+            "{how} round {} ({first} first): kvmroll {:.2?}, virsh {:.2?}",
+            round + 1,
+            ours[round],
+            plain[round]
+        );
+    }
+    report(how, &ours, &plain)
 }
